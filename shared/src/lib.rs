@@ -1,1 +1,25 @@
-pub fn hello() {}
+//! The shared core of ssh-ca and ssh-bastion: configuration loading, access policy,
+//! certificate signing and verification, CA keys, and the small building blocks they use.
+//!
+//! Everything here that decides something (policy evaluation, certificate verification,
+//! pattern matching) is a pure function, so it can be tested in isolation.
+
+pub mod cert;
+pub mod config;
+pub mod duration;
+pub mod hours;
+pub mod keys;
+pub mod pattern;
+pub mod policy;
+
+/// The one ssh-key version in the build: the one russh uses (a second version would give
+/// type mismatches at every boundary with russh).
+pub use russh::keys::ssh_key;
+use russh::keys::signature;
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

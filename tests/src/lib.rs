@@ -1,1 +1,30 @@
+//! Integration-test harness for `ssh-ca` and `ssh-bastion`.
+//!
+//! Tests drive the *real* OpenSSH tools (`sshd`, `ssh`, `scp`, `sftp`,
+//! `ssh-keygen`), PuTTY's `plink` and `asciinema` on loopback. Everything here
+//! panics on failure instead of returning errors: a missing tool or a broken
+//! environment must fail the test, never skip it.
+//!
+//! Environment variables:
+//! * `JITSSH_BIN_DIR` — directory holding the project binaries (default: the
+//!   cargo profile dir the test executable was built into).
+//! * `JITSSH_KEEP_TMP=1` — keep the scratch directories of failing tests.
+//!
+//! Every child process is run with a timeout (see [`DEFAULT_TIMEOUT`]) so a
+//! hung `ssh` can never hang the suite.
 
+mod keys;
+mod net;
+mod process;
+mod scratch;
+mod ssh;
+mod sshd;
+mod tools;
+
+pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
+pub use net::free_port;
+pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_for};
+pub use scratch::Scratch;
+pub use ssh::Ssh;
+pub use sshd::{Sshd, SshdBuilder};
+pub use tools::{project_bin, tool};
