@@ -171,7 +171,9 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_key() {
         let text = "name = \"x\"\n\n[[roles]]\nname = \"a\"\nttl = \"1h\"\ncolour = \"red\"\n";
-        let err = parse_toml::<Sample>(text, "ca.toml").unwrap_err().to_string();
+        let err = parse_toml::<Sample>(text, "ca.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("ca.toml:6:"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }

@@ -155,7 +155,16 @@ mod tests {
 
     #[test]
     fn refuses_garbage_with_the_accepted_form() {
-        for bad in ["banana", "", "10", "h", "5x", "-1h", "1.5h", "99999999999999999999s"] {
+        for bad in [
+            "banana",
+            "",
+            "10",
+            "h",
+            "5x",
+            "-1h",
+            "1.5h",
+            "99999999999999999999s",
+        ] {
             let err = bad.parse::<HumanDuration>().unwrap_err().to_string();
             assert!(err.contains("expected e.g. 30s"), "{bad}: {err}");
         }

@@ -243,7 +243,11 @@ mod tests {
         assert_eq!(window.end_if_inside(at(4, 23, 0)), Some(at(5, 6, 0)));
         assert_eq!(window.end_if_inside(at(5, 5, 0)), Some(at(5, 6, 0)));
         assert_eq!(window.end_if_inside(at(5, 23, 0)), None);
-        assert_eq!(window.end_if_inside(at(4, 5, 0)), None, "Friday early = Thursday's night");
+        assert_eq!(
+            window.end_if_inside(at(4, 5, 0)),
+            None,
+            "Friday early = Thursday's night"
+        );
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-
 use crate::ssh_key::private::{Ed25519Keypair, KeypairData};
 use crate::ssh_key::public::{Ed25519PublicKey, KeyData};
 use crate::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, Signature};
@@ -84,11 +83,16 @@ impl CaSigner {
         if key.is_encrypted() {
             return Err(format("encrypted CA keys are not supported".into()));
         }
-        let keypair = key
-            .key_data()
-            .ed25519()
-            .ok_or_else(|| format(format!("expected an ed25519 key, found {}", key.algorithm())))?;
-        Ok(Self::from_seed(&keypair.private.to_bytes(), key.comment().as_str_lossy()))
+        let keypair = key.key_data().ed25519().ok_or_else(|| {
+            format(format!(
+                "expected an ed25519 key, found {}",
+                key.algorithm()
+            ))
+        })?;
+        Ok(Self::from_seed(
+            &keypair.private.to_bytes(),
+            key.comment().as_str_lossy(),
+        ))
     }
 
     /// The key in OpenSSH private key format.
@@ -129,7 +133,8 @@ impl CaSigner {
 impl crate::signature::Signer<Signature> for CaSigner {
     fn try_sign(&self, message: &[u8]) -> Result<Signature, crate::signature::Error> {
         let raw = self.signing.sign(message);
-        Signature::new(Algorithm::Ed25519, raw.to_bytes().to_vec()).map_err(|_| crate::signature::Error::new())
+        Signature::new(Algorithm::Ed25519, raw.to_bytes().to_vec())
+            .map_err(|_| crate::signature::Error::new())
     }
 }
 
@@ -248,14 +253,22 @@ mod tests {
         assert_eq!(loaded.host.fingerprint(), keys.host.fingerprint());
         assert_ne!(keys.user.fingerprint(), keys.host.fingerprint());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("user_ca")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("user_ca"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn load_reports_missing_and_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(CaKeys::load(dir.path()).unwrap_err().to_string().contains("run `ssh-ca init`"));
+        assert!(
+            CaKeys::load(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("run `ssh-ca init`")
+        );
         std::fs::write(dir.path().join("user_ca"), "garbage").unwrap();
         std::fs::write(dir.path().join("host_ca"), "garbage").unwrap();
         let err = CaKeys::load(dir.path()).unwrap_err().to_string();

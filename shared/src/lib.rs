@@ -4,18 +4,21 @@
 //! Everything here that decides something (policy evaluation, certificate verification,
 //! pattern matching) is a pure function, so it can be tested in isolation.
 
+pub mod audit;
 pub mod cert;
 pub mod config;
 pub mod duration;
 pub mod hours;
 pub mod keys;
+pub mod krl;
 pub mod pattern;
 pub mod policy;
+pub mod store;
 
+use russh::keys::signature;
 /// The one ssh-key version in the build: the one russh uses (a second version would give
 /// type mismatches at every boundary with russh).
 pub use russh::keys::ssh_key;
-use russh::keys::signature;
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {

@@ -92,7 +92,10 @@ mod tests {
         assert!(!list_matches(&patterns, "web-secret1"));
         assert!(!list_matches(&patterns, "db01"));
         assert!(!list_matches::<&str>(&[], "web01"));
-        assert!(!list_matches(&["!db*"], "web01"), "negation alone grants nothing");
+        assert!(
+            !list_matches(&["!db*"], "web01"),
+            "negation alone grants nothing"
+        );
     }
 
     #[test]

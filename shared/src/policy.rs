@@ -69,7 +69,10 @@ impl Default for Defaults {
 }
 
 fn default_extensions() -> Vec<String> {
-    DEFAULT_USER_EXTENSIONS.iter().map(|s| s.to_string()).collect()
+    DEFAULT_USER_EXTENSIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn default_ttl() -> HumanDuration {
@@ -293,13 +296,17 @@ impl Policy {
     /// Parses and validates policy text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, ConfigError> {
         let file: PolicyFile = config::parse_toml(text, origin)?;
-        let invalid = |key: String, message: String| ConfigError::invalid(origin, text, &key, message);
+        let invalid =
+            |key: String, message: String| ConfigError::invalid(origin, text, &key, message);
 
         let mut roles = BTreeMap::new();
         for (i, role) in file.roles.iter().enumerate() {
             let key = |field: &str| format!("roles[{i}].{field}");
             if !valid_name(&role.name) {
-                return Err(invalid(key("name"), format!("invalid role name {:?}", role.name)));
+                return Err(invalid(
+                    key("name"),
+                    format!("invalid role name {:?}", role.name),
+                ));
             }
             if role.logins.is_empty() {
                 return Err(invalid(
@@ -312,33 +319,51 @@ impl Policy {
                     .map_err(|why| invalid(key("logins"), why))?;
             }
             if role.max_ttl.as_secs() == 0 {
-                return Err(invalid(key("max_ttl"), "max_ttl must be more than 0s".into()));
+                return Err(invalid(
+                    key("max_ttl"),
+                    "max_ttl must be more than 0s".into(),
+                ));
             }
             if let Some(default) = role.default_ttl
                 && (default > role.max_ttl || default.as_secs() == 0)
             {
                 return Err(invalid(
                     key("default_ttl"),
-                    format!("default_ttl {default} must be between 1s and max_ttl {}", role.max_ttl),
+                    format!(
+                        "default_ttl {default} must be between 1s and max_ttl {}",
+                        role.max_ttl
+                    ),
                 ));
             }
             for entry in role.source_address.iter().flatten() {
                 check_source_address(entry).map_err(|why| invalid(key("source_address"), why))?;
             }
             if role.source_address.as_ref().is_some_and(Vec::is_empty) {
-                return Err(invalid(key("source_address"), "source_address is empty".into()));
+                return Err(invalid(
+                    key("source_address"),
+                    "source_address is empty".into(),
+                ));
             }
             if role.force_command.as_deref().is_some_and(str::is_empty) {
-                return Err(invalid(key("force_command"), "force_command is empty".into()));
+                return Err(invalid(
+                    key("force_command"),
+                    "force_command is empty".into(),
+                ));
             }
             if role.approvals > 0 && role.approvers.is_empty() {
                 return Err(invalid(
                     key("approvers"),
-                    format!("role {} needs {} approvals but names no approvers", role.name, role.approvals),
+                    format!(
+                        "role {} needs {} approvals but names no approvers",
+                        role.name, role.approvals
+                    ),
                 ));
             }
             if roles.insert(role.name.clone(), role.clone()).is_some() {
-                return Err(invalid(key("name"), format!("duplicate role {:?}", role.name)));
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate role {:?}", role.name),
+                ));
             }
         }
         for (i, role) in file.roles.iter().enumerate() {
@@ -355,7 +380,10 @@ impl Policy {
         for (i, user) in file.users.iter().enumerate() {
             let key = |field: &str| format!("users[{i}].{field}");
             if !valid_name(&user.name) {
-                return Err(invalid(key("name"), format!("invalid user name {:?}", user.name)));
+                return Err(invalid(
+                    key("name"),
+                    format!("invalid user name {:?}", user.name),
+                ));
             }
             if let Some(unknown) = user.roles.iter().find(|r| !roles.contains_key(*r)) {
                 return Err(invalid(key("roles"), format!("unknown role {unknown:?}")));
@@ -363,13 +391,23 @@ impl Policy {
             let mut keys = Vec::new();
             for (k, line) in user.keys.iter().enumerate() {
                 let public = PublicKey::from_openssh(line.trim()).map_err(|err| {
-                    invalid(key("keys"), format!("key {} of user {} is not an OpenSSH public key: {err}", k + 1, user.name))
+                    invalid(
+                        key("keys"),
+                        format!(
+                            "key {} of user {} is not an OpenSSH public key: {err}",
+                            k + 1,
+                            user.name
+                        ),
+                    )
                 })?;
                 let fingerprint = public.fingerprint(HashAlg::Sha256).to_string();
                 if let Some(other) = key_owner.insert(fingerprint.clone(), user.name.clone()) {
                     return Err(invalid(
                         key("keys"),
-                        format!("key {fingerprint} belongs to both {other} and {}", user.name),
+                        format!(
+                            "key {fingerprint} belongs to both {other} and {}",
+                            user.name
+                        ),
                     ));
                 }
                 keys.push(public);
@@ -380,7 +418,10 @@ impl Policy {
                 roles: user.roles.clone(),
             };
             if users.insert(user.name.clone(), entry).is_some() {
-                return Err(invalid(key("name"), format!("duplicate user {:?}", user.name)));
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate user {:?}", user.name),
+                ));
             }
         }
         Ok(Policy {
@@ -462,7 +503,11 @@ impl Policy {
         let mut effective = Vec::new();
         let mut skipped = Vec::new();
         for role in candidates {
-            let logins: Vec<String> = role.logins.iter().map(|l| expand_login(l, &user.name)).collect();
+            let logins: Vec<String> = role
+                .logins
+                .iter()
+                .map(|l| expand_login(l, &user.name))
+                .collect();
             if let Some(wanted) = &wanted
                 && !logins.iter().any(|l| wanted.contains(l))
             {
@@ -484,7 +529,10 @@ impl Policy {
                     user.name,
                     self.describe_logins(user)
                 )),
-                None => deny(format!("user {} has no role that can issue a certificate", user.name)),
+                None => deny(format!(
+                    "user {} has no role that can issue a certificate",
+                    user.name
+                )),
             });
         }
         for why in &skipped {
@@ -531,14 +579,28 @@ impl Policy {
 
         let ttl = self.decide_ttl(request, &effective, now, &mut trace)?;
         let extensions = self.decide_extensions(&effective, &mut trace);
-        let force_command = decide_single(&effective, "force_command", |r| r.force_command.clone(), &mut trace)?;
-        let source_address = decide_single(&effective, "source_address", |r| r.source_address.clone(), &mut trace)?;
+        let force_command = decide_single(
+            &effective,
+            "force_command",
+            |r| r.force_command.clone(),
+            &mut trace,
+        )?;
+        let source_address = decide_single(
+            &effective,
+            "source_address",
+            |r| r.source_address.clone(),
+            &mut trace,
+        )?;
 
         let roles = effective
             .iter()
             .map(|(role, logins, _)| RoleGrant {
                 name: role.name.clone(),
-                logins: logins.iter().filter(|l| principals.contains(l)).cloned().collect(),
+                logins: logins
+                    .iter()
+                    .filter(|l| principals.contains(l))
+                    .cloned()
+                    .collect(),
                 hosts: role.hosts.clone(),
             })
             .collect();
@@ -578,7 +640,10 @@ impl Policy {
         if let Some(only) = only
             && !user.roles.contains(only)
         {
-            return Err(deny(format!("user {} does not have role {only}", user.name)));
+            return Err(deny(format!(
+                "user {} does not have role {only}",
+                user.name
+            )));
         }
         Ok(user
             .roles
@@ -589,7 +654,13 @@ impl Policy {
     }
 
     /// Can this role issue now? Returns the end of its allowed window (if limited).
-    fn usable(&self, role: &Role, request: &CertRequest, has_reason: bool, now: u64) -> Result<Option<u64>, Denial> {
+    fn usable(
+        &self,
+        role: &Role,
+        request: &CertRequest,
+        has_reason: bool,
+        now: u64,
+    ) -> Result<Option<u64>, Denial> {
         let approved_for_role = request.approved.as_ref().filter(|a| a.role == role.name);
         if role.approvals > 0 && approved_for_role.is_none() {
             return Err(deny(format!(
@@ -602,7 +673,10 @@ impl Policy {
             )));
         }
         if role.require_reason && !has_reason {
-            return Err(deny(format!("role {} requires a reason (--reason TEXT)", role.name)));
+            return Err(deny(format!(
+                "role {} requires a reason (--reason TEXT)",
+                role.name
+            )));
         }
         let mut end = None;
         if let Some(hours) = &role.allowed_hours {
@@ -649,7 +723,10 @@ impl Policy {
                 trace.push(Decision {
                     part: "ttl",
                     value: ttl.to_string(),
-                    rule: format!("requested, within max_ttl {max_ttl} of role {}", tightest.name),
+                    rule: format!(
+                        "requested, within max_ttl {max_ttl} of role {}",
+                        tightest.name
+                    ),
                 });
                 ttl.as_secs()
             }
@@ -685,7 +762,11 @@ impl Policy {
         Ok(Duration::from_secs(ttl))
     }
 
-    fn decide_extensions(&self, effective: &[(&Role, Vec<String>, Option<u64>)], trace: &mut Vec<Decision>) -> Vec<String> {
+    fn decide_extensions(
+        &self,
+        effective: &[(&Role, Vec<String>, Option<u64>)],
+        trace: &mut Vec<Decision>,
+    ) -> Vec<String> {
         let mut result: Option<BTreeSet<String>> = None;
         for (role, _, _) in effective {
             let set: BTreeSet<String> = role
@@ -718,7 +799,11 @@ impl Policy {
             .iter()
             .filter_map(|r| self.roles.get(r))
             .map(|r| {
-                let logins: Vec<String> = r.logins.iter().map(|l| expand_login(l, &user.name)).collect();
+                let logins: Vec<String> = r
+                    .logins
+                    .iter()
+                    .map(|l| expand_login(l, &user.name))
+                    .collect();
                 format!("{}: {}", r.name, logins.join(", "))
             })
             .collect();

@@ -13,6 +13,7 @@
 //! Every child process is run with a timeout (see [`DEFAULT_TIMEOUT`]) so a
 //! hung `ssh` can never hang the suite.
 
+mod ca;
 mod keys;
 mod net;
 mod process;
@@ -21,6 +22,7 @@ mod ssh;
 mod sshd;
 mod tools;
 
+pub use ca::CaFixture;
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;
 pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_for};

@@ -68,13 +68,22 @@ fn empty_principals_and_reversed_validity_are_refused() {
     let f = fixture();
     let mut s = spec(CertType::User);
     s.principals.clear();
-    assert!(matches!(s.sign(1, &f.user_ca), Err(CertError::EmptyPrincipals)));
+    assert!(matches!(
+        s.sign(1, &f.user_ca),
+        Err(CertError::EmptyPrincipals)
+    ));
     let mut s = spec(CertType::User);
     s.valid_before = s.valid_after;
-    assert!(matches!(s.sign(1, &f.user_ca), Err(CertError::BadValidity { .. })));
+    assert!(matches!(
+        s.sign(1, &f.user_ca),
+        Err(CertError::BadValidity { .. })
+    ));
     let mut s = spec(CertType::User);
     s.principals = vec!["a,b".into()];
-    assert!(matches!(s.sign(1, &f.user_ca), Err(CertError::BadPrincipal(_))));
+    assert!(matches!(
+        s.sign(1, &f.user_ca),
+        Err(CertError::BadPrincipal(_))
+    ));
 }
 
 #[test]
@@ -82,7 +91,10 @@ fn untrusted_ca_is_rejected() {
     let f = fixture();
     let cert = spec(CertType::User).sign(1, &f.other_ca).unwrap();
     let cas = [f.user_ca.key_data().clone()];
-    assert!(matches!(verify(&cert, &expect(&cas, "deploy")), Err(Rejection::UntrustedCa(_))));
+    assert!(matches!(
+        verify(&cert, &expect(&cas, "deploy")),
+        Err(Rejection::UntrustedCa(_))
+    ));
 }
 
 #[test]
@@ -92,7 +104,10 @@ fn host_certificate_is_not_a_user_certificate() {
     let cas = [f.user_ca.key_data().clone()];
     assert_eq!(
         verify(&cert, &expect(&cas, "deploy")),
-        Err(Rejection::WrongType { expected: "user", got: "host" })
+        Err(Rejection::WrongType {
+            expected: "user",
+            got: "host"
+        })
     );
 }
 
@@ -130,11 +145,17 @@ fn tampered_certificate_fails_signature() {
     // change key id bytes in the encoded blob.
     let mut bytes = cert.to_bytes().unwrap();
     let needle = b"alice";
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     bytes[at] = b'A';
     let tampered = Certificate::from_bytes(&bytes).unwrap();
     let cas = [f.user_ca.key_data().clone()];
-    assert_eq!(verify(&tampered, &expect(&cas, "deploy")), Err(Rejection::BadSignature));
+    assert_eq!(
+        verify(&tampered, &expect(&cas, "deploy")),
+        Err(Rejection::BadSignature)
+    );
     assert!(text.starts_with("ssh-ed25519-cert-v01@openssh.com "));
 }
 
@@ -142,7 +163,8 @@ fn tampered_certificate_fails_signature() {
 fn unknown_critical_option_is_rejected() {
     let f = fixture();
     let mut s = spec(CertType::User);
-    s.critical_options.insert("verify-required".into(), String::new());
+    s.critical_options
+        .insert("verify-required".into(), String::new());
     let cert = s.sign(1, &f.user_ca).unwrap();
     let cas = [f.user_ca.key_data().clone()];
     assert_eq!(
@@ -155,7 +177,8 @@ fn unknown_critical_option_is_rejected() {
 fn source_address_is_enforced() {
     let f = fixture();
     let mut s = spec(CertType::User);
-    s.critical_options.insert("source-address".into(), "192.168.0.0/16,10.1.2.3".into());
+    s.critical_options
+        .insert("source-address".into(), "192.168.0.0/16,10.1.2.3".into());
     let cert = s.sign(1, &f.user_ca).unwrap();
     let cas = [f.user_ca.key_data().clone()];
     let mut want = expect(&cas, "deploy");
@@ -163,9 +186,15 @@ fn source_address_is_enforced() {
     want.peer = Some("::ffff:10.1.2.3".parse().unwrap());
     assert_eq!(verify(&cert, &want), Ok(()), "v4-mapped v6 peer");
     want.peer = Some("10.1.2.4".parse().unwrap());
-    assert!(matches!(verify(&cert, &want), Err(Rejection::SourceAddress(..))));
+    assert!(matches!(
+        verify(&cert, &want),
+        Err(Rejection::SourceAddress(..))
+    ));
     want.peer = None;
-    assert!(matches!(verify(&cert, &want), Err(Rejection::SourceAddress(..))));
+    assert!(matches!(
+        verify(&cert, &want),
+        Err(Rejection::SourceAddress(..))
+    ));
     assert!(check_source_address("garbage", Some("10.0.0.1".parse().unwrap())).is_err());
 }
 
@@ -187,13 +216,18 @@ fn grant_claims_round_trip_and_decide_targets() {
     };
     let f = fixture();
     let mut s = spec(CertType::User);
-    s.extensions
-        .insert(GRANT_EXTENSION.into(), serde_json::to_string(&claims).unwrap());
+    s.extensions.insert(
+        GRANT_EXTENSION.into(),
+        serde_json::to_string(&claims).unwrap(),
+    );
     let cert = s.sign(1, &f.user_ca).unwrap();
     let read = GrantClaims::from_certificate(&cert).unwrap().unwrap();
     assert_eq!(read, claims);
     assert!(read.allows("deploy", "web01"));
     assert!(!read.allows("deploy", "web-secret"));
-    assert!(!read.allows("root", "web01"), "a login reaches only its own role's hosts");
+    assert!(
+        !read.allows("root", "web01"),
+        "a login reaches only its own role's hosts"
+    );
     assert!(read.allows("root", "db1"));
 }

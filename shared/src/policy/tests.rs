@@ -111,11 +111,29 @@ fn default_request_uses_usable_roles_and_expands_user_template() {
     let grant = eval("alice", request()).unwrap();
     assert_eq!(grant.principals, ["alice", "deploy", "office"]);
     let names: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["dev", "office"], "ops needs a reason, prod-admin an approval");
-    assert_eq!(grant.ttl, Duration::from_secs(1800), "smallest default_ttl (office: [defaults] 30m)");
+    assert_eq!(
+        names,
+        ["dev", "office"],
+        "ops needs a reason, prod-admin an approval"
+    );
+    assert_eq!(
+        grant.ttl,
+        Duration::from_secs(1800),
+        "smallest default_ttl (office: [defaults] 30m)"
+    );
     assert_eq!(grant.key_id, "alice");
-    assert!(grant.trace.iter().any(|d| d.rule.contains("requires a reason")));
-    assert!(grant.trace.iter().any(|d| d.rule.contains("approved access request")));
+    assert!(
+        grant
+            .trace
+            .iter()
+            .any(|d| d.rule.contains("requires a reason"))
+    );
+    assert!(
+        grant
+            .trace
+            .iter()
+            .any(|d| d.rule.contains("approved access request"))
+    );
 }
 
 #[test]
@@ -288,7 +306,10 @@ fn approval_required_without_request() {
             ..request()
         },
     );
-    assert!(reason.contains("requires an approved access request (2 approvals from lead)"), "{reason}");
+    assert!(
+        reason.contains("requires an approved access request (2 approvals from lead)"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -310,7 +331,11 @@ fn approved_request_limits_role_window_and_names_request() {
     assert_eq!(grant.principals, ["root"]);
     assert_eq!(grant.roles.len(), 1);
     assert_eq!(grant.roles[0].hosts, ["prod*"]);
-    assert_eq!(grant.ttl, Duration::from_secs(1800), "cut to the approved window");
+    assert_eq!(
+        grant.ttl,
+        Duration::from_secs(1800),
+        "cut to the approved window"
+    );
     assert_eq!(grant.key_id, "alice request=r-1234");
     assert_eq!(grant.reason.as_deref(), Some("CHG-7"));
 
@@ -318,7 +343,16 @@ fn approved_request_limits_role_window_and_names_request() {
         not_after: MONDAY_10AM,
         ..approved.clone()
     };
-    assert!(denial("alice", CertRequest { approved: Some(expired), ..request() }).contains("expired"));
+    assert!(
+        denial(
+            "alice",
+            CertRequest {
+                approved: Some(expired),
+                ..request()
+            }
+        )
+        .contains("expired")
+    );
 
     let other_role = CertRequest {
         approved: Some(approved),
@@ -337,10 +371,17 @@ fn allowed_hours_deny_outside_and_cut_inside() {
     };
     let saturday = MONDAY_10AM + 5 * 86_400;
     let reason = policy.evaluate("alice", &req, saturday).unwrap_err().reason;
-    assert_eq!(reason, "role office may only be used during Mon-Fri 08:00-18:00 UTC");
+    assert_eq!(
+        reason,
+        "role office may only be used during Mon-Fri 08:00-18:00 UTC"
+    );
     let at_five = MONDAY_10AM + 7 * 3600;
     let grant = policy.evaluate("alice", &req, at_five).unwrap();
-    assert_eq!(grant.ttl, Duration::from_secs(1800), "default 30m fits before 18:00");
+    assert_eq!(
+        grant.ttl,
+        Duration::from_secs(1800),
+        "default 30m fits before 18:00"
+    );
     let late = CertRequest {
         ttl: Some("4h".parse().unwrap()),
         ..req
@@ -354,7 +395,11 @@ fn force_command_and_source_address_come_from_the_role() {
     let grant = eval("carol", request()).unwrap();
     assert_eq!(grant.force_command.as_deref(), Some("/usr/bin/deploy"));
     assert_eq!(grant.source_address, Some(vec!["10.0.0.0/8".to_string()]));
-    assert_eq!(grant.ttl, Duration::from_secs(15 * 60), "default_ttl capped by max_ttl");
+    assert_eq!(
+        grant.ttl,
+        Duration::from_secs(15 * 60),
+        "default_ttl capped by max_ttl"
+    );
 }
 
 #[test]
@@ -366,7 +411,10 @@ fn conflicting_force_commands_need_a_role_choice() {
             ..request()
         },
     );
-    assert!(reason.contains("set different force_command; choose one with --role"), "{reason}");
+    assert!(
+        reason.contains("set different force_command; choose one with --role"),
+        "{reason}"
+    );
     let grant = eval(
         "bob",
         CertRequest {
@@ -417,7 +465,10 @@ fn parse_err(text: &str) -> String {
 #[test]
 fn policy_errors_name_file_line_and_key() {
     let err = parse_err("[[roles]]\nname = \"r\"\nlogins = []\nmax_ttl = \"1h\"\n");
-    assert!(err.starts_with("policy.toml:3: key roles[0].logins"), "{err}");
+    assert!(
+        err.starts_with("policy.toml:3: key roles[0].logins"),
+        "{err}"
+    );
     let err = parse_err("[[roles]]\nname = \"r\"\nlogins = [\"a\"]\nmax_ttl = \"banana\"\n");
     assert!(err.starts_with("policy.toml:4:"), "{err}");
     assert!(err.contains("banana"), "{err}");
@@ -435,7 +486,8 @@ fn policy_errors_name_file_line_and_key() {
         "[[roles]]\nname = \"r\"\nlogins = [\"a\"]\nmax_ttl = \"1h\"\nsource_address = [\"nope\"]\n",
     );
     assert!(err.contains("not an IP address"), "{err}");
-    let err = parse_err("[[roles]]\nname = \"r\"\nlogins = [\"a\"]\nmax_ttl = \"1h\"\napprovals = 1\n");
+    let err =
+        parse_err("[[roles]]\nname = \"r\"\nlogins = [\"a\"]\nmax_ttl = \"1h\"\napprovals = 1\n");
     assert!(err.contains("names no approvers"), "{err}");
     let err = parse_err("[[roles]]\nname = \"r\"\nlogins = [\"a b\"]\nmax_ttl = \"1h\"\n");
     assert!(err.contains("contains"), "{err}");

@@ -1,0 +1,366 @@
+//! The authority: the one place certificates are issued and revoked.
+//!
+//! Offline operator commands, the SSH API and the bastion all go through [`Authority`], so every
+//! certificate gets the same treatment: a serial reserved durably before signing, a record in
+//! the store, and an audit record fsynced before the certificate is handed out.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use jitssh_shared::audit::{AuditError, AuditEvent, AuditLog};
+use jitssh_shared::cert::{CertError, CertSpec};
+use jitssh_shared::config::ConfigError;
+use jitssh_shared::keys::{CaKeys, CaSigner, KeyError};
+use jitssh_shared::krl::Krl;
+use jitssh_shared::policy::{CertRequest, Denial, Grant, Policy};
+use jitssh_shared::ssh_key::certificate::CertType;
+use jitssh_shared::ssh_key::public::KeyData;
+use jitssh_shared::ssh_key::{Certificate, HashAlg};
+use jitssh_shared::store::{IssuedCert, Revocation, Revoked, SqliteStore, Store, StoreError};
+use jitssh_shared::unix_now;
+use serde_json::json;
+
+use crate::config::CaConfig;
+use crate::revocation;
+
+/// Errors opening the authority.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// CA keys missing, unreadable or malformed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The policy file is broken.
+    #[error(transparent)]
+    Policy(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Errors issuing or revoking.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The policy refused; the reason is for the requester.
+    #[error("denied: {0}")]
+    Denied(#[from] Denial),
+    /// The certificate could not be built.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The store failed; nothing was handed out.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit record could not be written; nothing was handed out.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The KRL file could not be written.
+    #[error("cannot write KRL {path}: {source}")]
+    KrlWrite {
+        /// The KRL path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A certificate handed out.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// Its OpenSSH line (`ssh-ed25519-cert-v01@openssh.com AAAA... key-id`).
+    pub line: String,
+}
+
+/// How the authority opens.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// Create the CA keys when there are none (a server's first start).
+    pub init_keys: bool,
+    /// Serials reserved per store transaction: 1 for one-shot commands, more for servers.
+    pub serial_block: u64,
+}
+
+/// Serial numbers leased from the store in blocks: one durable write per block, and a serial
+/// is never handed out twice even if the process dies (unused ones are simply skipped).
+struct SerialPool {
+    block: u64,
+    range: Mutex<Range<u64>>,
+}
+
+impl SerialPool {
+    fn next(&self, store: &dyn Store) -> Result<u64, StoreError> {
+        let mut range = self.range.lock().unwrap_or_else(|p| p.into_inner());
+        if range.is_empty() {
+            *range = store.reserve_serials(self.block)?;
+        }
+        let serial = range.start;
+        range.start += 1;
+        Ok(serial)
+    }
+}
+
+/// The certificate authority.
+pub struct Authority {
+    config: CaConfig,
+    keys: CaKeys,
+    policy: RwLock<Arc<Policy>>,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    serials: SerialPool,
+}
+
+impl Authority {
+    /// Opens the authority described by `config`.
+    pub fn open(config: CaConfig, options: OpenOptions) -> Result<Authority, OpenError> {
+        let keys = if options.init_keys && !CaKeys::exist(&config.data_dir) {
+            let keys = CaKeys::init(&config.data_dir)?;
+            tracing::info!(
+                user_ca = %keys.user.fingerprint(),
+                host_ca = %keys.host.fingerprint(),
+                "created CA keys"
+            );
+            keys
+        } else {
+            CaKeys::load(&config.data_dir)?
+        };
+        let policy = load_policy(&config)?;
+        let store = SqliteStore::open(&config.store_path())?;
+        let audit = AuditLog::open(&config.audit_path())?;
+        Ok(Authority {
+            serials: SerialPool {
+                block: options.serial_block.max(1),
+                range: Mutex::new(0..0),
+            },
+            config,
+            keys,
+            policy: RwLock::new(Arc::new(policy)),
+            store: Arc::new(store),
+            audit,
+        })
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &CaConfig {
+        &self.config
+    }
+
+    /// The CA keys.
+    pub fn keys(&self) -> &CaKeys {
+        &self.keys
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the policy file; on error the old policy stays in force.
+    pub fn reload_policy(&self) -> Result<(), ConfigError> {
+        let policy = load_policy(&self.config)?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        Ok(())
+    }
+
+    /// What `user` would get for `request` now, without signing anything.
+    pub fn plan(
+        &self,
+        user: &str,
+        subject: KeyData,
+        request: &CertRequest,
+    ) -> Result<(Grant, CertSpec), Denial> {
+        let now = unix_now();
+        let grant = self.policy().evaluate(user, request, now)?;
+        let spec = CertSpec::from_grant(&grant, subject, now, self.config.clock_skew.as_secs());
+        Ok((grant, spec))
+    }
+
+    /// Issues a user certificate as the policy allows, or records and returns the denial.
+    pub fn issue_for_user(
+        &self,
+        user: &str,
+        subject: KeyData,
+        request: &CertRequest,
+    ) -> Result<Issued, IssueError> {
+        let fingerprint = subject.fingerprint(HashAlg::Sha256).to_string();
+        match self.plan(user, subject, request) {
+            Ok((grant, spec)) => {
+                let roles: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
+                let details = json!({ "roles": roles, "request": grant.request_id });
+                self.issue(spec, user, grant.reason.as_deref(), details)
+            }
+            Err(denial) => {
+                self.audit.append(
+                    AuditEvent::new("cert.denied")
+                        .with("user", user)
+                        .with("subject", fingerprint)
+                        .with("reason", denial.reason.as_str())
+                        .with(
+                            "asked",
+                            json!({
+                                "principals": request.principals,
+                                "ttl": request.ttl.map(|t| t.to_string()),
+                                "role": request.role,
+                                "reason": request.reason,
+                            }),
+                        ),
+                )?;
+                Err(IssueError::Denied(denial))
+            }
+        }
+    }
+
+    /// Signs `spec`, records it and audits it. The audit record is durable before this
+    /// returns, so a certificate never leaves the authority unrecorded.
+    pub fn issue(
+        &self,
+        spec: CertSpec,
+        requested_by: &str,
+        reason: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<Issued, IssueError> {
+        let signer = self.signer_for(spec.cert_type);
+        let serial = self.serials.next(self.store.as_ref())?;
+        let certificate = spec.sign(serial, signer)?;
+        let line = certificate.to_openssh().map_err(CertError::from)?;
+        let cert_type = type_name(spec.cert_type);
+        let record = IssuedCert {
+            serial,
+            cert_type: cert_type.to_string(),
+            key_id: spec.key_id.clone(),
+            principals: spec.principals.clone(),
+            valid_after: spec.valid_after,
+            valid_before: spec.valid_before,
+            requested_by: requested_by.to_string(),
+            reason: reason.map(str::to_string),
+            details: details.clone(),
+            subject_fingerprint: spec.subject.fingerprint(HashAlg::Sha256).to_string(),
+            certificate: line.clone(),
+            issued_at: unix_now(),
+        };
+        self.store.record_issued(&record)?;
+        self.audit.append(
+            AuditEvent::new("cert.issued")
+                .with("serial", serial)
+                .with("cert_type", cert_type)
+                .with("key_id", spec.key_id.as_str())
+                .with("principals", spec.principals.clone())
+                .with("valid_after", spec.valid_after)
+                .with("valid_before", spec.valid_before)
+                .with("requested_by", requested_by)
+                .with("reason", reason)
+                .with("subject", record.subject_fingerprint.as_str())
+                .with("details", details),
+        )?;
+        Ok(Issued { certificate, line })
+    }
+
+    /// Records a refusal that happened before policy evaluation (e.g. bad operator input).
+    pub fn audit_denial(&self, requested_by: &str, reason: &str) -> Result<(), AuditError> {
+        self.audit
+            .append(
+                AuditEvent::new("cert.denied")
+                    .with("requested_by", requested_by)
+                    .with("reason", reason),
+            )
+            .map(|_| ())
+    }
+
+    /// Revokes `item`, audits it, and rewrites the KRL file. `Ok(false)` when already revoked.
+    pub fn revoke(
+        &self,
+        item: Revoked,
+        reason: Option<&str>,
+        by: &str,
+    ) -> Result<bool, IssueError> {
+        let revocation = Revocation {
+            item: item.clone(),
+            reason: reason.map(str::to_string),
+            revoked_by: by.to_string(),
+            revoked_at: unix_now(),
+        };
+        let added = self.store.revoke(&revocation)?;
+        if added {
+            self.audit.append(
+                AuditEvent::new("cert.revoked")
+                    .with("item", serde_json::to_value(&item).unwrap_or_default())
+                    .with("reason", reason)
+                    .with("revoked_by", by),
+            )?;
+        }
+        self.write_krl_file()?;
+        Ok(added)
+    }
+
+    /// The current KRL, built from the store's revocations.
+    pub fn krl(&self) -> Result<Krl, StoreError> {
+        revocation::build_krl(self.store.as_ref(), &self.keys, unix_now())
+    }
+
+    /// Writes the KRL to `data_dir/revoked.krl` atomically (temp file + rename).
+    pub fn write_krl_file(&self) -> Result<(), IssueError> {
+        let bytes = self.krl()?.encode();
+        write_atomic(&self.config.krl_path(), &bytes).map_err(|source| IssueError::KrlWrite {
+            path: self.config.krl_path().display().to_string(),
+            source,
+        })
+    }
+
+    /// Why `cert` is revoked, if it is (by serial, key id or key).
+    pub fn revoked_reason(&self, cert: &Certificate) -> Result<Option<String>, StoreError> {
+        Ok(revocation::revoked_reason(&self.store.revocations()?, cert))
+    }
+
+    fn signer_for(&self, cert_type: CertType) -> &CaSigner {
+        if cert_type.is_host() {
+            &self.keys.host
+        } else {
+            &self.keys.user
+        }
+    }
+}
+
+fn type_name(cert_type: CertType) -> &'static str {
+    if cert_type.is_host() { "host" } else { "user" }
+}
+
+fn load_policy(config: &CaConfig) -> Result<Policy, ConfigError> {
+    if !config.policy_required && !config.policy.exists() {
+        return Ok(Policy::default());
+    }
+    Policy::load(&config.policy)
+}
+
+/// Replaces `path` with `bytes` so readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&temp, meta.permissions());
+    }
+    std::fs::rename(&temp, path)
+}

@@ -1,0 +1,155 @@
+//! The `ssh-ca` command line (operators, offline on the CA machine).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use jitssh_shared::duration::HumanDuration;
+
+/// The SSH certificate authority of jitssh: short-lived user and host certificates,
+/// revocation that reaches sshd, and a tamper-evident audit log.
+#[derive(Debug, Parser)]
+#[command(name = "ssh-ca", version)]
+pub struct Cli {
+    /// Configuration file (TOML); without it, embedded defaults apply (data in ./data/ca).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the user CA and host CA keys (refuses to overwrite).
+    Init,
+    /// Print a CA public key line.
+    Pubkey(KindArg),
+    /// Sign a certificate offline (bootstrap, break-glass).
+    Sign(SignArgs),
+    /// Revoke certificates by serial, key id, or key.
+    Revoke(RevokeArgs),
+    /// Write the KRL (OpenSSH binary format) for sshd's RevokedKeys.
+    Krl(KrlArgs),
+    /// Print the sshd_config lines (and files) a target needs.
+    SshdConfig(SshdConfigArgs),
+    /// Print the @cert-authority line for known_hosts.
+    KnownHosts(KnownHostsArgs),
+    /// List issued certificates, newest first.
+    Issued(IssuedArgs),
+    /// Audit log tools.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `--user` or `--host`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct KindArg {
+    /// The user CA (signs user certificates).
+    #[arg(long)]
+    pub user: bool,
+    /// The host CA (signs host certificates).
+    #[arg(long)]
+    pub host: bool,
+}
+
+/// `ssh-ca sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub kind: KindArg,
+    /// Public key to certify: a file, or `-` for standard input.
+    #[arg(long, value_name = "PUB")]
+    pub key: PathBuf,
+    /// Principals: logins (user certs) or host names (host certs), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub principals: Vec<String>,
+    /// Lifetime, e.g. 1h, 30m, 7d.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: HumanDuration,
+    /// Key id (default: the key's comment, or the first principal).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// force-command critical option.
+    #[arg(long, value_name = "CMD")]
+    pub force_command: Option<String>,
+    /// source-address critical option: addresses or CIDR blocks, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    pub source_address: Vec<String>,
+    /// Extension NAME or NAME=VALUE (repeatable); replaces the default permit-* set.
+    #[arg(long, value_name = "NAME")]
+    pub extension: Vec<String>,
+    /// Why (recorded in the audit log and store).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Write the certificate here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `ssh-ca revoke`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).multiple(false))]
+pub struct RevokeArgs {
+    /// Certificate serial number.
+    #[arg(long, group = "what")]
+    pub serial: Option<u64>,
+    /// Every certificate with this key id.
+    #[arg(long, group = "what")]
+    pub key_id: Option<String>,
+    /// A public key (file, or `-` for stdin): the key and all its certificates.
+    #[arg(long, group = "what", value_name = "PUB")]
+    pub key: Option<PathBuf>,
+    /// Why (recorded).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `ssh-ca krl`.
+#[derive(Debug, Args)]
+pub struct KrlArgs {
+    /// Write here (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `ssh-ca sshd-config`.
+#[derive(Debug, Args)]
+pub struct SshdConfigArgs {
+    /// Directory on the target where the trust files go.
+    #[arg(long, default_value = "/etc/ssh", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Also write the trust files (user CA key, KRL) into --dir.
+    #[arg(long)]
+    pub write: bool,
+}
+
+/// `ssh-ca known-hosts`.
+#[derive(Debug, Args)]
+pub struct KnownHostsArgs {
+    /// Host name pattern the host CA is trusted for.
+    #[arg(long, default_value = "*", value_name = "PATTERN")]
+    pub domain: String,
+}
+
+/// `ssh-ca issued`.
+#[derive(Debug, Args)]
+pub struct IssuedArgs {
+    /// How many to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// `ssh-ca audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; names the first altered, removed or truncated record.
+    Verify,
+}

@@ -1,0 +1,311 @@
+//! The operator commands of `ssh-ca`, one function each.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use jitssh_shared::audit;
+use jitssh_shared::cert::{CertSpec, split_extension};
+use jitssh_shared::keys::CaKeys;
+use jitssh_shared::policy::{MAX_REASON_LEN, check_source_address};
+use jitssh_shared::ssh_key::certificate::CertType;
+use jitssh_shared::ssh_key::{HashAlg, PublicKey};
+use jitssh_shared::store::Revoked;
+use jitssh_shared::unix_now;
+use serde_json::json;
+
+use crate::authority::{Authority, OpenOptions, write_atomic};
+use crate::cli::{
+    IssuedArgs, KindArg, KnownHostsArgs, KrlArgs, RevokeArgs, SignArgs, SshdConfigArgs,
+};
+use crate::config::CaConfig;
+
+/// Longest public key input we read; real keys are a few hundred bytes.
+const MAX_KEY_INPUT: u64 = 64 * 1024;
+
+/// Who is running an offline command, for audit records.
+fn operator() -> String {
+    let name = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("operator:{name}")
+}
+
+fn open(config: &CaConfig) -> Result<Authority> {
+    Ok(Authority::open(
+        config.clone(),
+        OpenOptions {
+            init_keys: false,
+            serial_block: 1,
+        },
+    )?)
+}
+
+/// Reads an OpenSSH public key from a file, or standard input for `-`.
+pub fn read_public_key(path: &Path) -> Result<PublicKey> {
+    let (name, text) = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(MAX_KEY_INPUT)
+            .read_to_string(&mut text)
+            .context("cannot read a public key from standard input")?;
+        ("standard input".to_string(), text)
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut text = String::new();
+        file.take(MAX_KEY_INPUT)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (path.display().to_string(), text)
+    };
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .with_context(|| format!("no public key in {name}"))?;
+    PublicKey::from_openssh(line)
+        .map_err(|err| anyhow::anyhow!("malformed public key in {name}: {err}"))
+}
+
+fn kind(arg: &KindArg) -> CertType {
+    if arg.host {
+        CertType::Host
+    } else {
+        CertType::User
+    }
+}
+
+/// `ssh-ca init`.
+pub fn init(config: &CaConfig) -> Result<()> {
+    let keys = CaKeys::init(&config.data_dir)?;
+    let authority = open(config)?;
+    authority.audit().append(
+        audit::AuditEvent::new("ca.init")
+            .with("user_ca", keys.user.fingerprint())
+            .with("host_ca", keys.host.fingerprint())
+            .with("by", operator()),
+    )?;
+    authority.write_krl_file()?;
+    println!("user CA {}", keys.user.fingerprint());
+    println!("{}", keys.user.public_line());
+    println!("host CA {}", keys.host.fingerprint());
+    println!("{}", keys.host.public_line());
+    Ok(())
+}
+
+/// `ssh-ca pubkey --user|--host`.
+pub fn pubkey(config: &CaConfig, arg: &KindArg) -> Result<()> {
+    let keys = CaKeys::load(&config.data_dir)?;
+    let signer = if arg.host { &keys.host } else { &keys.user };
+    println!("{}", signer.public_line());
+    Ok(())
+}
+
+/// `ssh-ca sign`.
+pub fn sign(config: &CaConfig, args: &SignArgs) -> Result<()> {
+    let key = read_public_key(&args.key)?;
+    let principals: Vec<String> = args
+        .principals
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if principals.is_empty() {
+        bail!("refusing to sign a certificate with no principals (--principals is empty)");
+    }
+    if args.ttl.as_secs() == 0 {
+        bail!("--ttl must be more than 0s");
+    }
+    if let Some(reason) = &args.reason
+        && (reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control))
+    {
+        bail!("--reason must be at most {MAX_REASON_LEN} printable characters");
+    }
+    for entry in &args.source_address {
+        check_source_address(entry).map_err(|why| anyhow::anyhow!("--source-address: {why}"))?;
+    }
+    let cert_type = kind(&args.kind);
+    let authority = open(config)?;
+    let mut critical_options = BTreeMap::new();
+    if let Some(command) = &args.force_command {
+        critical_options.insert("force-command".to_string(), command.clone());
+    }
+    if !args.source_address.is_empty() {
+        critical_options.insert("source-address".to_string(), args.source_address.join(","));
+    }
+    if cert_type.is_host() && !critical_options.is_empty() {
+        bail!("--force-command and --source-address apply to user certificates only");
+    }
+    let extensions: BTreeMap<String, String> = if !args.extension.is_empty() {
+        args.extension.iter().map(|e| split_extension(e)).collect()
+    } else if cert_type.is_host() {
+        BTreeMap::new()
+    } else {
+        authority
+            .policy()
+            .defaults()
+            .extensions
+            .iter()
+            .map(|e| split_extension(e))
+            .collect()
+    };
+    let comment = key.comment().as_str_lossy().trim().to_string();
+    let key_id = args
+        .key_id
+        .clone()
+        .or_else(|| (!comment.is_empty()).then_some(comment))
+        .unwrap_or_else(|| principals[0].clone());
+    let now = unix_now();
+    let spec = CertSpec {
+        cert_type,
+        subject: key.key_data().clone(),
+        key_id,
+        principals,
+        valid_after: now.saturating_sub(config.clock_skew.as_secs()),
+        valid_before: now + args.ttl.as_secs(),
+        critical_options,
+        extensions,
+    };
+    let issued = authority.issue(
+        spec,
+        &operator(),
+        args.reason.as_deref(),
+        json!({ "offline": true }),
+    )?;
+    let line = format!("{}\n", issued.line);
+    match &args.out {
+        Some(path) => write_atomic(path, line.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().write_all(line.as_bytes())?,
+    }
+    Ok(())
+}
+
+/// `ssh-ca revoke`.
+pub fn revoke(config: &CaConfig, args: &RevokeArgs) -> Result<()> {
+    let (item, what) = if let Some(serial) = args.serial {
+        (Revoked::Serial(serial), format!("serial {serial}"))
+    } else if let Some(id) = &args.key_id {
+        if id.is_empty() {
+            bail!("--key-id is empty");
+        }
+        (Revoked::KeyId(id.clone()), format!("key id {id:?}"))
+    } else if let Some(path) = &args.key {
+        let key = read_public_key(path)?;
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let line = PublicKey::new(key.key_data().clone(), "").to_openssh()?;
+        (Revoked::Key(line), format!("key {fingerprint}"))
+    } else {
+        bail!("name what to revoke: --serial, --key-id or --key");
+    };
+    let authority = open(config)?;
+    if authority.revoke(item, args.reason.as_deref(), &operator())? {
+        println!("revoked {what}");
+    } else {
+        println!("{what} was already revoked");
+    }
+    Ok(())
+}
+
+/// `ssh-ca krl`.
+pub fn krl(config: &CaConfig, args: &KrlArgs) -> Result<()> {
+    let authority = open(config)?;
+    let bytes = authority.krl()?.encode();
+    match &args.out {
+        Some(path) => write_atomic(path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    Ok(())
+}
+
+/// `ssh-ca sshd-config`.
+pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
+    let authority = open(config)?;
+    let user_ca_path = args.dir.join("jitssh-user-ca.pub");
+    let krl_path = args.dir.join("jitssh-revoked.krl");
+    let user_ca = format!("{}\n", authority.keys().user.public_line());
+    println!("# sshd_config lines (e.g. in /etc/ssh/sshd_config.d/50-jitssh.conf):");
+    println!("TrustedUserCAKeys {}", user_ca_path.display());
+    println!("RevokedKeys {}", krl_path.display());
+    println!(
+        "HostCertificate {}",
+        args.dir.join("ssh_host_ed25519_key-cert.pub").display()
+    );
+    println!("# {}:", user_ca_path.display());
+    print!("{user_ca}");
+    println!(
+        "# {}: binary; refresh it with `ssh-ca krl --out {}` or `ssh -p 2200 host@CA krl`",
+        krl_path.display(),
+        krl_path.display()
+    );
+    println!("# the host certificate: `ssh-ca host renew` (or `ssh-ca sign --host` offline)");
+    if args.write {
+        std::fs::create_dir_all(&args.dir)
+            .with_context(|| format!("cannot create {}", args.dir.display()))?;
+        write_atomic(&user_ca_path, user_ca.as_bytes())
+            .with_context(|| format!("cannot write {}", user_ca_path.display()))?;
+        write_atomic(&krl_path, &authority.krl()?.encode())
+            .with_context(|| format!("cannot write {}", krl_path.display()))?;
+    }
+    Ok(())
+}
+
+/// `ssh-ca known-hosts`.
+pub fn known_hosts(config: &CaConfig, args: &KnownHostsArgs) -> Result<()> {
+    let keys = CaKeys::load(&config.data_dir)?;
+    if args.domain.is_empty() || args.domain.chars().any(char::is_whitespace) {
+        bail!("--domain must be a host pattern without spaces, e.g. *.example.com");
+    }
+    println!(
+        "@cert-authority {} {}",
+        args.domain,
+        keys.host.public_line()
+    );
+    Ok(())
+}
+
+/// `ssh-ca issued`.
+pub fn issued(config: &CaConfig, args: &IssuedArgs) -> Result<()> {
+    let authority = open(config)?;
+    println!(
+        "{:>8}  {:<5}  {:<24}  {:<20}  {:<20}  REASON",
+        "SERIAL", "TYPE", "KEY ID", "PRINCIPALS", "EXPIRES"
+    );
+    for cert in authority.store().list_issued(args.limit)? {
+        let expires = chrono::DateTime::from_timestamp(cert.valid_before as i64, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:>8}  {:<5}  {:<24}  {:<20}  {:<20}  {}",
+            cert.serial,
+            cert.cert_type,
+            cert.key_id,
+            cert.principals.join(","),
+            expires,
+            cert.reason.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `ssh-ca audit verify`: exit status 1 when anything is wrong.
+pub fn audit_verify(config: &CaConfig) -> Result<bool> {
+    let path = config.audit_path();
+    let report = audit::verify(&path)?;
+    if report.problems.is_empty() {
+        println!(
+            "{}: OK, {} records, head {}",
+            path.display(),
+            report.records,
+            report.last_hash
+        );
+        return Ok(true);
+    }
+    for problem in &report.problems {
+        println!("{}: {problem}", path.display());
+    }
+    Ok(false)
+}

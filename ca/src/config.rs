@@ -1,0 +1,221 @@
+//! `ca.toml`: where the authority keeps its data, where it listens, and its policy.
+//!
+//! Relative paths in a config file are relative to that file's directory, so a config can be
+//! moved with its data. Without `--config`, embedded defaults apply, relative to the current
+//! directory (data in `./data/ca`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jitssh_shared::config::{self, ConfigError};
+use jitssh_shared::duration::HumanDuration;
+use serde::Deserialize;
+
+/// The CA's configuration, with paths resolved.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// Keys, store, audit log and KRL live here.
+    pub data_dir: PathBuf,
+    /// Address of the SSH API.
+    pub listen: SocketAddr,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// Whether the policy file must exist (true when a config names it).
+    pub policy_required: bool,
+    /// Certificates start this long before issuance, for clients whose clocks lag.
+    pub clock_skew: HumanDuration,
+    /// Names the CA's own host certificate carries (default: hostname, localhost, listen IP).
+    pub names: Vec<String>,
+    /// Where this configuration came from (a path, or `<embedded defaults>`).
+    pub origin: String,
+    /// Limits of the SSH API.
+    pub limits: Limits,
+    /// How long an access request waits for a decision.
+    pub request_expiry: HumanDuration,
+}
+
+/// Resource limits of the SSH API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time allowed from TCP connect to authenticated.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+    /// A connection idle this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+fn default_handshake_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaFile {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    policy: Option<PathBuf>,
+    #[serde(default = "default_clock_skew")]
+    clock_skew: HumanDuration,
+    #[serde(default)]
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default = "default_request_expiry")]
+    request_expiry: HumanDuration,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/ca")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2200))
+}
+fn default_clock_skew() -> HumanDuration {
+    HumanDuration::from_secs(120)
+}
+fn default_request_expiry() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+
+/// Origin name of the built-in configuration.
+pub const EMBEDDED: &str = "<embedded defaults>";
+
+impl CaConfig {
+    /// Loads `path`, or the embedded defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<CaConfig, ConfigError> {
+        match path {
+            Some(path) => {
+                let file: CaFile = config::load_toml(path)?;
+                let base = path.parent().unwrap_or(Path::new("."));
+                Self::resolve(file, base, &path.display().to_string())
+            }
+            None => {
+                let file: CaFile = config::parse_toml("", EMBEDDED)?;
+                Self::resolve(file, Path::new("."), EMBEDDED)
+            }
+        }
+    }
+
+    fn resolve(file: CaFile, base: &Path, origin: &str) -> Result<CaConfig, ConfigError> {
+        let data_dir = base.join(&file.data_dir);
+        let (policy, policy_required) = match &file.policy {
+            Some(policy) => (base.join(policy), true),
+            None => (data_dir.join("policy.toml"), false),
+        };
+        let names = match file.names {
+            Some(names) if names.is_empty() => {
+                return Err(ConfigError::invalid(origin, "", "names", "names is empty"));
+            }
+            Some(names) => names,
+            None => default_names(file.listen),
+        };
+        if file.limits.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                origin,
+                "",
+                "limits.max_connections",
+                "must be at least 1",
+            ));
+        }
+        Ok(CaConfig {
+            data_dir,
+            listen: file.listen,
+            policy,
+            policy_required,
+            clock_skew: file.clock_skew,
+            names,
+            origin: origin.to_string(),
+            limits: file.limits,
+            request_expiry: file.request_expiry,
+        })
+    }
+
+    /// The store database.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("store.db")
+    }
+
+    /// The audit log.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+
+    /// The KRL kept up to date on every revocation.
+    pub fn krl_path(&self) -> PathBuf {
+        self.data_dir.join("revoked.krl")
+    }
+}
+
+fn default_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    names.push("localhost".to_string());
+    names.push(listen.ip().to_string());
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults() {
+        let config = CaConfig::load(None).unwrap();
+        assert_eq!(config.data_dir, Path::new("./data/ca"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2200");
+        assert!(!config.policy_required);
+        assert!(config.names.contains(&"localhost".to_string()));
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, "data_dir = \"d\"\npolicy = \"p.toml\"\n").unwrap();
+        let config = CaConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.data_dir, dir.path().join("d"));
+        assert_eq!(config.policy, dir.path().join("p.toml"));
+        assert!(config.policy_required);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:2200\"\nlisten_port = 1\n").unwrap();
+        let err = CaConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("ca.toml:2"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}

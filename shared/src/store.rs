@@ -1,0 +1,391 @@
+//! Durable state: serial numbers, issued certificates and revocations.
+//!
+//! Behind the narrow [`Store`] trait so a deployment that outgrows one machine can move to a
+//! shared database (PostgreSQL first) without touching the callers.
+//!
+//! The implementation is SQLite in WAL mode with `synchronous=FULL`, not sled as first planned:
+//! an operator must be able to run `ssh-ca revoke` while `ssh-ca serve` is running, and sled
+//! holds an exclusive lock on its directory for the life of the process, while SQLite
+//! serialises writers across processes and is durable at every commit.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or a statement failed.
+    #[error("store {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be decoded (the database was edited by hand or is corrupt).
+    #[error("store {}: corrupt record: {why}", path.display())]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A certificate the CA handed out, with who asked and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// Certificate serial number (unique across user and host certificates).
+    pub serial: u64,
+    /// `user` or `host`.
+    pub cert_type: String,
+    /// Certificate key id.
+    pub key_id: String,
+    /// Principals.
+    pub principals: Vec<String>,
+    /// Unix start of validity.
+    pub valid_after: u64,
+    /// Unix end of validity.
+    pub valid_before: u64,
+    /// Who asked: a user name, a host name, or `operator` for offline signing.
+    pub requested_by: String,
+    /// Why, when given.
+    pub reason: Option<String>,
+    /// The grant or request details, as JSON.
+    pub details: serde_json::Value,
+    /// SHA-256 fingerprint of the certified key.
+    pub subject_fingerprint: String,
+    /// The certificate line.
+    pub certificate: String,
+    /// Unix time of issuance.
+    pub issued_at: u64,
+}
+
+/// What a revocation names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Revoked {
+    /// A certificate serial number.
+    Serial(u64),
+    /// Every certificate with this key id.
+    KeyId(String),
+    /// A public key (OpenSSH line): every certificate for it, and the key itself.
+    Key(String),
+}
+
+/// A revocation with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// What is revoked.
+    pub item: Revoked,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who revoked it.
+    pub revoked_by: String,
+    /// Unix time.
+    pub revoked_at: u64,
+}
+
+/// The narrow interface every part of the system uses for durable state.
+pub trait Store: Send + Sync {
+    /// Reserves `count` fresh serial numbers, durably, before any is used: after a crash or a
+    /// concurrent process, a serial is never handed out twice.
+    fn reserve_serials(&self, count: u64) -> Result<Range<u64>, StoreError>;
+    /// Records an issued certificate.
+    fn record_issued(&self, cert: &IssuedCert) -> Result<(), StoreError>;
+    /// One issued certificate by serial.
+    fn issued(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError>;
+    /// Issued certificates, newest first, at most `limit`.
+    fn list_issued(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError>;
+    /// Adds a revocation; `false` if the same item was already revoked.
+    fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError>;
+    /// All revocations, oldest first.
+    fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+}
+
+/// [`Store`] on a SQLite database file.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('next_serial', 1);
+CREATE TABLE IF NOT EXISTS issued (
+    serial INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL
+);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let conn = Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(fail)?;
+        conn.execute_batch(SCHEMA).map_err(fail)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, why: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            why: why.to_string(),
+        }
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is safe to keep using.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(&self, text: &str) -> Result<T, StoreError> {
+        serde_json::from_str(text).map_err(|e| self.corrupt(e))
+    }
+
+    fn encode<T: Serialize>(&self, value: &T) -> Result<String, StoreError> {
+        serde_json::to_string(value).map_err(|e| self.corrupt(e))
+    }
+}
+
+impl Store for SqliteStore {
+    fn reserve_serials(&self, count: u64) -> Result<Range<u64>, StoreError> {
+        let count = i64::try_from(count.max(1)).map_err(|e| self.corrupt(e))?;
+        self.with_conn(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.sqlite(e))?;
+            let start: i64 = tx
+                .query_row(
+                    "SELECT value FROM counters WHERE name = 'next_serial'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.sqlite(e))?;
+            let end = start
+                .checked_add(count)
+                .ok_or_else(|| self.corrupt("serial numbers exhausted"))?;
+            tx.execute(
+                "UPDATE counters SET value = ?1 WHERE name = 'next_serial'",
+                params![end],
+            )
+            .map_err(|e| self.sqlite(e))?;
+            tx.commit().map_err(|e| self.sqlite(e))?;
+            Ok(start as u64..end as u64)
+        })
+    }
+
+    fn record_issued(&self, cert: &IssuedCert) -> Result<(), StoreError> {
+        let record = self.encode(cert)?;
+        let serial = i64::try_from(cert.serial).map_err(|e| self.corrupt(e))?;
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO issued (serial, record, issued_at) VALUES (?1, ?2, ?3)",
+                params![serial, record, cert.issued_at as i64],
+            )
+            .map_err(|e| self.sqlite(e))?;
+            Ok(())
+        })
+    }
+
+    fn issued(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError> {
+        let Ok(serial) = i64::try_from(serial) else {
+            return Ok(None);
+        };
+        let text: Option<String> = self.with_conn(|conn| {
+            conn.query_row(
+                "SELECT record FROM issued WHERE serial = ?1",
+                params![serial],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+        })?;
+        text.map(|t| self.decode(&t)).transpose()
+    }
+
+    fn list_issued(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError> {
+        let texts: Vec<String> = self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT record FROM issued ORDER BY serial DESC LIMIT ?1")
+                .map_err(|e| self.sqlite(e))?;
+            let rows = stmt
+                .query_map(params![limit as i64], |r| r.get(0))
+                .map_err(|e| self.sqlite(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+        })?;
+        texts.iter().map(|t| self.decode(t)).collect()
+    }
+
+    fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError> {
+        let item = self.encode(&revocation.item)?;
+        let record = self.encode(revocation)?;
+        self.with_conn(|conn| {
+            let changed = conn
+                .execute(
+                    "INSERT OR IGNORE INTO revocations (item, record) VALUES (?1, ?2)",
+                    params![item, record],
+                )
+                .map_err(|e| self.sqlite(e))?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let texts: Vec<String> = self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT record FROM revocations ORDER BY id")
+                .map_err(|e| self.sqlite(e))?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(|e| self.sqlite(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+        })?;
+        texts.iter().map(|t| self.decode(t)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    fn issued(serial: u64) -> IssuedCert {
+        IssuedCert {
+            serial,
+            cert_type: "user".into(),
+            key_id: "alice".into(),
+            principals: vec!["alice".into()],
+            valid_after: 1,
+            valid_before: 2,
+            requested_by: "alice".into(),
+            reason: Some("INC-1".into()),
+            details: serde_json::json!({"roles": ["dev"]}),
+            subject_fingerprint: "SHA256:x".into(),
+            certificate: "ssh-ed25519-cert-v01@openssh.com AAAA".into(),
+            issued_at: 3,
+        }
+    }
+
+    #[test]
+    fn serials_are_unique_and_increasing_across_threads_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| store.reserve_serials(1).unwrap().start)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = HashSet::new();
+        for t in threads {
+            for serial in t.join().unwrap() {
+                assert!(all.insert(serial), "serial {serial} handed out twice");
+            }
+        }
+        assert_eq!(all.len(), 400);
+        let max = *all.iter().max().unwrap();
+        drop(store);
+        // A second "process" (another connection) continues after the highest.
+        let other = SqliteStore::open(&path).unwrap();
+        let block = other.reserve_serials(100).unwrap();
+        assert!(block.start > max);
+        assert_eq!(block.end - block.start, 100);
+        assert!(other.reserve_serials(1).unwrap().start >= block.end);
+    }
+
+    #[test]
+    fn issued_certs_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store.record_issued(&issued(7)).unwrap();
+        store.record_issued(&issued(9)).unwrap();
+        assert_eq!(store.issued(7).unwrap(), Some(issued(7)));
+        assert_eq!(store.issued(8).unwrap(), None);
+        assert!(
+            store.record_issued(&issued(7)).is_err(),
+            "a serial is recorded once"
+        );
+        let serials: Vec<u64> = store
+            .list_issued(10)
+            .unwrap()
+            .iter()
+            .map(|c| c.serial)
+            .collect();
+        assert_eq!(serials, [9, 7]);
+    }
+
+    #[test]
+    fn revocations_are_deduplicated_and_ordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let rev = |item| Revocation {
+            item,
+            reason: None,
+            revoked_by: "operator".into(),
+            revoked_at: 5,
+        };
+        assert!(store.revoke(&rev(Revoked::Serial(3))).unwrap());
+        assert!(store.revoke(&rev(Revoked::KeyId("bob".into()))).unwrap());
+        assert!(!store.revoke(&rev(Revoked::Serial(3))).unwrap());
+        let items: Vec<Revoked> = store
+            .revocations()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.item)
+            .collect();
+        assert_eq!(items, [Revoked::Serial(3), Revoked::KeyId("bob".into())]);
+    }
+
+    #[test]
+    fn garbage_database_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        std::fs::write(&path, vec![0x55u8; 8192]).unwrap();
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("s.db"), "{err}");
+    }
+}
