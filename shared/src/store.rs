@@ -129,6 +129,11 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 ";
 
+/// Schemas of the store's parts; each part (`store/<part>.rs`) adds its tables here.
+fn schemas() -> [&'static str; 1] {
+    [SCHEMA]
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -145,7 +150,9 @@ impl SqliteStore {
             .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(fail)?;
-        conn.execute_batch(SCHEMA).map_err(fail)?;
+        for schema in schemas() {
+            conn.execute_batch(schema).map_err(fail)?;
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
