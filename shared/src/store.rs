@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod hosts;
+mod requests;
+
+pub use hosts::{HostRecord, HostStore};
+pub use requests::{AccessRequest, Decision as RequestDecision, RequestStatus, RequestStore};
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
@@ -130,8 +136,8 @@ CREATE TABLE IF NOT EXISTS revocations (
 ";
 
 /// Schemas of the store's parts; each part (`store/<part>.rs`) adds its tables here.
-fn schemas() -> [&'static str; 1] {
-    [SCHEMA]
+fn schemas() -> &'static [&'static str] {
+    &[SCHEMA, hosts::SCHEMA, requests::SCHEMA]
 }
 
 impl SqliteStore {
