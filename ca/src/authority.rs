@@ -17,7 +17,9 @@ use jitssh_shared::policy::{CertRequest, Denial, Grant, Policy};
 use jitssh_shared::ssh_key::certificate::CertType;
 use jitssh_shared::ssh_key::public::KeyData;
 use jitssh_shared::ssh_key::{Certificate, HashAlg};
-use jitssh_shared::store::{IssuedCert, Revocation, Revoked, SqliteStore, Store, StoreError};
+use jitssh_shared::store::{
+    HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore, Store, StoreError,
+};
 use jitssh_shared::unix_now;
 use serde_json::json;
 
@@ -103,12 +105,16 @@ impl SerialPool {
     }
 }
 
+/// Everything the authority keeps durably: certificates, revocations, requests, hosts.
+pub trait CaStore: Store + RequestStore + HostStore {}
+impl<T: Store + RequestStore + HostStore> CaStore for T {}
+
 /// The certificate authority.
 pub struct Authority {
     config: CaConfig,
     keys: CaKeys,
     policy: RwLock<Arc<Policy>>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn CaStore>,
     audit: AuditLog,
     serials: SerialPool,
 }
@@ -154,7 +160,7 @@ impl Authority {
     }
 
     /// The store.
-    pub fn store(&self) -> &dyn Store {
+    pub fn store(&self) -> &dyn CaStore {
         self.store.as_ref()
     }
 

@@ -40,6 +40,14 @@ pub enum Command {
     KnownHosts(KnownHostsArgs),
     /// List issued certificates, newest first.
     Issued(IssuedArgs),
+    /// Serve the CA's SSH API (certificates on demand, approvals, host renewal).
+    Serve,
+    /// Hosts: enrol, list, remove; renew a host certificate (on the host).
+    Host {
+        /// What to do with hosts.
+        #[command(subcommand)]
+        command: HostCommand,
+    },
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.
@@ -152,4 +160,62 @@ pub struct IssuedArgs {
 pub enum AuditCommand {
     /// Check the hash chain; names the first altered, removed or truncated record.
     Verify,
+}
+
+/// `ssh-ca host ...`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Enrol a host; prints a one-time join token alone on the last line.
+    Add(HostAddArgs),
+    /// List enrolled hosts.
+    List,
+    /// Remove a host: it can no longer renew.
+    Remove {
+        /// Host name.
+        name: String,
+    },
+    /// On the host: fetch or renew its certificate from the CA's SSH API.
+    Renew(RenewArgs),
+}
+
+/// `ssh-ca host add`.
+#[derive(Debug, Args)]
+pub struct HostAddArgs {
+    /// Host name (first principal).
+    pub name: String,
+    /// Further names (repeatable).
+    #[arg(long = "alias", value_name = "A")]
+    pub aliases: Vec<String>,
+    /// Lifetime of its certificates.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub ttl: HumanDuration,
+    /// How long the join token stays valid.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub token_ttl: HumanDuration,
+}
+
+/// `ssh-ca host renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// The CA's SSH API, HOST:PORT (port defaults to 2200).
+    #[arg(long, value_name = "ADDR")]
+    pub ca: String,
+    /// The host CA public key (file or key line) that the CA API's certificate must chain to.
+    #[arg(long, value_name = "HOST_CA_PUB")]
+    pub ca_key: String,
+    /// The host's private key (e.g. /etc/ssh/ssh_host_ed25519_key).
+    #[arg(long, value_name = "HOSTKEY")]
+    pub key: PathBuf,
+    /// Where the certificate goes (replaced atomically).
+    #[arg(long, value_name = "CERTFILE")]
+    pub out: PathBuf,
+    /// One-time join token (first contact).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Command run after a new certificate is written (e.g. `systemctl reload ssh`).
+    #[arg(long, value_name = "CMD")]
+    pub reload_cmd: Option<String>,
+    /// Renew even if more than a third of the lifetime is left.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -17,9 +17,12 @@ use serde_json::json;
 
 use crate::authority::{Authority, OpenOptions, write_atomic};
 use crate::cli::{
-    IssuedArgs, KindArg, KnownHostsArgs, KrlArgs, RevokeArgs, SignArgs, SshdConfigArgs,
+    HostAddArgs, IssuedArgs, KindArg, KnownHostsArgs, KrlArgs, RenewArgs, RevokeArgs, SignArgs,
+    SshdConfigArgs,
 };
 use crate::config::CaConfig;
+use crate::hosts;
+use crate::renew::{self, RenewOutcome};
 
 /// Longest public key input we read; real keys are a few hundred bytes.
 const MAX_KEY_INPUT: u64 = 64 * 1024;
@@ -308,4 +311,106 @@ pub fn audit_verify(config: &CaConfig) -> Result<bool> {
         println!("{}: {problem}", path.display());
     }
     Ok(false)
+}
+
+/// `ssh-ca serve`: the SSH API until the process is stopped; creates CA keys on first start.
+pub async fn serve(config: &CaConfig) -> Result<()> {
+    let authority = std::sync::Arc::new(Authority::open(
+        config.clone(),
+        OpenOptions {
+            init_keys: true,
+            serial_block: 64,
+        },
+    )?);
+    tracing::info!(
+        user_ca = %authority.keys().user.fingerprint(),
+        host_ca = %authority.keys().host.fingerprint(),
+        config = %config.origin,
+        "CA keys loaded"
+    );
+    authority.write_krl_file()?;
+    crate::api::spawn_policy_reloader(authority.clone())?;
+    let api = crate::api::Api::bind(authority, config.listen).await?;
+    tracing::info!(addr = %api.local_addr()?, "CA API listening");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = api.run() => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+    }
+    Ok(())
+}
+
+/// `ssh-ca host add`: the token goes alone on the last line of stdout.
+pub fn host_add(config: &CaConfig, args: &HostAddArgs) -> Result<()> {
+    let authority = open(config)?;
+    let token = hosts::add(
+        &authority,
+        &args.name,
+        &args.aliases,
+        args.ttl,
+        args.token_ttl,
+        &operator(),
+    )?;
+    println!(
+        "enrolled {} (certificates valid {}); join token valid {}:",
+        args.name, args.ttl, args.token_ttl
+    );
+    println!("{token}");
+    Ok(())
+}
+
+/// `ssh-ca host list`.
+pub fn host_list(config: &CaConfig) -> Result<()> {
+    let authority = open(config)?;
+    println!(
+        "{:<24}  {:<8}  {:<7}  {:<30}  KEY",
+        "NAME", "TTL", "JOINED", "ALIASES"
+    );
+    for host in authority.store().hosts()? {
+        let key = match &host.key {
+            Some(line) => PublicKey::from_openssh(line)
+                .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+                .unwrap_or_else(|_| "unreadable".into()),
+            None => "-".into(),
+        };
+        println!(
+            "{:<24}  {:<8}  {:<7}  {:<30}  {key}",
+            host.name,
+            jitssh_shared::duration::HumanDuration::from_secs(host.ttl_secs).to_string(),
+            if host.key.is_some() { "yes" } else { "no" },
+            host.aliases.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `ssh-ca host remove`.
+pub fn host_remove(config: &CaConfig, name: &str) -> Result<()> {
+    let authority = open(config)?;
+    if !hosts::remove(&authority, name, &operator())? {
+        bail!("no host named {name}");
+    }
+    println!("removed {name}; it can no longer renew");
+    Ok(())
+}
+
+/// `ssh-ca host renew` (on the host; needs no CA files).
+pub async fn host_renew(args: &RenewArgs) -> Result<()> {
+    match renew::renew(args).await? {
+        RenewOutcome::StillValid { valid_before } => println!(
+            "{} is valid until {}; more than a third of its life is left, nothing to do (--force to renew)",
+            args.out.display(),
+            crate::cert_text::format_time(valid_before)
+        ),
+        RenewOutcome::Renewed {
+            serial,
+            valid_before,
+        } => println!(
+            "wrote {} (serial {serial}, valid until {})",
+            args.out.display(),
+            crate::cert_text::format_time(valid_before)
+        ),
+    }
+    Ok(())
 }

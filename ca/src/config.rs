@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use jitssh_shared::config::{self, ConfigError};
 use jitssh_shared::duration::HumanDuration;
+use jitssh_shared::ssh_key::PublicKey;
 use serde::Deserialize;
 
 /// The CA's configuration, with paths resolved.
@@ -32,6 +33,8 @@ pub struct CaConfig {
     pub limits: Limits,
     /// How long an access request waits for a decision.
     pub request_expiry: HumanDuration,
+    /// Keys of bastions allowed to ask for per-session certificates (user `bastion`).
+    pub bastion_keys: Vec<PublicKey>,
 }
 
 /// Resource limits of the SSH API.
@@ -87,6 +90,8 @@ struct CaFile {
     limits: Limits,
     #[serde(default = "default_request_expiry")]
     request_expiry: HumanDuration,
+    #[serde(default)]
+    bastion_keys: Vec<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -142,7 +147,20 @@ impl CaConfig {
                 "must be at least 1",
             ));
         }
+        let mut bastion_keys = Vec::new();
+        for line in &file.bastion_keys {
+            let key = PublicKey::from_openssh(line.trim()).map_err(|err| {
+                ConfigError::invalid(
+                    origin,
+                    "",
+                    "bastion_keys",
+                    format!("not an OpenSSH public key: {err}"),
+                )
+            })?;
+            bastion_keys.push(key);
+        }
         Ok(CaConfig {
+            bastion_keys,
             data_dir,
             listen: file.listen,
             policy,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use ssh_ca::cli::{AuditCommand, Cli, Command};
+use ssh_ca::cli::{AuditCommand, Cli, Command, HostCommand};
 use ssh_ca::commands;
 use ssh_ca::config::CaConfig;
 
@@ -25,6 +25,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Host {
+        command: HostCommand::Renew(args),
+    } = &cli.command
+    {
+        // The host side needs no CA configuration.
+        runtime()?.block_on(commands::host_renew(args))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = CaConfig::load(cli.config.as_deref())?;
     match &cli.command {
         Command::Init => commands::init(&config)?,
@@ -35,6 +43,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SshdConfig(args) => commands::sshd_config(&config, args)?,
         Command::KnownHosts(args) => commands::known_hosts(&config, args)?,
         Command::Issued(args) => commands::issued(&config, args)?,
+        Command::Serve => runtime()?.block_on(commands::serve(&config))?,
+        Command::Host { command } => match command {
+            HostCommand::Add(args) => commands::host_add(&config, args)?,
+            HostCommand::List => commands::host_list(&config)?,
+            HostCommand::Remove { name } => commands::host_remove(&config, name)?,
+            HostCommand::Renew(args) => runtime()?.block_on(commands::host_renew(args))?,
+        },
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
@@ -44,6 +59,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Help and version go to stdout as usual; real usage errors become one line.

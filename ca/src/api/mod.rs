@@ -1,0 +1,245 @@
+//! The CA's API over SSH: any machine with `ssh` is a client, and SSH keys authenticate.
+//!
+//! The server presents a host key with a certificate from our own host CA (principals: the
+//! config's `names`), so clients that trust the host CA connect with strict host key checking
+//! and no trust-on-first-use. Only publickey authentication is offered. Connections are
+//! limited, and each must authenticate within the handshake timeout or be dropped, so a flood
+//! of garbage or stalled connections cannot take the service down.
+
+mod commands;
+mod handler;
+mod stdin;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jitssh_shared::cert::CertSpec;
+use jitssh_shared::keys::{CaSigner, KeyError, write_new};
+use jitssh_shared::ssh_key::certificate::CertType;
+use jitssh_shared::ssh_key::{Certificate, PrivateKey, PublicKey};
+use jitssh_shared::unix_now;
+use russh::MethodKind;
+use russh::server::Config;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use commands::{ApiCli, ApiCommand, CommandOutput};
+
+use crate::authority::{Authority, IssueError};
+
+/// Lifetime of the API's own host certificate; it is renewed at half-life while serving.
+const API_HOST_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Who is on the other end of a connection, once authenticated.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A person (or automation) from the policy's users.
+    User {
+        /// Policy user name.
+        name: String,
+        /// The key they authenticated with.
+        key: PublicKey,
+    },
+    /// A host (user `host`): any key may connect; `join` and `host-cert` check it.
+    Host {
+        /// The key it authenticated with (its host key).
+        key: PublicKey,
+    },
+    /// A bastion listed in `bastion_keys`.
+    Bastion {
+        /// The key it authenticated with.
+        key: PublicKey,
+    },
+}
+
+/// Errors starting the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The API host key could not be read or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The API host certificate could not be issued.
+    #[error("cannot issue the API host certificate: {0}")]
+    Cert(#[from] IssueError),
+    /// Listening failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Loads (or creates, 0600) the API's own host key in the data dir.
+fn api_host_key(data_dir: &Path) -> Result<PrivateKey, KeyError> {
+    let path = data_dir.join("api_host_key");
+    if !path.exists() {
+        let signer = CaSigner::generate("ssh-ca-api");
+        write_new(&path, signer.to_openssh()?.as_bytes(), 0o600)?;
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    PrivateKey::from_openssh(&text).map_err(|e| KeyError::Format {
+        path,
+        why: e.to_string(),
+    })
+}
+
+/// Issues the API's host certificate: principals are the config's `names`.
+fn api_host_cert(authority: &Authority, key: &PrivateKey) -> Result<Certificate, IssueError> {
+    let now = unix_now();
+    let spec = CertSpec {
+        cert_type: CertType::Host,
+        subject: key.public_key().key_data().clone(),
+        key_id: "ssh-ca-api".to_string(),
+        principals: authority.config().names.clone(),
+        valid_after: now.saturating_sub(authority.config().clock_skew.as_secs()),
+        valid_before: now + API_HOST_CERT_TTL.as_secs(),
+        critical_options: BTreeMap::new(),
+        extensions: BTreeMap::new(),
+    };
+    Ok(authority
+        .issue(spec, "ssh-ca", None, json!({ "api_host_cert": true }))?
+        .certificate)
+}
+
+fn russh_config(authority: &Authority, key: PrivateKey, cert: Certificate) -> Config {
+    let limits = &authority.config().limits;
+    Config {
+        methods: (&[MethodKind::PublicKey][..]).into(),
+        keys: vec![key],
+        certificates: vec![cert],
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        inactivity_timeout: Some(limits.idle_timeout.as_duration()),
+        max_auth_attempts: 6,
+        nodelay: true,
+        ..Config::default()
+    }
+}
+
+/// A running API: bind with [`Api::bind`], then [`Api::run`].
+pub struct Api {
+    authority: Arc<Authority>,
+    listener: TcpListener,
+    config: Arc<RwLock<Arc<Config>>>,
+    key: PrivateKey,
+}
+
+impl Api {
+    /// Prepares the host key and certificate and binds the listening socket.
+    pub async fn bind(authority: Arc<Authority>, addr: SocketAddr) -> Result<Api, ServeError> {
+        let key = api_host_key(&authority.config().data_dir)?;
+        let cert = api_host_cert(&authority, &key)?;
+        let config = russh_config(&authority, key.clone(), cert);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        Ok(Api {
+            authority,
+            listener,
+            config: Arc::new(RwLock::new(Arc::new(config))),
+            key,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the process ends. Accept errors (e.g. out of file descriptors) are logged
+    /// and retried; they never end the service.
+    pub async fn run(self) {
+        let limits = self.authority.config().limits.clone();
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        tokio::spawn(renew_host_cert(
+            self.authority.clone(),
+            self.key.clone(),
+            self.config.clone(),
+        ));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (socket, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let config = self
+                .config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let authority = self.authority.clone();
+            let handshake = limits.handshake_timeout.as_duration();
+            tokio::spawn(async move {
+                let _permit = permit;
+                handler::serve_connection(authority, config, socket, peer, handshake).await;
+            });
+        }
+    }
+}
+
+/// Re-issues the API host certificate at half-life so long-running servers stay trusted.
+async fn renew_host_cert(
+    authority: Arc<Authority>,
+    key: PrivateKey,
+    config: Arc<RwLock<Arc<Config>>>,
+) {
+    loop {
+        tokio::time::sleep(API_HOST_CERT_TTL / 2).await;
+        let issued = {
+            let authority = authority.clone();
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || api_host_cert(&authority, &key)).await
+        };
+        match issued {
+            Ok(Ok(cert)) => {
+                let fresh = Arc::new(russh_config(&authority, key.clone(), cert));
+                *config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                tracing::info!("renewed the API host certificate");
+            }
+            Ok(Err(err)) => tracing::error!(%err, "cannot renew the API host certificate"),
+            Err(err) => tracing::error!(%err, "renewal task failed"),
+        }
+    }
+}
+
+/// Reloads the policy on SIGHUP. A broken policy is refused with its error logged, and the old
+/// one stays in force.
+pub fn spawn_policy_reloader(authority: Arc<Authority>) -> std::io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloading = authority.clone();
+            let result = tokio::task::spawn_blocking(move || reloading.reload_policy()).await;
+            match result {
+                Ok(Ok(())) => {
+                    tracing::info!("policy reloaded");
+                    let event = jitssh_shared::audit::AuditEvent::new("policy.reloaded")
+                        .with("policy", authority.config().policy.display().to_string());
+                    if let Err(err) = authority.audit().append(event) {
+                        tracing::error!(%err, "cannot audit the policy reload");
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(%err, "policy reload refused; keeping the old policy")
+                }
+                Err(err) => tracing::error!(%err, "policy reload task failed"),
+            }
+        }
+    });
+    Ok(())
+}
