@@ -117,3 +117,59 @@ impl CaFixture {
         run_ok(&mut cmd);
     }
 }
+
+/// A running `ssh-ca serve` with its API on a free loopback port, and a known_hosts file that
+/// trusts the host CA (`@cert-authority`), so clients connect with strict checking.
+pub struct CaServer {
+    /// The CA's files.
+    pub ca: CaFixture,
+    /// The server process.
+    pub daemon: crate::process::Daemon,
+    /// The API port.
+    pub port: u16,
+    /// known_hosts with the `@cert-authority` line.
+    pub known_hosts: PathBuf,
+}
+
+impl CaServer {
+    /// Writes the config (`extra` appended to ca.toml) and policy, starts `ssh-ca serve`, and
+    /// waits until it listens. CA keys are created on first start.
+    pub fn start(dir: &Path, policy: &str, extra: &str) -> CaServer {
+        let port = crate::net::free_port();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\nnames = [\"localhost\", \"127.0.0.1\"]\n{extra}"
+        );
+        let ca = CaFixture::configure(dir, policy, &config);
+        let mut daemon = crate::process::Daemon::spawn(
+            "ssh-ca serve",
+            &mut ca.cmd(["serve"]),
+            &dir.join("ca-serve.log"),
+        );
+        daemon.wait_for_log("CA API listening", std::time::Duration::from_secs(20));
+        let known_hosts = dir.join("known_hosts_ca");
+        let line = ca.run_ok(["known-hosts"]).stdout;
+        std::fs::write(&known_hosts, line).expect("write known_hosts");
+        CaServer {
+            ca,
+            daemon,
+            port,
+            known_hosts,
+        }
+    }
+
+    /// `ssh -p PORT USER@localhost` with `key`, strict host checking against the host CA.
+    pub fn ssh(&self, user: &str, key: &KeyPair) -> crate::ssh::Ssh {
+        crate::ssh::Ssh::new(self.port)
+            .user(user)
+            .identity(&key.private)
+            .known_hosts(&self.known_hosts)
+            .host("localhost")
+    }
+
+    /// Sends SIGHUP (policy reload).
+    pub fn hangup(&self) {
+        let pid = libc::pid_t::try_from(self.daemon.pid()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions; the daemon is our live child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    }
+}

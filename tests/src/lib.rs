@@ -22,7 +22,7 @@ mod ssh;
 mod sshd;
 mod tools;
 
-pub use ca::CaFixture;
+pub use ca::{CaFixture, CaServer};
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;
 pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_for};
