@@ -15,9 +15,11 @@ use std::time::Duration;
 
 mod hosts;
 mod requests;
+mod sessions;
 
 pub use hosts::{HostRecord, HostStore};
 pub use requests::{AccessRequest, Decision as RequestDecision, RequestStatus, RequestStore};
+pub use sessions::{SessionEnd, SessionFilter, SessionIndex, SessionRecord};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -137,7 +139,7 @@ CREATE TABLE IF NOT EXISTS revocations (
 
 /// Schemas of the store's parts; each part (`store/<part>.rs`) adds its tables here.
 fn schemas() -> &'static [&'static str] {
-    &[SCHEMA, hosts::SCHEMA, requests::SCHEMA]
+    &[SCHEMA, hosts::SCHEMA, requests::SCHEMA, sessions::SCHEMA]
 }
 
 impl SqliteStore {

@@ -1,0 +1,109 @@
+//! Session recordings: what happened in each session, written as it happens, tamper-evident,
+//! and playable by stock `asciinema`.
+//!
+//! # On disk
+//!
+//! One directory per session, `<root>/YYYY/MM/DD/<id>/` (the date is the session's start,
+//! taken from the id, so a directory can be found from an id alone and old days are removed
+//! a directory at a time):
+//!
+//! | file | what |
+//! |---|---|
+//! | `events.jsonl` | session journal: `session.start` (who, from where, certificate, target), `channel.open`/`channel.exit`/`channel.close` (command, exit status, byte counts, transfer digests), `data.raw`, `recording.degraded`, `session.end` |
+//! | `chan-<k>.cast` | asciicast v2 for the k-th terminal channel (shell, or exec of a command): header with size, `TERM`, the command, session metadata under `jitssh`; `o` output, `r` resize, `i` input only when the policy asks |
+//! | `chan-<k>.transfer.jsonl` | sftp/scp/rsync content, only when the policy asks: `[t, "up"\|"down"\|"err", "<base64>"]` lines |
+//! | `chain.jsonl` | the hash chain over every line of the files above |
+//! | `seal.json`, `seal.json.sig` | the signed manifest written when the session ends |
+//!
+//! `k` counts channels in the order they opened (SSH channel numbers can be reused); the
+//! journal maps it to the SSH channel number. Exec output goes to a `.cast` too, so a replay
+//! shows what the user saw; stderr is written as `o` like stdout (its byte count is in the
+//! journal). Transfers (every subsystem, and exec of `scp`, `sftp-server`, `rsync --server`)
+//! are recorded as bytes and SHA-256 per direction, not content, unless the policy asks.
+//!
+//! # Bytes that are not UTF-8
+//!
+//! asciicast event data is a JSON string, so output is decoded as UTF-8 per stream with the
+//! incomplete tail of a read (up to 3 bytes of a multibyte character) carried over to the
+//! next read: a character split across reads arrives whole in the later event. Truly invalid
+//! bytes become U+FFFD in the `.cast` (which stays playable), and the exact bytes of that
+//! event are kept in a `data.raw` journal line (`file`, `line`, base64 `data`), so the raw
+//! stream can be rebuilt losslessly: for every event with a `data.raw` line take those
+//! bytes, for the others the UTF-8 of the event string.
+//!
+//! # Integrity: chain in a sidecar, seal at the end
+//!
+//! asciinema 2.2 reads every line after the header as a 3-element array (`time, type, data
+//! = event`), so an extra element or a non-event line breaks `asciinema cat` and `play`;
+//! extra header keys are ignored. The chain therefore lives beside the data, in
+//! `chain.jsonl`. Each time buffered lines are written to a file, one chain entry follows:
+//!
+//! ```text
+//! {"seq":N,"prev":"<64 hex>","file":"chan-1.cast","first":L,"lines":["<32 hex>",...],"hash":"<64 hex>"}
+//! ```
+//!
+//! `lines` are the first 128 bits of the SHA-256 of each line written (without its `\n`),
+//! from line number `first` on. `hash` is the SHA-256 of the entry's bytes as stored with
+//! `,"hash":...` removed (the audit log's rule: defined on stored bytes, no
+//! re-serialisation). The first entry's `prev` is SHA-256 of `jitssh-recording:<id>`, which
+//! ties the chain to its session. Data lines are written before the chain entry that covers
+//! them, so a crash can leave lines the chain does not cover yet, never a chain claiming
+//! lines that are not there.
+//!
+//! At the end, [`Recorder::finish`] writes `seal.json`: session metadata, certificate
+//! serial, end reason, per-channel summaries, each file's line count, size and SHA-256, and
+//! the chain's length and final hash; and `seal.json.sig`, an SSHSIG signature (namespace
+//! [`SEAL_NAMESPACE`]) by the bastion's ed25519 key over the exact bytes of `seal.json`. An
+//! outside auditor can check it with stock OpenSSH:
+//! `ssh-keygen -Y verify -f allowed_signers -I bastion -n jitssh-recording -s seal.json.sig < seal.json`.
+//!
+//! [`verify_session`] re-hashes every line against the chain, names each altered, removed,
+//! inserted or truncated line, checks the chain links, the seal's signature and its counts,
+//! and reports an unsealed recording (a crash) with how much of it the chain still vouches
+//! for.
+//!
+//! # Crashes and write failures
+//!
+//! Lines are buffered in memory and written (one `write` per file, whole lines only) when
+//! [`Recorder::flush`] runs (the session calls it every second; it also `fdatasync`s), when
+//! the buffered bytes reach [`RecordingPolicy::max_buffer`], or when a second has passed
+//! since the last write. After `kill -9` the files end on a complete line, so `asciinema cat`
+//! plays everything up to the last write. A failed write is cut back to the last complete
+//! line; then the policy decides: [`OnFailure::Terminate`] makes every later call return an
+//! error (the session must end and tell the user), [`OnFailure::Continue`] stops recording
+//! data, keeps counting, tries to journal `recording.degraded` and hands the error to
+//! [`Recorder::take_degraded`] once, for the audit log.
+
+mod cast;
+mod chain;
+mod error;
+mod files;
+mod id;
+mod model;
+mod recorder;
+mod seal;
+mod transfer;
+mod utf8;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::RecordingError;
+pub use files::FileSeal;
+pub use id::{new_session_id, session_dir};
+pub use model::{
+    ChannelKind, ChannelSummary, OnFailure, Pty, RecordingPolicy, SessionMeta, SessionSummary,
+};
+pub use recorder::{ChannelRecorder, Recorder};
+pub use seal::{Manifest, SEAL_NAMESPACE};
+pub use verify::{FileStatus, Problem, ProblemKind, SealStatus, VerifyReport, verify_session};
+
+/// The session journal.
+const EVENTS_FILE: &str = "events.jsonl";
+/// The hash chain.
+const CHAIN_FILE: &str = "chain.jsonl";
+/// The signed manifest.
+const SEAL_FILE: &str = "seal.json";
+/// Its SSHSIG signature.
+const SEAL_SIG_FILE: &str = "seal.json.sig";
