@@ -1,2 +1,22 @@
-pub fn x() {}
+//! ssh-bastion: the recording SSH bastion of jitssh.
+//!
+//! The front door ([`front`]) admits only user certificates that pass every check of the
+//! trust model ([`admission`]); each session reaches its target ([`upstream`]) with a fresh
+//! key and a certificate minted for it by the CA ([`issuer`], in process or [`remote`]);
+//! [`pump`] relays channels with bounded memory; [`session`] ends sessions when the
+//! certificate expires or is revoked; [`server`] ties it together for `ssh-bastion serve`.
+
+pub mod admission;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod front;
+pub mod hostkey;
+pub mod issuer;
+pub mod login;
+pub mod pump;
 pub mod recording;
+pub mod remote;
+pub mod server;
+pub mod session;
+pub mod upstream;

@@ -1,1 +1,110 @@
-fn main() {}
+//! `ssh-bastion`: see `ssh-bastion --help`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+use ssh_bastion::cli::{AuditCommand, Cli, Command};
+use ssh_bastion::config::BastionConfig;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    init_logging(cli.log_json);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ssh-bastion: error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = BastionConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("cannot handle SIGTERM")?;
+                let stop = async move {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+                        _ = terminate.recv() => tracing::info!("terminated; stopping"),
+                    }
+                };
+                ssh_bastion::server::serve(config, stop).await?;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let path = config.audit_path();
+            let report = jitssh_shared::audit::verify(&path)?;
+            for problem in &report.problems {
+                println!("{}: {problem}", path.display());
+            }
+            if report.is_intact() {
+                println!(
+                    "{}: intact, {} records, last hash {}",
+                    path.display(),
+                    report.records,
+                    report.last_hash
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+/// Help and version go to stdout as usual; real usage errors become one line.
+fn usage_error(err: clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let before_usage = rendered.split("\n\n").next().unwrap_or("invalid arguments");
+            let message = before_usage.strip_prefix("error: ").unwrap_or(before_usage);
+            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("ssh-bastion: error: {message} (see ssh-bastion --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SSH_BASTION_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

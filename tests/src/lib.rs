@@ -13,6 +13,7 @@
 //! Every child process is run with a timeout (see [`DEFAULT_TIMEOUT`]) so a
 //! hung `ssh` can never hang the suite.
 
+mod bastion;
 mod ca;
 mod keys;
 mod net;
@@ -22,6 +23,7 @@ mod ssh;
 mod sshd;
 mod tools;
 
+pub use bastion::{Bastion, grant, target, user};
 pub use ca::{CaFixture, CaServer};
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;

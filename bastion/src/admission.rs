@@ -1,0 +1,375 @@
+//! Who gets in: every check of the trust model applied to a user certificate for one
+//! `LOGIN@TARGET`, as a pure function (the caller supplies the clock and the peer). Revocation
+//! needs I/O, so the caller asks the CA after [`admit`] and turns the verdict into a refusal
+//! with [`revocation_verdict`].
+//!
+//! russh only checks a certificate's signature against the CA key embedded in it (and its
+//! validity window); trust in that CA, the type, principals, critical options, revocation and
+//! the grant's target patterns are all decided here.
+
+use std::net::IpAddr;
+
+use jitssh_shared::cert::{self, Expectations, GrantClaims, Rejection};
+use jitssh_shared::ssh_key::Certificate;
+use jitssh_shared::ssh_key::certificate::CertType;
+use jitssh_shared::ssh_key::public::KeyData;
+
+use crate::config::Forwarding;
+use crate::login::{BadUserString, LoginTarget, printable};
+
+/// Why a login was refused. The message is shown to the person and written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The user string is not `LOGIN@TARGET`.
+    #[error(transparent)]
+    UserString(#[from] BadUserString),
+    /// A plain public key: this bastion takes certificates only.
+    #[error("this bastion accepts certificates only; get one with: ssh -p 2200 <you>@<ca> cert")]
+    PlainKey,
+    /// The certificate failed a trust-model check.
+    #[error("certificate refused: {0}")]
+    Certificate(#[from] Rejection),
+    /// The certificate (or its key, or its key id) was revoked.
+    #[error("certificate refused: revoked ({0})")]
+    Revoked(String),
+    /// Revocation could not be checked; fail closed.
+    #[error("certificate refused: cannot check revocation ({0})")]
+    RevocationUnknown(String),
+    /// No grant extension, so no target is reachable with it.
+    #[error(
+        "certificate refused: it carries no grant for this bastion (no {} extension)",
+        cert::GRANT_EXTENSION
+    )]
+    NoGrant,
+    /// The grant extension is malformed.
+    #[error("certificate refused: {0}")]
+    BadGrant(String),
+    /// No target by that name is configured.
+    #[error("unknown target {0:?}")]
+    UnknownTarget(String),
+    /// The grant does not let this login reach this target.
+    #[error("certificate does not grant login {login:?} on target {target:?}")]
+    NotGranted {
+        /// The login asked for.
+        login: String,
+        /// The target asked for.
+        target: String,
+    },
+}
+
+/// What the certificate allows beyond a plain session, after the bastion's own policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// `permit-pty`.
+    pub pty: bool,
+    /// `permit-port-forwarding` and the bastion allows port forwarding.
+    pub port_forwarding: bool,
+    /// `permit-agent-forwarding` and the bastion allows agent forwarding.
+    pub agent_forwarding: bool,
+    /// `permit-X11-forwarding` and the bastion allows X11 forwarding.
+    pub x11_forwarding: bool,
+}
+
+impl Permissions {
+    /// The intersection of the certificate's extensions and the bastion's forwarding policy.
+    pub fn of(cert: &Certificate, policy: &Forwarding) -> Permissions {
+        let has = |name: &str| cert.extensions().contains_key(name);
+        Permissions {
+            pty: has("permit-pty"),
+            port_forwarding: policy.port && has("permit-port-forwarding"),
+            agent_forwarding: policy.agent && has("permit-agent-forwarding"),
+            x11_forwarding: policy.x11 && has("permit-X11-forwarding"),
+        }
+    }
+}
+
+/// An admitted login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The person: the certificate's key id.
+    pub person: String,
+    /// The certificate's serial.
+    pub serial: u64,
+    /// Login and target.
+    pub login_target: LoginTarget,
+    /// Roles whose grant matched.
+    pub roles: Vec<String>,
+    /// `force-command` of the certificate, applied to every session channel.
+    pub force_command: Option<String>,
+    /// Unix time the certificate expires (the session ends then).
+    pub valid_before: u64,
+    /// What forwarding and pty use is allowed.
+    pub permissions: Permissions,
+}
+
+/// Everything [`admit`] needs besides the certificate.
+pub struct Context<'a> {
+    /// Trusted user CA keys.
+    pub trusted_user_cas: &'a [KeyData],
+    /// Unix time now.
+    pub now: u64,
+    /// The TCP peer, for `source-address`.
+    pub peer: Option<IpAddr>,
+    /// Is a target by this name configured?
+    pub target_exists: &'a dyn Fn(&str) -> bool,
+    /// The bastion's forwarding policy.
+    pub forwarding: &'a Forwarding,
+}
+
+/// Turns the CA's revocation answer into a refusal: `Ok(None)` is "not revoked",
+/// `Ok(Some(why))` revoked, and an error (revocation unknown) refuses too: fail closed.
+pub fn revocation_verdict<E: std::fmt::Display>(
+    answer: Result<Option<String>, E>,
+) -> Result<(), Refusal> {
+    match answer {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(Refusal::Revoked(why)),
+        Err(err) => Err(Refusal::RevocationUnknown(err.to_string())),
+    }
+}
+
+/// Decides whether `cert` admits the user string `user`.
+pub fn admit(user: &str, cert: &Certificate, ctx: &Context<'_>) -> Result<Admitted, Refusal> {
+    let login_target = LoginTarget::parse(user)?;
+    cert::verify(
+        cert,
+        &Expectations {
+            trusted_cas: ctx.trusted_user_cas,
+            cert_type: CertType::User,
+            now: ctx.now,
+            principal: &login_target.login,
+            peer: ctx.peer,
+        },
+    )?;
+    let claims = match GrantClaims::from_certificate(cert) {
+        Ok(Some(claims)) => claims,
+        Ok(None) => return Err(Refusal::NoGrant),
+        Err(err) => return Err(Refusal::BadGrant(err.to_string())),
+    };
+    if !(ctx.target_exists)(&login_target.target) {
+        return Err(Refusal::UnknownTarget(printable(&login_target.target)));
+    }
+    if !claims.allows(&login_target.login, &login_target.target) {
+        return Err(Refusal::NotGranted {
+            login: login_target.login,
+            target: login_target.target,
+        });
+    }
+    let roles = claims
+        .roles
+        .iter()
+        .filter(|role| {
+            role.logins.contains(&login_target.login)
+                && jitssh_shared::pattern::host_list_matches(&role.hosts, &login_target.target)
+        })
+        .map(|role| role.name.clone())
+        .collect();
+    Ok(Admitted {
+        person: cert.key_id().to_string(),
+        serial: cert.serial(),
+        roles,
+        force_command: cert.critical_options().get("force-command").cloned(),
+        valid_before: cert.valid_before(),
+        permissions: Permissions::of(cert, ctx.forwarding),
+        login_target,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jitssh_shared::cert::{CertSpec, GRANT_EXTENSION};
+    use jitssh_shared::keys::CaSigner;
+    use jitssh_shared::ssh_key::{Algorithm, PrivateKey};
+    use std::collections::BTreeMap;
+
+    const NOW: u64 = 1_700_000_000;
+
+    struct Fixture {
+        ca: CaSigner,
+        subject: KeyData,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+            Fixture {
+                ca: CaSigner::generate("user-ca"),
+                subject: key.public_key().key_data().clone(),
+            }
+        }
+
+        fn spec(&self) -> CertSpec {
+            let mut extensions = BTreeMap::new();
+            extensions.insert("permit-pty".to_string(), String::new());
+            extensions.insert("permit-port-forwarding".to_string(), String::new());
+            extensions.insert(
+                GRANT_EXTENSION.to_string(),
+                r#"{"roles":[{"name":"ops","logins":["deploy"],"hosts":["web*","!web-secret"]}]}"#
+                    .to_string(),
+            );
+            CertSpec {
+                cert_type: CertType::User,
+                subject: self.subject.clone(),
+                key_id: "alice".into(),
+                principals: vec!["deploy".into(), "alice".into()],
+                valid_after: NOW - 60,
+                valid_before: NOW + 3600,
+                critical_options: BTreeMap::new(),
+                extensions,
+            }
+        }
+
+        fn cert(&self, spec: &CertSpec) -> Certificate {
+            spec.sign(7, &self.ca).unwrap()
+        }
+
+        fn admit(&self, user: &str, cert: &Certificate) -> Result<Admitted, Refusal> {
+            self.admit_with(user, cert, &Forwarding::default())
+        }
+
+        fn admit_with(
+            &self,
+            user: &str,
+            cert: &Certificate,
+            forwarding: &Forwarding,
+        ) -> Result<Admitted, Refusal> {
+            let trusted = [self.ca.key_data().clone()];
+            let exists = |name: &str| name.starts_with("web") || name == "db01";
+            admit(
+                user,
+                cert,
+                &Context {
+                    trusted_user_cas: &trusted,
+                    now: NOW,
+                    peer: Some("127.0.0.1".parse().unwrap()),
+                    target_exists: &exists,
+                    forwarding,
+                },
+            )
+        }
+    }
+
+    #[test]
+    fn admits_a_granted_login() {
+        let f = Fixture::new();
+        let cert = f.cert(&f.spec());
+        let admitted = f.admit("deploy@web01", &cert).unwrap();
+        assert_eq!(admitted.person, "alice");
+        assert_eq!(admitted.serial, 7);
+        assert_eq!(admitted.roles, ["ops"]);
+        assert_eq!(admitted.login_target.target, "web01");
+        assert!(admitted.permissions.pty);
+        assert!(
+            !admitted.permissions.port_forwarding,
+            "bastion policy is off"
+        );
+        let on = Forwarding {
+            port: true,
+            agent: true,
+            x11: true,
+        };
+        let admitted = f.admit_with("deploy@web01", &cert, &on).unwrap();
+        assert!(admitted.permissions.port_forwarding);
+        assert!(!admitted.permissions.agent_forwarding, "cert lacks it");
+    }
+
+    #[test]
+    fn refuses_each_trust_model_failure() {
+        let f = Fixture::new();
+        let cert = f.cert(&f.spec());
+        assert!(matches!(
+            f.admit("root@web01", &cert),
+            Err(Refusal::Certificate(Rejection::PrincipalNotAllowed(..)))
+        ));
+        assert_eq!(
+            f.admit("alice@web01", &cert),
+            Err(Refusal::NotGranted {
+                login: "alice".into(),
+                target: "web01".into()
+            })
+        );
+        assert!(matches!(
+            f.admit("deploy@web-secret", &cert),
+            Err(Refusal::NotGranted { .. })
+        ));
+        assert!(matches!(
+            f.admit("deploy@db01", &cert),
+            Err(Refusal::NotGranted { .. })
+        ));
+        assert_eq!(
+            f.admit("deploy@nowhere", &cert),
+            Err(Refusal::UnknownTarget("nowhere".into()))
+        );
+        assert!(matches!(
+            f.admit("deploy", &cert),
+            Err(Refusal::UserString(_))
+        ));
+        assert_eq!(revocation_verdict::<String>(Ok(None)), Ok(()));
+        assert_eq!(
+            revocation_verdict::<String>(Ok(Some("serial 7".into()))),
+            Err(Refusal::Revoked("serial 7".into()))
+        );
+        assert!(matches!(
+            revocation_verdict(Err("store down")),
+            Err(Refusal::RevocationUnknown(_))
+        ));
+
+        let mut spec = f.spec();
+        spec.extensions.remove(GRANT_EXTENSION);
+        assert_eq!(
+            f.admit("deploy@web01", &f.cert(&spec)),
+            Err(Refusal::NoGrant)
+        );
+        let mut spec = f.spec();
+        spec.extensions
+            .insert(GRANT_EXTENSION.to_string(), "{not json".to_string());
+        assert!(matches!(
+            f.admit("deploy@web01", &f.cert(&spec)),
+            Err(Refusal::BadGrant(_))
+        ));
+        let mut spec = f.spec();
+        spec.valid_before = NOW - 1;
+        spec.valid_after = NOW - 100;
+        assert!(matches!(
+            f.admit("deploy@web01", &f.cert(&spec)),
+            Err(Refusal::Certificate(Rejection::Expired(_)))
+        ));
+        let mut spec = f.spec();
+        spec.cert_type = CertType::Host;
+        assert!(matches!(
+            f.admit("deploy@web01", &f.cert(&spec)),
+            Err(Refusal::Certificate(Rejection::WrongType { .. }))
+        ));
+        let mut spec = f.spec();
+        spec.critical_options
+            .insert("source-address".into(), "10.0.0.0/8".into());
+        assert!(matches!(
+            f.admit("deploy@web01", &f.cert(&spec)),
+            Err(Refusal::Certificate(Rejection::SourceAddress(..)))
+        ));
+        let mut spec = f.spec();
+        spec.critical_options
+            .insert("verify-required".into(), String::new());
+        assert!(matches!(
+            f.admit("deploy@web01", &f.cert(&spec)),
+            Err(Refusal::Certificate(Rejection::UnknownCriticalOption(_)))
+        ));
+        let other = Fixture::new();
+        let foreign = other.cert(&other.spec());
+        assert!(matches!(
+            f.admit("deploy@web01", &foreign),
+            Err(Refusal::Certificate(Rejection::UntrustedCa(_)))
+        ));
+    }
+
+    #[test]
+    fn force_command_is_carried() {
+        let f = Fixture::new();
+        let mut spec = f.spec();
+        spec.critical_options
+            .insert("force-command".into(), "/usr/bin/uptime".into());
+        let admitted = f.admit("deploy@web01", &f.cert(&spec)).unwrap();
+        assert_eq!(admitted.force_command.as_deref(), Some("/usr/bin/uptime"));
+    }
+}

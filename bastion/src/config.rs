@@ -1,0 +1,555 @@
+//! `bastion.toml`: where the bastion keeps its data, where it listens, how it reaches the CA,
+//! which targets exist and what the bastion's own policy allows.
+//!
+//! Relative paths in a config file are relative to that file's directory, so a config can be
+//! moved with its data. Without `--config`, embedded defaults apply relative to the current
+//! directory: data in `./data/bastion`, an embedded CA with its data in `./data/ca`.
+//! Unknown keys are errors naming file, line and key.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jitssh_shared::config::{self, ConfigError};
+use jitssh_shared::duration::HumanDuration;
+use serde::Deserialize;
+use ssh_ca::config::CaConfig;
+
+/// Origin name of the built-in configuration.
+pub const EMBEDDED: &str = "<embedded defaults>";
+
+/// Longest session certificate lifetime: it only has to outlive the login to the target.
+pub const MAX_SESSION_CERT_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The bastion's configuration, with paths resolved and cross-field rules checked.
+#[derive(Debug, Clone)]
+pub struct BastionConfig {
+    /// Host key, audit log and recordings live here.
+    pub data_dir: PathBuf,
+    /// Address of the SSH front door.
+    pub listen: SocketAddr,
+    /// How certificates are obtained and checked.
+    pub ca: CaSettings,
+    /// The targets users may reach, by name.
+    pub targets: Vec<Target>,
+    /// Forwarding the bastion allows at all (a certificate must allow it too).
+    pub forwarding: Forwarding,
+    /// Session lifetime and target-leg settings.
+    pub session: SessionSettings,
+    /// Resource limits of the front door.
+    pub limits: Limits,
+    /// Where this configuration came from (a path, or `<embedded defaults>`).
+    pub origin: String,
+}
+
+/// How the bastion reaches its certificate authority.
+#[derive(Debug, Clone)]
+pub enum CaSettings {
+    /// The CA runs inside the bastion process (all-in-one), from this CA configuration.
+    Embedded(Box<CaConfig>),
+    /// A separate `ssh-ca serve`, reached over SSH.
+    Remote(RemoteCa),
+}
+
+/// A CA reached over SSH.
+#[derive(Debug, Clone)]
+pub struct RemoteCa {
+    /// `host:port` of the CA's SSH API.
+    pub address: String,
+    /// Host name the CA's host certificate must name (default: the host part of `address`).
+    pub name: String,
+    /// The host CA public key: the CA's own host certificate and every target's must be
+    /// signed by it. The user CA key is then fetched from the CA over that trusted channel.
+    pub host_ca: PathBuf,
+    /// The bastion's identity key (its public half listed in the CA's `bastion_keys`).
+    pub identity: PathBuf,
+}
+
+/// A target host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The name users ask for (`LOGIN@NAME`); its host certificate must name it.
+    pub name: String,
+    /// `host:port` the bastion connects to.
+    pub address: String,
+}
+
+/// Forwarding the bastion permits; each also needs the matching `permit-*` certificate
+/// extension. All off by default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    /// Agent forwarding (`ssh -A`).
+    #[serde(default)]
+    pub agent: bool,
+    /// Port forwarding: `-L`, `-R`, `-W` (needs `permit-port-forwarding`).
+    #[serde(default)]
+    pub port: bool,
+    /// X11 forwarding (needs `permit-X11-forwarding`).
+    #[serde(default)]
+    pub x11: bool,
+}
+
+/// Session lifetime and the target leg.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Lifetime of the per-session certificate used to log in to the target.
+    #[serde(default = "default_cert_ttl")]
+    pub cert_ttl: HumanDuration,
+    /// How long before the user's certificate expires the user is warned.
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: HumanDuration,
+    /// How often open sessions re-check whether the user's certificate was revoked.
+    #[serde(default = "default_revocation_check")]
+    pub revocation_check: HumanDuration,
+    /// Time allowed to connect and log in to a target.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Environment variables (`*` patterns) passed on to the target; others are refused.
+    #[serde(default = "default_env")]
+    pub env: Vec<String>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            cert_ttl: default_cert_ttl(),
+            expiry_warning: default_expiry_warning(),
+            revocation_check: default_revocation_check(),
+            connect_timeout: default_connect_timeout(),
+            env: default_env(),
+        }
+    }
+}
+
+fn default_cert_ttl() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_expiry_warning() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_revocation_check() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_env() -> Vec<String> {
+    vec!["LANG".into(), "LC_*".into()]
+}
+
+/// Resource limits of the front door. Every buffer is bounded by these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Channels one connection may have open at once.
+    #[serde(default = "default_max_channels")]
+    pub max_channels: usize,
+    /// Time allowed from TCP connect to authenticated.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout: HumanDuration,
+    /// Every refused authentication takes at least this long (hides which check failed).
+    #[serde(default = "default_auth_rejection_time")]
+    pub auth_rejection_time: HumanDuration,
+    /// SSH messages buffered per channel before the bastion stops reading the sender.
+    #[serde(default = "default_channel_buffer")]
+    pub channel_buffer: usize,
+    /// Close a connection with no traffic for this long (`0s`: never).
+    #[serde(default)]
+    pub idle_timeout: HumanDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            max_channels: default_max_channels(),
+            auth_timeout: default_auth_timeout(),
+            auth_rejection_time: default_auth_rejection_time(),
+            channel_buffer: default_channel_buffer(),
+            idle_timeout: HumanDuration::default(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_channels() -> usize {
+    16
+}
+fn default_auth_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_auth_rejection_time() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_channel_buffer() -> usize {
+    32
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BastionFile {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    ca: CaFile,
+    #[serde(default)]
+    targets: Vec<TargetFile>,
+    #[serde(default)]
+    forwarding: Forwarding,
+    #[serde(default)]
+    session: SessionSettings,
+    #[serde(default)]
+    limits: Limits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaFile {
+    #[serde(default)]
+    mode: CaMode,
+    config: Option<PathBuf>,
+    address: Option<String>,
+    name: Option<String>,
+    host_ca: Option<PathBuf>,
+    identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CaMode {
+    #[default]
+    Embedded,
+    Remote,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    name: String,
+    address: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/bastion")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2222))
+}
+
+/// Longest target name; names go into host certificate checks and audit records.
+const MAX_TARGET_NAME: usize = 253;
+
+/// Is `name` a plausible target (host) name: letters, digits, `.`, `-`, `_`?
+pub fn valid_target_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TARGET_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+impl BastionConfig {
+    /// Loads `path`, or the embedded defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<BastionConfig, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let origin = path.display().to_string();
+                let base = path.parent().unwrap_or(Path::new("."));
+                Self::parse(&text, &origin, base)
+            }
+            None => Self::parse("", EMBEDDED, Path::new(".")),
+        }
+    }
+
+    /// Parses configuration text; relative paths resolve against `base`.
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<BastionConfig, ConfigError> {
+        let file: BastionFile = config::parse_toml(text, origin)?;
+        let invalid = |key: &str, message: String| ConfigError::invalid(origin, text, key, message);
+        let data_dir = base.join(&file.data_dir);
+
+        let mut targets = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, target) in file.targets.iter().enumerate() {
+            if !valid_target_name(&target.name) {
+                return Err(invalid(
+                    &format!("targets[{i}].name"),
+                    format!(
+                        "invalid target name {:?} (letters, digits, '.', '-', '_')",
+                        target.name
+                    ),
+                ));
+            }
+            if !names.insert(target.name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    &format!("targets[{i}].name"),
+                    format!("duplicate target name {:?}", target.name),
+                ));
+            }
+            if split_host_port(&target.address).is_none() {
+                return Err(invalid(
+                    &format!("targets[{i}].address"),
+                    format!("expected host:port, got {:?}", target.address),
+                ));
+            }
+            targets.push(Target {
+                name: target.name.clone(),
+                address: target.address.clone(),
+            });
+        }
+
+        let ca = Self::resolve_ca(file.ca, base, text, origin)?;
+
+        let session = file.session;
+        if session.cert_ttl.as_duration() > MAX_SESSION_CERT_TTL || session.cert_ttl.as_secs() == 0
+        {
+            return Err(invalid(
+                "session.cert_ttl",
+                format!("must be between 1s and {}s", MAX_SESSION_CERT_TTL.as_secs()),
+            ));
+        }
+        if session.revocation_check.as_secs() == 0 {
+            return Err(invalid(
+                "session.revocation_check",
+                "must be at least 1s".into(),
+            ));
+        }
+        if session.connect_timeout.as_secs() == 0 {
+            return Err(invalid(
+                "session.connect_timeout",
+                "must be at least 1s".into(),
+            ));
+        }
+        let limits = file.limits;
+        for (key, value) in [
+            ("limits.max_connections", limits.max_connections),
+            ("limits.max_channels", limits.max_channels),
+            ("limits.channel_buffer", limits.channel_buffer),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if limits.auth_timeout.as_secs() == 0 {
+            return Err(invalid("limits.auth_timeout", "must be at least 1s".into()));
+        }
+        Ok(BastionConfig {
+            data_dir,
+            listen: file.listen,
+            ca,
+            targets,
+            forwarding: file.forwarding,
+            session,
+            limits,
+            origin: origin.to_string(),
+        })
+    }
+
+    fn resolve_ca(
+        file: CaFile,
+        base: &Path,
+        text: &str,
+        origin: &str,
+    ) -> Result<CaSettings, ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::invalid(origin, text, key, message);
+        match file.mode {
+            CaMode::Embedded => {
+                for (key, set) in [
+                    ("ca.address", file.address.is_some()),
+                    ("ca.name", file.name.is_some()),
+                    ("ca.host_ca", file.host_ca.is_some()),
+                    ("ca.identity", file.identity.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(key, "only meaningful with mode = \"remote\""));
+                    }
+                }
+                let ca = match &file.config {
+                    Some(path) => CaConfig::load(Some(&base.join(path)))?,
+                    None => {
+                        let mut ca = CaConfig::load(None)?;
+                        ca.data_dir = base.join("data/ca");
+                        ca.policy = ca.data_dir.join("policy.toml");
+                        ca
+                    }
+                };
+                Ok(CaSettings::Embedded(Box::new(ca)))
+            }
+            CaMode::Remote => {
+                if file.config.is_some() {
+                    return Err(invalid(
+                        "ca.config",
+                        "only meaningful with mode = \"embedded\"",
+                    ));
+                }
+                let required = |key: &str, value: Option<PathBuf>| {
+                    value
+                        .map(|p| base.join(p))
+                        .ok_or_else(|| invalid(key, "required with mode = \"remote\""))
+                };
+                let address = file
+                    .address
+                    .ok_or_else(|| invalid("ca.address", "required with mode = \"remote\""))?;
+                let Some((host, _)) = split_host_port(&address) else {
+                    return Err(invalid("ca.address", "expected host:port"));
+                };
+                let name = file.name.unwrap_or_else(|| host.to_string());
+                Ok(CaSettings::Remote(RemoteCa {
+                    name,
+                    host_ca: required("ca.host_ca", file.host_ca)?,
+                    identity: required("ca.identity", file.identity)?,
+                    address,
+                }))
+            }
+        }
+    }
+
+    /// The target called `name` (case-insensitive, as host names are).
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The bastion's host key file.
+    pub fn host_key_path(&self) -> PathBuf {
+        self.data_dir.join("host_ed25519_key")
+    }
+
+    /// The bastion's audit log.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+
+    /// Where session recordings go.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`); `None` when malformed or the port is not a number.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<BastionConfig, String> {
+        BastionConfig::parse(text, "bastion.toml", Path::new("/etc/jit")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let config = BastionConfig::load(None).unwrap();
+        assert_eq!(config.data_dir, Path::new("./data/bastion"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2222");
+        let CaSettings::Embedded(ca) = &config.ca else {
+            panic!("embedded by default")
+        };
+        assert_eq!(ca.data_dir, Path::new("./data/ca"));
+        assert!(config.targets.is_empty());
+        assert_eq!(config.forwarding, Forwarding::default());
+        assert!(!config.forwarding.port && !config.forwarding.agent && !config.forwarding.x11);
+    }
+
+    #[test]
+    fn targets_and_paths_resolve() {
+        let config = parse(
+            "data_dir = \"d\"\n[[targets]]\nname = \"web01\"\naddress = \"10.0.0.5:22\"\n\
+             [[targets]]\nname = \"db\"\naddress = \"[::1]:2022\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, Path::new("/etc/jit/d"));
+        assert_eq!(config.target("WEB01").unwrap().address, "10.0.0.5:22");
+        assert_eq!(config.target("db").unwrap().address, "[::1]:2022");
+        assert!(config.target("web02").is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_line_and_key() {
+        let err = parse("listen = \"127.0.0.1:2222\"\n[[targets]]\nname = \"a\"\naddress = \"h:22\"\nport = 22\n")
+            .unwrap_err();
+        assert!(err.starts_with("bastion.toml:5:"), "{err}");
+        assert!(err.contains("port"), "{err}");
+        let err = parse("[ca]\nmode = \"embedded\"\nconfg = \"x\"\n").unwrap_err();
+        assert!(err.starts_with("bastion.toml:3:"), "{err}");
+        assert!(err.contains("confg"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("[[targets]]\nname = \"a b\"\naddress = \"h:22\"\n").unwrap_err();
+        assert!(err.contains("targets[0].name"), "{err}");
+        assert!(err.starts_with("bastion.toml:2:"), "{err}");
+        let err = parse("[[targets]]\nname = \"a\"\naddress = \"h\"\n").unwrap_err();
+        assert!(err.contains("targets[0].address"), "{err}");
+        let err = parse(
+            "[[targets]]\nname = \"a\"\naddress = \"h:1\"\n[[targets]]\nname = \"A\"\naddress = \"h:2\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("duplicate"), "{err}");
+        let err = parse("[session]\ncert_ttl = \"1h\"\n").unwrap_err();
+        assert!(err.contains("session.cert_ttl"), "{err}");
+        let err = parse("[ca]\nmode = \"cloud\"\n").unwrap_err();
+        assert!(err.contains("ca.mode"), "{err}");
+        let err = parse("[limits]\nmax_channels = 0\n").unwrap_err();
+        assert!(err.contains("limits.max_channels"), "{err}");
+    }
+
+    #[test]
+    fn remote_mode_requires_its_keys_and_embedded_refuses_them() {
+        let err = parse("[ca]\nmode = \"remote\"\n").unwrap_err();
+        assert!(err.contains("ca.address"), "{err}");
+        let err = parse("[ca]\nmode = \"remote\"\naddress = \"ca:2200\"\n").unwrap_err();
+        assert!(err.contains("ca.host_ca"), "{err}");
+        let config = parse(
+            "[ca]\nmode = \"remote\"\naddress = \"ca.example:2200\"\nhost_ca = \"h.pub\"\n\
+             identity = \"id\"\n",
+        )
+        .unwrap();
+        let CaSettings::Remote(remote) = config.ca else {
+            panic!("remote")
+        };
+        assert_eq!(remote.name, "ca.example");
+        assert_eq!(remote.identity, Path::new("/etc/jit/id"));
+        let err = parse("[ca]\naddress = \"ca:2200\"\n").unwrap_err();
+        assert!(
+            err.contains("ca.address") && err.contains("remote"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn split_host_port_handles_v6_and_garbage() {
+        assert_eq!(split_host_port("h:22"), Some(("h", 22)));
+        assert_eq!(split_host_port("[::1]:22"), Some(("::1", 22)));
+        assert_eq!(split_host_port("h:0"), None);
+        assert_eq!(split_host_port(":22"), None);
+        assert_eq!(split_host_port("h:x"), None);
+    }
+}

@@ -1,0 +1,824 @@
+//! The front door: the russh server handler of one person's connection.
+//!
+//! Authentication is publickey with a user certificate only; every trust-model check is
+//! ours ([`crate::admission`]). A refused person is told why: refusals advertise
+//! `keyboard-interactive` as a next method, and when the client tries it the bastion
+//! disconnects with the reason, which OpenSSH prints even at `LogLevel=ERROR`.
+//!
+//! After login, each channel request is checked against the certificate and the bastion's
+//! policy, audited, forwarded to the target and answered with the target's answer.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use jitssh_shared::audit::AuditEvent;
+use jitssh_shared::ssh_key::{Certificate, HashAlg};
+use jitssh_shared::unix_now;
+use russh::keys::ssh_key;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
+
+use crate::admission::{self, Admitted, Context, Refusal};
+use crate::login::printable;
+use crate::pump::{self, TargetSide, UserSide};
+use crate::session::{Link, Session, Shared};
+
+/// How long the bastion waits for the target to answer a forwarded request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest command line accepted in an `exec` request.
+const MAX_COMMAND: usize = 64 * 1024;
+/// Longest environment variable name and value passed on.
+const MAX_ENV_NAME: usize = 256;
+const MAX_ENV_VALUE: usize = 8 * 1024;
+/// Longest host name in a forwarding request.
+const MAX_HOST: usize = 255;
+
+/// Errors that end a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    /// SSH protocol failure.
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+}
+
+/// What the accept loop and the handler share about one connection.
+#[derive(Default)]
+pub struct Slot {
+    /// The connection's handle, set right after the SSH session starts.
+    pub handle: OnceLock<russh::server::Handle>,
+    /// The session, once a login was accepted.
+    pub session: OnceLock<Arc<Session>>,
+}
+
+/// The handler of one connection.
+pub struct Front {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    slot: Arc<Slot>,
+    /// Refusals so far, to tell the person why at the end.
+    refusals: Vec<Refusal>,
+    told: bool,
+    accepted: Option<(String, Admitted, Certificate)>,
+}
+
+impl Front {
+    /// A handler for a connection from `peer`.
+    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, slot: Arc<Slot>) -> Front {
+        Front {
+            shared,
+            peer,
+            slot,
+            refusals: Vec::new(),
+            told: false,
+            accepted: None,
+        }
+    }
+
+    fn session(&self) -> Option<Arc<Session>> {
+        self.slot.session.get().cloned()
+    }
+
+    /// Refuses, and offers keyboard-interactive so an interactive client comes back to hear
+    /// why (see the module docs).
+    fn refuse(&mut self, refusal: Refusal) -> Auth {
+        self.refusals.push(refusal);
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(
+                &[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..],
+            )),
+            partial_success: false,
+        }
+    }
+
+    /// The message for a refused person: the last certificate refusal if there was one (it is
+    /// the most specific), otherwise the plain-key hint.
+    fn refusal_message(&self) -> String {
+        self.refusals
+            .iter()
+            .rev()
+            .find(|r| !matches!(r, Refusal::PlainKey))
+            .or(self.refusals.last())
+            .map_or_else(|| "authentication refused".to_string(), ToString::to_string)
+    }
+
+    fn refused_event(&self, user: &str, refusal: &Refusal) -> AuditEvent {
+        AuditEvent::new("login.refused")
+            .with("user", printable(user))
+            .with("peer", self.peer.map(|p| p.to_string()))
+            .with("reason", refusal.to_string())
+    }
+
+    async fn check_certificate(&self, user: &str, cert: &Certificate) -> Result<Admitted, Refusal> {
+        let config = &self.shared.config;
+        let exists = |name: &str| config.target(name).is_some();
+        let admitted = admission::admit(
+            user,
+            cert,
+            &Context {
+                trusted_user_cas: &self.shared.issuer.trust().user_cas,
+                now: unix_now(),
+                peer: self.peer.map(|p| p.ip()),
+                target_exists: &exists,
+                forwarding: &config.forwarding,
+            },
+        )?;
+        admission::revocation_verdict(self.shared.issuer.revoked(cert).await)?;
+        Ok(admitted)
+    }
+}
+
+/// A fresh session id: 16 random hex digits.
+fn session_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits for the target's answer to a forwarded request; no answer counts as a refusal.
+async fn answered(reply: tokio::sync::oneshot::Receiver<bool>) -> bool {
+    matches!(
+        tokio::time::timeout(REQUEST_TIMEOUT, reply).await,
+        Ok(Ok(true))
+    )
+}
+
+fn reply(session: &mut SshSession, channel: ChannelId, ok: bool) -> Result<(), FrontError> {
+    if ok {
+        session.channel_success(channel)?;
+    } else {
+        session.channel_failure(channel)?;
+    }
+    Ok(())
+}
+
+/// A one-line, bounded rendering of a command for audit records.
+fn command_text(command: &[u8]) -> String {
+    const MAX: usize = 4096;
+    let text = String::from_utf8_lossy(command);
+    let mut out: String = text.chars().take(MAX).collect();
+    if text.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+impl russh::server::Handler for Front {
+    type Error = FrontError;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let event = self.refused_event(user, &Refusal::PlainKey).with(
+            "key",
+            key.public_key.fingerprint(HashAlg::Sha256).to_string(),
+        );
+        self.shared.audit.record_or_log(event).await;
+        Ok(self.refuse(Refusal::PlainKey))
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &ssh_key::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if self.accepted.is_some() {
+            return Ok(Auth::reject());
+        }
+        match self.check_certificate(user, certificate).await {
+            Ok(admitted) => {
+                let id = session_id();
+                let event = AuditEvent::new("login.accepted")
+                    .with("session", id.as_str())
+                    .with("person", admitted.person.as_str())
+                    .with("serial", admitted.serial)
+                    .with("login", admitted.login_target.login.as_str())
+                    .with("target", admitted.login_target.target.as_str())
+                    .with("roles", admitted.roles.clone())
+                    .with("peer", self.peer.map(|p| p.to_string()))
+                    .with("valid_before", admitted.valid_before);
+                if let Err(err) = self.shared.audit.record(event).await {
+                    tracing::error!("cannot write audit record, refusing login: {err}");
+                    return Ok(Auth::reject());
+                }
+                tracing::info!(
+                    session = %id,
+                    person = %admitted.person,
+                    serial = admitted.serial,
+                    user = %admitted.login_target,
+                    "login accepted"
+                );
+                self.accepted = Some((id, admitted, certificate.clone()));
+                Ok(Auth::Accept)
+            }
+            Err(refusal) => {
+                tracing::info!(user = %printable(user), "login refused: {refusal}");
+                let event = self
+                    .refused_event(user, &refusal)
+                    .with("person", printable(certificate.key_id()))
+                    .with("serial", certificate.serial());
+                self.shared.audit.record_or_log(event).await;
+                Ok(self.refuse(refusal))
+            }
+        }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if self.refusals.is_empty() || self.told {
+            return Ok(Auth::reject());
+        }
+        self.told = true;
+        if let Some(handle) = self.slot.handle.get().cloned() {
+            let message = self.refusal_message();
+            tokio::spawn(async move {
+                let _ = handle
+                    .disconnect(
+                        Disconnect::NoMoreAuthMethodsAvailable,
+                        message,
+                        String::new(),
+                    )
+                    .await;
+            });
+        }
+        // An empty info request: the client answers it while the disconnect goes out.
+        Ok(Auth::Partial {
+            name: Cow::Borrowed(""),
+            instructions: Cow::Borrowed(""),
+            prompts: Cow::Borrowed(&[]),
+        })
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut SshSession) -> Result<(), Self::Error> {
+        let Some((id, admitted, cert)) = self.accepted.take() else {
+            return Err(russh::Error::NotAuthenticated.into());
+        };
+        let started = Session::start(
+            id,
+            admitted,
+            cert,
+            self.peer,
+            self.shared.clone(),
+            session.handle(),
+        );
+        let _ = self.slot.session.set(started);
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let Some(sess) = self.session() else {
+            return Ok(());
+        };
+        if sess.channel_count() >= self.shared.config.limits.max_channels {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let up = match sess.upstream().await {
+            Ok(up) => up,
+            Err(why) => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 2,
+                        reason: format!("bastion: {why}"),
+                    })
+                    .await;
+                return Ok(());
+            }
+        };
+        let target = match up.handle.channel_open_session().await {
+            Ok(target) => target,
+            Err(err) => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 2,
+                        reason: format!(
+                            "bastion: target {} refused a session channel: {err}",
+                            sess.admitted.login_target.target
+                        ),
+                    })
+                    .await;
+                return Ok(());
+            }
+        };
+        let user_id = channel.id();
+        let (user_read, user_write) = channel.split();
+        let (target_read, target_write) = target.split();
+        let link = Arc::new(Link::new(Arc::new(target_write), Arc::new(user_write)));
+        sess.add_link(user_id, link.clone());
+        reply.accept().await;
+        let handle = session.handle();
+        tokio::spawn(async move {
+            let ended = pump::run(
+                UserSide {
+                    read: user_read,
+                    write: link.user.clone(),
+                    id: user_id,
+                    handle,
+                },
+                TargetSide {
+                    read: target_read,
+                    write: link.target.clone(),
+                },
+                link.replies.clone(),
+                link.tap.clone(),
+            )
+            .await;
+            sess.remove_link(user_id);
+            if let pump::Ended::TapFailed(why) = ended {
+                sess.terminate(&format!("recording failed: {why}")).await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let Some(sess) = self.session() else {
+            return Ok(());
+        };
+        let where_to = format!("{}:{port_to_connect}", printable(host_to_connect));
+        if !sess.admitted.permissions.port_forwarding {
+            let reason = forwarding_refusal(&self.shared.config.forwarding.port, "port");
+            sess.shared
+                .audit
+                .record_or_log(
+                    sess.event("session.denied")
+                        .with("request", "direct-tcpip")
+                        .with("destination", where_to.as_str())
+                        .with("reason", reason.as_str()),
+                )
+                .await;
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: format!("bastion: {reason}"),
+                })
+                .await;
+            return Ok(());
+        }
+        if host_to_connect.len() > MAX_HOST
+            || port_to_connect > u32::from(u16::MAX)
+            || sess.channel_count() >= self.shared.config.limits.max_channels
+        {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let event = sess
+            .event("session.forward.connection")
+            .with("kind", "local")
+            .with("destination", where_to.as_str())
+            .with(
+                "originator",
+                format!("{}:{originator_port}", printable(originator_address)),
+            );
+        if sess.shared.audit.record(event).await.is_err() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let up = match sess.upstream().await {
+            Ok(up) => up,
+            Err(why) => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 2,
+                        reason: format!("bastion: {why}"),
+                    })
+                    .await;
+                return Ok(());
+            }
+        };
+        let target = up
+            .handle
+            .channel_open_direct_tcpip(
+                host_to_connect,
+                port_to_connect,
+                originator_address,
+                originator_port,
+            )
+            .await;
+        match target {
+            Ok(target) => {
+                reply.accept().await;
+                tokio::spawn(async move { sess.relay(channel, target).await });
+            }
+            Err(err) => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 2,
+                        reason: format!(
+                            "bastion: {where_to} via {}: {err}",
+                            sess.admitted.login_target.target
+                        ),
+                    })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::Other {
+                code: 1,
+                reason: "bastion: unix socket forwarding is not supported".into(),
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        if !sess.admitted.permissions.pty {
+            sess.shared
+                .audit
+                .record_or_log(
+                    sess.event("session.denied")
+                        .with("request", "pty")
+                        .with("reason", "certificate lacks permit-pty"),
+                )
+                .await;
+            return reply(session, channel, false);
+        }
+        let term = printable(term);
+        let answer = link.replies.expect();
+        let sent = link
+            .target
+            .request_pty(
+                true, &term, col_width, row_height, pix_width, pix_height, modes,
+            )
+            .await;
+        let ok = sent.is_ok() && answered(answer).await;
+        if ok && let Ok(mut pty) = link.pty.lock() {
+            *pty = Some((term, col_width, row_height));
+        }
+        reply(session, channel, ok)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (Some(_), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        let allowed = variable_name.len() <= MAX_ENV_NAME
+            && variable_value.len() <= MAX_ENV_VALUE
+            && jitssh_shared::pattern::list_matches(&self.shared.config.session.env, variable_name);
+        let ok = allowed
+            && link
+                .target
+                .set_env(false, variable_name, variable_value)
+                .await
+                .is_ok();
+        reply(session, channel, ok)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        let forced = sess.admitted.force_command.clone();
+        let mut event = sess
+            .event("session.shell")
+            .with("channel", channel.number());
+        if let Some(command) = &forced {
+            event = event.with("forced_command", command.as_str());
+        }
+        if sess.shared.audit.record(event).await.is_err() {
+            return reply(session, channel, false);
+        }
+        let answer = link.replies.expect();
+        let sent = match &forced {
+            Some(command) => link.target.exec(true, command.as_bytes()).await,
+            None => link.target.request_shell(true).await,
+        };
+        let ok = sent.is_ok() && answered(answer).await;
+        reply(session, channel, ok)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        if data.len() > MAX_COMMAND {
+            return reply(session, channel, false);
+        }
+        let forced = sess.admitted.force_command.clone();
+        let mut event = sess
+            .event("session.exec")
+            .with("channel", channel.number())
+            .with("command", command_text(data));
+        if let Some(command) = &forced {
+            event = event.with("forced_command", command.as_str());
+        }
+        if sess.shared.audit.record(event).await.is_err() {
+            return reply(session, channel, false);
+        }
+        let command = forced.map_or_else(|| data.to_vec(), String::into_bytes);
+        let answer = link.replies.expect();
+        let sent = link.target.exec(true, command).await;
+        let ok = sent.is_ok() && answered(answer).await;
+        reply(session, channel, ok)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        let forced = sess.admitted.force_command.clone();
+        let mut event = sess
+            .event("session.subsystem")
+            .with("channel", channel.number())
+            .with("name", printable(name));
+        if let Some(command) = &forced {
+            event = event.with("forced_command", command.as_str());
+        }
+        if sess.shared.audit.record(event).await.is_err() {
+            return reply(session, channel, false);
+        }
+        let answer = link.replies.expect();
+        let sent = match &forced {
+            Some(command) => link.target.exec(true, command.as_bytes()).await,
+            None => link.target.request_subsystem(true, name).await,
+        };
+        let ok = sent.is_ok() && answered(answer).await;
+        reply(session, channel, ok)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        if let (Some(_), Some(link)) = self.session_link(channel) {
+            if let Ok(mut pty) = link.pty.lock()
+                && let Some((_, cols, rows)) = pty.as_mut()
+            {
+                *cols = col_width;
+                *rows = row_height;
+            }
+            let _ = link
+                .target
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        if let (Some(_), Some(link)) = self.session_link(channel) {
+            let _ = link.target.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut SshSession,
+    ) -> Result<bool, Self::Error> {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return Ok(false);
+        };
+        if !sess.admitted.permissions.agent_forwarding {
+            let reason = forwarding_refusal(&self.shared.config.forwarding.agent, "agent");
+            deny_with_notice(&sess, &link, "agent", &reason).await;
+            return Ok(false);
+        }
+        let answer = link.replies.expect();
+        let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
+        if ok {
+            sess.grant_agent();
+            sess.shared
+                .audit
+                .record_or_log(sess.event("session.forward").with("kind", "agent"))
+                .await;
+        }
+        Ok(ok)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        single_connection: bool,
+        x11_auth_protocol: &str,
+        x11_auth_cookie: &str,
+        x11_screen_number: u32,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        if !sess.admitted.permissions.x11_forwarding {
+            let reason = forwarding_refusal(&self.shared.config.forwarding.x11, "X11");
+            deny_with_notice(&sess, &link, "x11", &reason).await;
+            return reply(session, channel, false);
+        }
+        let answer = link.replies.expect();
+        let ok = link
+            .target
+            .request_x11(
+                true,
+                single_connection,
+                x11_auth_protocol,
+                x11_auth_cookie,
+                x11_screen_number,
+            )
+            .await
+            .is_ok()
+            && answered(answer).await;
+        if ok {
+            sess.grant_x11();
+            sess.shared
+                .audit
+                .record_or_log(sess.event("session.forward").with("kind", "x11"))
+                .await;
+        }
+        reply(session, channel, ok)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut SshSession,
+    ) -> Result<bool, Self::Error> {
+        let Some(sess) = self.session() else {
+            return Ok(false);
+        };
+        let listen = format!("{}:{port}", printable(address));
+        if !sess.admitted.permissions.port_forwarding {
+            let reason = forwarding_refusal(&self.shared.config.forwarding.port, "port");
+            sess.shared
+                .audit
+                .record_or_log(
+                    sess.event("session.denied")
+                        .with("request", "tcpip-forward")
+                        .with("listen", listen.as_str())
+                        .with("reason", reason.as_str()),
+                )
+                .await;
+            return Ok(false);
+        }
+        if address.len() > MAX_HOST || *port > u32::from(u16::MAX) {
+            return Ok(false);
+        }
+        let Ok(up) = sess.upstream().await else {
+            return Ok(false);
+        };
+        match up.handle.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                sess.grant_remote_port(address, *port);
+                sess.shared
+                    .audit
+                    .record_or_log(
+                        sess.event("session.forward")
+                            .with("kind", "remote")
+                            .with("listen", format!("{}:{port}", printable(address))),
+                    )
+                    .await;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut SshSession,
+    ) -> Result<bool, Self::Error> {
+        let Some(sess) = self.session() else {
+            return Ok(false);
+        };
+        let Ok(up) = sess.upstream().await else {
+            return Ok(false);
+        };
+        let ok = up.handle.cancel_tcpip_forward(address, port).await.is_ok();
+        if ok {
+            sess.revoke_remote_port(address, port);
+        }
+        Ok(ok)
+    }
+}
+
+impl Front {
+    fn session_link(&self, channel: ChannelId) -> (Option<Arc<Session>>, Option<Arc<Link>>) {
+        let sess = self.session();
+        let link = sess.as_ref().and_then(|s| s.link(channel));
+        (sess, link)
+    }
+}
+
+/// Why a kind of forwarding is refused: the bastion's policy or the certificate.
+fn forwarding_refusal(policy_allows: &bool, kind: &str) -> String {
+    let extension = match kind {
+        "port" => "permit-port-forwarding",
+        "agent" => "permit-agent-forwarding",
+        _ => "permit-X11-forwarding",
+    };
+    if *policy_allows {
+        format!("{kind} forwarding is not permitted: your certificate lacks {extension}")
+    } else {
+        format!("{kind} forwarding is not permitted by the bastion's policy")
+    }
+}
+
+/// Audits a refused request and tells the person on the channel's stderr.
+async fn deny_with_notice(sess: &Session, link: &Link, request: &str, reason: &str) {
+    sess.shared
+        .audit
+        .record_or_log(
+            sess.event("session.denied")
+                .with("request", request)
+                .with("reason", reason),
+        )
+        .await;
+    let notice = format!("[bastion] {reason}\r\n");
+    let user = link.user.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            user.extended_data_bytes(1, notice.into_bytes()),
+        )
+        .await;
+    });
+}

@@ -1,0 +1,118 @@
+//! The one interface through which the bastion talks to its certificate authority: trust
+//! anchors, revocation verdicts and per-session certificates.
+//!
+//! [`EmbeddedIssuer`] calls the [`Authority`] in this process (all-in-one);
+//! [`crate::remote::RemoteIssuer`] asks a separate `ssh-ca serve` over SSH. The rest of the
+//! bastion only sees [`Issuer`]. Either way the CA re-checks the person's certificate before
+//! it mints a session certificate, so a bastion cannot grant more than the person holds.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use jitssh_shared::ssh_key::Certificate;
+use jitssh_shared::ssh_key::public::KeyData;
+use ssh_ca::authority::{Authority, IssueError};
+pub use ssh_ca::session_cert::SessionCertRequest;
+
+/// A boxed future, so [`Issuer`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who the bastion is when it asks for session certificates (the CA's `bastion` identity).
+pub const REQUESTER: &str = "bastion";
+
+/// The CA keys the bastion trusts.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// User certificates must be signed by one of these.
+    pub user_cas: Vec<KeyData>,
+    /// Host certificates (targets, the remote CA) must be signed by one of these.
+    pub host_cas: Vec<KeyData>,
+}
+
+/// Errors from the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    /// The CA refused (policy, revocation, a check of the person's certificate).
+    #[error("the CA refused: {0}")]
+    Denied(String),
+    /// The CA could not be reached or failed.
+    #[error("the CA is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The bastion's view of its CA.
+pub trait Issuer: Send + Sync {
+    /// The trusted CA keys.
+    fn trust(&self) -> &Trust;
+
+    /// Why `cert` is revoked, if it is. An error means "unknown", and callers fail closed.
+    fn revoked<'a>(
+        &'a self,
+        cert: &'a Certificate,
+    ) -> BoxFuture<'a, Result<Option<String>, IssuerError>>;
+
+    /// A session certificate for `request`.
+    fn session_cert(
+        &self,
+        request: SessionCertRequest,
+    ) -> BoxFuture<'_, Result<Certificate, IssuerError>>;
+}
+
+/// The CA in this process.
+pub struct EmbeddedIssuer {
+    authority: Arc<Authority>,
+    trust: Trust,
+}
+
+impl EmbeddedIssuer {
+    /// Wraps an open authority.
+    pub fn new(authority: Arc<Authority>) -> EmbeddedIssuer {
+        let keys = authority.keys();
+        let trust = Trust {
+            user_cas: vec![keys.user.key_data().clone()],
+            host_cas: vec![keys.host.key_data().clone()],
+        };
+        EmbeddedIssuer { authority, trust }
+    }
+}
+
+impl Issuer for EmbeddedIssuer {
+    fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    fn revoked<'a>(
+        &'a self,
+        cert: &'a Certificate,
+    ) -> BoxFuture<'a, Result<Option<String>, IssuerError>> {
+        let authority = self.authority.clone();
+        let cert = cert.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || authority.revoked_reason(&cert))
+                .await
+                .map_err(|e| IssuerError::Unavailable(e.to_string()))?
+                .map_err(|e| IssuerError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn session_cert(
+        &self,
+        request: SessionCertRequest,
+    ) -> BoxFuture<'_, Result<Certificate, IssuerError>> {
+        let authority = self.authority.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                authority
+                    .issue_session_cert(&request, REQUESTER)
+                    .map(|issued| issued.certificate)
+                    .map_err(|err| match err {
+                        IssueError::Denied(denial) => IssuerError::Denied(denial.reason),
+                        other => IssuerError::Unavailable(other.to_string()),
+                    })
+            })
+            .await
+            .map_err(|e| IssuerError::Unavailable(e.to_string()))?
+        })
+    }
+}

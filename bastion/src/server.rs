@@ -1,0 +1,246 @@
+//! `ssh-bastion serve`: opens the CA (in process, or remote), the audit log and the host key,
+//! then accepts connections on the front door until told to stop.
+//!
+//! In embedded mode the CA's own SSH API is served by the same process on the CA config's
+//! `listen` address, so one `ssh-bastion serve` is the whole system (all-in-one).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jitssh_shared::audit::{AuditError, AuditLog};
+use jitssh_shared::ssh_key::HashAlg;
+use russh::server::Config;
+use russh::{Disconnect, MethodKind, MethodSet, SshId};
+use ssh_ca::authority::{Authority, OpenError, OpenOptions};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::audit::Audit;
+use crate::config::{BastionConfig, CaSettings};
+use crate::front::{Front, Slot};
+use crate::hostkey::{self, HostKeyError};
+use crate::issuer::{EmbeddedIssuer, Issuer};
+use crate::remote::{RemoteError, RemoteIssuer};
+use crate::session::Shared;
+
+/// How long a stopping bastion waits for sessions to record their end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors starting the bastion.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The host key could not be loaded or created.
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The embedded CA could not be opened.
+    #[error("embedded CA: {0}")]
+    Ca(#[from] OpenError),
+    /// The embedded CA's SSH API could not start.
+    #[error("embedded CA API: {0}")]
+    CaApi(#[from] ssh_ca::api::ServeError),
+    /// The remote CA could not be reached.
+    #[error("remote CA: {0}")]
+    Remote(#[from] RemoteError),
+    /// Listening failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the bastion until `shutdown` resolves; then ends every session (telling the person
+/// why) and waits a little for their end to be recorded.
+pub async fn serve(
+    config: BastionConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let host_key = hostkey::load_or_create(&config.host_key_path())?;
+    let audit = Audit::new(AuditLog::open(&config.audit_path())?);
+    let issuer: Arc<dyn Issuer> = match &config.ca {
+        CaSettings::Embedded(ca_config) => {
+            let authority = Arc::new(Authority::open(
+                (**ca_config).clone(),
+                OpenOptions {
+                    init_keys: true,
+                    serial_block: 64,
+                },
+            )?);
+            tracing::info!(
+                user_ca = %authority.keys().user.fingerprint(),
+                host_ca = %authority.keys().host.fingerprint(),
+                config = %ca_config.origin,
+                "embedded CA keys loaded"
+            );
+            if let Err(err) = authority.write_krl_file() {
+                tracing::warn!("cannot write the KRL file: {err}");
+            }
+            // All-in-one: the CA's SSH API (issue 3) runs in this process.
+            if let Err(err) = ssh_ca::api::spawn_policy_reloader(authority.clone()) {
+                tracing::warn!("cannot watch for SIGHUP: {err}");
+            }
+            let api = ssh_ca::api::Api::bind(authority.clone(), ca_config.listen).await?;
+            if let Ok(addr) = api.local_addr() {
+                tracing::info!(%addr, "CA API listening");
+            }
+            tokio::spawn(api.run());
+            Arc::new(EmbeddedIssuer::new(authority))
+        }
+        CaSettings::Remote(remote) => {
+            let issuer =
+                RemoteIssuer::start(remote, config.session.revocation_check.as_duration()).await?;
+            tracing::info!(ca = %remote.address, "connected to the remote CA");
+            issuer
+        }
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(
+        addr = %local,
+        host_key = %host_key.public_key().fingerprint(HashAlg::Sha256),
+        targets = config.targets.len(),
+        "ssh-bastion listening on {local}"
+    );
+    let ssh_config = Arc::new(russh_config(&config, host_key));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let shared = Arc::new(Shared {
+        config,
+        issuer,
+        audit,
+        shutdown: shutdown_rx,
+    });
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                connections.spawn(connection(
+                    shared.clone(),
+                    ssh_config.clone(),
+                    stream,
+                    peer,
+                    permit,
+                ));
+            }
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    tracing::info!("stopping: ending sessions");
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not end in time");
+    }
+    Ok(())
+}
+
+/// The russh server configuration: publickey only, bounded buffers.
+fn russh_config(config: &BastionConfig, host_key: jitssh_shared::ssh_key::PrivateKey) -> Config {
+    let limits = &config.limits;
+    let idle = limits.idle_timeout.as_duration();
+    Config {
+        server_id: SshId::Standard(
+            format!("SSH-2.0-jitssh_bastion_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: limits.auth_rejection_time.as_duration(),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        channel_buffer_size: limits.channel_buffer,
+        inactivity_timeout: (!idle.is_zero()).then_some(idle),
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        max_auth_attempts: 10,
+        nodelay: true,
+        ..Config::default()
+    }
+}
+
+/// Serves one connection: the SSH session, an authentication deadline, and the session's
+/// end record.
+async fn connection(
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let slot = Arc::new(Slot::default());
+    let front = Front::new(shared.clone(), Some(peer), slot.clone());
+    let deadline = shared.config.limits.auth_timeout.as_duration();
+    let running = match tokio::time::timeout(
+        deadline,
+        russh::server::run_stream(config, stream, front),
+    )
+    .await
+    {
+        Ok(Ok(running)) => running,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, "connection setup failed: {err}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no SSH banner in time");
+            return;
+        }
+    };
+    let handle = running.handle();
+    let _ = slot.handle.set(handle.clone());
+    let watchdog = {
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            if slot.session.get().is_none() {
+                let _ = handle
+                    .disconnect(
+                        Disconnect::ByApplication,
+                        "authentication timed out".into(),
+                        String::new(),
+                    )
+                    .await;
+            }
+        })
+    };
+    let outcome = running.await;
+    watchdog.abort();
+    if let Some(session) = slot.session.get() {
+        let outcome = match outcome {
+            Ok(()) => "the client disconnected".to_string(),
+            Err(err) => format!("connection error: {err}"),
+        };
+        session.finish(&outcome).await;
+    }
+}

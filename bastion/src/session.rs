@@ -1,0 +1,553 @@
+//! One person's session through the bastion: from an accepted login to its end.
+//!
+//! A session owns the target leg ([`Upstream`], opened in the background as soon as the login
+//! is accepted so it overlaps the client's own setup), the pairs of channels it relays, and a
+//! watcher that ends it when the person's certificate expires or is revoked, warning first.
+//! The audit log says why it ended.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jitssh_shared::audit::AuditEvent;
+use jitssh_shared::ssh_key::Certificate;
+use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Disconnect, client, server};
+use tokio::sync::{Notify, watch};
+
+use crate::admission::Admitted;
+use crate::audit::Audit;
+use crate::config::BastionConfig;
+use crate::issuer::Issuer;
+use crate::pump::{self, Replies, SharedTap, TargetSide, UserSide, no_tap};
+use crate::upstream::{self, ConnectRequest, Incoming, SessionCertTemplate, Upstream};
+
+/// Server-wide state every connection shares.
+pub struct Shared {
+    /// The configuration.
+    pub config: BastionConfig,
+    /// The CA.
+    pub issuer: Arc<dyn Issuer>,
+    /// The bastion's audit log.
+    pub audit: Audit,
+    /// Becomes `true` when the bastion shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The state of the target leg.
+type UpstreamState = Option<Result<Arc<Upstream>, String>>;
+
+/// A session channel relayed to the target.
+pub struct Link {
+    /// Writes to the target's channel (requests, and data from the pump).
+    pub target: Arc<ChannelWriteHalf<client::Msg>>,
+    /// Writes to the person's channel (data from the pump, bastion notices).
+    pub user: Arc<ChannelWriteHalf<server::Msg>>,
+    /// Replies the target owes for forwarded requests.
+    pub replies: Arc<Replies>,
+    /// The recorder of this channel, attached when it starts.
+    pub tap: SharedTap,
+    /// Terminal requested on this channel, if any: (term, columns, rows).
+    pub pty: Mutex<Option<(String, u32, u32)>>,
+}
+
+impl Link {
+    /// A link between the two channel write halves.
+    pub fn new(
+        target: Arc<ChannelWriteHalf<client::Msg>>,
+        user: Arc<ChannelWriteHalf<server::Msg>>,
+    ) -> Link {
+        Link {
+            target,
+            user,
+            replies: Arc::new(Replies::default()),
+            tap: no_tap(),
+            pty: Mutex::new(None),
+        }
+    }
+}
+
+/// Forwarding the person was granted during this session.
+#[derive(Default)]
+struct Grants {
+    agent: bool,
+    x11: bool,
+    remote_ports: HashSet<(String, u32)>,
+}
+
+/// An accepted session.
+pub struct Session {
+    /// Session id (in audit records, recordings and the session certificate's key id).
+    pub id: String,
+    /// What the login was admitted for.
+    pub admitted: Admitted,
+    /// The person's certificate.
+    pub user_cert: Certificate,
+    /// The person's address.
+    pub peer: Option<SocketAddr>,
+    /// Server-wide state.
+    pub shared: Arc<Shared>,
+    handle: server::Handle,
+    upstream: watch::Receiver<UpstreamState>,
+    links: Mutex<HashMap<ChannelId, Arc<Link>>>,
+    grants: Mutex<Grants>,
+    end_reason: Mutex<Option<String>>,
+    ended: Notify,
+    started: Instant,
+}
+
+/// How long a session waits for its target leg when a channel opens (beyond the connect
+/// timeout, which bounds the leg itself).
+const UPSTREAM_GRACE: Duration = Duration::from_secs(2);
+/// How long the bastion's notices to the person may take before it gives up on them.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Session {
+    /// Starts a session: opens the target leg in the background and watches the certificate.
+    pub fn start(
+        id: String,
+        admitted: Admitted,
+        user_cert: Certificate,
+        peer: Option<SocketAddr>,
+        shared: Arc<Shared>,
+        handle: server::Handle,
+    ) -> Arc<Session> {
+        let (upstream_tx, upstream_rx) = watch::channel(None);
+        let session = Arc::new(Session {
+            id,
+            admitted,
+            user_cert,
+            peer,
+            shared,
+            handle,
+            upstream: upstream_rx,
+            links: Mutex::new(HashMap::new()),
+            grants: Mutex::new(Grants::default()),
+            end_reason: Mutex::new(None),
+            ended: Notify::new(),
+            started: Instant::now(),
+        });
+        let connecting = session.clone();
+        tokio::spawn(async move {
+            let result = connecting.connect_upstream().await;
+            if let Ok(up) = &result {
+                tokio::spawn(connecting.clone().route_incoming(up.clone()));
+            }
+            let _ = upstream_tx.send(Some(result));
+        });
+        tokio::spawn(session.clone().watch());
+        session
+    }
+
+    /// An audit event carrying the session's identity.
+    pub fn event(&self, kind: &str) -> AuditEvent {
+        AuditEvent::new(kind)
+            .with("session", self.id.as_str())
+            .with("person", self.admitted.person.as_str())
+            .with("serial", self.admitted.serial)
+            .with("login", self.admitted.login_target.login.as_str())
+            .with("target", self.admitted.login_target.target.as_str())
+    }
+
+    /// The person's connection.
+    pub fn handle(&self) -> &server::Handle {
+        &self.handle
+    }
+
+    async fn connect_upstream(&self) -> Result<Arc<Upstream>, String> {
+        let config = &self.shared.config;
+        let name = &self.admitted.login_target.target;
+        let Some(target) = config.target(name) else {
+            return Err(format!("unknown target {name:?}"));
+        };
+        let request = ConnectRequest {
+            target: target.name.clone(),
+            address: target.address.clone(),
+            cert_request: SessionCertTemplate {
+                user_cert: self.user_cert.clone(),
+                client: self.peer.map(|p| p.ip()),
+                login: self.admitted.login_target.login.clone(),
+                session_id: self.id.clone(),
+                ttl: config.session.cert_ttl.as_duration(),
+            },
+            timeout: config.session.connect_timeout.as_duration(),
+            channel_buffer: config.limits.channel_buffer,
+        };
+        match upstream::connect(request, self.shared.issuer.clone()).await {
+            Ok(up) => {
+                let event = self
+                    .event("session.start")
+                    .with("target_address", target.address.as_str())
+                    .with("session_cert_serial", up.session_cert_serial)
+                    .with("bastion_address", up.local_address.to_string())
+                    .with("peer", self.peer.map(|p| p.to_string()));
+                if let Err(err) = self.shared.audit.record(event).await {
+                    let _ = up
+                        .handle
+                        .disconnect(Disconnect::ByApplication, "audit unavailable", "")
+                        .await;
+                    return Err(format!("the bastion cannot write its audit log: {err}"));
+                }
+                Ok(Arc::new(up))
+            }
+            Err(err) => {
+                let why = err.to_string();
+                tracing::warn!(session = %self.id, "target leg failed: {why}");
+                self.shared
+                    .audit
+                    .record_or_log(
+                        self.event("session.target_failed")
+                            .with("reason", why.as_str()),
+                    )
+                    .await;
+                Err(why)
+            }
+        }
+    }
+
+    /// The target leg, once it is up (or why it failed).
+    pub async fn upstream(&self) -> Result<Arc<Upstream>, String> {
+        let mut rx = self.upstream.clone();
+        let limit = self.shared.config.session.connect_timeout.as_duration() + UPSTREAM_GRACE;
+        let waited = tokio::time::timeout(limit, rx.wait_for(|state| state.is_some())).await;
+        match waited {
+            Ok(Ok(state)) => match &*state {
+                Some(result) => result.clone(),
+                None => Err("target connection not ready".into()),
+            },
+            Ok(Err(_)) => Err("target connection abandoned".into()),
+            Err(_) => Err(format!(
+                "timed out connecting to {}",
+                self.admitted.login_target.target
+            )),
+        }
+    }
+
+    /// Registers a relayed channel.
+    pub fn add_link(&self, id: ChannelId, link: Arc<Link>) {
+        self.lock_links().insert(id, link);
+    }
+
+    /// Forgets a relayed channel once it closed.
+    pub fn remove_link(&self, id: ChannelId) {
+        self.lock_links().remove(&id);
+    }
+
+    /// The relayed channel `id`.
+    pub fn link(&self, id: ChannelId) -> Option<Arc<Link>> {
+        self.lock_links().get(&id).cloned()
+    }
+
+    /// How many channels are open.
+    pub fn channel_count(&self) -> usize {
+        self.lock_links().len()
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Arc<Link>>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Agent forwarding was granted on the target.
+    pub fn grant_agent(&self) {
+        self.lock_grants().agent = true;
+    }
+
+    /// X11 forwarding was granted on the target.
+    pub fn grant_x11(&self) {
+        self.lock_grants().x11 = true;
+    }
+
+    /// A remote port forward was set up on the target.
+    pub fn grant_remote_port(&self, address: &str, port: u32) {
+        self.lock_grants()
+            .remote_ports
+            .insert((address.to_string(), port));
+    }
+
+    /// A remote port forward was cancelled.
+    pub fn revoke_remote_port(&self, address: &str, port: u32) {
+        self.lock_grants()
+            .remote_ports
+            .remove(&(address.to_string(), port));
+    }
+
+    /// Sends a notice to the person on every open channel's stderr (best effort: a channel
+    /// whose reader stalls does not hold the notice up for long).
+    pub async fn notify_person(&self, text: &str) {
+        let links: Vec<Arc<Link>> = self.lock_links().values().cloned().collect();
+        let notices = links.into_iter().map(|link| {
+            let crlf = link.pty.lock().map(|p| p.is_some()).unwrap_or(false);
+            let line = if crlf {
+                format!("\r\n[bastion] {text}\r\n")
+            } else {
+                format!("[bastion] {text}\n")
+            };
+            async move {
+                let _ = tokio::time::timeout(
+                    NOTICE_TIMEOUT,
+                    link.user.extended_data_bytes(1, line.into_bytes()),
+                )
+                .await;
+            }
+        });
+        for notice in notices {
+            notice.await;
+        }
+    }
+
+    /// Ends the session now: tells the person why, disconnects both legs. The first reason
+    /// given is the one recorded.
+    pub async fn terminate(&self, reason: &str) {
+        {
+            let mut end = self.end_reason.lock().unwrap_or_else(|p| p.into_inner());
+            if end.is_some() {
+                return;
+            }
+            *end = Some(reason.to_string());
+        }
+        tracing::info!(session = %self.id, "ending session: {reason}");
+        self.notify_person(&format!("session ended: {reason}"))
+            .await;
+        let _ = self
+            .handle
+            .disconnect(
+                Disconnect::ByApplication,
+                format!("session ended: {reason}"),
+                String::new(),
+            )
+            .await;
+        self.close_upstream().await;
+        self.ended.notify_waiters();
+    }
+
+    async fn close_upstream(&self) {
+        let up = match &*self.upstream.borrow() {
+            Some(Ok(up)) => Some(up.clone()),
+            _ => None,
+        };
+        if let Some(up) = up {
+            tokio::spawn(async move {
+                let _ = up
+                    .handle
+                    .disconnect(Disconnect::ByApplication, "session ended", "")
+                    .await;
+            });
+        }
+    }
+
+    /// Records the end of the session, once the person's connection is gone.
+    pub async fn finish(&self, outcome: &str) {
+        let reason = {
+            let mut end = self.end_reason.lock().unwrap_or_else(|p| p.into_inner());
+            end.get_or_insert_with(|| outcome.to_string()).clone()
+        };
+        self.ended.notify_waiters();
+        self.close_upstream().await;
+        let event = self
+            .event("session.end")
+            .with("reason", reason.as_str())
+            .with("duration_ms", self.started.elapsed().as_millis() as u64);
+        self.shared.audit.record_or_log(event).await;
+    }
+
+    /// Routes channels the target opens (agent, X11, remote forwards) to the person, if the
+    /// session asked for that kind of forwarding; anything else is rejected.
+    async fn route_incoming(self: Arc<Self>, up: Arc<Upstream>) {
+        let mut incoming = up.incoming.lock().await;
+        while let Some(item) = incoming.recv().await {
+            tokio::spawn(self.clone().route(item));
+        }
+    }
+
+    async fn route(self: Arc<Self>, item: Incoming) {
+        let prohibited = ChannelOpenFailure::AdministrativelyProhibited;
+        match item {
+            Incoming::Agent { channel, reply } => {
+                if !self.lock_grants().agent {
+                    return reply.reject(prohibited).await;
+                }
+                match self.handle.channel_open_agent().await {
+                    Ok(user) => {
+                        reply.accept().await;
+                        self.relay(user, channel).await;
+                    }
+                    Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+                }
+            }
+            Incoming::X11 {
+                channel,
+                originator_address,
+                originator_port,
+                reply,
+            } => {
+                if !self.lock_grants().x11 {
+                    return reply.reject(prohibited).await;
+                }
+                match self
+                    .handle
+                    .channel_open_x11(originator_address, originator_port)
+                    .await
+                {
+                    Ok(user) => {
+                        reply.accept().await;
+                        self.relay(user, channel).await;
+                    }
+                    Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+                }
+            }
+            Incoming::Forwarded {
+                channel,
+                connected_address,
+                connected_port,
+                originator_address,
+                originator_port,
+                reply,
+            } => {
+                let granted = self
+                    .lock_grants()
+                    .remote_ports
+                    .contains(&(connected_address.clone(), connected_port));
+                if !granted {
+                    return reply.reject(prohibited).await;
+                }
+                let event = self
+                    .event("session.forward.connection")
+                    .with("kind", "remote")
+                    .with("address", connected_address.as_str())
+                    .with("port", connected_port)
+                    .with(
+                        "originator",
+                        format!("{originator_address}:{originator_port}"),
+                    );
+                if self.shared.audit.record(event).await.is_err() {
+                    return reply.reject(prohibited).await;
+                }
+                match self
+                    .handle
+                    .channel_open_forwarded_tcpip(
+                        connected_address,
+                        connected_port,
+                        originator_address,
+                        originator_port,
+                    )
+                    .await
+                {
+                    Ok(user) => {
+                        reply.accept().await;
+                        self.relay(user, channel).await;
+                    }
+                    Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+                }
+            }
+        }
+    }
+
+    /// Relays a channel that carries no session semantics (forwarded ports, agent, X11).
+    pub async fn relay(&self, user: Channel<server::Msg>, target: Channel<client::Msg>) {
+        let user_id = user.id();
+        let (user_read, user_write) = user.split();
+        let (target_read, target_write) = target.split();
+        pump::run(
+            UserSide {
+                read: user_read,
+                write: Arc::new(user_write),
+                id: user_id,
+                handle: self.handle.clone(),
+            },
+            TargetSide {
+                read: target_read,
+                write: Arc::new(target_write),
+            },
+            Arc::new(Replies::default()),
+            no_tap(),
+        )
+        .await;
+    }
+
+    /// Ends the session when the certificate expires (warning first), is revoked, when the
+    /// target leg goes away, or when the bastion shuts down.
+    async fn watch(self: Arc<Self>) {
+        let config = &self.shared.config.session;
+        let expiry = self.admitted.valid_before;
+        let warn_before = config.expiry_warning.as_secs();
+        let mut warned = false;
+        let mut revocation = tokio::time::interval(config.revocation_check.as_duration());
+        revocation.tick().await;
+        let mut shutdown = self.shared.shutdown.clone();
+        let mut target_closed = self.upstream.clone();
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        loop {
+            let warn_in = until_unix(expiry.saturating_sub(warn_before));
+            let expire_in = until_unix(expiry);
+            tokio::select! {
+                _ = &mut ended => return,
+                _ = tokio::time::sleep(warn_in), if !warned => {
+                    warned = true;
+                    let left = until_unix(expiry).as_secs();
+                    self.notify_person(&format!(
+                        "your certificate expires in {left}s; this session will end then. Get a new certificate and reconnect."
+                    )).await;
+                    self.shared.audit.record_or_log(
+                        self.event("session.expiry_warning").with("expires_at", expiry)
+                    ).await;
+                }
+                _ = tokio::time::sleep(expire_in) => {
+                    self.terminate("your certificate expired").await;
+                    return;
+                }
+                _ = revocation.tick() => {
+                    match self.shared.issuer.revoked(&self.user_cert).await {
+                        Ok(Some(why)) => {
+                            self.terminate(&format!("your certificate was revoked ({why})")).await;
+                            return;
+                        }
+                        Ok(None) => {}
+                        Err(err) => tracing::warn!(session = %self.id, "cannot check revocation: {err}"),
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.terminate("the bastion is shutting down").await;
+                        return;
+                    }
+                }
+                closed = target_gone(&mut target_closed) => {
+                    if closed {
+                        self.terminate("the target closed the connection").await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the target leg, once up, closes (`true`), or never came up (`false`).
+async fn target_gone(state: &mut watch::Receiver<UpstreamState>) -> bool {
+    let up = match state.wait_for(|s| s.is_some()).await {
+        Ok(s) => match &*s {
+            Some(Ok(up)) => Some(up.clone()),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let Some(up) = up else {
+        return std::future::pending().await;
+    };
+    let mut closed = up.closed.clone();
+    let _ = closed.wait_for(|c| *c).await;
+    true
+}
+
+/// How long until unix time `at` (zero if past).
+fn until_unix(at: u64) -> Duration {
+    let target = UNIX_EPOCH + Duration::from_secs(at);
+    target
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}

@@ -1,0 +1,111 @@
+//! Sessions through `ssh-bastion` with the real OpenSSH client to a real sshd target: exec,
+//! exit status and signals carried back, pty sessions, force-command, audit records.
+
+use std::time::Duration;
+
+use jitssh_tests::{Bastion, Scratch, Sshd, target, user};
+
+struct World {
+    _scratch: Scratch,
+    bastion: Bastion,
+    _web01: Sshd,
+    alice: jitssh_tests::KeyPair,
+}
+
+fn world() -> World {
+    world_with(|b| b)
+}
+
+fn world_with(
+    configure: impl FnOnce(jitssh_tests::SshdBuilder) -> jitssh_tests::SshdBuilder,
+) -> World {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", configure);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+    World {
+        _scratch: scratch,
+        bastion,
+        _web01: web01,
+        alice,
+    }
+}
+
+#[test]
+fn exec_returns_output_and_exit_status() {
+    let w = world();
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .args(["echo", "hi"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout_str(), "hi\n");
+
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .args(["exit", "3"])
+        .run();
+    assert_eq!(out.status, 3, "{out}");
+
+    let audit = w
+        .bastion
+        .wait_for_audit("session.end", Duration::from_secs(10));
+    assert!(audit.contains("\"event\":\"login.accepted\""), "{audit}");
+    assert!(audit.contains("\"command\":\"echo hi\""), "{audit}");
+    assert!(audit.contains("\"person\":\"alice\""), "{audit}");
+}
+
+#[test]
+fn a_signal_exit_is_carried_back() {
+    let w = world();
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .option("LogLevel=DEBUG1")
+        .args(["kill", "-TERM", "$$"])
+        .run();
+    assert_eq!(out.status, 255, "{out}");
+    assert!(
+        out.stderr.contains("rtype exit-signal"),
+        "the client received the signal exit: {out}"
+    );
+}
+
+#[test]
+fn a_pty_session_runs_commands_typed_on_stdin() {
+    let w = world();
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .flag("-tt")
+        .stdin("tty\necho pty-$((6*7))\nexit 5\n")
+        .run();
+    assert_eq!(out.status, 5, "{out}");
+    let stdout = out.stdout_str();
+    assert!(stdout.contains("pty-42"), "{out}");
+    assert!(
+        stdout.contains("/dev/pts/"),
+        "a real terminal on the target: {out}"
+    );
+    let audit = w
+        .bastion
+        .wait_for_audit("session.end", Duration::from_secs(10));
+    assert!(audit.contains("\"event\":\"session.shell\""), "{audit}");
+}
+
+#[test]
+fn environment_is_passed_only_when_allowed() {
+    // The target accepts both; the bastion's allow-list (default LANG, LC_*) passes one.
+    let w = world_with(|b| b.config("AcceptEnv LC_* SECRET_*"));
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .option("SetEnv=LC_JITSSH=passed SECRET_JITSSH=blocked")
+        .args(["echo", "lc=$LC_JITSSH secret=$SECRET_JITSSH"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout_str(), "lc=passed secret=\n", "{out}");
+}
