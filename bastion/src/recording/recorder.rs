@@ -145,6 +145,9 @@ struct Session {
     /// Under [`OnFailure::Continue`], that failure until [`Recorder::take_degraded`].
     untaken: Option<RecordingError>,
     last_write: Instant,
+    /// Bytes buffered in channel files (kept as a sum so each call stays O(1) however many
+    /// channels a session has had).
+    channel_pending: usize,
     last_exit: Option<u32>,
     finished: bool,
 }
@@ -189,6 +192,7 @@ impl Recorder {
             failure: None,
             untaken: None,
             last_write: Instant::now(),
+            channel_pending: 0,
             last_exit: None,
             finished: false,
         };
@@ -385,6 +389,7 @@ impl Session {
                             source,
                         })?;
                         f.push(&header);
+                        self.channel_pending += header.len() + 1;
                     }
                     file = Some(f);
                 }
@@ -439,6 +444,7 @@ impl Session {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(data);
                 let line = encode(file, cast::event(at, stream.transfer_code(), &b64))?;
                 file.push(&line);
+                self.channel_pending += line.len() + 1;
             }
         } else if stream != Stream::In || record_input {
             let decoded = ch.decoders[i].decode(data);
@@ -464,6 +470,7 @@ impl Session {
         let line = encode(file, cast::event(at, stream.cast_code(), &decoded.text))?;
         let line_no = file.next_line();
         file.push(&line);
+        self.channel_pending += line.len() + 1;
         if let Some(raw) = decoded.raw {
             let name = file.name().to_owned();
             let data = base64::engine::general_purpose::STANDARD.encode(raw);
@@ -486,6 +493,7 @@ impl Session {
         if let Some(file) = &mut ch.file {
             let line = encode(file, cast::resize(at, cols, rows))?;
             file.push(&line);
+            self.channel_pending += line.len() + 1;
         }
         self.write_if_due()
     }
@@ -612,13 +620,8 @@ impl Session {
 
     /// Writes out if the buffer is full or a second has passed.
     fn write_if_due(&mut self) -> Result<(), RecordingError> {
-        let buffered: usize = self.events.pending_len()
-            + self.chain_file.pending_len()
-            + self
-                .channels
-                .iter()
-                .filter_map(|c| c.file.as_ref().map(LineFile::pending_len))
-                .sum::<usize>();
+        let buffered =
+            self.events.pending_len() + self.chain_file.pending_len() + self.channel_pending;
         if buffered >= self.policy.max_buffer || self.last_write.elapsed() >= WRITE_INTERVAL {
             self.write_out_or_fail(false)
         } else {
@@ -659,6 +662,8 @@ impl Session {
                 first_err.get_or_insert_with(|| RecordingError::io(file.path(), "sync")(e));
             }
         }
+        // Every channel file was written or, on error, emptied.
+        self.channel_pending = 0;
         for (name, w) in written {
             let line = self.chain.entry(&name, w.first, &w.hashes);
             self.chain_file.push(&line);
@@ -682,6 +687,7 @@ impl Session {
                 file.discard_pending();
             }
         }
+        self.channel_pending = 0;
         match self.policy.on_failure {
             OnFailure::Terminate => Err(err),
             OnFailure::Continue => {

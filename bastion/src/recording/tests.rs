@@ -823,3 +823,33 @@ fn recorders_are_send_and_sync() {
     assert_send_sync::<Recorder>();
     assert_send_sync::<ChannelRecorder>();
 }
+
+#[test]
+fn unsealed_recording_still_names_damage_and_unchained_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let (rec, key) = start(root.path(), RecordingPolicy::default());
+    let mut ch = rec.channel(0, shell()).unwrap();
+    for i in 1..=5 {
+        ch.output(format!("line {i}\r\n").as_bytes()).unwrap();
+    }
+    let dir = rec.dir();
+    drop(ch);
+    drop(rec); // not finished: written out, not sealed
+    assert!(!dir.join("seal.json").exists());
+    let report = verify(&dir, &key);
+    assert_eq!(report.seal, SealStatus::Unsealed);
+    assert!(report.problems.is_empty(), "{report}");
+
+    // Lines written after the last chain entry (a crash between the two writes).
+    let cast = dir.join("chan-1.cast");
+    let mut f = OpenOptions::new().append(true).open(&cast).unwrap();
+    f.write_all(b"[9.0,\"o\",\"late\"]\n").unwrap();
+    rewrite(&cast, |l| l[2] = l[2].replace("line 2", "line Z"));
+    assert_eq!(
+        problems(&verify(&dir, &key)),
+        [
+            "chan-1.cast line 3: altered",
+            "chan-1.cast line 7: not covered by the chain (written after the last chain entry, before the bastion stopped)",
+        ]
+    );
+}
