@@ -23,6 +23,7 @@ use jitssh_shared::store::{
 use jitssh_shared::unix_now;
 use serde_json::json;
 
+use crate::commit::GroupCommit;
 use crate::config::CaConfig;
 use crate::revocation;
 
@@ -58,6 +59,9 @@ pub enum IssueError {
     /// The audit record could not be written; nothing was handed out.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The certificate could not be recorded (store or audit log); it was not handed out.
+    #[error("cannot record the certificate: {0}")]
+    Commit(String),
     /// The KRL file could not be written.
     #[error("cannot write KRL {path}: {source}")]
     KrlWrite {
@@ -117,6 +121,7 @@ pub struct Authority {
     store: Arc<dyn CaStore>,
     audit: AuditLog,
     serials: SerialPool,
+    commits: GroupCommit,
 }
 
 impl Authority {
@@ -146,6 +151,7 @@ impl Authority {
             policy: RwLock::new(Arc::new(policy)),
             store: Arc::new(store),
             audit,
+            commits: GroupCommit::default(),
         })
     }
 
@@ -260,20 +266,20 @@ impl Authority {
             certificate: line.clone(),
             issued_at: unix_now(),
         };
-        self.store.record_issued(&record)?;
-        self.audit.append(
-            AuditEvent::new("cert.issued")
-                .with("serial", serial)
-                .with("cert_type", cert_type)
-                .with("key_id", spec.key_id.as_str())
-                .with("principals", spec.principals.clone())
-                .with("valid_after", spec.valid_after)
-                .with("valid_before", spec.valid_before)
-                .with("requested_by", requested_by)
-                .with("reason", reason)
-                .with("subject", record.subject_fingerprint.as_str())
-                .with("details", details),
-        )?;
+        let event = AuditEvent::new("cert.issued")
+            .with("serial", serial)
+            .with("cert_type", cert_type)
+            .with("key_id", spec.key_id.as_str())
+            .with("principals", spec.principals.clone())
+            .with("valid_after", spec.valid_after)
+            .with("valid_before", spec.valid_before)
+            .with("requested_by", requested_by)
+            .with("reason", reason)
+            .with("subject", record.subject_fingerprint.as_str())
+            .with("details", details);
+        self.commits
+            .commit(self.store.as_ref(), &self.audit, record, event)
+            .map_err(IssueError::Commit)?;
         Ok(Issued { certificate, line })
     }
 

@@ -133,6 +133,7 @@ impl CaClient {
         let (dial, name) = split_addr(addr);
         let mut config = client::Config {
             inactivity_timeout: Some(timeout),
+            nodelay: true,
             ..client::Config::default()
         };
         config.preferred.host_key_certificates = std::borrow::Cow::Owned(vec![

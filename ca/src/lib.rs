@@ -9,6 +9,7 @@ pub mod cert_text;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod hosts;
 pub mod renew;

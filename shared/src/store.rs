@@ -105,7 +105,11 @@ pub trait Store: Send + Sync {
     /// concurrent process, a serial is never handed out twice.
     fn reserve_serials(&self, count: u64) -> Result<Range<u64>, StoreError>;
     /// Records an issued certificate.
-    fn record_issued(&self, cert: &IssuedCert) -> Result<(), StoreError>;
+    fn record_issued(&self, cert: &IssuedCert) -> Result<(), StoreError> {
+        self.record_issued_batch(std::slice::from_ref(cert))
+    }
+    /// Records several issued certificates in one durable transaction (group commit).
+    fn record_issued_batch(&self, certs: &[IssuedCert]) -> Result<(), StoreError>;
     /// One issued certificate by serial.
     fn issued(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError>;
     /// Issued certificates, newest first, at most `limit`.
@@ -227,16 +231,22 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_issued(&self, cert: &IssuedCert) -> Result<(), StoreError> {
-        let record = self.encode(cert)?;
-        let serial = i64::try_from(cert.serial).map_err(|e| self.corrupt(e))?;
+    fn record_issued_batch(&self, certs: &[IssuedCert]) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(certs.len());
+        for cert in certs {
+            let serial = i64::try_from(cert.serial).map_err(|e| self.corrupt(e))?;
+            rows.push((serial, self.encode(cert)?, cert.issued_at as i64));
+        }
         self.with_conn(|conn| {
-            conn.execute(
-                "INSERT INTO issued (serial, record, issued_at) VALUES (?1, ?2, ?3)",
-                params![serial, record, cert.issued_at as i64],
-            )
-            .map_err(|e| self.sqlite(e))?;
-            Ok(())
+            let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+            for (serial, record, issued_at) in &rows {
+                tx.execute(
+                    "INSERT INTO issued (serial, record, issued_at) VALUES (?1, ?2, ?3)",
+                    params![serial, record, issued_at],
+                )
+                .map_err(|e| self.sqlite(e))?;
+            }
+            tx.commit().map_err(|e| self.sqlite(e))
         })
     }
 

@@ -21,6 +21,8 @@ use crate::authority::Authority;
 
 /// How long `cert` waits for a key on stdin before using the authenticated key.
 const STDIN_GRACE: Duration = Duration::from_millis(700);
+/// Commands running at once on one connection.
+const MAX_CHANNELS: usize = 8;
 /// How long a command waits for its stdin to end once data has started.
 const STDIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -56,6 +58,8 @@ pub async fn serve_connection(
     peer: SocketAddr,
     handshake: Duration,
 ) {
+    // Replies are small and latency-bound: never let Nagle hold them back.
+    let _ = socket.set_nodelay(true);
     let authenticated = Arc::new(AtomicBool::new(false));
     let handler = ApiHandler {
         authority,
@@ -184,7 +188,8 @@ impl Handler for ApiHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.identity.is_none() || self.stdins.len() >= 8 {
+        self.stdins.retain(|_, stdin| !stdin.is_done());
+        if self.identity.is_none() || self.stdins.len() >= MAX_CHANNELS {
             return Ok(());
         }
         self.stdins.insert(channel.id(), Arc::new(Stdin::default()));
@@ -283,7 +288,9 @@ impl Handler for ApiHandler {
         let who = self.who();
         let parsed = commands::parse(data);
         let line = String::from_utf8_lossy(&data[..data.len().min(200)]).to_string();
+        let command_stdin = stdin.clone();
         tokio::spawn(async move {
+            let stdin = command_stdin;
             let output = match parsed {
                 Err(output) => output,
                 Ok(command) => {
@@ -307,6 +314,7 @@ impl Handler for ApiHandler {
             };
             tracing::info!(%peer, who, command = line, status = output.status, "API command");
             reply(&handle, channel, output).await;
+            stdin.finish();
         });
         Ok(())
     }

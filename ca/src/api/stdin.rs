@@ -24,11 +24,22 @@ struct State {
 pub struct Stdin {
     state: Mutex<State>,
     changed: Notify,
+    done: std::sync::atomic::AtomicBool,
 }
 
 impl Stdin {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The command has finished; the channel's slot can be reused.
+    pub fn finish(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Has the command finished?
+    pub fn is_done(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Appends data from the client; beyond [`MAX_STDIN`] it is dropped and flagged.
