@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -396,6 +397,31 @@ fn approval_flow_with_requester_approver_and_bystander() {
     assert_eq!(verify.status, 0, "{verify}");
 }
 
+/// `ssh-ca host renew` against `server`, as a host would run it.
+fn host_renew(
+    server: &CaServer,
+    ca_key: &Path,
+    key: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> jitssh_tests::Output {
+    let mut cmd = Command::new(jitssh_tests::project_bin("ssh-ca"));
+    cmd.args([
+        "host",
+        "renew",
+        "--ca",
+        &format!("localhost:{}", server.port),
+        "--ca-key",
+    ])
+    .arg(ca_key)
+    .arg("--key")
+    .arg(key)
+    .arg("--out")
+    .arg(out)
+    .args(extra);
+    run(&mut cmd)
+}
+
 #[test]
 fn a_host_joins_renews_atomically_and_loses_renewal_when_removed() {
     let scratch = Scratch::new();
@@ -418,23 +444,8 @@ fn a_host_joins_renews_atomically_and_loses_renewal_when_removed() {
     let host_ca = server.ca.ca_pub_file("host");
     let host_key = keygen(scratch.path(), "ssh_host_ed25519_key");
     let cert_path = scratch.file("ssh_host_ed25519_key-cert.pub");
-    let renew = |extra: &[&str]| {
-        let mut cmd = Command::new(jitssh_tests::project_bin("ssh-ca"));
-        cmd.args([
-            "host",
-            "renew",
-            "--ca",
-            &format!("localhost:{}", server.port),
-            "--ca-key",
-        ])
-        .arg(&host_ca)
-        .arg("--key")
-        .arg(&host_key.private)
-        .arg("--out")
-        .arg(&cert_path)
-        .args(extra);
-        run(&mut cmd)
-    };
+    let renew =
+        |extra: &[&str]| host_renew(&server, &host_ca, &host_key.private, &cert_path, extra);
 
     // A wrong token, then the right one; the token is then useless.
     let out = renew(&["--token", "jt-0000"]);
@@ -452,21 +463,14 @@ fn a_host_joins_renews_atomically_and_loses_renewal_when_removed() {
         "{info}"
     );
     let other_key = keygen(scratch.path(), "intruder_key");
-    let mut cmd = Command::new(jitssh_tests::project_bin("ssh-ca"));
-    cmd.args([
-        "host",
-        "renew",
-        "--ca",
-        &format!("localhost:{}", server.port),
-        "--ca-key",
-    ])
-    .arg(&host_ca)
-    .arg("--key")
-    .arg(&other_key.private)
-    .arg("--out")
-    .arg(scratch.file("intruder-cert.pub"))
-    .args(["--token", &token]);
-    let out = run(&mut cmd);
+    let intruder_cert = scratch.file("intruder-cert.pub");
+    let out = host_renew(
+        &server,
+        &host_ca,
+        &other_key.private,
+        &intruder_cert,
+        &["--token", &token],
+    );
     assert_ne!(out.status, 0, "spent token: {out}");
 
     // sshd serves it; ssh with the @cert-authority line accepts it.
@@ -527,21 +531,13 @@ fn a_host_joins_renews_atomically_and_loses_renewal_when_removed() {
 
     // A CA whose host certificate does not chain to the given host CA is refused.
     let wrong_ca = keygen(scratch.path(), "wrong_ca");
-    let mut cmd = Command::new(jitssh_tests::project_bin("ssh-ca"));
-    cmd.args([
-        "host",
-        "renew",
-        "--force",
-        "--ca",
-        &format!("localhost:{}", server.port),
-        "--ca-key",
-    ])
-    .arg(&wrong_ca.public)
-    .arg("--key")
-    .arg(&host_key.private)
-    .arg("--out")
-    .arg(&cert_path);
-    let out = run(&mut cmd);
+    let out = host_renew(
+        &server,
+        &wrong_ca.public,
+        &host_key.private,
+        &cert_path,
+        &["--force"],
+    );
     assert_ne!(out.status, 0, "{out}");
     assert!(out.stderr.contains("not trusted"), "{out}");
 }
