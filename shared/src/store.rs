@@ -202,6 +202,36 @@ impl SqliteStore {
     fn encode<T: Serialize>(&self, value: &T) -> Result<String, StoreError> {
         serde_json::to_string(value).map_err(|e| self.corrupt(e))
     }
+
+    /// Every row's JSON `record` column (the first column of `sql`), decoded.
+    fn json_records<T: for<'de> Deserialize<'de>>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = conn.prepare(sql).map_err(|e| self.sqlite(e))?;
+        let texts: Vec<String> = stmt
+            .query_map(params, |r| r.get(0))
+            .map_err(|e| self.sqlite(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sqlite(e))?;
+        texts.iter().map(|t| self.decode(t)).collect()
+    }
+
+    /// The one row's JSON `record` column, decoded; `None` when there is no row.
+    fn json_record<T: for<'de> Deserialize<'de>>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = conn
+            .query_row(sql, params, |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        text.map(|t| self.decode(&t)).transpose()
+    }
 }
 
 impl Store for SqliteStore {
@@ -254,29 +284,20 @@ impl Store for SqliteStore {
         let Ok(serial) = i64::try_from(serial) else {
             return Ok(None);
         };
-        let text: Option<String> = self.with_conn(|conn| {
-            conn.query_row(
+        self.with_conn(|conn| {
+            self.json_record(
+                conn,
                 "SELECT record FROM issued WHERE serial = ?1",
                 params![serial],
-                |r| r.get(0),
             )
-            .optional()
-            .map_err(|e| self.sqlite(e))
-        })?;
-        text.map(|t| self.decode(&t)).transpose()
+        })
     }
 
     fn list_issued(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError> {
-        let texts: Vec<String> = self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT record FROM issued ORDER BY serial DESC LIMIT ?1")
-                .map_err(|e| self.sqlite(e))?;
-            let rows = stmt
-                .query_map(params![limit as i64], |r| r.get(0))
-                .map_err(|e| self.sqlite(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
-        })?;
-        texts.iter().map(|t| self.decode(t)).collect()
+        self.with_conn(|conn| {
+            let sql = "SELECT record FROM issued ORDER BY serial DESC LIMIT ?1";
+            self.json_records(conn, sql, params![limit as i64])
+        })
     }
 
     fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError> {
@@ -294,16 +315,9 @@ impl Store for SqliteStore {
     }
 
     fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
-        let texts: Vec<String> = self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT record FROM revocations ORDER BY id")
-                .map_err(|e| self.sqlite(e))?;
-            let rows = stmt
-                .query_map([], |r| r.get(0))
-                .map_err(|e| self.sqlite(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
-        })?;
-        texts.iter().map(|t| self.decode(t)).collect()
+        self.with_conn(|conn| {
+            self.json_records(conn, "SELECT record FROM revocations ORDER BY id", [])
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Enrolled hosts: name, aliases, host key, and the one-time join token.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use super::{SqliteStore, StoreError};
@@ -55,15 +55,7 @@ pub trait HostStore: Send + Sync {
 
 impl SqliteStore {
     fn all_hosts(&self, conn: &rusqlite::Connection) -> Result<Vec<HostRecord>, StoreError> {
-        let mut stmt = conn
-            .prepare("SELECT record FROM hosts ORDER BY name")
-            .map_err(|e| self.sqlite(e))?;
-        let texts: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(|e| self.sqlite(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite(e))?;
-        texts.iter().map(|t| self.decode(t)).collect()
+        self.json_records(conn, "SELECT record FROM hosts ORDER BY name", [])
     }
 }
 
@@ -82,16 +74,13 @@ impl HostStore for SqliteStore {
     }
 
     fn host(&self, name: &str) -> Result<Option<HostRecord>, StoreError> {
-        let text: Option<String> = self.with_conn(|conn| {
-            conn.query_row(
+        self.with_conn(|conn| {
+            self.json_record(
+                conn,
                 "SELECT record FROM hosts WHERE name = ?1",
                 params![name],
-                |r| r.get(0),
             )
-            .optional()
-            .map_err(|e| self.sqlite(e))
-        })?;
-        text.map(|t| self.decode(&t)).transpose()
+        })
     }
 
     fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {

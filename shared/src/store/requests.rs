@@ -1,6 +1,6 @@
 //! Just-in-time access requests: created by a requester, approved or denied by others.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use super::{SqliteStore, StoreError};
@@ -133,29 +133,20 @@ impl RequestStore for SqliteStore {
     }
 
     fn request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
-        let text: Option<String> = self.with_conn(|conn| {
-            conn.query_row(
+        self.with_conn(|conn| {
+            self.json_record(
+                conn,
                 "SELECT record FROM requests WHERE id = ?1",
                 params![id],
-                |r| r.get(0),
             )
-            .optional()
-            .map_err(|e| self.sqlite(e))
-        })?;
-        text.map(|t| self.decode(&t)).transpose()
+        })
     }
 
     fn requests(&self, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
-        let texts: Vec<String> = self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT record FROM requests ORDER BY created_at DESC, id LIMIT ?1")
-                .map_err(|e| self.sqlite(e))?;
-            let rows = stmt
-                .query_map(params![limit as i64], |r| r.get(0))
-                .map_err(|e| self.sqlite(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
-        })?;
-        texts.iter().map(|t| self.decode(t)).collect()
+        self.with_conn(|conn| {
+            let sql = "SELECT record FROM requests ORDER BY created_at DESC, id LIMIT ?1";
+            self.json_records(conn, sql, params![limit as i64])
+        })
     }
 
     fn update_request(
@@ -167,18 +158,14 @@ impl RequestStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| self.sqlite(e))?;
-            let text: Option<String> = tx
-                .query_row(
-                    "SELECT record FROM requests WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| self.sqlite(e))?;
-            let Some(text) = text else {
+            let found: Option<AccessRequest> = self.json_record(
+                &tx,
+                "SELECT record FROM requests WHERE id = ?1",
+                params![id],
+            )?;
+            let Some(mut request) = found else {
                 return Ok(None);
             };
-            let mut request: AccessRequest = self.decode(&text)?;
             if let Err(why) = change(&mut request) {
                 return Ok(Some(Err(why)));
             }
