@@ -25,14 +25,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Host {
-        command: HostCommand::Renew(args),
-    } = &cli.command
-    {
-        // The host side needs no CA configuration.
-        runtime()?.block_on(commands::host_renew(args))?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let config = CaConfig::load(cli.config.as_deref())?;
     match &cli.command {
         Command::Init => commands::init(&config)?,
