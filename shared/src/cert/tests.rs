@@ -231,3 +231,14 @@ fn grant_claims_round_trip_and_decide_targets() {
     );
     assert!(read.allows("root", "db1"));
 }
+
+#[test]
+fn a_certificate_without_principals_is_refused_not_read_as_anyone() {
+    let f = fixture();
+    let mut builder = Builder::new(vec![0u8; 16], subject(), NOW - 60, NOW + 60).unwrap();
+    builder.cert_type(CertType::User).unwrap();
+    builder.all_principals_valid().unwrap();
+    let cert = builder.sign(&f.user_ca).unwrap();
+    let cas = [f.user_ca.key_data().clone()];
+    assert_eq!(verify(&cert, &expect(&cas, "root")), Err(Rejection::NoPrincipals));
+}
