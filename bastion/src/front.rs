@@ -61,6 +61,8 @@ pub struct Front {
     refusals: Vec<Refusal>,
     told: bool,
     accepted: Option<(String, Admitted, Certificate)>,
+    /// Session channels accepted only to explain why the target cannot be reached.
+    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String)>,
 }
 
 impl Front {
@@ -73,7 +75,26 @@ impl Front {
             refusals: Vec::new(),
             told: false,
             accepted: None,
+            dead: std::collections::HashMap::new(),
         }
+    }
+
+    /// If `channel` is one that cannot reach the target, answers its request with success and
+    /// explains on stderr (ending the channel) when the command would start.
+    fn answer_dead(
+        &mut self,
+        channel: ChannelId,
+        starts: bool,
+        session: &mut SshSession,
+    ) -> Option<Result<(), FrontError>> {
+        if !self.dead.contains_key(&channel) {
+            return None;
+        }
+        let answered = reply(session, channel, true);
+        if starts && let Some((dead, why)) = self.dead.remove(&channel) {
+            tokio::spawn(explain_and_close(dead, session.handle(), why));
+        }
+        Some(answered)
     }
 
     fn session(&self) -> Option<Arc<Session>> {
@@ -291,30 +312,23 @@ impl russh::server::Handler for Front {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
-        let up = match sess.upstream().await {
-            Ok(up) => up,
-            Err(why) => {
-                reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 2,
-                        reason: format!("bastion: {why}"),
-                    })
-                    .await;
-                return Ok(());
-            }
+        let target = match sess.upstream().await {
+            Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
+                format!(
+                    "target {} refused a session channel: {err}",
+                    sess.admitted.login_target.target
+                )
+            }),
+            Err(why) => Err(why),
         };
-        let target = match up.handle.channel_open_session().await {
+        let target = match target {
             Ok(target) => target,
-            Err(err) => {
-                reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 2,
-                        reason: format!(
-                            "bastion: target {} refused a session channel: {err}",
-                            sess.admitted.login_target.target
-                        ),
-                    })
-                    .await;
+            Err(why) => {
+                // Accept, and when the command would start explain on stderr and exit 255
+                // like ssh's own failures: the person sees why whatever their LogLevel.
+                let id = channel.id();
+                reply.accept().await;
+                self.dead.insert(id, (channel, why));
                 return Ok(());
             }
         };
@@ -473,6 +487,9 @@ impl russh::server::Handler for Front {
         modes: &[(Pty, u32)],
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if let Some(done) = self.answer_dead(channel, false, session) {
+            return done;
+        }
         let (Some(sess), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
@@ -509,6 +526,9 @@ impl russh::server::Handler for Front {
         variable_value: &str,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if let Some(done) = self.answer_dead(channel, false, session) {
+            return done;
+        }
         let (Some(_), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
@@ -529,6 +549,9 @@ impl russh::server::Handler for Front {
         channel: ChannelId,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if let Some(done) = self.answer_dead(channel, true, session) {
+            return done;
+        }
         let (Some(sess), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
@@ -557,6 +580,9 @@ impl russh::server::Handler for Front {
         data: &[u8],
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if let Some(done) = self.answer_dead(channel, true, session) {
+            return done;
+        }
         let (Some(sess), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
@@ -587,6 +613,9 @@ impl russh::server::Handler for Front {
         name: &str,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if let Some(done) = self.answer_dead(channel, true, session) {
+            return done;
+        }
         let (Some(sess), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
@@ -740,12 +769,17 @@ impl russh::server::Handler for Front {
         let Ok(up) = sess.upstream().await else {
             return Ok(false);
         };
-        match up.handle.tcpip_forward(address, *port).await {
+        // Granted before asking the target: it may forward a connection the moment it
+        // listens, before its answer reaches us.
+        let requested = *port;
+        sess.grant_remote_port(address, requested);
+        match up.handle.tcpip_forward(address, requested).await {
             Ok(bound) => {
-                if *port == 0 {
+                if requested == 0 {
                     *port = bound;
+                    sess.grant_remote_port(address, bound);
+                    sess.revoke_remote_port(address, 0);
                 }
-                sess.grant_remote_port(address, *port);
                 sess.shared
                     .audit
                     .record_or_log(
@@ -756,7 +790,10 @@ impl russh::server::Handler for Front {
                     .await;
                 Ok(true)
             }
-            Err(_) => Ok(false),
+            Err(_) => {
+                sess.revoke_remote_port(address, requested);
+                Ok(false)
+            }
         }
     }
 
@@ -800,6 +837,19 @@ fn forwarding_refusal(policy_allows: &bool, kind: &str) -> String {
     } else {
         format!("{kind} forwarding is not permitted by the bastion's policy")
     }
+}
+
+/// Tells the person why their session channel cannot reach the target, then ends it with
+/// exit status 255.
+async fn explain_and_close(channel: Channel<Msg>, handle: russh::server::Handle, why: String) {
+    let id = channel.id();
+    let (_read, write) = channel.split();
+    let notice = format!("bastion: {why}\r\n").into_bytes();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), write.extended_data_bytes(1, notice)).await;
+    let _ = handle.exit_status_request(id, 255).await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
 }
 
 /// Audits a refused request and tells the person on the channel's stderr.

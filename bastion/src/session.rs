@@ -261,7 +261,8 @@ impl Session {
         self.lock_grants().x11 = true;
     }
 
-    /// A remote port forward was set up on the target.
+    /// A remote port forward is being set up on the target (port 0: any port, until the
+    /// target says which).
     pub fn grant_remote_port(&self, address: &str, port: u32) {
         self.lock_grants()
             .remote_ports
@@ -407,10 +408,15 @@ impl Session {
                 originator_port,
                 reply,
             } => {
-                let granted = self
-                    .lock_grants()
-                    .remote_ports
-                    .contains(&(connected_address.clone(), connected_port));
+                let granted = {
+                    let grants = self.lock_grants();
+                    grants
+                        .remote_ports
+                        .contains(&(connected_address.clone(), connected_port))
+                        || grants
+                            .remote_ports
+                            .contains(&(connected_address.clone(), 0))
+                };
                 if !granted {
                     return reply.reject(prohibited).await;
                 }

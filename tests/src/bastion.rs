@@ -274,3 +274,35 @@ impl Bastion {
         options
     }
 }
+
+impl Bastion {
+    /// `plink -batch -ssh -P PORT -i KEY.ppk -cert CERT -l USER -hostkey FP 127.0.0.1`: PuTTY
+    /// through the bastion, pinning the bastion's host key. The key is converted to PuTTY's
+    /// format with `puttygen` first (`<key>.ppk`).
+    pub fn plink(&self, user: &str, key: &KeyPair, cert: &Path) -> Command {
+        let mut ppk = key.private.clone().into_os_string();
+        ppk.push(".ppk");
+        let ppk = PathBuf::from(ppk);
+        if !ppk.exists() {
+            crate::process::run_ok(
+                Command::new(crate::tools::tool("puttygen"))
+                    .arg(&key.private)
+                    .args(["-O", "private", "-o"])
+                    .arg(&ppk),
+            );
+        }
+        let mut cmd = Command::new(crate::tools::tool("plink"));
+        cmd.args(["-batch", "-ssh", "-P", &self.port.to_string(), "-i"])
+            .arg(&ppk)
+            .arg("-cert")
+            .arg(cert)
+            .args([
+                "-l",
+                user,
+                "-hostkey",
+                &self.host_key_fingerprint(),
+                "127.0.0.1",
+            ]);
+        cmd
+    }
+}

@@ -8,9 +8,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sshd", "openssh-server"),
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
+    ("ssh-agent", "openssh-client"),
+    ("ssh-add", "openssh-client"),
     ("scp", "openssh-client"),
     ("sftp", "openssh-client"),
     ("plink", "putty-tools"),
+    ("puttygen", "putty-tools"),
     ("asciinema", "asciinema"),
     ("tmux", "tmux"),
 ];

@@ -109,3 +109,51 @@ fn environment_is_passed_only_when_allowed() {
     assert!(out.success(), "{out}");
     assert_eq!(out.stdout_str(), "lc=passed secret=\n", "{out}");
 }
+
+#[test]
+fn putty_plink_with_a_certificate_works() {
+    let w = world();
+    let mut plink = w
+        .bastion
+        .plink("root@web01", &w.alice, &w.alice.cert_path());
+    let out = jitssh_tests::run(plink.args(["echo", "hi", "from", "plink"]));
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout_str(), "hi from plink\n", "{out}");
+    let out = jitssh_tests::run(
+        w.bastion
+            .plink("root@web01", &w.alice, &w.alice.cert_path())
+            .args(["exit", "7"]),
+    );
+    assert_eq!(out.status, 7, "{out}");
+}
+
+#[test]
+fn force_command_in_the_certificate_replaces_what_the_user_asked() {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let robot = user(
+        &ca,
+        scratch.path(),
+        "robot",
+        &["root"],
+        &["web01"],
+        &["--force-command", "echo forced"],
+    );
+    let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+    let out = bastion
+        .ssh("root@web01", &robot)
+        .args(["echo", "asked"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout_str(), "forced\n", "{out}");
+    let out = bastion.ssh("root@web01", &robot).run();
+    assert_eq!(
+        out.stdout_str(),
+        "forced\n",
+        "a shell runs the forced command too: {out}"
+    );
+    let audit =
+        bastion.wait_for_audit("\"forced_command\":\"echo forced\"", Duration::from_secs(5));
+    assert!(audit.contains("\"command\":\"echo asked\""), "{audit}");
+}
