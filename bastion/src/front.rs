@@ -335,7 +335,11 @@ impl russh::server::Handler for Front {
         let user_id = channel.id();
         let (user_read, user_write) = channel.split();
         let (target_read, target_write) = target.split();
-        let link = Arc::new(Link::new(Arc::new(target_write), Arc::new(user_write)));
+        let link = Arc::new(Link::new(
+            user_id,
+            Arc::new(target_write),
+            Arc::new(user_write),
+        ));
         sess.add_link(user_id, link.clone());
         reply.accept().await;
         let handle = session.handle();
@@ -571,6 +575,9 @@ impl russh::server::Handler for Front {
             None => link.target.request_shell(true).await,
         };
         let ok = sent.is_ok() && answered(answer).await;
+        if ok {
+            sess.channel_started(&link);
+        }
         reply(session, channel, ok)
     }
 
@@ -604,6 +611,9 @@ impl russh::server::Handler for Front {
         let answer = link.replies.expect();
         let sent = link.target.exec(true, command).await;
         let ok = sent.is_ok() && answered(answer).await;
+        if ok {
+            sess.channel_started(&link);
+        }
         reply(session, channel, ok)
     }
 
@@ -636,6 +646,9 @@ impl russh::server::Handler for Front {
             None => link.target.request_subsystem(true, name).await,
         };
         let ok = sent.is_ok() && answered(answer).await;
+        if ok {
+            sess.channel_started(&link);
+        }
         reply(session, channel, ok)
     }
 

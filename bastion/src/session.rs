@@ -39,6 +39,8 @@ type UpstreamState = Option<Result<Arc<Upstream>, String>>;
 
 /// A session channel relayed to the target.
 pub struct Link {
+    /// The channel's id on the person's connection.
+    pub user_id: ChannelId,
     /// Writes to the target's channel (requests, and data from the pump).
     pub target: Arc<ChannelWriteHalf<client::Msg>>,
     /// Writes to the person's channel (data from the pump, bastion notices).
@@ -54,10 +56,12 @@ pub struct Link {
 impl Link {
     /// A link between the two channel write halves.
     pub fn new(
+        user_id: ChannelId,
         target: Arc<ChannelWriteHalf<client::Msg>>,
         user: Arc<ChannelWriteHalf<server::Msg>>,
     ) -> Link {
         Link {
+            user_id,
             target,
             user,
             replies: Arc::new(Replies::default()),
@@ -99,6 +103,9 @@ pub struct Session {
 /// How long a session waits for its target leg when a channel opens (beyond the connect
 /// timeout, which bounds the leg itself).
 const UPSTREAM_GRACE: Duration = Duration::from_secs(2);
+/// How long a terminated session waits for the person's client to confirm its channels
+/// closed before disconnecting.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long the bastion's notices to the person may take before it gives up on them.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -280,23 +287,21 @@ impl Session {
     /// whose reader stalls does not hold the notice up for long).
     pub async fn notify_person(&self, text: &str) {
         let links: Vec<Arc<Link>> = self.lock_links().values().cloned().collect();
-        let notices = links.into_iter().map(|link| {
-            let crlf = link.pty.lock().map(|p| p.is_some()).unwrap_or(false);
-            let line = if crlf {
-                format!("\r\n[bastion] {text}\r\n")
-            } else {
-                format!("[bastion] {text}\n")
-            };
-            async move {
-                let _ = tokio::time::timeout(
-                    NOTICE_TIMEOUT,
-                    link.user.extended_data_bytes(1, line.into_bytes()),
-                )
-                .await;
-            }
-        });
-        for notice in notices {
-            notice.await;
+        for link in links {
+            notify_link(&link, text).await;
+        }
+    }
+
+    /// A channel started its command: if the certificate expires within the warning window,
+    /// this channel hears about it now (the periodic warning may have gone out before it
+    /// existed).
+    pub fn channel_started(&self, link: &Arc<Link>) {
+        let expiry = self.admitted.valid_before;
+        let warn_before = self.shared.config.session.expiry_warning.as_secs();
+        let left = until_unix(expiry).as_secs();
+        if left <= warn_before {
+            let link = link.clone();
+            tokio::spawn(async move { notify_link(&link, &expiry_warning(left)).await });
         }
     }
 
@@ -311,8 +316,20 @@ impl Session {
             *end = Some(reason.to_string());
         }
         tracing::info!(session = %self.id, "ending session: {reason}");
-        self.notify_person(&format!("session ended: {reason}"))
-            .await;
+        // Close every channel the way a finished command does (notice on stderr, exit status
+        // 255, close), so clients print the notice before they exit, then disconnect.
+        let links: Vec<Arc<Link>> = self.lock_links().values().cloned().collect();
+        let text = format!("session ended: {reason}");
+        for link in &links {
+            notify_link(link, &text).await;
+            let _ = self.handle.exit_status_request(link.user_id, 255).await;
+            let _ = link.user.eof().await;
+            let _ = link.user.close().await;
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while self.channel_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = self
             .handle
             .disconnect(
@@ -495,9 +512,7 @@ impl Session {
                 _ = tokio::time::sleep(warn_in), if !warned => {
                     warned = true;
                     let left = until_unix(expiry).as_secs();
-                    self.notify_person(&format!(
-                        "your certificate expires in {left}s; this session will end then. Get a new certificate and reconnect."
-                    )).await;
+                    self.notify_person(&expiry_warning(left)).await;
                     self.shared.audit.record_or_log(
                         self.event("session.expiry_warning").with("expires_at", expiry)
                     ).await;
@@ -531,6 +546,29 @@ impl Session {
             }
         }
     }
+}
+
+/// The warning sent before a certificate expires.
+fn expiry_warning(seconds_left: u64) -> String {
+    format!(
+        "your certificate expires in {seconds_left}s; this session will end then. Get a new certificate and reconnect."
+    )
+}
+
+/// Writes a notice to one channel's stderr, giving up after a short while if the person's
+/// side does not read.
+async fn notify_link(link: &Link, text: &str) {
+    let crlf = link.pty.lock().map(|p| p.is_some()).unwrap_or(false);
+    let line = if crlf {
+        format!("\r\n[bastion] {text}\r\n")
+    } else {
+        format!("[bastion] {text}\n")
+    };
+    let _ = tokio::time::timeout(
+        NOTICE_TIMEOUT,
+        link.user.extended_data_bytes(1, line.into_bytes()),
+    )
+    .await;
 }
 
 /// Resolves when the target leg, once up, closes (`true`), or never came up (`false`).
