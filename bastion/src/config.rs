@@ -16,6 +16,8 @@ use jitssh_shared::duration::HumanDuration;
 use serde::Deserialize;
 use ssh_ca::config::CaConfig;
 
+use crate::recording::{OnFailure, RecordingPolicy};
+
 /// Origin name of the built-in configuration.
 pub const EMBEDDED: &str = "<embedded defaults>";
 
@@ -39,8 +41,63 @@ pub struct BastionConfig {
     pub session: SessionSettings,
     /// Resource limits of the front door.
     pub limits: Limits,
+    /// What session recordings keep.
+    pub recordings: Recordings,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
+}
+
+/// What session recordings keep and what a recording failure does (`[recordings]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Recordings {
+    /// Record keystrokes too (off by default: input contains passwords).
+    #[serde(default)]
+    pub record_input: bool,
+    /// Record the content of sftp/scp transfers, not only sizes and SHA-256 digests.
+    #[serde(default)]
+    pub transfer_content: bool,
+    /// `terminate` (default: no unrecorded access) or `continue` (unrecorded, audited as
+    /// `recording.degraded`) when a recording cannot be written.
+    #[serde(default = "default_on_failure")]
+    pub on_failure: OnFailure,
+    /// Bytes a session's recorder buffers before writing, whatever the one-second timer says.
+    #[serde(default = "default_max_buffer")]
+    pub max_buffer: usize,
+    /// How long recordings are kept by `ssh-bastion prune` (unset: forever).
+    #[serde(default)]
+    pub retain: Option<HumanDuration>,
+}
+
+impl Default for Recordings {
+    fn default() -> Self {
+        Recordings {
+            record_input: false,
+            transfer_content: false,
+            on_failure: default_on_failure(),
+            max_buffer: default_max_buffer(),
+            retain: None,
+        }
+    }
+}
+
+fn default_on_failure() -> OnFailure {
+    OnFailure::Terminate
+}
+fn default_max_buffer() -> usize {
+    1 << 20
+}
+
+impl Recordings {
+    /// The recorder's policy.
+    pub fn policy(&self) -> RecordingPolicy {
+        RecordingPolicy {
+            record_input: self.record_input,
+            transfer_content: self.transfer_content,
+            on_failure: self.on_failure,
+            max_buffer: self.max_buffer,
+        }
+    }
 }
 
 /// How the bastion reaches its certificate authority.
@@ -211,6 +268,8 @@ struct BastionFile {
     session: SessionSettings,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    recordings: Recordings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +406,12 @@ impl BastionConfig {
         if limits.auth_timeout.as_secs() == 0 {
             return Err(invalid("limits.auth_timeout", "must be at least 1s".into()));
         }
+        if file.recordings.max_buffer < 4096 {
+            return Err(invalid(
+                "recordings.max_buffer",
+                "must be at least 4096 bytes".into(),
+            ));
+        }
         Ok(BastionConfig {
             data_dir,
             listen: file.listen,
@@ -355,6 +420,7 @@ impl BastionConfig {
             forwarding: file.forwarding,
             session,
             limits,
+            recordings: file.recordings,
             origin: origin.to_string(),
         })
     }
@@ -439,6 +505,11 @@ impl BastionConfig {
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
     }
+
+    /// The session index (SQLite), for `sessions list` and friends.
+    pub fn session_index_path(&self) -> PathBuf {
+        self.data_dir.join("sessions.db")
+    }
 }
 
 /// Splits `host:port` (or `[v6]:port`); `None` when malformed or the port is not a number.
@@ -519,6 +590,14 @@ mod tests {
         assert!(err.contains("ca.mode"), "{err}");
         let err = parse("[limits]\nmax_channels = 0\n").unwrap_err();
         assert!(err.contains("limits.max_channels"), "{err}");
+        let err = parse("[recordings]\non_failure = \"shrug\"\n").unwrap_err();
+        assert!(err.contains("recordings.on_failure"), "{err}");
+        let config = parse("[recordings]\non_failure = \"continue\"\nretain = \"30d\"\n").unwrap();
+        assert_eq!(config.recordings.policy().on_failure, OnFailure::Continue);
+        assert_eq!(
+            config.recordings.retain,
+            Some(HumanDuration::from_secs(30 * 86400))
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, Meth
 use crate::admission::{self, Admitted, Context, Refusal};
 use crate::login::printable;
 use crate::pump::{self, TargetSide, UserSide};
+use crate::recorded;
+use crate::recording::ChannelKind;
 use crate::session::{Link, Session, Shared};
 
 /// How long the bastion waits for the target to answer a forwarded request.
@@ -150,12 +152,6 @@ impl Front {
     }
 }
 
-/// A fresh session id: 16 random hex digits.
-fn session_id() -> String {
-    let bytes: [u8; 8] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Waits for the target's answer to a forwarded request; no answer counts as a refusal.
 async fn answered(reply: tokio::sync::oneshot::Receiver<bool>) -> bool {
     matches!(
@@ -217,7 +213,7 @@ impl russh::server::Handler for Front {
         }
         match self.check_certificate(user, certificate).await {
             Ok(admitted) => {
-                let id = session_id();
+                let id = crate::recording::new_session_id();
                 let event = AuditEvent::new("login.accepted")
                     .with("session", id.as_str())
                     .with("person", admitted.person.as_str())
@@ -360,8 +356,16 @@ impl russh::server::Handler for Front {
             )
             .await;
             sess.remove_link(user_id);
+            let finished = link
+                .tap
+                .lock()
+                .map_err(|_| "recorder lock poisoned".to_string())
+                .and_then(|mut tap| tap.finish());
             if let pump::Ended::TapFailed(why) = ended {
-                sess.terminate(&format!("recording failed: {why}")).await;
+                sess.terminate(&format!("the recording failed ({why})"))
+                    .await;
+            } else if let Err(why) = finished {
+                tracing::warn!(session = %sess.id, "cannot close a channel's recording: {why}");
             }
         });
         Ok(())
@@ -569,6 +573,17 @@ impl russh::server::Handler for Front {
         if sess.shared.audit.record(event).await.is_err() {
             return reply(session, channel, false);
         }
+        let pty = recorded::pty(link.requested_pty());
+        let kind = match &forced {
+            Some(command) => ChannelKind::Exec {
+                command: command.clone(),
+                pty,
+            },
+            None => ChannelKind::Shell { pty },
+        };
+        if !self.start_recording(&sess, &link, channel, kind) {
+            return reply(session, channel, false);
+        }
         let answer = link.replies.expect();
         let sent = match &forced {
             Some(command) => link.target.exec(true, command.as_bytes()).await,
@@ -608,6 +623,13 @@ impl russh::server::Handler for Front {
             return reply(session, channel, false);
         }
         let command = forced.map_or_else(|| data.to_vec(), String::into_bytes);
+        let kind = ChannelKind::Exec {
+            command: String::from_utf8_lossy(&command).into_owned(),
+            pty: recorded::pty(link.requested_pty()),
+        };
+        if !self.start_recording(&sess, &link, channel, kind) {
+            return reply(session, channel, false);
+        }
         let answer = link.replies.expect();
         let sent = link.target.exec(true, command).await;
         let ok = sent.is_ok() && answered(answer).await;
@@ -640,6 +662,18 @@ impl russh::server::Handler for Front {
         if sess.shared.audit.record(event).await.is_err() {
             return reply(session, channel, false);
         }
+        let kind = match &forced {
+            Some(command) => ChannelKind::Exec {
+                command: command.clone(),
+                pty: None,
+            },
+            None => ChannelKind::Subsystem {
+                name: printable(name),
+            },
+        };
+        if !self.start_recording(&sess, &link, channel, kind) {
+            return reply(session, channel, false);
+        }
         let answer = link.replies.expect();
         let sent = match &forced {
             Some(command) => link.target.exec(true, command.as_bytes()).await,
@@ -667,6 +701,17 @@ impl russh::server::Handler for Front {
             {
                 *cols = col_width;
                 *rows = row_height;
+            }
+            let recorded = link
+                .tap
+                .lock()
+                .map_err(|_| "recorder lock poisoned".to_string())
+                .and_then(|mut tap| tap.resize(col_width, row_height));
+            if let (Err(why), Some(sess)) = (recorded, self.session()) {
+                tokio::spawn(async move {
+                    sess.terminate(&format!("the recording failed ({why})"))
+                        .await;
+                });
             }
             let _ = link
                 .target
@@ -831,6 +876,34 @@ impl russh::server::Handler for Front {
 }
 
 impl Front {
+    /// Attaches a recorder to `link` before its command starts. `false` (and the session is
+    /// ended) when the recording cannot be written and the policy forbids going on.
+    fn start_recording(
+        &self,
+        sess: &Arc<Session>,
+        link: &Arc<Link>,
+        channel: ChannelId,
+        kind: ChannelKind,
+    ) -> bool {
+        match sess.record_channel(channel, kind) {
+            Ok(Some(tap)) => {
+                if let Ok(mut current) = link.tap.lock() {
+                    *current = Box::new(tap);
+                }
+                true
+            }
+            Ok(None) => true,
+            Err(why) => {
+                let sess = sess.clone();
+                tokio::spawn(async move {
+                    sess.terminate(&format!("the recording failed ({why})"))
+                        .await;
+                });
+                false
+            }
+        }
+    }
+
     fn session_link(&self, channel: ChannelId) -> (Option<Arc<Session>>, Option<Arc<Link>>) {
         let sess = self.session();
         let link = sess.as_ref().and_then(|s| s.link(channel));

@@ -15,6 +15,7 @@ pub mod hostkey;
 pub mod issuer;
 pub mod login;
 pub mod pump;
+pub mod recorded;
 pub mod recording;
 pub mod remote;
 pub mod server;

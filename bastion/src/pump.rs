@@ -39,6 +39,14 @@ pub trait Tap: Send {
     fn exit_signal(&mut self, _signal: &str) -> Result<(), String> {
         Ok(())
     }
+    /// The person's terminal changed size.
+    fn resize(&mut self, _cols: u32, _rows: u32) -> Result<(), String> {
+        Ok(())
+    }
+    /// The channel closed.
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A tap that observes nothing (forwarded ports, agent and X11 channels).

@@ -23,6 +23,7 @@ use crate::config::{BastionConfig, CaSettings};
 use crate::front::{Front, Slot};
 use crate::hostkey::{self, HostKeyError};
 use crate::issuer::{EmbeddedIssuer, Issuer};
+use crate::recorded::{RecordingSetup, SetupError};
 use crate::remote::{RemoteError, RemoteIssuer};
 use crate::session::Shared;
 
@@ -47,6 +48,9 @@ pub enum ServeError {
     /// The remote CA could not be reached.
     #[error("remote CA: {0}")]
     Remote(#[from] RemoteError),
+    /// Recordings cannot be set up (seal key, session index).
+    #[error("recordings: {0}")]
+    Recording(#[from] SetupError),
     /// Listening failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -65,6 +69,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let host_key = hostkey::load_or_create(&config.host_key_path())?;
     let audit = Audit::new(AuditLog::open(&config.audit_path())?);
+    let recording = RecordingSetup::open(
+        &config.recordings_dir(),
+        config.recordings.policy(),
+        &config.host_key_path(),
+        &config.session_index_path(),
+    )?;
     let issuer: Arc<dyn Issuer> = match &config.ca {
         CaSettings::Embedded(ca_config) => {
             let authority = Arc::new(Authority::open(
@@ -121,6 +131,7 @@ pub async fn serve(
         config,
         issuer,
         audit,
+        recording,
         shutdown: shutdown_rx,
     });
     let mut connections = JoinSet::new();

@@ -20,6 +20,8 @@ use crate::audit::Audit;
 use crate::config::BastionConfig;
 use crate::issuer::Issuer;
 use crate::pump::{self, Replies, SharedTap, TargetSide, UserSide, no_tap};
+use crate::recorded::{ChannelTap, RecordingSetup, SessionRecording};
+use crate::recording::{ChannelKind, OnFailure, SessionMeta};
 use crate::upstream::{self, ConnectRequest, Incoming, SessionCertTemplate, Upstream};
 
 /// Server-wide state every connection shares.
@@ -30,6 +32,8 @@ pub struct Shared {
     pub issuer: Arc<dyn Issuer>,
     /// The bastion's audit log.
     pub audit: Audit,
+    /// Where and how sessions are recorded.
+    pub recording: RecordingSetup,
     /// Becomes `true` when the bastion shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -54,6 +58,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// The terminal requested on this channel, if any.
+    pub fn requested_pty(&self) -> Option<(String, u32, u32)> {
+        self.pty.lock().ok().and_then(|p| p.clone())
+    }
+
     /// A link between the two channel write halves.
     pub fn new(
         user_id: ChannelId,
@@ -95,6 +104,7 @@ pub struct Session {
     upstream: watch::Receiver<UpstreamState>,
     links: Mutex<HashMap<ChannelId, Arc<Link>>>,
     grants: Mutex<Grants>,
+    recording: std::sync::OnceLock<Arc<SessionRecording>>,
     end_reason: Mutex<Option<String>>,
     ended: Notify,
     started: Instant,
@@ -130,13 +140,28 @@ impl Session {
             upstream: upstream_rx,
             links: Mutex::new(HashMap::new()),
             grants: Mutex::new(Grants::default()),
+            recording: std::sync::OnceLock::new(),
             end_reason: Mutex::new(None),
             ended: Notify::new(),
             started: Instant::now(),
         });
         let connecting = session.clone();
         tokio::spawn(async move {
-            let result = connecting.connect_upstream().await;
+            let (result, recording) =
+                tokio::join!(connecting.connect_upstream(), connecting.start_recording());
+            let result = match (result, recording) {
+                (Ok(up), Err(why)) => {
+                    let up_handle = up.clone();
+                    tokio::spawn(async move {
+                        let _ = up_handle
+                            .handle
+                            .disconnect(Disconnect::ByApplication, "recording unavailable", "")
+                            .await;
+                    });
+                    Err(why)
+                }
+                (result, _) => result,
+            };
             if let Ok(up) = &result {
                 tokio::spawn(connecting.clone().route_incoming(up.clone()));
             }
@@ -212,6 +237,115 @@ impl Session {
         }
     }
 
+    /// Starts the session's recording (and its one-second flush). `Err` when the session must
+    /// not go on unrecorded.
+    async fn start_recording(self: &Arc<Self>) -> Result<(), String> {
+        let started_at = jitssh_shared::unix_now();
+        let person = self.admitted.person.clone();
+        let meta = SessionMeta {
+            id: self.id.clone(),
+            user: person
+                .split_whitespace()
+                .next()
+                .unwrap_or(person.as_str())
+                .to_string(),
+            key_id: person.clone(),
+            cert_serial: self.admitted.serial,
+            login: self.admitted.login_target.login.clone(),
+            target: self.admitted.login_target.target.clone(),
+            client_addr: self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            started_at,
+        };
+        let shared = self.shared.clone();
+        let started =
+            tokio::task::spawn_blocking(move || SessionRecording::start(&shared.recording, meta))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+        match started {
+            Ok(recording) => {
+                let _ = self.recording.set(Arc::new(recording));
+                tokio::spawn(self.clone().flush_recording());
+                Ok(())
+            }
+            Err(why) if self.shared.recording.policy.on_failure == OnFailure::Continue => {
+                tracing::error!(session = %self.id, "session not recorded: {why}");
+                self.shared
+                    .audit
+                    .record_or_log(
+                        self.event("recording.degraded")
+                            .with("reason", why.as_str()),
+                    )
+                    .await;
+                Ok(())
+            }
+            Err(why) => {
+                tracing::error!(session = %self.id, "cannot record, refusing the session: {why}");
+                self.shared
+                    .audit
+                    .record_or_log(self.event("recording.failed").with("reason", why.as_str()))
+                    .await;
+                Err(format!("the session cannot be recorded: {why}"))
+            }
+        }
+    }
+
+    /// Flushes the recording every second; ends the session if it cannot be written.
+    async fn flush_recording(self: Arc<Self>) {
+        let Some(recording) = self.recording.get().cloned() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        loop {
+            tokio::select! {
+                _ = &mut ended => return,
+                _ = tick.tick() => {}
+            }
+            if self.is_ended() {
+                return;
+            }
+            let flushing = recording.clone();
+            let flushed = tokio::task::spawn_blocking(move || flushing.flush())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            match flushed {
+                Ok(None) => {}
+                Ok(Some(degraded)) => {
+                    tracing::error!(session = %self.id, "recording degraded: {degraded}");
+                    self.shared
+                        .audit
+                        .record_or_log(
+                            self.event("recording.degraded")
+                                .with("reason", degraded.as_str()),
+                        )
+                        .await;
+                }
+                Err(why) => {
+                    self.terminate(&format!("the recording failed ({why})"))
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A recorder for channel `channel` doing `kind`; `Ok(None)` when the session is not
+    /// recorded (degraded under the `continue` policy); `Err` when the session must end.
+    pub fn record_channel(
+        &self,
+        channel: ChannelId,
+        kind: ChannelKind,
+    ) -> Result<Option<ChannelTap>, String> {
+        match self.recording.get() {
+            Some(recording) => recording.channel(channel.number(), kind),
+            None => Ok(None),
+        }
+    }
+
     /// The target leg, once it is up (or why it failed).
     pub async fn upstream(&self) -> Result<Arc<Upstream>, String> {
         let mut rx = self.upstream.clone();
@@ -228,6 +362,11 @@ impl Session {
                 self.admitted.login_target.target
             )),
         }
+    }
+
+    /// Has the session's end been decided?
+    pub fn is_ended(&self) -> bool {
+        self.end_reason.lock().map(|r| r.is_some()).unwrap_or(true)
     }
 
     /// Registers a relayed channel.
@@ -365,10 +504,27 @@ impl Session {
         };
         self.ended.notify_waiters();
         self.close_upstream().await;
-        let event = self
+        let mut event = self
             .event("session.end")
             .with("reason", reason.as_str())
             .with("duration_ms", self.started.elapsed().as_millis() as u64);
+        if let Some(recording) = self.recording.get().cloned() {
+            let why = reason.clone();
+            let summary = tokio::task::spawn_blocking(move || recording.finish(&why))
+                .await
+                .ok()
+                .flatten();
+            if let Some(summary) = summary {
+                event = event
+                    .with("recording", summary.dir.display().to_string())
+                    .with("sealed", summary.sealed)
+                    .with("bytes_in", summary.bytes_in)
+                    .with("bytes_out", summary.bytes_out);
+                if let Some(failure) = &summary.failure {
+                    event = event.with("recording_failure", failure.as_str());
+                }
+            }
+        }
         self.shared.audit.record_or_log(event).await;
     }
 

@@ -306,3 +306,15 @@ impl Bastion {
         cmd
     }
 }
+
+/// `asciinema cat CAST` (which needs a terminal: run under `script`), returning what it
+/// printed.
+pub fn asciinema_cat(cast: &Path) -> crate::process::Output {
+    let asciinema = crate::tools::tool("asciinema");
+    let command = format!("'{}' cat '{}'", asciinema.display(), cast.display());
+    crate::process::run_ok(Command::new(crate::tools::tool("script")).args([
+        "-qec",
+        &command,
+        "/dev/null",
+    ]))
+}

@@ -23,7 +23,7 @@ mod ssh;
 mod sshd;
 mod tools;
 
-pub use bastion::{Bastion, grant, target, user};
+pub use bastion::{Bastion, asciinema_cat, grant, target, user};
 pub use ca::{CaFixture, CaServer};
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;

@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("puttygen", "putty-tools"),
     ("asciinema", "asciinema"),
     ("tmux", "tmux"),
+    ("script", "bsdutils"),
 ];
 
 /// Directories searched in addition to `$PATH` (`sshd` lives in `/usr/sbin`,
