@@ -58,11 +58,7 @@ impl Bastion {
             .expect("ca.toml has a directory")
             .to_path_buf();
         let policy = std::fs::read_to_string(dir.join("policy.toml")).unwrap_or_default();
-        let config = dir.join("bastion.toml");
-        let log = dir.join("bastion.log");
-        for attempt in 1..=PORT_ATTEMPTS {
-            let port = free_port();
-            let ca_port = free_port();
+        Self::launch(&dir, targets, extra, |ca_port| {
             CaFixture::configure(
                 &dir,
                 &policy,
@@ -70,8 +66,45 @@ impl Bastion {
                     "listen = \"127.0.0.1:{ca_port}\"\nnames = [\"localhost\", \"127.0.0.1\"]\n"
                 ),
             );
+            "[ca]\nmode = \"embedded\"\nconfig = \"ca.toml\"\n".to_string()
+        })
+    }
+
+    /// Like [`Bastion::start`], but with a separate CA reached over SSH: `ca_address` is its
+    /// API, `host_ca` the host CA public key file, `identity` the bastion's key (listed in the
+    /// CA's `bastion_keys`). Files go to `dir`.
+    pub fn start_remote(
+        dir: &Path,
+        ca_address: &str,
+        host_ca: &Path,
+        identity: &Path,
+        targets: &[(&str, String)],
+        extra: &str,
+    ) -> Bastion {
+        Self::launch(dir, targets, extra, |_| {
+            format!(
+                "[ca]\nmode = \"remote\"\naddress = \"{ca_address}\"\nhost_ca = \"{}\"\nidentity = \"{}\"\n",
+                host_ca.display(),
+                identity.display()
+            )
+        })
+    }
+
+    fn launch(
+        dir: &Path,
+        targets: &[(&str, String)],
+        extra: &str,
+        mut ca_section: impl FnMut(u16) -> String,
+    ) -> Bastion {
+        let dir = dir.to_path_buf();
+        let config = dir.join("bastion.toml");
+        let log = dir.join("bastion.log");
+        for attempt in 1..=PORT_ATTEMPTS {
+            let port = free_port();
+            let ca_port = free_port();
             let mut text = format!(
-                "data_dir = \"bastion-data\"\nlisten = \"127.0.0.1:{port}\"\n\n[ca]\nmode = \"embedded\"\nconfig = \"ca.toml\"\n\n"
+                "data_dir = \"bastion-data\"\nlisten = \"127.0.0.1:{port}\"\n\n{}\n",
+                ca_section(ca_port)
             );
             for (name, address) in targets {
                 let _ = writeln!(
