@@ -32,12 +32,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Find, show, search, watch and end sessions.
+    Sessions {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::auditor::args::SessionsCommand,
+    },
+    /// Replay a session's terminal output with its timing.
+    Replay(crate::auditor::args::ReplayArgs),
+    /// Export a session as asciicast v2, text or JSON.
+    Export(crate::auditor::args::ExportArgs),
+    /// Verify recordings against their hash chain and signed seal; names what was altered,
+    /// removed or truncated.
+    Verify(crate::auditor::args::VerifyArgs),
+    /// Delete recordings older than `[recordings] retain` (never a live session's); every
+    /// deletion is audited.
+    Prune(crate::auditor::args::PruneArgs),
 }
 
 /// `ssh-bastion audit ...`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the bastion audit log's hash chain; names the first altered, removed or
-    /// truncated record.
+    /// Check the bastion audit log's hash chain (and, all-in-one, the embedded CA's); names
+    /// every altered, removed or truncated record.
     Verify,
 }

@@ -6,8 +6,10 @@
 //! [`pump`] relays channels with bounded memory; [`session`] ends sessions when the
 //! certificate expires or is revoked; [`server`] ties it together for `ssh-bastion serve`.
 
+pub mod admin;
 pub mod admission;
 pub mod audit;
+pub mod auditor;
 pub mod cli;
 pub mod config;
 pub mod front;

@@ -1,10 +1,12 @@
 //! `ssh-bastion`: see `ssh-bastion --help`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
+use ssh_bastion::auditor::{Auditor, AuditorError, Outcome};
 use ssh_bastion::cli::{AuditCommand, Cli, Command};
 use ssh_bastion::config::BastionConfig;
 
@@ -48,24 +50,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit {
             command: AuditCommand::Verify,
-        } => {
-            let path = config.audit_path();
-            let report = jitssh_shared::audit::verify(&path)?;
-            for problem in &report.problems {
-                println!("{}: {problem}", path.display());
-            }
-            if report.is_intact() {
-                println!(
-                    "{}: intact, {} records, last hash {}",
-                    path.display(),
-                    report.records,
-                    report.last_hash
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Ok(ExitCode::FAILURE)
-            }
-        }
+        } => auditor(&config, |a, out| a.audit_verify(out)),
+        Command::Sessions { command } => auditor(&config, |a, out| a.sessions_command(&command, out)),
+        Command::Replay(args) => auditor(&config, |a, _| a.replay(&args)),
+        Command::Export(args) => auditor(&config, |a, out| a.export(&args, out)),
+        Command::Verify(args) => auditor(&config, |a, out| a.verify(&args, out)),
+        Command::Prune(args) => auditor(&config, |a, out| a.prune(&args, out)),
+    }
+}
+
+/// Runs an auditor command on standard output. Damage found (or, for grep, nothing found)
+/// exits 1; a closed pipe (`| head`) is not an error.
+fn auditor(
+    config: &BastionConfig,
+    command: impl FnOnce(&Auditor, &mut dyn Write) -> Result<Outcome, AuditorError>,
+) -> anyhow::Result<ExitCode> {
+    let auditor = Auditor::from_config(config);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = command(&auditor, &mut out)
+        .and_then(|outcome| out.flush().map(|()| outcome).map_err(AuditorError::Output));
+    match result {
+        Ok(Outcome::Ok) => Ok(ExitCode::SUCCESS),
+        Ok(Outcome::Failed) => Ok(ExitCode::FAILURE),
+        Err(err) if ssh_bastion::auditor::is_closed_pipe(&err) => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(err.into()),
     }
 }
 

@@ -1,0 +1,218 @@
+//! `export`: a session for people and tools outside the bastion.
+//!
+//! * `asciicast`: asciicast v2 that `asciinema play` and `asciinema cat` accept. One channel
+//!   is copied line for line (a torn last line left out); several are joined on the replay
+//!   timeline under the first channel's header.
+//! * `text`: what the person saw, rendered by [`super::screen`]: no escape sequences, `\r`
+//!   and backspace applied, full-screen programs as their last frame.
+//! * `json`: the journal and every event, one JSON document, streamed.
+//!
+//! The export is a copy for reading; the evidence is the recording directory, which
+//! `verify` checks.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::args::{ExportArgs, ExportFormat};
+use super::reader::{Recording, Segment};
+use super::screen::{Screen, TextLine};
+use super::{Auditor, AuditorError, Outcome, output};
+
+impl Auditor {
+    /// `export ID`: to `--out FILE` (created with mode 0600: it is as sensitive as the
+    /// recording) or to `out`.
+    pub fn export(&self, args: &ExportArgs, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
+        let recording = self.recording(&args.id)?;
+        match &args.out {
+            Some(path) => {
+                let file = create_private(path)?;
+                let mut w = BufWriter::new(file);
+                export_to(&recording, args, &mut w).map_err(|e| match e {
+                    AuditorError::Output(source) => AuditorError::Io {
+                        path: path.clone(),
+                        action: "write",
+                        source,
+                    },
+                    other => other,
+                })?;
+                w.flush().map_err(AuditorError::io(path, "write"))?;
+            }
+            None => {
+                export_to(&recording, args, out)?;
+                out.flush().map_err(output)?;
+            }
+        }
+        Ok(Outcome::Ok)
+    }
+}
+
+fn create_private(path: &Path) -> Result<File, AuditorError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(AuditorError::io(path, "create"))
+}
+
+fn export_to(
+    recording: &Recording,
+    args: &ExportArgs,
+    out: &mut dyn Write,
+) -> Result<(), AuditorError> {
+    match args.format {
+        ExportFormat::Asciicast => asciicast(&recording.timeline(args.channel)?, out),
+        ExportFormat::Text => {
+            let segments = recording.timeline(args.channel)?;
+            let many = segments.len() > 1;
+            for segment in &segments {
+                if many {
+                    let what = recording
+                        .channels
+                        .iter()
+                        .find(|c| c.seq == segment.seq)
+                        .map_or_else(String::new, |c| c.describe());
+                    writeln!(out, "--- channel {}: {what} ---", segment.seq).map_err(output)?;
+                }
+                render(segment, &mut |line| {
+                    writeln!(out, "{}", line.text).map_err(output)
+                })?;
+            }
+            Ok(())
+        }
+        ExportFormat::Json => json_document(recording, args.channel, out),
+    }
+}
+
+/// asciicast v2: the first channel's header, then every event on the timeline.
+fn asciicast(segments: &[Segment], out: &mut dyn Write) -> Result<(), AuditorError> {
+    let Some(first) = segments.first() else {
+        return Ok(());
+    };
+    out.write_all(&first.header.line).map_err(output)?;
+    out.write_all(b"\n").map_err(output)?;
+    for segment in segments {
+        if segment.offset > 0.0
+            && (segment.header.width, segment.header.height)
+                != (first.header.width, first.header.height)
+        {
+            let size = format!("{}x{}", segment.header.width, segment.header.height);
+            writeln!(out, "{}", json!([round6(segment.offset), "r", size])).map_err(output)?;
+        }
+        let mut events = segment.events()?;
+        while let Some(event) = events.next_event()? {
+            if segment.offset == 0.0 {
+                // As recorded, byte for byte.
+                out.write_all(&event.line).map_err(output)?;
+                out.write_all(b"\n").map_err(output)?;
+            } else {
+                let at = round6(segment.offset + event.time);
+                writeln!(out, "{}", json!([at, event.code, event.data])).map_err(output)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Seconds with microsecond precision, like asciinema writes them.
+fn round6(t: f64) -> f64 {
+    (t * 1e6).round() / 1e6
+}
+
+/// Renders one channel's output as text lines, each with its offset on the timeline.
+pub(crate) fn render(
+    segment: &Segment,
+    emit: &mut dyn FnMut(TextLine) -> Result<(), AuditorError>,
+) -> Result<(), AuditorError> {
+    let mut screen = Screen::new(segment.header.width, segment.header.height);
+    let mut events = segment.events()?;
+    let shift = |mut line: TextLine| {
+        line.time += segment.offset;
+        line
+    };
+    while let Some(event) = events.next_event()? {
+        match event.code.as_str() {
+            "o" => screen.feed(event.time, &event.data),
+            "r" => {
+                if let Some((c, r)) = parse_size(&event.data) {
+                    screen.resize(c, r);
+                }
+            }
+            _ => continue,
+        }
+        for line in screen.take_lines() {
+            emit(shift(line))?;
+        }
+    }
+    for line in screen.finish() {
+        emit(shift(line))?;
+    }
+    Ok(())
+}
+
+/// `COLSxROWS`, clamped like the header.
+fn parse_size(text: &str) -> Option<(u16, u16)> {
+    let (c, r) = text.split_once('x')?;
+    Some((
+        c.parse::<u16>().ok()?.min(1000),
+        r.parse::<u16>().ok()?.min(500),
+    ))
+}
+
+/// `{"id":..,"session":..,"journal":[..],"channels":[{"seq":..,"offset":..,"header":..,"events":[..]}]}`
+/// written as it is read.
+fn json_document(
+    recording: &Recording,
+    only: Option<u32>,
+    out: &mut dyn Write,
+) -> Result<(), AuditorError> {
+    let meta = recording
+        .meta()
+        .and_then(|m| serde_json::to_value(m).ok())
+        .unwrap_or(Value::Null);
+    write!(
+        out,
+        "{{\"id\":{},\"session\":{meta},\"sealed\":{},\"journal\":{}",
+        json!(recording.id),
+        recording.has_seal(),
+        Value::Array(recording.journal.clone())
+    )
+    .map_err(output)?;
+    let segments = match recording.timeline(only) {
+        Ok(s) => s,
+        // Transfers only: the journal says it all.
+        Err(AuditorError::NoRecording { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    write!(out, ",\"channels\":[").map_err(output)?;
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            write!(out, ",").map_err(output)?;
+        }
+        write!(
+            out,
+            "{{\"seq\":{},\"offset\":{},\"header\":{},\"events\":[",
+            segment.seq,
+            round6(segment.offset),
+            segment.header.value
+        )
+        .map_err(output)?;
+        let mut events = segment.events()?;
+        let mut first = true;
+        while let Some(event) = events.next_event()? {
+            if !first {
+                write!(out, ",").map_err(output)?;
+            }
+            first = false;
+            write!(out, "{}", json!([event.time, event.code, event.data])).map_err(output)?;
+        }
+        write!(out, "]}}").map_err(output)?;
+    }
+    writeln!(out, "]}}").map_err(output)?;
+    Ok(())
+}

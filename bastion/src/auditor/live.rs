@@ -1,0 +1,177 @@
+//! `sessions watch` and `sessions kill`: the auditor's side of the bastion's admin socket
+//! (see [`crate::admin`] for the protocol and who may use it).
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::{Auditor, AuditorError, Outcome, output};
+use crate::admin::{LiveInfo, Request};
+
+/// How long `kill` waits for the bastion's answer (it answers once the session ended).
+const KILL_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Auditor {
+    /// `sessions watch ID`: the session's output to `out` until it ends.
+    pub fn watch(&self, id: &str, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
+        let mut lines = self.request(&Request::Watch {
+            session: id.to_owned(),
+        })?;
+        let mut err = std::io::stderr();
+        while let Some(reply) = lines.next_reply()? {
+            if let Some(info) = reply.get("watching") {
+                let who = serde_json::from_value::<LiveInfo>(info.clone())
+                    .map(|i| format!(" ({} as {}@{})", i.user, i.login, i.target))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    err,
+                    "watching session {id}{who}, read-only; Ctrl-C stops watching\r"
+                );
+            } else if let Some(data) = reply["data"].as_str() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|e| self.admin_error(format!("bad data from the bastion: {e}")))?;
+                out.write_all(&bytes).map_err(output)?;
+                out.flush().map_err(output)?;
+            } else if let Some(n) = reply["lagged"].as_u64() {
+                let _ = writeln!(
+                    err,
+                    "\r\n[watch: fell behind, {n} chunks of output not shown]\r"
+                );
+            } else if reply.get("ended").is_some() {
+                let _ = writeln!(err, "\r\n[watch: session {id} ended]\r");
+                return Ok(Outcome::Ok);
+            }
+        }
+        let _ = writeln!(err, "\r\n[watch: the bastion closed the connection]\r");
+        Ok(Outcome::Ok)
+    }
+
+    /// `sessions kill ID --reason TEXT`.
+    pub fn kill(
+        &self,
+        id: &str,
+        reason: &str,
+        out: &mut dyn Write,
+    ) -> Result<Outcome, AuditorError> {
+        let mut lines = self.request(&Request::Kill {
+            session: id.to_owned(),
+            reason: reason.to_owned(),
+        })?;
+        lines
+            .stream
+            .set_read_timeout(Some(KILL_REPLY_TIMEOUT))
+            .map_err(|e| self.admin_error(e.to_string()))?;
+        match lines.next_reply()? {
+            Some(reply) if reply.get("killed").is_some() => {
+                writeln!(
+                    out,
+                    "session {id} ended; the person was told: ended by an auditor: {reason}"
+                )
+                .map_err(output)?;
+                Ok(Outcome::Ok)
+            }
+            Some(_) | None => Err(self.admin_error("the bastion gave no answer".into())),
+        }
+    }
+
+    /// The sessions the running bastion says are live: `None` if no bastion is running.
+    pub(crate) fn live_sessions(&self) -> Result<Option<Vec<LiveInfo>>, AuditorError> {
+        let mut lines = match self.request(&Request::List) {
+            Ok(lines) => lines,
+            Err(AuditorError::Admin { why, .. }) if why.starts_with(NOT_RUNNING) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match lines.next_reply()? {
+            Some(reply) => serde_json::from_value(reply["sessions"].clone())
+                .map(Some)
+                .map_err(|e| self.admin_error(format!("bad answer: {e}"))),
+            None => Err(self.admin_error("the bastion gave no answer".into())),
+        }
+    }
+
+    /// Ids of live sessions, best effort (empty if the bastion cannot be asked).
+    pub(crate) fn live_ids(&self) -> Vec<String> {
+        self.live_sessions()
+            .ok()
+            .flatten()
+            .map(|list| list.into_iter().map(|i| i.id).collect())
+            .unwrap_or_default()
+    }
+
+    fn request(&self, request: &Request) -> Result<Replies, AuditorError> {
+        let mut stream = UnixStream::connect(&self.admin_socket).map_err(|e| {
+            let why = match e.kind() {
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                    format!("{NOT_RUNNING} ({e})")
+                }
+                ErrorKind::PermissionDenied => format!(
+                    "permission denied: run as the bastion's user or root, or be listed in [admin] allow_uids ({e})"
+                ),
+                _ => e.to_string(),
+            };
+            self.admin_error(why)
+        })?;
+        let mut line = serde_json::to_vec(request).unwrap_or_default();
+        line.push(b'\n');
+        stream
+            .write_all(&line)
+            .map_err(|e| self.admin_error(format!("cannot send the request: {e}")))?;
+        let reader = BufReader::new(
+            stream
+                .try_clone()
+                .map_err(|e| self.admin_error(e.to_string()))?,
+        );
+        Ok(Replies {
+            stream,
+            reader,
+            socket: self.admin_socket.clone(),
+        })
+    }
+
+    fn admin_error(&self, why: String) -> AuditorError {
+        AuditorError::Admin {
+            path: self.admin_socket.clone(),
+            why,
+        }
+    }
+}
+
+/// Start of the error when no bastion serves the socket.
+const NOT_RUNNING: &str = "the bastion is not running";
+
+/// Reply lines from the bastion.
+struct Replies {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    socket: std::path::PathBuf,
+}
+
+impl Replies {
+    /// The next reply; an `{"error":..}` reply becomes an error.
+    fn next_reply(&mut self) -> Result<Option<Value>, AuditorError> {
+        let fail = |why: String| AuditorError::Admin {
+            path: self.socket.clone(),
+            why,
+        };
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|e| fail(format!("no answer: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let value: Value =
+            serde_json::from_str(&line).map_err(|e| fail(format!("bad answer: {e}")))?;
+        if let Some(error) = value["error"].as_str() {
+            return Err(fail(error.to_owned()));
+        }
+        Ok(Some(value))
+    }
+}

@@ -1,0 +1,193 @@
+//! The auditor's tools: find, show, replay, export, search and verify sessions; watch and
+//! end live ones; prune old recordings.
+//!
+//! Auditors are the third kind of user. They answer "who did what, where, when" and must be
+//! able to prove it without trusting the bastion's operators, so every command works from the
+//! files an auditor can copy away (the recording directory, the audit log, the bastion's
+//! public key) and the session index only helps to find them:
+//!
+//! | command | module |
+//! |---|---|
+//! | `sessions list`, `sessions show` | [`list`] |
+//! | `replay` | [`replay`] (terminal handling in [`tty`]) |
+//! | `export` | [`export`] (text rendering in [`screen`]) |
+//! | `sessions grep` | [`grep`] |
+//! | `verify`, `audit verify` | [`integrity`] |
+//! | `sessions watch`, `sessions kill` | [`live`] (the bastion's side is [`crate::admin`]) |
+//! | `prune` | [`prune`] |
+//!
+//! Every command writes to a `dyn Write` it is given (standard output in `ssh-bastion`) and
+//! returns an [`Outcome`]: `Failed` when it found something wrong (damage, no match), which
+//! `ssh-bastion` turns into a non-zero exit.
+
+pub mod args;
+mod error;
+pub mod export;
+pub mod grep;
+pub mod integrity;
+pub mod list;
+pub mod live;
+pub mod prune;
+mod reader;
+pub mod replay;
+mod screen;
+#[cfg(test)]
+mod tests;
+pub mod timefmt;
+mod tty;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jitssh_shared::store::{SessionFilter, SessionIndex, SessionRecord, SqliteStore};
+
+pub use error::AuditorError;
+
+use crate::config::{BastionConfig, CaSettings};
+use crate::recording::session_dir;
+use args::FilterArgs;
+use reader::Recording;
+
+/// What a command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done, nothing wrong.
+    Ok,
+    /// Done, and something is wrong (or nothing matched): exit non-zero.
+    Failed,
+}
+
+/// Where the auditor's inputs are.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    /// Root of the recordings (`YYYY/MM/DD/<id>/` below it).
+    pub recordings: PathBuf,
+    /// The session index (SQLite).
+    pub index: PathBuf,
+    /// The bastion's audit log.
+    pub audit_log: PathBuf,
+    /// The embedded CA's audit log (all-in-one mode).
+    pub ca_audit_log: Option<PathBuf>,
+    /// Public key that signs recording seals (OpenSSH format).
+    pub seal_key: PathBuf,
+    /// The bastion's admin socket.
+    pub admin_socket: PathBuf,
+    /// How long recordings are kept (`[recordings] retain`), if set.
+    pub retain: Option<Duration>,
+}
+
+impl Auditor {
+    /// The paths of the bastion configured by `config`.
+    pub fn from_config(config: &BastionConfig) -> Auditor {
+        let mut seal_key = config.host_key_path().into_os_string();
+        seal_key.push(".pub");
+        Auditor {
+            recordings: config.recordings_dir(),
+            index: config.session_index_path(),
+            audit_log: config.audit_path(),
+            ca_audit_log: match &config.ca {
+                CaSettings::Embedded(ca) => Some(ca.audit_path()),
+                CaSettings::Remote(_) => None,
+            },
+            seal_key: PathBuf::from(seal_key),
+            admin_socket: config.data_dir.join("admin.sock"),
+            retain: config.recordings.retain.map(|d| d.as_duration()),
+        }
+    }
+
+    /// `sessions ...`.
+    pub fn sessions_command(
+        &self,
+        command: &args::SessionsCommand,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Outcome, AuditorError> {
+        use args::SessionsCommand as C;
+        match command {
+            C::List(args) => self.list(args, out),
+            C::Show { id } => self.show(id, out),
+            C::Grep(args) => self.grep(args, out),
+            C::Watch { id } => self.watch(id, out),
+            C::Kill { id, reason } => self.kill(id, reason, out),
+        }
+    }
+
+    /// The session index, or `None` if no session was ever indexed (it is not created by
+    /// reading).
+    fn index(&self) -> Result<Option<SqliteStore>, AuditorError> {
+        if !self.index.exists() {
+            return Ok(None);
+        }
+        Ok(Some(SqliteStore::open(&self.index)?))
+    }
+
+    /// The index row of session `id`, if any.
+    fn indexed(&self, id: &str) -> Result<Option<SessionRecord>, AuditorError> {
+        match self.index()? {
+            Some(index) => Ok(index.session(id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Sessions matching `filter`, newest first.
+    fn sessions(
+        &self,
+        filter: &FilterArgs,
+        limit: Option<usize>,
+    ) -> Result<Vec<SessionRecord>, AuditorError> {
+        let now = jitssh_shared::unix_now();
+        let instant = |t: &Option<String>| {
+            t.as_deref()
+                .map(|t| timefmt::parse_instant(t, now))
+                .transpose()
+        };
+        let filter = SessionFilter {
+            user: filter.user.clone(),
+            target: filter.target.clone(),
+            login: filter.login.clone(),
+            since: instant(&filter.since)?,
+            until: instant(&filter.until)?,
+            active: filter.active.then_some(true),
+            limit,
+        };
+        match self.index()? {
+            Some(index) => Ok(index.list_sessions(&filter)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The recording directory of session `id`: where ids put it, or where the index says
+    /// it is. An error naming the session if there is none.
+    fn recording_dir(&self, id: &str) -> Result<PathBuf, AuditorError> {
+        let dir = session_dir(&self.recordings, id)?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        match self.indexed(id)? {
+            Some(row) if Path::new(&row.recording).is_dir() => Ok(PathBuf::from(row.recording)),
+            Some(_) => Err(AuditorError::NoRecording {
+                id: id.to_owned(),
+                why: format!(
+                    "the recording is gone (pruned?); it was in {}",
+                    dir.display()
+                ),
+            }),
+            None => Err(AuditorError::NoSuchSession(id.to_owned())),
+        }
+    }
+
+    /// Session `id`'s recording, journal read.
+    fn recording(&self, id: &str) -> Result<Recording, AuditorError> {
+        let dir = self.recording_dir(id)?;
+        Recording::open(id, &dir)
+    }
+}
+
+/// Maps an output error: a closed pipe (`| head`) ends the command quietly.
+pub(crate) fn output(err: std::io::Error) -> AuditorError {
+    AuditorError::Output(err)
+}
+
+/// True for the error a closed pipe gives, which is not a failure of the command.
+pub fn is_closed_pipe(err: &AuditorError) -> bool {
+    matches!(err, AuditorError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+}

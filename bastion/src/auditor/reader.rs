@@ -1,0 +1,402 @@
+//! Reading a recording back: the journal, each terminal channel's asciicast, and the
+//! timeline that puts the channels one after the other.
+//!
+//! Reading is streaming (a cast can be large) and forgiving: a torn last line (the bastion
+//! was killed mid-write) is left out, and a line that is not an event is skipped and
+//! counted, so a damaged recording still replays what is intact. Whether it is intact is
+//! `verify`'s question, not the reader's.
+//!
+//! # The timeline
+//!
+//! A session can have several terminal channels (a shell, then `ssh host cmd` over a shared
+//! connection...). Replay, export, grep and `--from` offsets all use one timeline: the
+//! channels in the order they opened, each starting where the previous one's last event was.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::AuditorError;
+use crate::recording::{ChannelKind, ChannelSummary, SessionMeta};
+
+/// The session journal.
+pub(crate) const EVENTS_FILE: &str = "events.jsonl";
+/// The seal.
+pub(crate) const SEAL_FILE: &str = "seal.json";
+/// Longest line read; a longer one is skipped (a cast event is at most one read's worth).
+const MAX_LINE: u64 = 64 << 20;
+/// Largest terminal the text rendering emulates, whatever a header claims.
+const MAX_COLS: u16 = 1000;
+const MAX_ROWS: u16 = 500;
+
+/// A session's recording directory, with its journal read.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    /// Session id.
+    pub id: String,
+    /// The directory.
+    pub dir: PathBuf,
+    /// Every journal line that parsed, in order.
+    pub journal: Vec<Value>,
+    /// The channels the journal names, in opening order.
+    pub channels: Vec<ChannelEntry>,
+}
+
+/// One channel as the journal tells it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelEntry {
+    /// Order of opening (1-based), as in `chan-<seq>.cast`.
+    pub seq: u32,
+    /// What it was, if the journal says.
+    pub kind: Option<ChannelKind>,
+    /// Its data file, if any.
+    pub file: Option<String>,
+    /// What it did, once it closed.
+    pub summary: Option<ChannelSummary>,
+    /// Journal time it opened.
+    pub opened: Option<String>,
+}
+
+impl ChannelEntry {
+    /// A short description: `shell`, `exec "uptime"`, `subsystem sftp`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Some(ChannelKind::Shell { pty: Some(p) }) => {
+                format!("shell (pty {} {}x{})", p.term, p.cols, p.rows)
+            }
+            Some(ChannelKind::Shell { pty: None }) => "shell (no pty)".into(),
+            Some(ChannelKind::Exec { command, pty }) => {
+                let pty = if pty.is_some() { " (pty)" } else { "" };
+                format!("exec {command:?}{pty}")
+            }
+            Some(ChannelKind::Subsystem { name }) => format!("subsystem {name}"),
+            None => "unknown".into(),
+        }
+    }
+
+    /// True for a file transfer (recorded as sizes and digests).
+    pub fn is_transfer(&self) -> bool {
+        self.kind.as_ref().is_some_and(ChannelKind::is_transfer)
+    }
+
+    /// The asciicast file, for terminal channels that have one.
+    pub fn cast_file(&self) -> Option<&str> {
+        self.file.as_deref().filter(|f| f.ends_with(".cast"))
+    }
+}
+
+impl Recording {
+    /// Reads the recording in `dir` (the journal only; casts are streamed when needed).
+    pub fn open(id: &str, dir: &Path) -> Result<Recording, AuditorError> {
+        let path = dir.join(EVENTS_FILE);
+        let file = File::open(&path).map_err(AuditorError::io(&path, "open"))?;
+        let mut lines = LineReader::new(file);
+        let mut journal = Vec::new();
+        while let Some(line) = lines.next().map_err(AuditorError::io(&path, "read"))? {
+            if let Line::Complete(bytes) = line
+                && let Ok(value) = serde_json::from_slice::<Value>(&bytes)
+            {
+                journal.push(value);
+            }
+        }
+        let mut channels: Vec<ChannelEntry> = Vec::new();
+        for event in &journal {
+            let seq = || event["seq"].as_u64().and_then(|s| u32::try_from(s).ok());
+            match event["event"].as_str() {
+                Some("channel.open") => {
+                    if let Some(seq) = seq() {
+                        channels.push(ChannelEntry {
+                            seq,
+                            kind: serde_json::from_value(event["kind"].clone()).ok(),
+                            file: event["file"].as_str().map(str::to_owned),
+                            summary: None,
+                            opened: event["time"].as_str().map(str::to_owned),
+                        });
+                    }
+                }
+                Some("channel.close") => {
+                    let summary: Option<ChannelSummary> =
+                        serde_json::from_value(event["summary"].clone()).ok();
+                    if let Some(summary) = summary
+                        && let Some(ch) = channels.iter_mut().find(|c| c.seq == summary.seq)
+                    {
+                        ch.summary = Some(summary);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Recording {
+            id: id.to_owned(),
+            dir: dir.to_path_buf(),
+            journal,
+            channels,
+        })
+    }
+
+    /// The session metadata from the journal's `session.start`.
+    pub fn meta(&self) -> Option<SessionMeta> {
+        self.journal_event("session.start")
+            .and_then(|e| serde_json::from_value(e["session"].clone()).ok())
+    }
+
+    /// The first journal line of kind `kind`.
+    pub fn journal_event(&self, kind: &str) -> Option<&Value> {
+        self.journal.iter().find(|e| e["event"] == kind)
+    }
+
+    /// True when `seal.json` is there (whether it verifies is `verify`'s business).
+    pub fn has_seal(&self) -> bool {
+        self.dir.join(SEAL_FILE).exists()
+    }
+
+    /// The terminal channels to play, in order: all of them, or only channel `only`.
+    pub fn timeline(&self, only: Option<u32>) -> Result<Vec<Segment>, AuditorError> {
+        let mut segments = Vec::new();
+        let mut offset = 0.0;
+        for ch in &self.channels {
+            if only.is_some_and(|n| n != ch.seq) {
+                continue;
+            }
+            let Some(name) = ch.cast_file() else { continue };
+            let path = self.dir.join(name);
+            if !path.exists() {
+                continue;
+            }
+            let mut cast = CastReader::open(&path)?;
+            let mut duration: f64 = 0.0;
+            while let Some(event) = cast.next_event()? {
+                duration = duration.max(event.time);
+            }
+            segments.push(Segment {
+                seq: ch.seq,
+                path,
+                header: cast.header,
+                offset,
+                duration,
+            });
+            offset += duration;
+        }
+        if segments.is_empty() {
+            let why = match only {
+                Some(n) => format!("channel {n} has no terminal recording"),
+                None => "no terminal channel was recorded (transfers are recorded as sizes and digests; see `sessions show`)".into(),
+            };
+            return Err(AuditorError::NoRecording {
+                id: self.id.clone(),
+                why,
+            });
+        }
+        Ok(segments)
+    }
+}
+
+/// One channel's place in the timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    /// The channel.
+    pub seq: u32,
+    /// Its cast.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: CastHeader,
+    /// Where it starts in the timeline (seconds).
+    pub offset: f64,
+    /// Time of its last event.
+    pub duration: f64,
+}
+
+impl Segment {
+    /// Reads the cast again from the first event.
+    pub fn events(&self) -> Result<CastReader, AuditorError> {
+        CastReader::open(&self.path)
+    }
+}
+
+/// Total length of a timeline.
+pub(crate) fn total(segments: &[Segment]) -> f64 {
+    segments.last().map_or(0.0, |s| s.offset + s.duration)
+}
+
+/// An asciicast v2 header.
+#[derive(Debug, Clone)]
+pub(crate) struct CastHeader {
+    /// Columns (clamped to what the text rendering emulates).
+    pub width: u16,
+    /// Rows (clamped likewise).
+    pub height: u16,
+    /// The header exactly as stored.
+    pub line: Vec<u8>,
+    /// The header parsed.
+    pub value: Value,
+}
+
+impl CastHeader {
+    fn parse(line: Vec<u8>, path: &Path) -> Result<CastHeader, AuditorError> {
+        let value: Value = serde_json::from_slice(&line).map_err(|e| AuditorError::Io {
+            path: path.to_path_buf(),
+            action: "read the asciicast header",
+            source: std::io::Error::other(e),
+        })?;
+        if value["version"] != 2 {
+            return Err(AuditorError::Io {
+                path: path.to_path_buf(),
+                action: "read the asciicast header",
+                source: std::io::Error::other("not asciicast version 2"),
+            });
+        }
+        let dim = |key: &str, default: u16, max: u16| {
+            value[key]
+                .as_u64()
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(default)
+                .clamp(1, max)
+        };
+        Ok(CastHeader {
+            width: dim("width", 80, MAX_COLS),
+            height: dim("height", 24, MAX_ROWS),
+            value,
+            line,
+        })
+    }
+}
+
+/// One asciicast event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CastEvent {
+    /// Seconds since the channel opened.
+    pub time: f64,
+    /// `o`, `i`, `r`, ...
+    pub code: String,
+    /// The text.
+    pub data: String,
+    /// The line exactly as stored.
+    pub line: Vec<u8>,
+}
+
+/// Streams the events of a `.cast`.
+pub(crate) struct CastReader {
+    lines: LineReader<File>,
+    path: PathBuf,
+    /// The header.
+    pub header: CastHeader,
+    /// Lines skipped because they are not events.
+    pub skipped: u64,
+    /// The file ends in a partial line (left out).
+    pub torn: bool,
+}
+
+impl CastReader {
+    /// Opens a cast and reads its header.
+    pub fn open(path: &Path) -> Result<CastReader, AuditorError> {
+        let file = File::open(path).map_err(AuditorError::io(path, "open"))?;
+        let mut lines = LineReader::new(file);
+        let header = match lines.next().map_err(AuditorError::io(path, "read"))? {
+            Some(Line::Complete(bytes)) => CastHeader::parse(bytes, path)?,
+            _ => {
+                return Err(AuditorError::Io {
+                    path: path.to_path_buf(),
+                    action: "read the asciicast header",
+                    source: std::io::Error::other("no complete header line"),
+                });
+            }
+        };
+        Ok(CastReader {
+            lines,
+            path: path.to_path_buf(),
+            header,
+            skipped: 0,
+            torn: false,
+        })
+    }
+
+    /// The next event, skipping lines that are not events.
+    pub fn next_event(&mut self) -> Result<Option<CastEvent>, AuditorError> {
+        loop {
+            let line = self
+                .lines
+                .next()
+                .map_err(AuditorError::io(&self.path, "read"))?;
+            match line {
+                None => return Ok(None),
+                Some(Line::Partial) => {
+                    self.torn = true;
+                    return Ok(None);
+                }
+                Some(Line::TooLong) => self.skipped += 1,
+                Some(Line::Complete(bytes)) => match parse_event(&bytes) {
+                    Some((time, code, data)) => {
+                        return Ok(Some(CastEvent {
+                            time,
+                            code,
+                            data,
+                            line: bytes,
+                        }));
+                    }
+                    None => self.skipped += 1,
+                },
+            }
+        }
+    }
+}
+
+/// `[time, "code", "data"]`.
+fn parse_event(bytes: &[u8]) -> Option<(f64, String, String)> {
+    let (time, code, data): (f64, String, String) = serde_json::from_slice(bytes).ok()?;
+    (time.is_finite() && time >= 0.0).then_some((time, code, data))
+}
+
+/// A line read by [`LineReader`].
+enum Line {
+    /// A whole line, without its `\n`.
+    Complete(Vec<u8>),
+    /// The file ends without a `\n`: a torn write.
+    Partial,
+    /// Longer than [`MAX_LINE`]; skipped.
+    TooLong,
+}
+
+/// Reads lines with bounded memory.
+struct LineReader<R> {
+    inner: BufReader<R>,
+}
+
+impl<R: Read> LineReader<R> {
+    fn new(inner: R) -> Self {
+        LineReader {
+            inner: BufReader::new(inner),
+        }
+    }
+
+    fn next(&mut self) -> std::io::Result<Option<Line>> {
+        let mut buf = Vec::new();
+        let n = (&mut self.inner)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            return Ok(Some(Line::Complete(buf)));
+        }
+        if (n as u64) < MAX_LINE {
+            return Ok(Some(Line::Partial));
+        }
+        // Skip the rest of an overlong line.
+        loop {
+            let chunk = self.inner.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(Some(Line::Partial));
+            }
+            if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+                self.inner.consume(i + 1);
+                return Ok(Some(Line::TooLong));
+            }
+            let len = chunk.len();
+            self.inner.consume(len);
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The auditor's commands on recordings made with the real [`Recorder`], a real session
+//! index and audit log, the real `asciinema` and a real admin socket.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jitssh_shared::audit::{AuditEvent, AuditLog};
+use jitssh_shared::keys::CaSigner;
+use jitssh_shared::store::{SessionIndex, SqliteStore};
+use serde_json::Value;
+
+use super::args::*;
+use super::*;
+use crate::admin::{self, AdminSettings, LiveInfo, LiveSessions};
+use crate::recording::{ChannelKind, Pty, Recorder, RecordingPolicy, SessionMeta, new_session_id};
+
+struct World {
+    _dir: tempfile::TempDir,
+    auditor: Auditor,
+    key: Arc<CaSigner>,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let key = Arc::new(CaSigner::generate("bastion"));
+    let seal_key = root.join("host_ed25519_key.pub");
+    fs::write(&seal_key, key.public_line()).unwrap();
+    let auditor = Auditor {
+        recordings: root.join("recordings"),
+        index: root.join("sessions.db"),
+        audit_log: root.join("audit.log"),
+        ca_audit_log: None,
+        seal_key,
+        admin_socket: root.join("admin.sock"),
+        retain: None,
+    };
+    World {
+        _dir: dir,
+        auditor,
+        key,
+    }
+}
+
+fn meta(user: &str) -> SessionMeta {
+    SessionMeta {
+        id: new_session_id(),
+        user: user.into(),
+        key_id: format!("{user}@corp"),
+        cert_serial: 4711,
+        login: "deploy".into(),
+        target: "web01".into(),
+        client_addr: "192.0.2.10:50022".into(),
+        started_at: jitssh_shared::unix_now(),
+    }
+}
+
+fn pty() -> Option<Pty> {
+    Some(Pty {
+        term: "xterm-256color".into(),
+        cols: 80,
+        rows: 24,
+    })
+}
+
+impl World {
+    /// A finished session: a shell where `echo hello` was typed, an exec, an sftp transfer;
+    /// indexed, audited, sealed. Returns its id.
+    fn session(&self, user: &str) -> String {
+        let meta = meta(user);
+        let id = meta.id.clone();
+        let index = SqliteStore::open(&self.auditor.index).unwrap();
+        let rec = Recorder::start(
+            &self.auditor.recordings,
+            meta.clone(),
+            RecordingPolicy::default(),
+            self.key.clone(),
+        )
+        .unwrap();
+        index
+            .insert_session(&meta.index_record(&rec.dir()))
+            .unwrap();
+        let audit = AuditLog::open(&self.auditor.audit_log).unwrap();
+        audit
+            .append(
+                AuditEvent::new("session.start")
+                    .with("session", id.as_str())
+                    .with("session_cert_serial", 99),
+            )
+            .unwrap();
+        let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
+        shell
+            .output(b"\x1b]0;deploy@web01: ~\x07\x1b[01;32mdeploy@web01\x1b[00m:~$ ")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        shell.output(b"echo hellx\x08\x1b[Ko\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        shell.output(b"hello\r\n$ ").unwrap();
+        shell.exit_status(0).unwrap();
+        shell.finish().unwrap();
+        let mut exec = rec
+            .channel(
+                1,
+                ChannelKind::Exec {
+                    command: "uptime".into(),
+                    pty: None,
+                },
+            )
+            .unwrap();
+        exec.output(b" 10:00:00 up 5 days\n").unwrap();
+        exec.exit_status(0).unwrap();
+        exec.finish().unwrap();
+        let mut sftp = rec
+            .channel(
+                2,
+                ChannelKind::Subsystem {
+                    name: "sftp".into(),
+                },
+            )
+            .unwrap();
+        sftp.input(b"uploaded bytes").unwrap();
+        sftp.finish().unwrap();
+        let summary = rec.finish("the client disconnected");
+        index.end_session(&id, &summary.index_end()).unwrap();
+        audit
+            .append(
+                AuditEvent::new("session.end")
+                    .with("session", id.as_str())
+                    .with("reason", "the client disconnected"),
+            )
+            .unwrap();
+        id
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        crate::recording::session_dir(&self.auditor.recordings, id).unwrap()
+    }
+
+    fn run(
+        &self,
+        f: impl FnOnce(&Auditor, &mut dyn Write) -> Result<Outcome, AuditorError>,
+    ) -> (Outcome, String) {
+        let mut out = Vec::new();
+        let outcome = f(&self.auditor, &mut out).unwrap();
+        (outcome, String::from_utf8(out).unwrap())
+    }
+}
+
+fn list_args() -> ListArgs {
+    ListArgs {
+        filter: FilterArgs::default(),
+        limit: None,
+        json: false,
+    }
+}
+
+fn export_args(id: &str, format: ExportFormat) -> ExportArgs {
+    ExportArgs {
+        id: id.into(),
+        format,
+        out: None,
+        channel: None,
+    }
+}
+
+fn grep_args(pattern: &str) -> GrepArgs {
+    GrepArgs {
+        pattern: pattern.into(),
+        filter: FilterArgs::default(),
+        ignore_case: false,
+        ids: Vec::new(),
+    }
+}
+
+fn verify_args(id: &str) -> VerifyArgs {
+    VerifyArgs {
+        ids: vec![id.into()],
+        key: None,
+    }
+}
+
+/// `asciinema cat FILE` on a pty (it insists on one); (success, output).
+fn asciinema_cat(cast: &Path) -> (bool, String) {
+    match Command::new("asciinema").arg("--version").output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("asciinema not found: apt-get install asciinema")
+        }
+        other => assert!(other.unwrap().status.success(), "asciinema --version"),
+    }
+    let command = format!("asciinema cat '{}'", cast.display());
+    let out = match Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("script not found: apt-get install bsdutils")
+        }
+        other => other.unwrap(),
+    };
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn sessions_are_listed_newest_first_and_filtered() {
+    let w = world();
+    let a = w.session("alice");
+    std::thread::sleep(Duration::from_millis(1100));
+    let b = w.session("bob");
+    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{table}");
+    assert!(
+        lines[1].starts_with(&b) && lines[2].starts_with(&a),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("alice") && lines[2].contains("deploy@web01"),
+        "{table}"
+    );
+    assert!(!lines[2].contains("active"), "ended: {table}");
+
+    let mut args = list_args();
+    args.filter.user = Some("alice".into());
+    args.json = true;
+    let (_, json) = w.run(|a, out| a.list(&args, out));
+    let rows: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], a.as_str());
+    assert_eq!(rows[0]["exit_status"], 0);
+    assert!(rows[0]["recording_bytes"].as_u64().unwrap() > 0);
+
+    args.filter.since = Some("yesterday".into());
+    let err = w
+        .auditor
+        .list(&args, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid time \"yesterday\""), "{err}");
+}
+
+#[test]
+fn show_names_certificates_commands_transfers_and_audit_events() {
+    let w = world();
+    let id = w.session("alice");
+    let (_, text) = w.run(|a, out| a.show(&id, out));
+    for needle in [
+        "deploy@web01",
+        "serial 4711, key id \"alice@corp\"",
+        "session certificate   serial 99",
+        "#1 shell (pty xterm-256color 80x24)  exit 0",
+        "#2 exec \"uptime\"  exit 0",
+        "#3 subsystem sftp",
+        "sha256 ",
+        "session.start",
+        "session.end",
+        "the client disconnected",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    let err = w
+        .auditor
+        .show("20261123T180000Z-0a1b2c3d", &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no session"), "{err}");
+    let err = w
+        .auditor
+        .show("../../etc", &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid session id"), "{err}");
+}
+
+#[test]
+fn asciicast_export_drops_a_torn_line_and_plays_in_asciinema() {
+    let w = world();
+    let id = w.session("alice");
+    let cast = w.dir(&id).join("chan-1.cast");
+    let original = fs::read_to_string(&cast).unwrap();
+    // The bastion was killed mid-write.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&cast)
+        .unwrap()
+        .write_all(b"[0.9,\"o\",\"half a li")
+        .unwrap();
+    let mut args = export_args(&id, ExportFormat::Asciicast);
+    args.channel = Some(1);
+    let (_, exported) = w.run(|a, out| a.export(&args, out));
+    assert_eq!(exported, original, "line for line, torn line left out");
+
+    // Both terminal channels, one after the other.
+    let out_file = w._dir.path().join("s.cast");
+    let mut args = export_args(&id, ExportFormat::Asciicast);
+    args.out = Some(out_file.clone());
+    w.run(|a, out| a.export(&args, out));
+    let mode = fs::metadata(&out_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let (ok, played) = asciinema_cat(&out_file);
+    assert!(ok, "asciinema cat failed: {played}");
+    assert!(
+        played.contains("hello") && played.contains("up 5 days"),
+        "{played}"
+    );
+    let times: Vec<f64> = fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()[0]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(times.windows(2).all(|t| t[0] <= t[1]), "{times:?}");
+}
+
+#[test]
+fn text_export_is_what_the_person_saw_without_escapes() {
+    let w = world();
+    let id = w.session("alice");
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{8}'),
+        "{text:?}"
+    );
+    assert!(text.contains("deploy@web01:~$ echo hello\n"), "{text}");
+    assert!(text.contains("\nhello\n"), "{text}");
+    assert!(
+        text.contains("--- channel 2: exec \"uptime\" ---"),
+        "{text}"
+    );
+
+    let (_, json) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Json), out));
+    let doc: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["sealed"], true);
+    assert_eq!(doc["session"]["user"], "alice");
+    assert_eq!(doc["channels"].as_array().unwrap().len(), 2);
+    assert!(doc["journal"].as_array().unwrap().len() > 5);
+}
+
+#[test]
+fn grep_finds_rendered_text_with_an_offset_replay_accepts() {
+    let w = world();
+    let id = w.session("alice");
+    let other = w.session("bob");
+    let (outcome, found) = w.run(|a, out| a.grep(&grep_args("^hello$"), out));
+    assert_eq!(outcome, Outcome::Ok);
+    let lines: Vec<&str> = found.lines().collect();
+    assert_eq!(lines.len(), 2, "{found}");
+    let mine = lines.iter().find(|l| l.starts_with(&id)).unwrap();
+    let fields: Vec<&str> = mine.split_whitespace().collect();
+    assert_eq!(fields[2], "#1");
+    assert_eq!(fields[3], "hello");
+    let offset = timefmt::parse_offset(fields[1]).unwrap();
+    assert!(offset >= 0.1, "after the two pauses: {mine}");
+    // Escape sequences never match, typed-over text does not either.
+    let (outcome, _) = w.run(|a, out| a.grep(&grep_args("01;32m|hellx|\\x08"), out));
+    assert_eq!(outcome, Outcome::Failed);
+    let mut args = grep_args("DEPLOY@WEB01:~\\$ echo hello");
+    args.ignore_case = true;
+    args.filter.user = Some("bob".into());
+    let (_, found) = w.run(|a, out| a.grep(&args, out));
+    assert!(
+        found.starts_with(&other) && found.lines().count() == 1,
+        "{found}"
+    );
+    let err = w
+        .auditor
+        .grep(&grep_args("(unclosed"), &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().starts_with("invalid pattern"), "{err}");
+}
+
+#[test]
+fn replay_plays_output_in_order_and_from_an_offset() {
+    let w = world();
+    let id = w.session("alice");
+    let rec = w.auditor.recording(&id).unwrap();
+    let segments = rec.timeline(None).unwrap();
+    let timing = replay::Timing {
+        speed: 100.0,
+        max_idle: None,
+        from: 0.0,
+    };
+    let mut out = Vec::new();
+    let mut progress = Vec::new();
+    let played = replay::play(
+        &segments,
+        timing,
+        &mut out,
+        replay::Progress::Lines(&mut progress),
+        None,
+        &id,
+    )
+    .unwrap();
+    assert_eq!(played, replay::Played::Finished);
+    let out = String::from_utf8(out).unwrap();
+    let prompt = out.find("deploy@web01").unwrap();
+    let hello = out.find("hello\r\n$ ").unwrap();
+    let uptime = out.find("up 5 days").unwrap();
+    assert!(prompt < hello && hello < uptime, "{out:?}");
+    let progress = String::from_utf8(progress).unwrap();
+    assert!(progress.contains(&format!("replay {id}: ")), "{progress}");
+
+    // From the end: everything is written at once, without waiting.
+    let timing = replay::Timing {
+        speed: 1.0,
+        max_idle: None,
+        from: reader::total(&segments),
+    };
+    let started = std::time::Instant::now();
+    let mut again = Vec::new();
+    replay::play(
+        &segments,
+        timing,
+        &mut again,
+        replay::Progress::Lines(&mut Vec::new()),
+        None,
+        &id,
+    )
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert_eq!(String::from_utf8(again).unwrap(), out);
+
+    let bad = ReplayArgs {
+        id: id.clone(),
+        speed: 0.0,
+        max_idle: None,
+        from: None,
+        channel: None,
+    };
+    assert!(
+        w.auditor
+            .replay(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("--speed")
+    );
+}
+
+#[test]
+fn verify_names_the_altered_and_the_removed_line() {
+    let w = world();
+    let id = w.session("alice");
+    let untouched = w.session("bob");
+    let (outcome, text) = w.run(|a, out| a.verify(&verify_args(&id), out));
+    assert_eq!(outcome, Outcome::Ok, "{text}");
+    assert!(text.contains("sealed, intact"), "{text}");
+
+    // One byte of the recording changed.
+    let cast = w.dir(&id).join("chan-1.cast");
+    let mut bytes = fs::read(&cast).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"hello").unwrap();
+    bytes[at] = b'j';
+    fs::write(&cast, &bytes).unwrap();
+    let (outcome, text) = w.run(|a, out| a.verify(&verify_args(&id), out));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(text.contains("chan-1.cast line 4: altered"), "{text}");
+
+    // A journal line deleted.
+    let journal = w.dir(&untouched).join("events.jsonl");
+    let lines: Vec<String> = fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let kept: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, l)| l.as_str())
+        .collect();
+    fs::write(&journal, kept.join("\n") + "\n").unwrap();
+    let (outcome, text) = w.run(|a, out| a.verify(&verify_args(&untouched), out));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(text.contains("events.jsonl line 3: removed"), "{text}");
+
+    // Every recording at once; a wrong key fails them all.
+    let (outcome, text) = w.run(|a, out| {
+        a.verify(
+            &VerifyArgs {
+                ids: Vec::new(),
+                key: None,
+            },
+            out,
+        )
+    });
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(text.contains("0 intact, 2 not"), "{text}");
+    let other = w._dir.path().join("other.pub");
+    fs::write(&other, CaSigner::generate("x").public_line()).unwrap();
+    let fresh = w.session("carol");
+    let args = VerifyArgs {
+        ids: vec![fresh],
+        key: Some(other),
+    };
+    let (outcome, text) = w.run(|a, out| a.verify(&args, out));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(text.contains("untrusted key"), "{text}");
+}
+
+#[test]
+fn audit_verify_reports_a_truncated_log() {
+    let w = world();
+    w.session("alice");
+    let (outcome, text) = w.run(|a, out| a.audit_verify(out));
+    assert_eq!(outcome, Outcome::Ok, "{text}");
+    assert!(text.contains("intact, 2 records"), "{text}");
+    let log = fs::read(&w.auditor.audit_log).unwrap();
+    let first_line = log.iter().position(|&b| b == b'\n').unwrap() + 1;
+    fs::write(&w.auditor.audit_log, &log[..first_line]).unwrap();
+    let (outcome, text) = w.run(|a, out| a.audit_verify(out));
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(text.contains("DAMAGED"), "{text}");
+    assert!(text.to_lowercase().contains("truncated"), "{text}");
+}
+
+/// Ages a recording by setting its files' modification times `days` back.
+fn age(dir: &Path, days: u64) {
+    let then = jitssh_shared::unix_now() - days * 86_400;
+    for entry in fs::read_dir(dir).unwrap() {
+        prune::set_mtime(&entry.unwrap().path(), then);
+    }
+    prune::set_mtime(dir, then);
+}
+
+#[test]
+fn prune_deletes_old_recordings_audited_and_keeps_live_ones() {
+    let mut w = world();
+    let old = w.session("alice");
+    let live_old = w.session("bob");
+    let recent = w.session("carol");
+    age(&w.dir(&old), 100);
+    age(&w.dir(&live_old), 100);
+    w.auditor.retain = Some(Duration::from_secs(90 * 86_400));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let live = LiveSessions::new();
+    let _registration = live.register(LiveInfo {
+        id: live_old.clone(),
+        user: "bob".into(),
+        login: "deploy".into(),
+        target: "web01".into(),
+        started_at: 1,
+    });
+    let audit = crate::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
+    let settings = AdminSettings {
+        socket: w.auditor.admin_socket.clone(),
+        allow_uids: Vec::new(),
+    };
+    let _server = runtime
+        .block_on(async { admin::serve(&settings, live.clone(), audit) })
+        .unwrap();
+
+    let args = PruneArgs {
+        dry_run: true,
+        retain: None,
+    };
+    let (_, text) = w.run(|a, out| a.prune(&args, out));
+    assert!(text.contains(&format!("would prune {old}")), "{text}");
+    assert!(text.contains(&format!("kept   {live_old}: live")), "{text}");
+    assert!(!text.contains(&recent), "{text}");
+    assert!(w.dir(&old).exists(), "dry run deletes nothing");
+
+    let args = PruneArgs {
+        dry_run: false,
+        retain: None,
+    };
+    let (_, text) = w.run(|a, out| a.prune(&args, out));
+    assert!(text.contains(&format!("pruned {old}")), "{text}");
+    assert!(!w.dir(&old).exists());
+    assert!(w.dir(&live_old).exists() && w.dir(&recent).exists());
+    let log = fs::read_to_string(&w.auditor.audit_log).unwrap();
+    let record = log
+        .lines()
+        .find(|l| l.contains("recording.pruned"))
+        .unwrap_or_else(|| panic!("no recording.pruned in {log}"));
+    assert!(
+        record.contains(&old) && record.contains("chain_last_hash"),
+        "{record}"
+    );
+    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
+    let row = table.lines().find(|l| l.starts_with(&old)).unwrap();
+    assert!(row.ends_with("pruned"), "{row}");
+    let err = w.auditor.replay(&ReplayArgs {
+        id: old.clone(),
+        speed: 1.0,
+        max_idle: None,
+        from: None,
+        channel: None,
+    });
+    assert!(err.unwrap_err().to_string().contains("gone"));
+
+    w.auditor.retain = None;
+    let err = w.auditor.prune(&args, &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("no retention set"), "{err}");
+}
+
+#[test]
+fn watch_follows_a_live_session_and_kill_ends_it() {
+    let w = world();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let live = LiveSessions::new();
+    let audit = crate::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
+    let settings = AdminSettings {
+        socket: w.auditor.admin_socket.clone(),
+        allow_uids: Vec::new(),
+    };
+    let _server = runtime
+        .block_on(async { admin::serve(&settings, live.clone(), audit) })
+        .unwrap();
+    let registration = Arc::new(live.register(LiveInfo {
+        id: "20261123T180000Z-0a1b2c3d".into(),
+        user: "alice".into(),
+        login: "root".into(),
+        target: "web01".into(),
+        started_at: 1,
+    }));
+    // The session: publishes output until killed.
+    let session = registration.clone();
+    let ended = runtime.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                request = session.kill_requested() => {
+                    let message = request.message();
+                    session.close();
+                    request.done();
+                    return message;
+                }
+                _ = tick.tick() => session.publish(b"tick\r\n"),
+            }
+        }
+    });
+    let watcher = {
+        let auditor = w.auditor.clone();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let outcome = auditor.watch("20261123T180000Z-0a1b2c3d", &mut out);
+            (outcome.map_err(|e| e.to_string()), out)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, text) = w.run(|a, out| a.kill("20261123T180000Z-0a1b2c3d", "policy check", out));
+    assert!(text.contains("ended"), "{text}");
+    let message = runtime.block_on(ended).unwrap();
+    assert_eq!(message, "ended by an auditor: policy check");
+    let (outcome, seen) = watcher.join().unwrap();
+    assert_eq!(outcome.unwrap(), Outcome::Ok);
+    assert!(String::from_utf8(seen).unwrap().contains("tick\r\n"));
+    let log = fs::read_to_string(&w.auditor.audit_log).unwrap();
+    assert!(log.contains("\"event\":\"session.watch\""), "{log}");
+    assert!(
+        log.contains("\"event\":\"session.kill\"") && log.contains("policy check"),
+        "{log}"
+    );
+
+    let err = w
+        .auditor
+        .kill("20261123T180000Z-0a1b2c3d", "again", &mut Vec::new());
+    assert!(err.unwrap_err().to_string().contains("no live session"));
+    drop(_server);
+    let err = w
+        .auditor
+        .watch("20261123T180000Z-0a1b2c3d", &mut Vec::new());
+    assert!(err.unwrap_err().to_string().contains("not running"));
+}
