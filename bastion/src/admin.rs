@@ -52,6 +52,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::audit::Audit;
+use crate::pump::Tap;
 
 /// Output chunks buffered per session for watchers; a slower watcher loses the oldest.
 const WATCH_BUFFER: usize = 256;
@@ -179,6 +180,45 @@ impl Publisher {
         if self.0.receiver_count() > 0 && !data.is_empty() {
             let _ = self.0.send(Arc::from(data));
         }
+    }
+}
+
+/// A channel's tap (the recorder) that also shows the channel's output to watchers.
+pub struct WatchedTap<T> {
+    inner: T,
+    publisher: Publisher,
+}
+
+impl<T: Tap> WatchedTap<T> {
+    /// Wraps `inner`; output and stderr also go to `publisher`.
+    pub fn new(inner: T, publisher: Publisher) -> WatchedTap<T> {
+        WatchedTap { inner, publisher }
+    }
+}
+
+impl<T: Tap> Tap for WatchedTap<T> {
+    fn input(&mut self, data: &[u8]) -> Result<(), String> {
+        self.inner.input(data)
+    }
+    fn output(&mut self, data: &[u8]) -> Result<(), String> {
+        self.publisher.publish(data);
+        self.inner.output(data)
+    }
+    fn stderr(&mut self, data: &[u8]) -> Result<(), String> {
+        self.publisher.publish(data);
+        self.inner.stderr(data)
+    }
+    fn exit_status(&mut self, status: u32) -> Result<(), String> {
+        self.inner.exit_status(status)
+    }
+    fn exit_signal(&mut self, signal: &str) -> Result<(), String> {
+        self.inner.exit_signal(signal)
+    }
+    fn resize(&mut self, cols: u32, rows: u32) -> Result<(), String> {
+        self.inner.resize(cols, rows)
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.inner.finish()
     }
 }
 

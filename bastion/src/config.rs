@@ -43,6 +43,8 @@ pub struct BastionConfig {
     pub limits: Limits,
     /// What session recordings keep.
     pub recordings: Recordings,
+    /// The admin socket auditors use to watch and end live sessions.
+    pub admin: crate::admin::AdminSettings,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
 }
@@ -270,6 +272,19 @@ struct BastionFile {
     limits: Limits,
     #[serde(default)]
     recordings: Recordings,
+    #[serde(default)]
+    admin: AdminFile,
+}
+
+/// `[admin]`: the admin socket (see [`crate::admin`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    /// Socket path (default: `admin.sock` in the data directory).
+    socket: Option<PathBuf>,
+    /// Uids allowed besides the bastion's own and root.
+    #[serde(default)]
+    allow_uids: Vec<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,6 +427,13 @@ impl BastionConfig {
                 "must be at least 4096 bytes".into(),
             ));
         }
+        let admin = crate::admin::AdminSettings {
+            socket: file
+                .admin
+                .socket
+                .map_or_else(|| data_dir.join("admin.sock"), |p| base.join(p)),
+            allow_uids: file.admin.allow_uids,
+        };
         Ok(BastionConfig {
             data_dir,
             listen: file.listen,
@@ -421,6 +443,7 @@ impl BastionConfig {
             session,
             limits,
             recordings: file.recordings,
+            admin,
             origin: origin.to_string(),
         })
     }

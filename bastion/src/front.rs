@@ -885,10 +885,11 @@ impl Front {
         channel: ChannelId,
         kind: ChannelKind,
     ) -> bool {
+        let terminal = !kind.is_transfer();
         match sess.record_channel(channel, kind) {
             Ok(Some(tap)) => {
                 if let Ok(mut current) = link.tap.lock() {
-                    *current = Box::new(tap);
+                    *current = sess.watched(tap, terminal);
                 }
                 true
             }

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::admin::{self, AdminError, LiveSessions};
 use crate::audit::Audit;
 use crate::config::{BastionConfig, CaSettings};
 use crate::front::{Front, Slot};
@@ -51,6 +52,9 @@ pub enum ServeError {
     /// Recordings cannot be set up (seal key, session index).
     #[error("recordings: {0}")]
     Recording(#[from] SetupError),
+    /// The admin socket could not be created.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     /// Listening failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -117,6 +121,9 @@ pub async fn serve(
             addr: config.listen,
             source,
         })?;
+    // Auditors watch and end live sessions through this socket (see `crate::admin`).
+    let live = LiveSessions::new();
+    let _admin = admin::serve(&config.admin, live.clone(), audit.clone())?;
     let local = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
         addr = %local,
@@ -132,6 +139,7 @@ pub async fn serve(
         issuer,
         audit,
         recording,
+        live,
         shutdown: shutdown_rx,
     });
     let mut connections = JoinSet::new();

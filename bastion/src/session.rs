@@ -15,11 +15,12 @@ use jitssh_shared::ssh_key::Certificate;
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Disconnect, client, server};
 use tokio::sync::{Notify, watch};
 
+use crate::admin::{LiveInfo, LiveSessions, Registration, WatchedTap};
 use crate::admission::Admitted;
 use crate::audit::Audit;
 use crate::config::BastionConfig;
 use crate::issuer::Issuer;
-use crate::pump::{self, Replies, SharedTap, TargetSide, UserSide, no_tap};
+use crate::pump::{self, Replies, SharedTap, Tap, TargetSide, UserSide, no_tap};
 use crate::recorded::{ChannelTap, RecordingSetup, SessionRecording};
 use crate::recording::{ChannelKind, OnFailure, SessionMeta};
 use crate::upstream::{self, ConnectRequest, Incoming, SessionCertTemplate, Upstream};
@@ -34,6 +35,8 @@ pub struct Shared {
     pub audit: Audit,
     /// Where and how sessions are recorded.
     pub recording: RecordingSetup,
+    /// Live sessions, for auditors to watch and end (see `crate::admin`).
+    pub live: Arc<LiveSessions>,
     /// Becomes `true` when the bastion shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -105,6 +108,7 @@ pub struct Session {
     links: Mutex<HashMap<ChannelId, Arc<Link>>>,
     grants: Mutex<Grants>,
     recording: std::sync::OnceLock<Arc<SessionRecording>>,
+    live: Registration,
     end_reason: Mutex<Option<String>>,
     ended: Notify,
     started: Instant,
@@ -130,6 +134,13 @@ impl Session {
         handle: server::Handle,
     ) -> Arc<Session> {
         let (upstream_tx, upstream_rx) = watch::channel(None);
+        let live = shared.live.register(LiveInfo {
+            id: id.clone(),
+            user: admitted.person.clone(),
+            login: admitted.login_target.login.clone(),
+            target: admitted.login_target.target.clone(),
+            started_at: jitssh_shared::unix_now(),
+        });
         let session = Arc::new(Session {
             id,
             admitted,
@@ -141,6 +152,7 @@ impl Session {
             links: Mutex::new(HashMap::new()),
             grants: Mutex::new(Grants::default()),
             recording: std::sync::OnceLock::new(),
+            live,
             end_reason: Mutex::new(None),
             ended: Notify::new(),
             started: Instant::now(),
@@ -346,6 +358,16 @@ impl Session {
         }
     }
 
+    /// The tap to attach to a channel: `tap`, and for terminal channels (not transfers) also
+    /// the session's watchers.
+    pub fn watched(&self, tap: impl Tap + 'static, terminal: bool) -> Box<dyn Tap> {
+        if terminal {
+            Box::new(WatchedTap::new(tap, self.live.publisher()))
+        } else {
+            Box::new(tap)
+        }
+    }
+
     /// The target leg, once it is up (or why it failed).
     pub async fn upstream(&self) -> Result<Arc<Upstream>, String> {
         let mut rx = self.upstream.clone();
@@ -503,6 +525,7 @@ impl Session {
             end.get_or_insert_with(|| outcome.to_string()).clone()
         };
         self.ended.notify_waiters();
+        self.live.close();
         self.close_upstream().await;
         let mut event = self
             .event("session.end")
@@ -692,6 +715,11 @@ impl Session {
                         self.terminate("the bastion is shutting down").await;
                         return;
                     }
+                }
+                kill = self.live.kill_requested() => {
+                    self.terminate(&kill.message()).await;
+                    kill.done();
+                    return;
                 }
                 closed = target_gone(&mut target_closed) => {
                     if closed {

@@ -90,7 +90,7 @@ impl Auditor {
                 CaSettings::Remote(_) => None,
             },
             seal_key: PathBuf::from(seal_key),
-            admin_socket: config.data_dir.join("admin.sock"),
+            admin_socket: config.admin.socket.clone(),
             retain: config.recordings.retain.map(|d| d.as_duration()),
         }
     }
