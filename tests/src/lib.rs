@@ -21,6 +21,7 @@ mod process;
 mod scratch;
 mod ssh;
 mod sshd;
+mod tmux;
 mod tools;
 
 pub use bastion::{Bastion, asciinema_cat, grant, target, user};
@@ -31,4 +32,5 @@ pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_f
 pub use scratch::Scratch;
 pub use ssh::Ssh;
 pub use sshd::{Sshd, SshdBuilder};
+pub use tmux::Tmux;
 pub use tools::{project_bin, tool};

@@ -17,6 +17,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("asciinema", "asciinema"),
     ("tmux", "tmux"),
     ("script", "bsdutils"),
+    ("setpriv", "util-linux"),
 ];
 
 /// Directories searched in addition to `$PATH` (`sshd` lives in `/usr/sbin`,

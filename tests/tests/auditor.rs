@@ -1,0 +1,425 @@
+//! The auditor's tools against sessions made through a real `ssh-bastion serve` with the
+//! real OpenSSH client in a real terminal (tmux), checked with the real `asciinema`.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jitssh_tests::{
+    Bastion, KeyPair, Output, Scratch, Sshd, Tmux, asciinema_cat, project_bin, run, target, tool,
+    user,
+};
+
+struct World {
+    scratch: Scratch,
+    bastion: Bastion,
+    _web01: Sshd,
+    alice: KeyPair,
+}
+
+fn world(extra: &str) -> World {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        extra,
+    );
+    World {
+        scratch,
+        bastion,
+        _web01: web01,
+        alice,
+    }
+}
+
+impl World {
+    /// `ssh-bastion --config bastion.toml ARGS...`.
+    fn cli(&self, args: &[&str]) -> Output {
+        run(Command::new(project_bin("ssh-bastion"))
+            .arg("--config")
+            .arg(&self.bastion.config)
+            .args(args))
+    }
+
+    /// Like [`World::cli`], and it must succeed.
+    fn cli_ok(&self, args: &[&str]) -> Output {
+        let out = self.cli(args);
+        assert!(out.success(), "ssh-bastion {args:?}: {out}");
+        out
+    }
+
+    /// An interactive `ssh -tt root@web01` through the bastion in a 100x30 terminal.
+    fn terminal(&self) -> Tmux {
+        let ssh = self
+            .bastion
+            .ssh("root@web01", &self.alice)
+            .flag("-tt")
+            .command();
+        Tmux::start(self.scratch.path(), &ssh, 100, 30)
+    }
+
+    /// Ids of the sessions `sessions list --json ARGS` returns, newest first.
+    fn session_ids(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["sessions", "list", "--json"];
+        all.extend_from_slice(args);
+        self.cli_ok(&all)
+            .stdout_str()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                v["id"].as_str().expect("id").to_owned()
+            })
+            .collect()
+    }
+
+    /// A finished `ssh root@web01 COMMAND`; its session id.
+    fn exec(&self, command: &str) -> String {
+        let known = self.session_ids(&[]);
+        let before = self
+            .bastion
+            .audit()
+            .matches("\"event\":\"session.end\"")
+            .count();
+        let out = self
+            .bastion
+            .ssh("root@web01", &self.alice)
+            .args([command])
+            .run();
+        assert!(out.success(), "{out}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .bastion
+            .audit()
+            .matches("\"event\":\"session.end\"")
+            .count()
+            <= before
+        {
+            assert!(Instant::now() < deadline, "no session.end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut new: Vec<String> = self
+            .session_ids(&[])
+            .into_iter()
+            .filter(|id| !known.contains(id))
+            .collect();
+        assert_eq!(new.len(), 1, "one new session");
+        new.remove(0)
+    }
+
+    fn recording(&self, id: &str) -> PathBuf {
+        self.bastion
+            .data_dir()
+            .join("recordings")
+            .join(&id[0..4])
+            .join(&id[4..6])
+            .join(&id[6..8])
+            .join(id)
+    }
+}
+
+/// 1-based number of the first line of `path` containing `needle`.
+fn line_with(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in {}", path.display()))
+        + 1
+}
+
+#[test]
+fn an_interactive_session_is_listed_exported_searched_and_replayed() {
+    let w = world("");
+    let term = w.terminal();
+    term.type_line("echo mark-$((6*7))");
+    term.wait_for("mark-42", Duration::from_secs(20));
+    term.type_line("exit");
+    term.wait_exit(Duration::from_secs(10));
+    w.bastion
+        .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
+
+    // Listed with the right person, login and target.
+    let table = w
+        .cli_ok(&["sessions", "list", "--user", "alice"])
+        .stdout_str();
+    let ids = w.session_ids(&["--user", "alice", "--target", "web01", "--login", "root"]);
+    assert_eq!(ids.len(), 1, "{table}");
+    let id = &ids[0];
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(id.as_str()))
+        .unwrap_or_else(|| panic!("{id} not in\n{table}"));
+    assert!(
+        row.contains(" alice ") && row.contains(" root@web01 "),
+        "{row}"
+    );
+    let none = w
+        .cli_ok(&["sessions", "list", "--user", "bob"])
+        .stdout_str();
+    assert_eq!(none.trim(), "no sessions match");
+    let shown = w.cli_ok(&["sessions", "show", id]).stdout_str();
+    assert!(shown.contains("#1 shell (pty"), "{shown}");
+    assert!(shown.contains("session certificate   serial"), "{shown}");
+
+    // asciicast that asciinema plays.
+    let cast = w.scratch.file("session.cast");
+    w.cli_ok(&["export", id, "--out", cast.to_str().expect("utf-8")]);
+    let played = asciinema_cat(&cast);
+    assert!(played.stdout_str().contains("mark-42"), "{played}");
+    let stdout_export = w.cli_ok(&["export", id]).stdout;
+    assert_eq!(stdout_export, std::fs::read(&cast).expect("read cast"));
+
+    // Text without escape sequences.
+    let text = w.cli_ok(&["export", id, "--format", "text"]).stdout_str();
+    assert!(text.contains("\nmark-42\n"), "{text}");
+    assert!(
+        text.contains("echo mark-$((6*7))"),
+        "the typed command: {text}"
+    );
+    assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+    let json = w.cli_ok(&["export", id, "--format", "json"]).stdout_str();
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("one JSON document");
+    assert_eq!(doc["session"]["target"], "web01");
+
+    // grep finds it, with an offset replay accepts.
+    let found = w.cli_ok(&["sessions", "grep", "mark-4[0-9]"]).stdout_str();
+    let lines: Vec<&str> = found.lines().collect();
+    assert_eq!(lines.len(), 1, "{found}");
+    let fields: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[2], fields[3]),
+        (id.as_str(), "#1", "mark-42"),
+        "{found}"
+    );
+    let missing = w.cli(&["sessions", "grep", "never-typed-xyz"]);
+    assert_eq!(missing.status, 1, "grep exits 1 without a match: {missing}");
+
+    // Replay at 100x: finishes, prints the output in order.
+    let replay = w.cli_ok(&["replay", id, "--speed", "100"]);
+    let out = replay.stdout_str();
+    let typed = out.find("echo mark-$((6*7))").expect("the typed command");
+    let result = out.find("mark-42\r\n").expect("its output");
+    assert!(typed < result, "{out:?}");
+    assert!(replay.stderr.contains("finished"), "{replay}");
+    let from = w.cli_ok(&["replay", id, "--from", fields[1], "--speed", "100"]);
+    assert!(from.stdout_str().contains("mark-42"), "{from}");
+    let bad = w.cli(&["replay", id, "--from", "banana"]);
+    assert_eq!(bad.status, 1, "{bad}");
+    assert!(bad.stderr.contains("invalid offset \"banana\""), "{bad}");
+}
+
+#[test]
+fn tampering_is_found_and_named_and_untouched_recordings_pass() {
+    let w = world("");
+    let altered = w.exec("echo first-session");
+    let removed = w.exec("echo second-session");
+    let untouched = w.exec("echo third-session");
+    let all = w.cli_ok(&["verify"]).stdout_str();
+    assert!(all.contains("3 intact, 0 not"), "{all}");
+
+    // One byte of a recording changed.
+    let cast = w.recording(&altered).join("chan-1.cast");
+    let line = line_with(&cast, "first-session");
+    let mut bytes = std::fs::read(&cast).expect("read");
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"first")
+        .expect("the output is there");
+    bytes[at] = b'F';
+    std::fs::write(&cast, bytes).expect("write");
+    let out = w.cli(&["verify", &altered]);
+    assert_eq!(out.status, 1, "{out}");
+    assert!(
+        out.stdout_str()
+            .contains(&format!("chan-1.cast line {line}: altered")),
+        "{out}"
+    );
+
+    // A journal line deleted.
+    let journal = w.recording(&removed).join("events.jsonl");
+    let text = std::fs::read_to_string(&journal).expect("read");
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&journal, kept.join("\n") + "\n").expect("write");
+    let out = w.cli(&["verify", &removed]);
+    assert_eq!(out.status, 1, "{out}");
+    assert!(
+        out.stdout_str().contains("events.jsonl line 2: removed"),
+        "{out}"
+    );
+
+    let out = w.cli_ok(&["verify", &untouched]);
+    assert!(out.stdout_str().contains("sealed, intact"), "{out}");
+
+    // The audit logs: the bastion's and, all-in-one, the embedded CA's.
+    let audit_log = w.bastion.data_dir().join("audit.log");
+    let out = w.cli_ok(&["audit", "verify"]);
+    assert_eq!(out.stdout_str().matches(": intact, ").count(), 2, "{out}");
+    let log = std::fs::read(&audit_log).expect("read");
+    let end = log[..log.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .expect("several records")
+        + 1;
+    std::fs::write(&audit_log, &log[..end]).expect("truncate");
+    let out = w.cli(&["audit", "verify"]);
+    assert_eq!(out.status, 1, "{out}");
+    assert!(
+        out.stdout_str()
+            .contains(&format!("{}: ", audit_log.display()))
+            && out.stdout_str().contains("(log truncated)"),
+        "{out}"
+    );
+}
+
+/// Output of a child process, collected as it comes.
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    seen
+}
+
+fn text(seen: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned()
+}
+
+#[test]
+fn watch_follows_a_live_session_and_kill_ends_it_with_a_message() {
+    let w = world("");
+    let socket = w.bastion.data_dir().join("admin.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("admin socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only the bastion's user and root");
+
+    let term = w.terminal();
+    term.type_line("for i in $(seq 1 600); do echo tick-$i; sleep 0.1; done");
+    term.wait_for("tick-3", Duration::from_secs(20));
+    let ids = w.session_ids(&["--active"]);
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].clone();
+
+    let mut watcher = Command::new(project_bin("ssh-bastion"))
+        .arg("--config")
+        .arg(&w.bastion.config)
+        .args(["sessions", "watch", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the watcher");
+    let watched = collect(watcher.stdout.take().expect("stdout"));
+    let watcher_err = collect(watcher.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&watched).contains("tick-") {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher saw nothing: {}",
+            text(&watcher_err)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let started = Instant::now();
+    let out = w.cli_ok(&["sessions", "kill", &id, "--reason", "security review"]);
+    let status = term.wait_exit(Duration::from_secs(5));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "ended after {took:?}");
+    assert!(out.stdout_str().contains("ended"), "{out}");
+    assert_ne!(status, 0, "the client ends with an error status");
+    let screen = term.capture();
+    assert!(
+        screen.contains("session ended: ended by an auditor: security review"),
+        "the person is told why:\n{screen}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watcher.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the watcher did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        text(&watcher_err).contains("ended"),
+        "{}",
+        text(&watcher_err)
+    );
+
+    let audit = w
+        .bastion
+        .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(5));
+    let kill = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"session.kill\""))
+        .unwrap_or_else(|| panic!("no session.kill in\n{audit}"));
+    assert!(
+        kill.contains("security review") && kill.contains(&id),
+        "{kill}"
+    );
+    assert!(audit.contains("\"event\":\"session.watch\""), "{audit}");
+    let again = w.cli(&["sessions", "kill", &id]);
+    assert_eq!(again.status, 1, "{again}");
+    assert!(again.stderr.contains("no live session"), "{again}");
+    let shown = w.cli_ok(&["sessions", "show", &id]).stdout_str();
+    assert!(
+        shown.contains("ended by an auditor: security review"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn only_allowed_uids_may_use_the_admin_socket() {
+    // A socket others can reach, so the bastion's own check (SO_PEERCRED) is what refuses.
+    let open = Scratch::new();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = open.file("admin.sock");
+    let w = world(&format!(
+        "[admin]\nsocket = \"{}\"\nallow_uids = [4242]\n",
+        socket.display()
+    ));
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o666);
+    // nobody, with a config naming only the socket.
+    let config = open.write(
+        "nobody.toml",
+        format!("[admin]\nsocket = \"{}\"\n", socket.display()),
+    );
+    let out = run(Command::new(tool("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(project_bin("ssh-bastion"))
+        .arg("--config")
+        .arg(&config)
+        .args(["sessions", "kill", "20261123T180000Z-0a1b2c3d"]));
+    assert_eq!(out.status, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("uid 65534 may not use the admin socket"),
+        "{out}"
+    );
+    let audit = w
+        .bastion
+        .wait_for_audit("\"event\":\"admin.denied\"", Duration::from_secs(5));
+    assert!(audit.contains("\"uid\":65534"), "{audit}");
+}
