@@ -58,6 +58,11 @@ impl Tmux {
         run_ok(self.cmd().args(["send-keys", "-t", SESSION, "Enter"]));
     }
 
+    /// Types `text` literally (no Enter).
+    pub fn type_keys(&self, text: &str) {
+        run_ok(self.cmd().args(["send-keys", "-t", SESSION, "-l", text]));
+    }
+
     /// What the pane shows now.
     pub fn capture(&self) -> String {
         run_ok(self.cmd().args(["capture-pane", "-p", "-t", SESSION])).stdout_str()

@@ -209,6 +209,22 @@ fn an_interactive_session_is_listed_exported_searched_and_replayed() {
     assert!(replay.stderr.contains("finished"), "{replay}");
     let from = w.cli_ok(&["replay", id, "--from", fields[1], "--speed", "100"]);
     assert!(from.stdout_str().contains("mark-42"), "{from}");
+    // In a terminal: keys control it, q quits long before the end.
+    let mut slow = Command::new(project_bin("ssh-bastion"));
+    slow.arg("--config")
+        .arg(&w.bastion.config)
+        .args(["replay", id, "--speed", "0.01"]);
+    let player = Tmux::start(w.scratch.path(), &slow, 100, 30);
+    player.wait_for("q quit", Duration::from_secs(10));
+    player.type_keys("+");
+    player.type_keys("q");
+    assert_eq!(player.wait_exit(Duration::from_secs(3)), 0);
+    let screen = player.capture();
+    assert!(
+        screen.contains(&format!("replay {id}: stopped")),
+        "{screen}"
+    );
+
     let bad = w.cli(&["replay", id, "--from", "banana"]);
     assert_eq!(bad.status, 1, "{bad}");
     assert!(bad.stderr.contains("invalid offset \"banana\""), "{bad}");
@@ -422,4 +438,50 @@ fn only_allowed_uids_may_use_the_admin_socket() {
         .bastion
         .wait_for_audit("\"event\":\"admin.denied\"", Duration::from_secs(5));
     assert!(audit.contains("\"uid\":65534"), "{audit}");
+}
+
+#[test]
+fn prune_deletes_old_recordings_audited_but_never_a_live_session() {
+    let w = world("[recordings]\nretain = \"30d\"\n");
+    let old = w.exec("echo old-session");
+    let recent = w.exec("echo recent-session");
+    let term = w.terminal();
+    term.type_line("echo live-$((6*7))");
+    term.wait_for("live-42", Duration::from_secs(20));
+    let live = w.session_ids(&["--active"]).remove(0);
+    for id in [&old, &live] {
+        let dir = w.recording(id);
+        let touch = run(Command::new(tool("touch"))
+            .args(["-d", "100 days ago"])
+            .arg(&dir)
+            .args(
+                std::fs::read_dir(&dir)
+                    .expect("dir")
+                    .map(|e| e.expect("entry").path()),
+            ));
+        assert!(touch.success(), "{touch}");
+    }
+
+    let dry = w.cli_ok(&["prune", "--dry-run"]).stdout_str();
+    assert!(dry.contains(&format!("would prune {old}")), "{dry}");
+    assert!(dry.contains(&format!("kept   {live}: live")), "{dry}");
+    assert!(!dry.contains(&recent), "{dry}");
+    assert!(w.recording(&old).exists());
+
+    let pruned = w.cli_ok(&["prune"]).stdout_str();
+    assert!(pruned.contains(&format!("pruned {old}")), "{pruned}");
+    assert!(!w.recording(&old).exists());
+    assert!(w.recording(&live).exists() && w.recording(&recent).exists());
+    let audit = w.bastion.audit();
+    let record = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"recording.pruned\""))
+        .unwrap_or_else(|| panic!("no recording.pruned in\n{audit}"));
+    assert!(record.contains(&old), "{record}");
+    assert!(w.cli_ok(&["audit", "verify"]).success());
+    let gone = w.cli(&["export", &old]);
+    assert_eq!(gone.status, 1, "{gone}");
+    assert!(gone.stderr.contains("gone"), "{gone}");
+    term.type_line("exit");
+    term.wait_exit(Duration::from_secs(10));
 }
