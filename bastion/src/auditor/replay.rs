@@ -160,16 +160,21 @@ pub(crate) fn play(
         quit: false,
     };
     let mut last_progress = Instant::now();
-    let show = |progress: &mut Progress<'_>, at: f64, speed: f64, out: &mut dyn Write| {
+    let mut shown = String::new();
+    let mut show = |progress: &mut Progress<'_>, at: f64, speed: f64, out: &mut dyn Write| {
         let text = format!(
             "replay {id}: {} / {} (x{speed})",
             format_offset(at),
             format_offset(length)
         );
+        if text == shown {
+            return;
+        }
         let _ = match progress {
             Progress::Title => write!(out, "\u{1b}]2;{text}\u{7}").and_then(|()| out.flush()),
             Progress::Lines(w) => writeln!(w, "{text}"),
         };
+        shown = text;
     };
     let mut clock = timing.from;
     for segment in segments {
@@ -185,6 +190,7 @@ pub(crate) fn play(
                     wait = wait.min(idle);
                 }
                 let mut left = Duration::from_secs_f64(wait / state.speed);
+                let whole = left.as_secs_f64();
                 while !left.is_zero() {
                     let slice = left.min(PROGRESS_EVERY);
                     let started = Instant::now();
@@ -196,12 +202,8 @@ pub(crate) fn play(
                     if last_progress.elapsed() >= Duration::from_secs(1)
                         || matches!(progress, Progress::Title)
                     {
-                        show(
-                            &mut progress,
-                            at - left.as_secs_f64() * state.speed,
-                            state.speed,
-                            out,
-                        );
+                        let done = 1.0 - left.as_secs_f64() / whole;
+                        show(&mut progress, clock + (at - clock) * done, state.speed, out);
                         last_progress = Instant::now();
                     }
                 }

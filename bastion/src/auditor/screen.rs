@@ -12,7 +12,8 @@
 //! (`clear`), and at the end (what is still on screen). Full-screen programs (vim, less,
 //! top) draw on the alternate screen: its last frame comes out when the program exits.
 //! A line that wrapped at the right margin comes out as one line. Each line carries the
-//! time its first character was written, which is what `grep` prints as the offset.
+//! time it was last written to (a command line: when the last key was echoed), which is what
+//! `grep` prints as the offset: replaying from there shows the line complete.
 
 /// A line of text and when it started to be written (seconds into the recording).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +32,7 @@ const MAX_PARAMS: usize = 32;
 #[derive(Debug, Clone)]
 struct Row {
     cells: Vec<char>,
-    /// When the first character was written since the row was last blank.
+    /// When a character was last written to it (`None`: blank since it was erased).
     time: Option<f64>,
     /// The text continues on the next row (wrapped at the margin).
     wrapped: bool,
@@ -429,9 +430,7 @@ impl Screen {
         }
         let now = self.now;
         let row = &mut self.grid[self.cy];
-        if row.time.is_none() {
-            row.time = Some(now);
-        }
+        row.time = Some(now);
         row.done = false;
         row.cells[self.cx] = c;
         if width == 2 && self.cx + 1 < self.cols {
@@ -587,6 +586,9 @@ impl Screen {
             text: String::new(),
         });
         line.text.push_str(&piece);
+        if let Some(time) = row.time {
+            line.time = line.time.max(time);
+        }
         if row.wrapped {
             self.partial = Some(line);
         } else {
@@ -698,6 +700,17 @@ mod tests {
                 text: "three".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_line_is_timed_by_its_last_write() {
+        let mut s = Screen::new(10, 3);
+        s.feed(1.0, "$ ");
+        s.feed(2.0, "ls\r\n");
+        s.feed(3.0, "file\r\n");
+        s.feed(4.0, "0123456789ab\r\n");
+        let times: Vec<f64> = s.finish().iter().map(|l| l.time).collect();
+        assert_eq!(times, [2.0, 3.0, 4.0]);
     }
 
     #[test]

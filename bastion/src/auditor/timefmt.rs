@@ -55,12 +55,19 @@ pub fn format_unix(unix: u64) -> String {
 /// A length of time as `45s`, `12m05s`, `3h02m`, `4d07h`.
 pub fn format_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let pair = |big: u64, unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small:02}{small_unit}")
+        }
+    };
     if d > 0 {
-        format!("{d}d{h:02}h")
+        pair(d, "d", h, "h")
     } else if h > 0 {
-        format!("{h}h{m:02}m")
+        pair(h, "h", m, "m")
     } else if m > 0 {
-        format!("{m}m{s:02}s")
+        pair(m, "m", s, "s")
     } else {
         format!("{s}s")
     }
@@ -176,6 +183,8 @@ mod tests {
         assert_eq!(format_duration(725), "12m05s");
         assert_eq!(format_duration(3 * 3600 + 120), "3h02m");
         assert_eq!(format_duration(4 * 86_400 + 7 * 3600), "4d07h");
+        assert_eq!(format_duration(90 * 86_400), "90d");
+        assert_eq!(format_duration(3600), "1h");
         assert_eq!(format_bytes(812), "812 B");
         assert_eq!(format_bytes(4096), "4.0 KiB");
         assert_eq!(format_bytes(1_258_291), "1.2 MiB");
