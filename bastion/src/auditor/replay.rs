@@ -127,9 +127,15 @@ impl Auditor {
             Played::Finished => "finished",
             Played::Quit => "stopped",
         };
+        // In a terminal the replayed output may end mid-line, and the terminal is raw.
+        let (before, after) = if interactive {
+            ("\r\n", "\r")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "\r\nreplay {}: {how} ({} recorded)\r",
+            "{before}replay {}: {how} ({} recorded){after}",
             args.id,
             format_offset(length)
         );
