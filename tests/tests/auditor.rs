@@ -172,6 +172,19 @@ fn an_interactive_session_is_listed_exported_searched_and_replayed() {
     w.cli_ok(&["export", id, "--out", cast.to_str().expect("utf-8")]);
     let played = asciinema_cat(&cast);
     assert!(played.stdout_str().contains("mark-42"), "{played}");
+    let play = run(Command::new(tool("script")).args([
+        "-qec",
+        &format!(
+            "'{}' play --speed 50 --idle-time-limit 0.1 '{}'",
+            tool("asciinema").display(),
+            cast.display()
+        ),
+        "/dev/null",
+    ]));
+    assert!(
+        play.success() && play.stdout_str().contains("mark-42"),
+        "{play}"
+    );
     let stdout_export = w.cli_ok(&["export", id]).stdout;
     assert_eq!(stdout_export, std::fs::read(&cast).expect("read cast"));
 
