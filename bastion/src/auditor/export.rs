@@ -76,7 +76,7 @@ fn export_to(
                         .channels
                         .iter()
                         .find(|c| c.seq == segment.seq)
-                        .map_or_else(String::new, |c| c.describe());
+                        .map_or_else(String::new, |c| super::list::printable(&c.describe()));
                     writeln!(out, "--- channel {}: {what} ---", segment.seq).map_err(output)?;
                 }
                 render(segment, &mut |line| {

@@ -73,6 +73,11 @@ impl Auditor {
                 recording,
             ]);
         }
+        for row in &mut rows {
+            for cell in row.iter_mut() {
+                *cell = printable(cell);
+            }
+        }
         write_table(out, &rows).map_err(output)?;
         Ok(Outcome::Ok)
     }
@@ -98,7 +103,7 @@ impl Auditor {
         let w = &mut *out;
         writeln!(w, "Session {id}").map_err(output)?;
         let field = |w: &mut dyn Write, name: &str, value: &str| {
-            writeln!(w, "  {name:<14}{value}").map_err(output)
+            writeln!(w, "  {name:<14}{}", printable(value)).map_err(output)
         };
         let (user, key_id, serial, login, target, client, started) = match (&row, &meta) {
             (Some(r), _) => (
@@ -197,7 +202,8 @@ impl Auditor {
         writeln!(w, "\nCertificates").map_err(output)?;
         writeln!(
             w,
-            "  user certificate      serial {serial}, key id {key_id:?}"
+            "  user certificate      serial {serial}, key id {:?}",
+            key_id
         )
         .map_err(output)?;
         let start = audit.iter().find(|e| e["event"] == "session.start");
@@ -214,7 +220,7 @@ impl Auditor {
             writeln!(
                 w,
                 "  recording sealed by   {}",
-                seal["signer"].as_str().unwrap_or("?")
+                printable(seal["signer"].as_str().unwrap_or("?"))
             )
             .map_err(output)?;
         }
@@ -227,14 +233,14 @@ impl Auditor {
                 writeln!(w, "  none").map_err(output)?;
             }
             for ch in terminals {
-                writeln!(w, "  #{} {}", ch.seq, channel_line(ch)).map_err(output)?;
+                writeln!(w, "  #{} {}", ch.seq, printable(&channel_line(ch))).map_err(output)?;
             }
             writeln!(w, "\nTransfers").map_err(output)?;
             if transfers.is_empty() {
                 writeln!(w, "  none").map_err(output)?;
             }
             for ch in transfers {
-                writeln!(w, "  #{} {}", ch.seq, channel_line(ch)).map_err(output)?;
+                writeln!(w, "  #{} {}", ch.seq, printable(&channel_line(ch))).map_err(output)?;
                 if let Some(s) = &ch.summary {
                     for (dir, bytes, sha) in [
                         ("up", s.bytes_in, &s.sha256_in),
@@ -339,6 +345,20 @@ fn channel_line(ch: &ChannelEntry) -> String {
 fn read_seal(dir: &Path) -> Option<Value> {
     let bytes = std::fs::read(dir.join(SEAL_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// `text` safe to print on the auditor's terminal: control characters (escape sequences
+/// planted in a key id, a command, a reason) are shown escaped, never interpreted.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<char>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// Total size of the files in `dir` (0 if it is gone).

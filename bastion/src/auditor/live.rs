@@ -24,7 +24,12 @@ impl Auditor {
         while let Some(reply) = lines.next_reply()? {
             if let Some(info) = reply.get("watching") {
                 let who = serde_json::from_value::<LiveInfo>(info.clone())
-                    .map(|i| format!(" ({} as {}@{})", i.user, i.login, i.target))
+                    .map(|i| {
+                        super::list::printable(&format!(
+                            " ({} as {}@{})",
+                            i.user, i.login, i.target
+                        ))
+                    })
                     .unwrap_or_default();
                 let _ = writeln!(
                     err,

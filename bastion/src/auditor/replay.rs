@@ -2,8 +2,8 @@
 //!
 //! Interactive when standard input and output are terminals: the auditor's terminal goes to
 //! raw mode, space pauses and resumes, `+`/`-` double or halve the speed, `q` (or Ctrl-C)
-//! quits; progress (recorded time elapsed / total) shows in the terminal's title and on each
-//! pause. Otherwise the output is streamed with its timing, and progress goes to standard
+//! quits. When the output is a terminal, progress (recorded time elapsed / total) shows in
+//! its title; otherwise the output is streamed with its timing and progress goes to standard
 //! error, at most once a second.
 //!
 //! Times are recording time: `--from` skips to an offset (what came before is written at
@@ -89,24 +89,32 @@ impl Auditor {
             from,
         };
         let stdout = std::io::stdout();
-        let interactive = std::io::stdin().is_terminal() && stdout.is_terminal();
+        // On a terminal, progress goes to its title (lines would mix with the output); keys
+        // are read when the keyboard is that terminal too.
+        let on_terminal = stdout.is_terminal();
+        let interactive = on_terminal && std::io::stdin().is_terminal();
         let mut out = stdout.lock();
         let mut err = std::io::stderr();
-        let played = if interactive {
-            let _raw = tty::RawMode::enter(std::io::stdin().as_raw_fd())
-                .map_err(|e| AuditorError::io("standard input", "set raw mode")(e))?;
-            let _ = writeln!(
-                err,
-                "replay {}: space pause/resume, + faster, - slower, q quit\r",
-                args.id
-            );
-            let keys = tty::keys();
+        let played = if on_terminal {
+            let _raw = if interactive {
+                let raw = tty::RawMode::enter(std::io::stdin().as_raw_fd())
+                    .map_err(|e| AuditorError::io("standard input", "set raw mode")(e))?;
+                let _ = writeln!(
+                    err,
+                    "replay {}: space pause/resume, + faster, - slower, q quit\r",
+                    args.id
+                );
+                Some(raw)
+            } else {
+                None
+            };
+            let keys = interactive.then(tty::keys);
             let played = play(
                 &segments,
                 timing,
                 &mut out,
                 Progress::Title,
-                Some(&keys),
+                keys.as_ref(),
                 &args.id,
             );
             // Leave the title as it was meant to be without us.

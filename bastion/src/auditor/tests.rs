@@ -689,3 +689,9 @@ fn watch_follows_a_live_session_and_kill_ends_it() {
         .watch("20261123T180000Z-0a1b2c3d", &mut Vec::new());
     assert!(err.unwrap_err().to_string().contains("not running"));
 }
+
+#[test]
+fn planted_escape_sequences_are_shown_not_interpreted() {
+    assert_eq!(list::printable("eve\u{1b}[2J\r"), "eve\\u{1b}[2J\\r");
+    assert_eq!(list::printable("alice é"), "alice é");
+}
