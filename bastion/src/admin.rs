@@ -486,7 +486,7 @@ async fn connection(
                         .with("uid", uid),
                 )
                 .await;
-            watch_session(&entry, &mut write).await
+            watch_session(&entry, reader, &mut write).await
         }
     }
 }
@@ -535,13 +535,21 @@ async fn kill(
 /// Streams a session's output to a watcher until it ends or the watcher goes away.
 async fn watch_session(
     entry: &Entry,
+    mut from_watcher: impl tokio::io::AsyncRead + Unpin,
     write: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> std::io::Result<()> {
     let mut output = entry.output.subscribe();
     let mut ended = entry.ended.clone();
     reply(write, json!({"watching": entry.info})).await?;
+    let mut ignored = [0u8; 64];
     loop {
         tokio::select! {
+            // The watcher went away (it sends nothing after its request).
+            read = from_watcher.read(&mut ignored) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return Ok(());
+                }
+            }
             chunk = output.recv() => match chunk {
                 Ok(data) => {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(&*data);
