@@ -2,7 +2,8 @@
 //!
 //! * `asciicast`: asciicast v2 that `asciinema play` and `asciinema cat` accept. One channel
 //!   is copied line for line (a torn last line left out); several are joined on the replay
-//!   timeline under the first channel's header.
+//!   timeline under the first channel's header. Output of a channel without a pty gets the
+//!   `\r` before each `\n` that the person's terminal added (players write in raw mode).
 //! * `text`: what the person saw, rendered by [`super::screen`]: no escape sequences, `\r`
 //!   and backspace applied, full-screen programs as their last frame.
 //! * `json`: the journal and every event, one JSON document, streamed.
@@ -106,13 +107,19 @@ fn asciicast(segments: &[Segment], out: &mut dyn Write) -> Result<(), AuditorErr
         }
         let mut events = segment.events()?;
         while let Some(event) = events.next_event()? {
-            if segment.offset == 0.0 {
+            let onlcr = !segment.pty && event.code == "o" && event.data.contains('\n');
+            if segment.offset == 0.0 && !onlcr {
                 // As recorded, byte for byte.
                 out.write_all(&event.line).map_err(output)?;
                 out.write_all(b"\n").map_err(output)?;
             } else {
                 let at = round6(segment.offset + event.time);
-                writeln!(out, "{}", json!([at, event.code, event.data])).map_err(output)?;
+                let data = if onlcr {
+                    event.data.replace('\n', "\r\n")
+                } else {
+                    event.data
+                };
+                writeln!(out, "{}", json!([at, event.code, data])).map_err(output)?;
             }
         }
     }
@@ -130,6 +137,9 @@ pub(crate) fn render(
     emit: &mut dyn FnMut(TextLine) -> Result<(), AuditorError>,
 ) -> Result<(), AuditorError> {
     let mut screen = Screen::new(segment.header.width, segment.header.height);
+    if !segment.pty {
+        screen = screen.without_pty();
+    }
     let mut events = segment.events()?;
     let shift = |mut line: TextLine| {
         line.time += segment.offset;

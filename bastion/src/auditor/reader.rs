@@ -172,6 +172,8 @@ impl Recording {
             }
             segments.push(Segment {
                 seq: ch.seq,
+                // Unknown kind: play it as recorded.
+                pty: ch.kind.as_ref().is_none_or(|k| k.pty().is_some()),
                 path,
                 header: cast.header,
                 offset,
@@ -198,6 +200,10 @@ impl Recording {
 pub(crate) struct Segment {
     /// The channel.
     pub seq: u32,
+    /// It had a pty. Without one, the remote side writes bare `\n` and the person's own
+    /// terminal turned it into a new line (`ONLCR`); text rendering and asciicast export
+    /// (whose players put the terminal in raw mode) do the same.
+    pub pty: bool,
     /// Its cast.
     pub path: PathBuf,
     /// Its header.

@@ -97,9 +97,17 @@ pub(crate) struct Screen {
     /// Committed rows of a wrapped line still being collected.
     partial: Option<TextLine>,
     out: Vec<TextLine>,
+    newline_returns: bool,
 }
 
 impl Screen {
+    /// Like the person's terminal for a channel without a pty: `\n` also returns the
+    /// carriage (what `ONLCR` did on their side).
+    pub fn without_pty(mut self) -> Screen {
+        self.newline_returns = true;
+        self
+    }
+
     /// A blank terminal of `cols` x `rows` (each at least 1).
     pub fn new(cols: u16, rows: u16) -> Screen {
         let (cols, rows) = (usize::from(cols.max(1)), usize::from(rows.max(1)));
@@ -118,6 +126,7 @@ impl Screen {
             now: 0.0,
             partial: None,
             out: Vec::new(),
+            newline_returns: false,
         }
     }
 
@@ -207,7 +216,12 @@ impl Screen {
                 self.cx = 0;
                 self.pending_wrap = false;
             }
-            '\n' | '\u{b}' | '\u{c}' => self.linefeed(),
+            '\n' | '\u{b}' | '\u{c}' => {
+                if self.newline_returns {
+                    self.cx = 0;
+                }
+                self.linefeed();
+            }
             '\u{8}' => {
                 self.cx = self.cx.saturating_sub(1);
                 self.pending_wrap = false;
@@ -711,6 +725,18 @@ mod tests {
         s.feed(4.0, "0123456789ab\r\n");
         let times: Vec<f64> = s.finish().iter().map(|l| l.time).collect();
         assert_eq!(times, [2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn without_a_pty_a_newline_also_returns() {
+        let mut s = Screen::new(20, 3);
+        s.feed(0.0, "ab\ncd\n");
+        let staircase: Vec<String> = s.finish().into_iter().map(|l| l.text).collect();
+        assert_eq!(staircase, ["ab", "  cd"], "a raw terminal");
+        let mut s = Screen::new(20, 3).without_pty();
+        s.feed(0.0, "ab\ncd\n");
+        let lines: Vec<String> = s.finish().into_iter().map(|l| l.text).collect();
+        assert_eq!(lines, ["ab", "cd"]);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl World {
                 },
             )
             .unwrap();
-        exec.output(b" 10:00:00 up 5 days\n").unwrap();
+        exec.output(b" 10:00:00 up 5 days\nload 0.10\n").unwrap();
         exec.exit_status(0).unwrap();
         exec.finish().unwrap();
         let mut sftp = rec
@@ -310,6 +310,11 @@ fn asciicast_export_drops_a_torn_line_and_plays_in_asciinema() {
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o600
     );
+    assert!(
+        fs::read_to_string(&out_file)
+            .unwrap()
+            .contains(r#"" 10:00:00 up 5 days\r\nload 0.10\r\n""#)
+    );
     let (ok, played) = asciinema_cat(&out_file);
     assert!(ok, "asciinema cat failed: {played}");
     assert!(
@@ -342,6 +347,11 @@ fn text_export_is_what_the_person_saw_without_escapes() {
     assert!(text.contains("\nhello\n"), "{text}");
     assert!(
         text.contains("--- channel 2: exec \"uptime\" ---"),
+        "{text}"
+    );
+    // No pty: the person's terminal returned the carriage at each newline.
+    assert!(
+        text.contains("\n 10:00:00 up 5 days\nload 0.10\n"),
         "{text}"
     );
 
