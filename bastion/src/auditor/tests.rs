@@ -705,3 +705,33 @@ fn planted_escape_sequences_are_shown_not_interpreted() {
     assert_eq!(list::printable("eve\u{1b}[2J\r"), "eve\\u{1b}[2J\\r");
     assert_eq!(list::printable("alice é"), "alice é");
 }
+
+#[test]
+fn a_recording_cut_by_a_crash_is_reported_unsealed_with_what_still_verifies() {
+    let w = world();
+    let meta = meta("alice");
+    let id = meta.id.clone();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta,
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
+    shell.output(b"$ make deploy\r\n").unwrap();
+    rec.flush().unwrap();
+    // The bastion dies: nothing is sealed.
+    drop(shell);
+    drop(rec);
+    let (outcome, text) = w.run(|a, out| a.verify(&verify_args(&id), out));
+    assert_eq!(outcome, Outcome::Failed, "{text}");
+    assert!(text.contains("UNSEALED"), "{text}");
+    assert!(
+        text.contains("chan-1.cast: 2 of 2 lines verified"),
+        "{text}"
+    );
+    // What is there still replays and renders.
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    assert_eq!(text, "$ make deploy\n");
+}
