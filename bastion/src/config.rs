@@ -647,6 +647,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml");
+        let config = BastionConfig::load(Some(&path)).unwrap();
+        let defaults = BastionConfig::load(None).unwrap();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.forwarding, defaults.forwarding);
+        assert_eq!(config.recordings, defaults.recordings);
+        assert_eq!(config.session.env, defaults.session.env);
+        assert_eq!(config.limits.channel_buffer, defaults.limits.channel_buffer);
+    }
+
+    #[test]
     fn split_host_port_handles_v6_and_garbage() {
         assert_eq!(split_host_port("h:22"), Some(("h", 22)));
         assert_eq!(split_host_port("[::1]:22"), Some(("::1", 22)));

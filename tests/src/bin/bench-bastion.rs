@@ -1,0 +1,309 @@
+//! Side-by-side figures for the bastion on loopback: throughput of a 1 GiB download (exec
+//! `head -c 1G /dev/zero`) and of an scp download, connect+exec+close time, for
+//!
+//! * (a) direct `ssh` to the target,
+//! * (b) OpenSSH `ProxyJump` through a second sshd,
+//! * (c) `ssh-bastion` (embedded CA, recording on),
+//!
+//! and the bastion's memory per idle session with 200 sessions open (with the jump host's
+//! for comparison). Not a test: it prints figures.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p jitssh-tests --bin bench-bastion [-- --sessions 200 --runs 20]
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jitssh_tests::{Bastion, Scratch, Sshd, run_ok, run_with, target, tool, user};
+
+const GIB: u64 = 1 << 30;
+
+struct Setup {
+    scratch: Scratch,
+    bastion: Bastion,
+    /// The same bastion configuration with recording unavailable (`on_failure = "continue"`):
+    /// the proxy alone, to show what recording costs.
+    _unrecorded: Bastion,
+    web01: Sshd,
+    jump: Sshd,
+    ssh_config: PathBuf,
+    big_file: PathBuf,
+}
+
+fn main() {
+    let mut sessions = 200usize;
+    let mut runs = 20usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next().and_then(|v| v.parse().ok());
+        match (arg.as_str(), value) {
+            ("--sessions", Some(n)) => sessions = n,
+            ("--runs", Some(n)) => runs = n,
+            _ => {
+                eprintln!("usage: bench-bastion [--sessions N] [--runs N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let setup = setup();
+    let routes = [
+        ("direct ssh", "direct"),
+        ("OpenSSH ProxyJump", "jumped"),
+        ("ssh-bastion (recording on)", "bastion"),
+        (
+            "ssh-bastion, recording unavailable (proxy alone, for comparison)",
+            "unrecorded",
+        ),
+    ];
+
+    println!("## Throughput: 1 GiB download, `head -c 1G /dev/zero` (MiB/s, best of 3)\n");
+    println!("| route | MiB/s |\n|---|---|");
+    for (name, host) in routes {
+        let best = (0..3)
+            .map(|_| {
+                mib_per_s(GIB, || {
+                    ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
+                })
+            })
+            .fold(0.0, f64::max);
+        println!("| {name} | {best:.0} |");
+    }
+
+    println!("\n## Throughput: scp download of a 1 GiB file (MiB/s, best of 3)\n");
+    println!("| route | MiB/s |\n|---|---|");
+    for (name, host) in routes {
+        let best = (0..3)
+            .map(|_| mib_per_s(GIB, || scp_ok(&setup, host)))
+            .fold(0.0, f64::max);
+        println!("| {name} | {best:.0} |");
+    }
+
+    println!("\n## Connect + exec `true` + close ({runs} runs, ms)\n");
+    println!("| route | median | mean | min |\n|---|---|---|---|");
+    for (name, host) in routes {
+        let mut times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let started = Instant::now();
+                ssh_ok(&setup, host, &["true"]);
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        println!(
+            "| {name} | {:.1} | {mean:.1} | {:.1} |",
+            times[times.len() / 2],
+            times[0]
+        );
+    }
+
+    println!("\n## Memory per idle session, {sessions} sessions open\n");
+    println!(
+        "| route | process RSS before | with {sessions} sessions | per session |\n|---|---|---|---|"
+    );
+    let bastion_pid = setup.bastion.daemon.pid();
+    let (before, during) = idle_sessions(&setup, "bastion", sessions, || rss_kib(bastion_pid));
+    println!(
+        "| ssh-bastion (one process; includes its target connections) | {} MiB | {} MiB | {:.0} KiB |",
+        before / 1024,
+        during / 1024,
+        (during.saturating_sub(before)) as f64 / sessions as f64
+    );
+    let jump_pid = setup.jump.pid();
+    let (before, during) = idle_sessions(&setup, "jumped", sessions, || tree_rss_kib(jump_pid));
+    println!(
+        "| OpenSSH jump sshd (all its processes) | {} MiB | {} MiB | {:.0} KiB |",
+        before / 1024,
+        during / 1024,
+        (during.saturating_sub(before)) as f64 / sessions as f64
+    );
+    drop(setup.web01);
+    drop(setup.scratch);
+}
+
+fn setup() -> Setup {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let many =
+        |b: jitssh_tests::SshdBuilder| b.config("MaxStartups 1000").config("MaxSessions 1000");
+    let web01 = target(&ca, scratch.path(), "web01", many);
+    let jump = many(Sshd::builder().trusted_user_ca(ca.ca_pub_file("user"))).start();
+    let alice = user(
+        &ca,
+        scratch.path(),
+        "alice",
+        &["root"],
+        &["web*"],
+        &["--ttl", "12h"],
+    );
+    let bastion = Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        "[limits]\nmax_connections = 2048\n",
+    );
+    // A second bastion on the same CA whose recordings cannot be written, under the
+    // `continue` policy: the same proxy, unrecorded.
+    let second = scratch.mkdir("unrecorded");
+    std::os::unix::fs::symlink(ca.data_dir(), second.join("ca-data")).expect("symlink CA data");
+    let second_ca = jitssh_tests::CaFixture::configure(&second, "", "");
+    fs::create_dir_all(second.join("bastion-data")).expect("mkdir");
+    fs::write(second.join("bastion-data/recordings"), "not a directory").expect("write");
+    let unrecorded = Bastion::start(
+        &second_ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        "[limits]\nmax_connections = 2048\n[recordings]\non_failure = \"continue\"\n",
+    );
+    let ssh_config = scratch.file("ssh_config");
+    let common = format!(
+        "  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+        alice.private.display(),
+        alice.cert_path().display()
+    );
+    fs::write(
+        &ssh_config,
+        format!(
+            "Host direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{common}\n\
+             Host jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{common}\n\
+             Host jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump jump\n{common}\n\
+             Host bastion\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
+             Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n",
+            web01.port(),
+            jump.port(),
+            web01.port(),
+            bastion.port,
+            unrecorded.port
+        ),
+    )
+    .expect("write ssh_config");
+    let big_file = scratch.file("big.bin");
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "head -c 1G /dev/urandom > '{}'",
+        big_file.display()
+    )));
+    Setup {
+        scratch,
+        bastion,
+        _unrecorded: unrecorded,
+        web01,
+        jump,
+        ssh_config,
+        big_file,
+    }
+}
+
+fn ssh(setup: &Setup, host: &str, remote: &[&str]) -> Command {
+    let mut cmd = Command::new(tool("ssh"));
+    cmd.arg("-F").arg(&setup.ssh_config).arg(host).args(remote);
+    cmd
+}
+
+fn ssh_ok(setup: &Setup, host: &str, remote: &[&str]) {
+    let mut cmd = ssh(setup, host, remote);
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run ssh");
+    assert!(status.success(), "ssh {host} {remote:?} failed: {status}");
+}
+
+fn scp_ok(setup: &Setup, host: &str) {
+    let out = run_with(
+        Command::new(tool("scp"))
+            .arg("-F")
+            .arg(&setup.ssh_config)
+            .arg(format!("{host}:{}", setup.big_file.display()))
+            .arg("/dev/null"),
+        None,
+        Duration::from_secs(600),
+    );
+    assert!(out.success(), "scp via {host}: {out}");
+}
+
+fn mib_per_s(bytes: u64, f: impl FnOnce()) -> f64 {
+    let started = Instant::now();
+    f();
+    bytes as f64 / (1024.0 * 1024.0) / started.elapsed().as_secs_f64()
+}
+
+/// Opens `count` idle sessions (`sleep`) via `host`, returns the measure before and once
+/// all are up, then closes them.
+fn idle_sessions(setup: &Setup, host: &str, count: usize, measure: impl Fn() -> u64) -> (u64, u64) {
+    let before = measure();
+    let marker = setup.scratch.mkdir(format!("idle-{host}"));
+    let mut children: Vec<Child> = Vec::with_capacity(count);
+    for i in 0..count {
+        let flag = marker.join(i.to_string());
+        let script = format!("touch '{}' && exec sleep 600", flag.display());
+        let child = ssh(setup, host, &[&script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ssh");
+        children.push(child);
+        if i % 20 == 19 {
+            wait_for_flags(&marker, i + 1);
+        }
+    }
+    wait_for_flags(&marker, count);
+    std::thread::sleep(Duration::from_secs(2));
+    let during = measure();
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    (before, during)
+}
+
+fn wait_for_flags(dir: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fs::read_dir(dir).map(|d| d.count()).unwrap_or(0) < count {
+        assert!(Instant::now() < deadline, "sessions did not all start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:").unwrap_or(0)
+}
+
+/// RSS of `root` and all its descendants.
+fn tree_rss_kib(root: u32) -> u64 {
+    let mut parents = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
+            && let Some(ppid) = status_field(pid, "PPid:")
+        {
+            parents.push((pid, ppid as u32));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    tree.iter().map(|pid| rss_kib(*pid)).sum()
+}
