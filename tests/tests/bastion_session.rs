@@ -157,3 +157,84 @@ fn force_command_in_the_certificate_replaces_what_the_user_asked() {
         bastion.wait_for_audit("\"forced_command\":\"echo forced\"", Duration::from_secs(5));
     assert!(audit.contains("\"command\":\"echo asked\""), "{audit}");
 }
+
+/// All-in-one: the certificate comes from the CA API that `ssh-bastion serve` runs in the
+/// same process, from the policy; then the person goes through the bastion with it.
+#[test]
+fn all_in_one_certificate_from_the_embedded_ca_then_through_the_bastion() {
+    let scratch = Scratch::new();
+    let alice = jitssh_tests::keygen(scratch.path(), "alice");
+    let policy = format!(
+        "[[roles]]\nname = \"ops\"\nlogins = [\"root\"]\nhosts = [\"web*\"]\nmax_ttl = \"1h\"\n\n\
+         [[users]]\nname = \"alice\"\nkeys = [\"{}\"]\nroles = [\"ops\"]\n",
+        alice.public_line()
+    );
+    let ca = Bastion::ca(scratch.path(), &policy);
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+    let out = jitssh_tests::Ssh::new(bastion.ca_port)
+        .user("alice")
+        .identity(&alice.private)
+        .args(["cert", "--ttl", "10m"])
+        .run();
+    assert!(out.success(), "{out}");
+    std::fs::write(alice.cert_path(), &out.stdout).expect("write certificate");
+    let out = bastion
+        .ssh("root@web01", &alice)
+        .args(["echo", "all-in-one"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout_str(), "all-in-one\n");
+    let audit = bastion.wait_for_audit("session.end", Duration::from_secs(5));
+    assert!(audit.contains("\"roles\":[\"ops\"]"), "{audit}");
+}
+
+/// A terminal resized while the session runs: the target's pty follows.
+#[test]
+fn window_changes_reach_the_target_pty() {
+    let w = world();
+    let out_file = w._scratch.file("stty.out");
+    let socket = format!("jitssh-{}", std::process::id());
+    let mut ssh = w.bastion.ssh("root@web01", &w.alice).flag("-tt");
+    ssh = ssh.args(["stty size; sleep 3; stty size"]);
+    let command = ssh.command();
+    let line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tmux = jitssh_tests::tool("tmux");
+    jitssh_tests::run_ok(std::process::Command::new(&tmux).args([
+        "-L",
+        &socket,
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &format!("{line} > '{}' 2>&1", out_file.display()),
+    ]));
+    jitssh_tests::wait_for(
+        || std::fs::read_to_string(&out_file).is_ok_and(|t| t.contains("30 100")),
+        Duration::from_secs(10),
+        "the first stty size",
+    );
+    jitssh_tests::run_ok(std::process::Command::new(&tmux).args([
+        "-L",
+        &socket,
+        "resize-window",
+        "-x",
+        "120",
+        "-y",
+        "40",
+    ]));
+    jitssh_tests::wait_for(
+        || std::fs::read_to_string(&out_file).is_ok_and(|t| t.contains("40 120")),
+        Duration::from_secs(10),
+        "the second stty size after the resize",
+    );
+    let _ = std::process::Command::new(&tmux)
+        .args(["-L", &socket, "kill-server"])
+        .status();
+}
