@@ -31,6 +31,9 @@ pub struct BastionConfig {
     pub data_dir: PathBuf,
     /// Address of the SSH front door.
     pub listen: SocketAddr,
+    /// Names the bastion's own host certificate carries (embedded CA), so clients that trust
+    /// the host CA connect without trust on first use.
+    pub names: Vec<String>,
     /// How certificates are obtained and checked.
     pub ca: CaSettings,
     /// The targets users may reach, by name.
@@ -261,6 +264,8 @@ struct BastionFile {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
     #[serde(default)]
+    names: Option<Vec<String>>,
+    #[serde(default)]
     ca: CaFile,
     #[serde(default)]
     targets: Vec<TargetFile>,
@@ -387,6 +392,18 @@ impl BastionConfig {
         }
 
         let ca = Self::resolve_ca(file.ca, base, text, origin)?;
+        let names = match file.names {
+            Some(names) if names.is_empty() => {
+                return Err(invalid("names", "must name at least one host".into()));
+            }
+            Some(names) => {
+                if let Some(bad) = names.iter().find(|n| !valid_target_name(n)) {
+                    return Err(invalid("names", format!("invalid host name {bad:?}")));
+                }
+                names
+            }
+            None => default_names(file.listen),
+        };
 
         let session = file.session;
         if session.cert_ttl.as_duration() > MAX_SESSION_CERT_TTL || session.cert_ttl.as_secs() == 0
@@ -437,6 +454,7 @@ impl BastionConfig {
         Ok(BastionConfig {
             data_dir,
             listen: file.listen,
+            names,
             ca,
             targets,
             forwarding: file.forwarding,
@@ -535,6 +553,21 @@ impl BastionConfig {
     }
 }
 
+/// This machine's host name, `localhost` and the listen address.
+fn default_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if valid_target_name(host) {
+            names.push(host.to_string());
+        }
+    }
+    names.push("localhost".to_string());
+    names.push(listen.ip().to_string());
+    names.dedup();
+    names
+}
+
 /// Splits `host:port` (or `[v6]:port`); `None` when malformed or the port is not a number.
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;
@@ -562,6 +595,8 @@ mod tests {
         let config = BastionConfig::load(None).unwrap();
         assert_eq!(config.data_dir, Path::new("./data/bastion"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:2222");
+        assert!(config.names.contains(&"localhost".to_string()));
+        assert!(config.names.contains(&"127.0.0.1".to_string()));
         let CaSettings::Embedded(ca) = &config.ca else {
             panic!("embedded by default")
         };
@@ -611,6 +646,10 @@ mod tests {
         assert!(err.contains("session.cert_ttl"), "{err}");
         let err = parse("[ca]\nmode = \"cloud\"\n").unwrap_err();
         assert!(err.contains("ca.mode"), "{err}");
+        let err = parse("names = []\n").unwrap_err();
+        assert!(err.contains("bastion.toml:1: key names"), "{err}");
+        let err = parse("names = [\"a b\"]\n").unwrap_err();
+        assert!(err.contains("invalid host name"), "{err}");
         let err = parse("[limits]\nmax_channels = 0\n").unwrap_err();
         assert!(err.contains("limits.max_channels"), "{err}");
         let err = parse("[recordings]\non_failure = \"shrug\"\n").unwrap_err();

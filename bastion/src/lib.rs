@@ -13,6 +13,7 @@ pub mod auditor;
 pub mod cli;
 pub mod config;
 pub mod front;
+pub mod hostcert;
 pub mod hostkey;
 pub mod issuer;
 pub mod login;

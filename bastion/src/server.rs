@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jitssh_shared::audit::{AuditError, AuditLog};
@@ -22,6 +22,7 @@ use crate::admin::{self, AdminError, LiveSessions};
 use crate::audit::Audit;
 use crate::config::{BastionConfig, CaSettings};
 use crate::front::{Front, Slot};
+use crate::hostcert;
 use crate::hostkey::{self, HostKeyError};
 use crate::issuer::{EmbeddedIssuer, Issuer};
 use crate::recorded::{RecordingSetup, SetupError};
@@ -43,6 +44,9 @@ pub enum ServeError {
     /// The embedded CA could not be opened.
     #[error("embedded CA: {0}")]
     Ca(#[from] OpenError),
+    /// The bastion's host certificate could not be issued.
+    #[error("cannot issue the bastion's host certificate: {0}")]
+    HostCert(String),
     /// The embedded CA's SSH API could not start.
     #[error("embedded CA API: {0}")]
     CaApi(#[from] ssh_ca::api::ServeError),
@@ -79,6 +83,8 @@ pub async fn serve(
         &config.host_key_path(),
         &config.session_index_path(),
     )?;
+    let mut host_cert = None;
+    let mut renewal = None;
     let issuer: Arc<dyn Issuer> = match &config.ca {
         CaSettings::Embedded(ca_config) => {
             let authority = Arc::new(Authority::open(
@@ -106,6 +112,15 @@ pub async fn serve(
                 tracing::info!(%addr, "CA API listening");
             }
             tokio::spawn(api.run());
+            let issuing = (authority.clone(), host_key.clone(), config.names.clone());
+            let cert = tokio::task::spawn_blocking(move || {
+                hostcert::issue(&issuing.0, &issuing.1, &issuing.2)
+            })
+            .await
+            .map_err(|e| ServeError::HostCert(e.to_string()))?
+            .map_err(|e| ServeError::HostCert(e.to_string()))?;
+            host_cert = Some(cert);
+            renewal = Some(authority.clone());
             Arc::new(EmbeddedIssuer::new(authority))
         }
         CaSettings::Remote(remote) => {
@@ -131,7 +146,21 @@ pub async fn serve(
         targets = config.targets.len(),
         "ssh-bastion listening on {local}"
     );
-    let ssh_config = Arc::new(russh_config(&config, host_key));
+    let ssh_config = Arc::new(RwLock::new(Arc::new(russh_config(
+        &config,
+        host_key.clone(),
+        host_cert,
+    ))));
+    if let Some(authority) = renewal {
+        let (limits_config, key) = (config.clone(), host_key.clone());
+        tokio::spawn(hostcert::renew(
+            authority,
+            host_key,
+            config.names.clone(),
+            ssh_config.clone(),
+            move |cert| russh_config(&limits_config, key.clone(), Some(cert)),
+        ));
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let shared = Arc::new(Shared {
@@ -158,13 +187,8 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                connections.spawn(connection(
-                    shared.clone(),
-                    ssh_config.clone(),
-                    stream,
-                    peer,
-                    permit,
-                ));
+                let current = ssh_config.read().unwrap_or_else(|p| p.into_inner()).clone();
+                connections.spawn(connection(shared.clone(), current, stream, peer, permit));
             }
             Err(err) => {
                 tracing::warn!("accept failed: {err}");
@@ -186,8 +210,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// The russh server configuration: publickey only, bounded buffers.
-fn russh_config(config: &BastionConfig, host_key: jitssh_shared::ssh_key::PrivateKey) -> Config {
+/// The russh server configuration: publickey only, bounded buffers, the host key and (with
+/// an embedded CA) its host certificate.
+fn russh_config(
+    config: &BastionConfig,
+    host_key: jitssh_shared::ssh_key::PrivateKey,
+    host_cert: Option<jitssh_shared::ssh_key::Certificate>,
+) -> Config {
     let limits = &config.limits;
     let idle = limits.idle_timeout.as_duration();
     Config {
@@ -198,6 +227,7 @@ fn russh_config(config: &BastionConfig, host_key: jitssh_shared::ssh_key::Privat
         auth_rejection_time: limits.auth_rejection_time.as_duration(),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
+        certificates: host_cert.into_iter().collect(),
         channel_buffer_size: limits.channel_buffer,
         inactivity_timeout: (!idle.is_zero()).then_some(idle),
         keepalive_interval: Some(Duration::from_secs(60)),

@@ -7,6 +7,7 @@ use jitssh_tests::{Bastion, Scratch, Sshd, target, user};
 
 struct World {
     _scratch: Scratch,
+    ca: jitssh_tests::CaFixture,
     bastion: Bastion,
     _web01: Sshd,
     alice: jitssh_tests::KeyPair,
@@ -26,6 +27,7 @@ fn world_with(
     let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
     World {
         _scratch: scratch,
+        ca,
         bastion,
         _web01: web01,
         alice,
@@ -237,4 +239,33 @@ fn window_changes_reach_the_target_pty() {
     let _ = std::process::Command::new(&tmux)
         .args(["-L", &socket, "kill-server"])
         .status();
+}
+
+/// The bastion presents a host certificate from the host CA: a client that trusts the host
+/// CA connects with strict checking and nothing learned on first use.
+#[test]
+fn clients_trusting_the_host_ca_reach_the_bastion_without_trust_on_first_use() {
+    let w = world();
+    let trusted = w
+        ._scratch
+        .write("known_hosts", w.ca.run_ok(["known-hosts"]).stdout);
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .known_hosts(&trusted)
+        .host("localhost")
+        .args(["echo", "verified"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout_str(), "verified\n");
+    let empty = w._scratch.write("empty_known_hosts", "");
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .known_hosts(&empty)
+        .host("localhost")
+        .args(["echo", "unverified"])
+        .run();
+    assert_eq!(out.status, 255, "{out}");
+    assert!(out.stderr.contains("Host key verification failed"), "{out}");
 }
