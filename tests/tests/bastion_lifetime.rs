@@ -93,3 +93,35 @@ fn a_session_is_cut_when_its_certificate_is_revoked() {
     let audit = bastion.wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(5));
     assert!(audit.contains("your certificate was revoked"), "{audit}");
 }
+
+#[test]
+fn stopping_the_bastion_ends_sessions_with_a_reason() {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let mut bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+    let child = bastion
+        .ssh("root@web01", &alice)
+        .args(["sleep", "60"])
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ssh");
+    bastion.wait_for_audit("\"command\":\"sleep 60\"", Duration::from_secs(10));
+    let code = bastion.daemon.stop();
+    assert_eq!(code, 0, "SIGTERM is a clean stop");
+    let out = child.wait_with_output().expect("ssh output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("session ended: the bastion is shutting down"),
+        "{stderr}"
+    );
+    let audit = bastion.audit();
+    assert!(
+        audit.contains("\"reason\":\"the bastion is shutting down\""),
+        "{audit}"
+    );
+}
