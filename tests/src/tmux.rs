@@ -15,6 +15,9 @@ use crate::tools::tool;
 /// A command running in a tmux pane.
 pub struct Tmux {
     socket: PathBuf,
+    /// The command's exit status is written here when it ends (tmux 3.3 does not reliably
+    /// record a dead pane's status).
+    status_file: PathBuf,
 }
 
 /// Name of the one tmux session.
@@ -23,9 +26,18 @@ const SESSION: &str = "t";
 impl Tmux {
     /// Starts `command` in a `cols` x `rows` terminal; the tmux server's socket goes in `dir`.
     pub fn start(dir: &Path, command: &Command, cols: u16, rows: u16) -> Tmux {
-        let socket = dir.join(format!("tmux-{}.sock", crate::net::free_port()));
-        let line = shell_line(command);
-        let tmux = Tmux { socket };
+        let id = crate::net::free_port();
+        let socket = dir.join(format!("tmux-{id}.sock"));
+        let status_file = dir.join(format!("tmux-{id}.status"));
+        let line = format!(
+            "{}; echo $? > '{}'",
+            shell_line(command),
+            status_file.display()
+        );
+        let tmux = Tmux {
+            socket,
+            status_file,
+        };
         run_ok(tmux.cmd().args([
             "-f",
             "/dev/null",
@@ -38,11 +50,14 @@ impl Tmux {
             "-y",
             &rows.to_string(),
             &line,
+            // In the same tmux command, so the pane stays readable however fast the command ends.
+            ";",
+            "set-option",
+            "-t",
+            SESSION,
+            "remain-on-exit",
+            "on",
         ]));
-        run_ok(
-            tmux.cmd()
-                .args(["set-option", "-t", SESSION, "remain-on-exit", "on"]),
-        );
         tmux
     }
 
@@ -88,19 +103,9 @@ impl Tmux {
 
     /// The command's exit status once it has exited, `None` while it runs.
     pub fn exit_status(&self) -> Option<i32> {
-        let out = run_ok(self.cmd().args([
-            "display-message",
-            "-p",
-            "-t",
-            SESSION,
-            "#{pane_dead} #{pane_dead_status}",
-        ]))
-        .stdout_str();
-        let mut fields = out.split_whitespace();
-        match fields.next() {
-            Some("1") => Some(fields.next().and_then(|s| s.parse().ok()).unwrap_or(-1)),
-            _ => None,
-        }
+        std::fs::read_to_string(&self.status_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
     }
 
     /// Waits until the command exits; its status.
