@@ -221,6 +221,10 @@ pub struct Limits {
     /// SSH messages buffered per channel before the bastion stops reading the sender.
     #[serde(default = "default_channel_buffer")]
     pub channel_buffer: usize,
+    /// Bytes each direction of a relayed channel holds while the receiving side's window is
+    /// closed; must cover a few SSH windows (2 MiB each) so full-duplex streams keep moving.
+    #[serde(default = "default_relay_buffer")]
+    pub relay_buffer: usize,
     /// Close a connection with no traffic for this long (`0s`: never).
     #[serde(default)]
     pub idle_timeout: HumanDuration,
@@ -234,6 +238,7 @@ impl Default for Limits {
             auth_timeout: default_auth_timeout(),
             auth_rejection_time: default_auth_rejection_time(),
             channel_buffer: default_channel_buffer(),
+            relay_buffer: default_relay_buffer(),
             idle_timeout: HumanDuration::default(),
         }
     }
@@ -253,6 +258,9 @@ fn default_auth_rejection_time() -> HumanDuration {
 }
 fn default_channel_buffer() -> usize {
     32
+}
+fn default_relay_buffer() -> usize {
+    8 << 20
 }
 
 /// The file as written.
@@ -434,6 +442,12 @@ impl BastionConfig {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
             }
+        }
+        if limits.relay_buffer < 64 * 1024 {
+            return Err(invalid(
+                "limits.relay_buffer",
+                "must be at least 65536 bytes".into(),
+            ));
         }
         if limits.auth_timeout.as_secs() == 0 {
             return Err(invalid("limits.auth_timeout", "must be at least 1s".into()));

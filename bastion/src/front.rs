@@ -339,6 +339,7 @@ impl russh::server::Handler for Front {
         sess.add_link(user_id, link.clone());
         reply.accept().await;
         let handle = session.handle();
+        let relay_buffer = self.shared.config.limits.relay_buffer;
         tokio::spawn(async move {
             let ended = pump::run(
                 UserSide {
@@ -353,6 +354,7 @@ impl russh::server::Handler for Front {
                 },
                 link.replies.clone(),
                 link.tap.clone(),
+                relay_buffer,
             )
             .await;
             sess.remove_link(user_id);

@@ -1,11 +1,11 @@
 //! Moving bytes between a person's channel and the matching target channel, in both
 //! directions, with bounded memory.
 //!
-//! Each direction holds at most one SSH message in hand: a write waits for the receiving
-//! side's channel window (`ChannelWriteHalf::data_bytes`), and while it waits nothing more is
-//! read, so russh's bounded per-channel queue fills and the sender's TCP connection is no
-//! longer read. A client that stops reading therefore stalls its target instead of growing
-//! the bastion's memory.
+//! Each direction holds at most a fixed byte budget in hand ([`run`]'s `buffer`): a write
+//! waits for the receiving side's channel window (`ChannelWriteHalf::data_bytes`), the reader
+//! goes on reading until the budget is used up, and then stops, so russh's bounded
+//! per-channel queue fills and the sender's TCP connection is no longer read. A client that
+//! stops reading therefore stalls its target instead of growing the bastion's memory.
 //!
 //! Requests that need a reply (pty, exec, subsystem, ...) are forwarded by the front door's
 //! handler, which awaits the target's answer; the target's `SUCCESS`/`FAILURE` come back on
@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client, server};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Observes a channel's traffic (the session recorder). A failure ends the channel.
 pub trait Tap: Send {
@@ -119,12 +119,13 @@ pub struct TargetSide {
 }
 
 /// Runs both directions until one side closes the channel (or a tap fails), then closes the
-/// other side. Returns how it ended.
+/// other side. Each direction holds at most `buffer` bytes in hand. Returns how it ended.
 pub async fn run(
     user: UserSide,
     target: TargetSide,
     replies: Arc<Replies>,
     tap: SharedTap,
+    buffer: usize,
 ) -> Ended {
     let UserSide {
         read: user_read,
@@ -136,8 +137,22 @@ pub async fn run(
         read: target_read,
         write: target_write,
     } = target;
-    let up = user_to_target(user_read, &target_write, &tap);
-    let down = target_to_user(target_read, &user_write, user_id, &handle, &replies, &tap);
+    let (up_queue, up_items) = relay(buffer);
+    let (down_queue, down_items) = relay(buffer);
+    let up = async {
+        let (ended, ()) = tokio::join!(
+            read_user(user_read, up_queue, &tap),
+            write_target(up_items, &target_write)
+        );
+        ended
+    };
+    let down = async {
+        let (ended, ()) = tokio::join!(
+            read_target(target_read, down_queue, &replies, &tap),
+            write_user(down_items, &user_write, user_id, &handle)
+        );
+        ended
+    };
     let ended = tokio::select! {
         ended = up => ended,
         ended = down => ended,
@@ -149,6 +164,54 @@ pub async fn run(
     ended
 }
 
+/// One direction's hand-over from reader to writer, bounded in bytes.
+///
+/// The reader keeps reading its side while the writer waits for the other side's window,
+/// up to the byte budget. Without it, a reader blocked on one connection's window would
+/// block that connection's whole russh event loop (its per-channel queue is awaited there),
+/// which would also stop the window adjustments the *other* direction needs: a full-duplex
+/// stream (`cat`, a big paste echoed by a terminal) would deadlock. The budget only has to
+/// cover the other side's window while one event loop waits, so it stays a few MiB.
+struct Queue {
+    items: mpsc::UnboundedSender<(ChannelMsg, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+    limit: usize,
+}
+
+type Items = mpsc::UnboundedReceiver<(ChannelMsg, OwnedSemaphorePermit)>;
+
+fn relay(buffer: usize) -> (Queue, Items) {
+    let limit = buffer.clamp(1, Semaphore::MAX_PERMITS);
+    let (items, received) = mpsc::unbounded_channel();
+    let queue = Queue {
+        items,
+        budget: Arc::new(Semaphore::new(limit)),
+        limit,
+    };
+    (queue, received)
+}
+
+impl Queue {
+    /// Hands `msg` to the writer once the budget has room for it. `false` when the writer
+    /// is gone.
+    async fn push(&self, msg: ChannelMsg) -> bool {
+        let cost = match &msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+            _ => 1,
+        }
+        .clamp(1, self.limit);
+        let Ok(permit) = self
+            .budget
+            .clone()
+            .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+            .await
+        else {
+            return false;
+        };
+        self.items.send((msg, permit)).is_ok()
+    }
+}
+
 fn tap_call(
     tap: &SharedTap,
     f: impl FnOnce(&mut dyn Tap) -> Result<(), String>,
@@ -157,63 +220,104 @@ fn tap_call(
     f(guard.as_mut())
 }
 
-async fn user_to_target(
-    mut from: ChannelReadHalf,
-    to: &ChannelWriteHalf<client::Msg>,
-    tap: &SharedTap,
-) -> Ended {
+/// Reads the person's channel: data (recorded), EOF and close go to the target's writer.
+async fn read_user(mut from: ChannelReadHalf, to: Queue, tap: &SharedTap) -> Ended {
     while let Some(msg) = from.wait().await {
-        let sent = match msg {
+        match &msg {
             ChannelMsg::Data { data } => {
-                if let Err(why) = tap_call(tap, |t| t.input(&data)) {
+                if let Err(why) = tap_call(tap, |t| t.input(data)) {
                     return Ended::TapFailed(why);
                 }
-                to.data_bytes(data).await
             }
-            ChannelMsg::ExtendedData { data, ext } => to.extended_data_bytes(ext, data).await,
-            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::ExtendedData { .. } | ChannelMsg::Eof => {}
             ChannelMsg::Close => break,
             // Requests are forwarded by the handler, which needs to answer them in order.
-            _ => Ok(()),
+            _ => continue,
+        }
+        if !to.push(msg).await {
+            return Ended::Closed;
+        }
+    }
+    to.push(ChannelMsg::Close).await;
+    Ended::Closed
+}
+
+/// Writes to the target's channel, waiting for its window.
+async fn write_target(mut items: Items, to: &ChannelWriteHalf<client::Msg>) {
+    while let Some((msg, _permit)) = items.recv().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => to.data_bytes(data).await,
+            ChannelMsg::ExtendedData { data, ext } => to.extended_data_bytes(ext, data).await,
+            ChannelMsg::Eof => to.eof().await,
+            _ => break,
         };
         if sent.is_err() {
             break;
         }
     }
     let _ = to.close().await;
-    Ended::Closed
 }
 
-async fn target_to_user(
+/// Reads the target's channel: output (recorded), exit status and signals, EOF and close go
+/// to the person's writer; answers to forwarded requests go to the waiting handler at once.
+async fn read_target(
     mut from: ChannelReadHalf,
-    to: &ChannelWriteHalf<server::Msg>,
-    id: ChannelId,
-    handle: &server::Handle,
+    to: Queue,
     replies: &Replies,
     tap: &SharedTap,
 ) -> Ended {
     while let Some(msg) = from.wait().await {
-        let sent = match msg {
-            ChannelMsg::Data { data } => {
-                if let Err(why) = tap_call(tap, |t| t.output(&data)) {
-                    return Ended::TapFailed(why);
-                }
-                to.data_bytes(data).await.is_ok()
+        let recorded = match &msg {
+            ChannelMsg::Data { data } => tap_call(tap, |t| t.output(data)),
+            ChannelMsg::ExtendedData { data, ext: 1 } => tap_call(tap, |t| t.stderr(data)),
+            ChannelMsg::ExitStatus { exit_status } => {
+                tap_call(tap, |t| t.exit_status(*exit_status))
             }
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                let name = signal_text(signal_name);
+                tap_call(tap, |t| t.exit_signal(&name))
+            }
+            ChannelMsg::Success => {
+                replies.answer(true);
+                continue;
+            }
+            ChannelMsg::Failure => {
+                replies.answer(false);
+                continue;
+            }
+            ChannelMsg::Close => break,
+            ChannelMsg::ExtendedData { .. } | ChannelMsg::Eof | ChannelMsg::XonXoff { .. } => {
+                Ok(())
+            }
+            _ => continue,
+        };
+        if let Err(why) = recorded {
+            return Ended::TapFailed(why);
+        }
+        if !to.push(msg).await {
+            return Ended::Closed;
+        }
+    }
+    to.push(ChannelMsg::Close).await;
+    Ended::Closed
+}
+
+/// Writes to the person's channel, waiting for its window; exit status and signals go
+/// through the connection handle, in order with the data.
+async fn write_user(
+    mut items: Items,
+    to: &ChannelWriteHalf<server::Msg>,
+    id: ChannelId,
+    handle: &server::Handle,
+) {
+    while let Some((msg, _permit)) = items.recv().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => to.data_bytes(data).await.is_ok(),
             ChannelMsg::ExtendedData { data, ext } => {
-                if ext == 1
-                    && let Err(why) = tap_call(tap, |t| t.stderr(&data))
-                {
-                    return Ended::TapFailed(why);
-                }
                 to.extended_data_bytes(ext, data).await.is_ok()
             }
             ChannelMsg::Eof => to.eof().await.is_ok(),
-            ChannelMsg::Close => break,
             ChannelMsg::ExitStatus { exit_status } => {
-                if let Err(why) = tap_call(tap, |t| t.exit_status(exit_status)) {
-                    return Ended::TapFailed(why);
-                }
                 handle.exit_status_request(id, exit_status).await.is_ok()
             }
             ChannelMsg::ExitSignal {
@@ -221,35 +325,20 @@ async fn target_to_user(
                 core_dumped,
                 error_message,
                 lang_tag,
-            } => {
-                let name = signal_text(&signal_name);
-                if let Err(why) = tap_call(tap, |t| t.exit_signal(&name)) {
-                    return Ended::TapFailed(why);
-                }
-                handle
-                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
-                    .await
-                    .is_ok()
-            }
+            } => handle
+                .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                .await
+                .is_ok(),
             ChannelMsg::XonXoff { client_can_do } => {
                 handle.xon_xoff_request(id, client_can_do).await.is_ok()
             }
-            ChannelMsg::Success => {
-                replies.answer(true);
-                true
-            }
-            ChannelMsg::Failure => {
-                replies.answer(false);
-                true
-            }
-            _ => true,
+            _ => false,
         };
         if !sent {
             break;
         }
     }
     let _ = to.close().await;
-    Ended::Closed
 }
 
 /// The signal's name as SSH spells it (`TERM`, `KILL`, ...).

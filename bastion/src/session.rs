@@ -666,6 +666,7 @@ impl Session {
             },
             Arc::new(Replies::default()),
             no_tap(),
+            self.shared.config.limits.relay_buffer,
         )
         .await;
     }
