@@ -51,7 +51,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => auditor(&config, |a, out| a.audit_verify(out)),
-        Command::Sessions { command } => auditor(&config, |a, out| a.sessions_command(&command, out)),
+        Command::Sessions { command } => {
+            auditor(&config, |a, out| a.sessions_command(&command, out))
+        }
         Command::Replay(args) => auditor(&config, |a, _| a.replay(&args)),
         Command::Export(args) => auditor(&config, |a, out| a.export(&args, out)),
         Command::Verify(args) => auditor(&config, |a, out| a.verify(&args, out)),
