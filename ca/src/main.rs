@@ -4,21 +4,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clap::error::ErrorKind;
 use ssh_ca::cli::{AuditCommand, Cli, Command, HostCommand};
 use ssh_ca::commands;
 use ssh_ca::config::CaConfig;
+use ssh_ca::edge;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => return usage_error(err),
+        Err(err) => return edge::usage_error("ssh-ca", err),
     };
-    init_logging(cli.log_json);
+    edge::init_logging("SSH_CA_LOG", cli.log_json);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ssh-ca: error: {}", one_line(&err));
+            eprintln!("ssh-ca: error: {}", edge::one_line(&err));
             ExitCode::FAILURE
         }
     }
@@ -57,44 +57,4 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-/// Help and version go to stdout as usual; real usage errors become one line.
-fn usage_error(err: clap::Error) -> ExitCode {
-    match err.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = err.print();
-            ExitCode::SUCCESS
-        }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
-            ExitCode::from(2)
-        }
-        _ => {
-            let rendered = err.render().to_string();
-            let before_usage = rendered.split("\n\n").next().unwrap_or("invalid arguments");
-            let message = before_usage.strip_prefix("error: ").unwrap_or(before_usage);
-            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("ssh-ca: error: {message} (see ssh-ca --help)");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn one_line(err: &anyhow::Error) -> String {
-    let text = format!("{err:#}");
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SSH_CA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -204,9 +204,8 @@ pub fn parse(line: &[u8]) -> Result<ApiCommand, CommandOutput> {
                     ..Default::default()
                 },
                 _ => {
-                    let head = rendered.split("\n\n").next().unwrap_or("invalid command");
-                    let head = head.strip_prefix("error: ").unwrap_or(head);
-                    let mut out = CommandOutput::fail(format!("{} (try: help)", head.trim()));
+                    let line = crate::edge::clap_error_line(&err);
+                    let mut out = CommandOutput::fail(format!("{line} (try: help)"));
                     out.status = 2;
                     out
                 }
