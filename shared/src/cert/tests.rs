@@ -240,5 +240,8 @@ fn a_certificate_without_principals_is_refused_not_read_as_anyone() {
     builder.all_principals_valid().unwrap();
     let cert = builder.sign(&f.user_ca).unwrap();
     let cas = [f.user_ca.key_data().clone()];
-    assert_eq!(verify(&cert, &expect(&cas, "root")), Err(Rejection::NoPrincipals));
+    assert_eq!(
+        verify(&cert, &expect(&cas, "root")),
+        Err(Rejection::NoPrincipals)
+    );
 }
