@@ -69,6 +69,10 @@ pub struct Recordings {
     /// Bytes a session's recorder buffers before writing, whatever the one-second timer says.
     #[serde(default = "default_max_buffer")]
     pub max_buffer: usize,
+    /// Bytes of each output stream of a command run without a pty that go to its asciicast;
+    /// the rest (and binary output) is recorded as size and SHA-256.
+    #[serde(default = "default_exec_output_limit")]
+    pub exec_output_limit: u64,
     /// How long recordings are kept by `ssh-bastion prune` (unset: forever).
     #[serde(default)]
     pub retain: Option<HumanDuration>,
@@ -81,6 +85,7 @@ impl Default for Recordings {
             transfer_content: false,
             on_failure: default_on_failure(),
             max_buffer: default_max_buffer(),
+            exec_output_limit: default_exec_output_limit(),
             retain: None,
         }
     }
@@ -92,6 +97,9 @@ fn default_on_failure() -> OnFailure {
 fn default_max_buffer() -> usize {
     1 << 20
 }
+fn default_exec_output_limit() -> u64 {
+    crate::recording::DEFAULT_EXEC_OUTPUT_LIMIT
+}
 
 impl Recordings {
     /// The recorder's policy.
@@ -101,6 +109,7 @@ impl Recordings {
             transfer_content: self.transfer_content,
             on_failure: self.on_failure,
             max_buffer: self.max_buffer,
+            exec_output_limit: self.exec_output_limit,
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `events.jsonl` | session journal: `session.start` (who, from where, certificate, target), `channel.open`/`channel.exit`/`channel.close` (command, exit status, byte counts, transfer digests), `data.raw`, `recording.degraded`, `session.end` |
+//! | `events.jsonl` | session journal: `session.start` (who, from where, certificate, target), `channel.open`/`channel.exit`/`channel.close` (command, exit status, byte counts, transfer and bulk digests), `data.raw`, `output.bulk`/`output.bulk.end`, `recording.degraded`, `session.end` |
 //! | `chan-<k>.cast` | asciicast v2 for the k-th terminal channel (shell, or exec of a command): header with size, `TERM`, the command, session metadata under `jitssh`; `o` output, `r` resize, `i` input only when the policy asks |
 //! | `chan-<k>.transfer.jsonl` | sftp/scp/rsync content, only when the policy asks: `[t, "up"\|"down"\|"err", "<base64>"]` lines |
 //! | `chain.jsonl` | the hash chain over every line of the files above |
@@ -21,6 +21,13 @@
 //! journal). Transfers (every subsystem, and exec of `scp`, `sftp-server`, `rsync --server`)
 //! are recorded as bytes and SHA-256 per direction, not content, unless the policy asks.
 //!
+//! Output of other commands run without a pty (`ssh host tar cz /srv > srv.tgz`) goes to the
+//! `.cast` until it passes [`RecordingPolicy::exec_output_limit`] or turns out binary; from
+//! there on it is recorded like a transfer, as size and SHA-256 (of the whole stream), with a
+//! note in the cast where it stops and one with the totals at the end, and `output.bulk` /
+//! `output.bulk.end` in the journal. stdout and stderr switch separately; channels with a
+//! pty never do. See the `bulk` module for the rules and the exact records.
+//!
 //! # Bytes that are not UTF-8
 //!
 //! asciicast event data is a JSON string, so output is decoded as UTF-8 per stream with the
@@ -29,7 +36,8 @@
 //! bytes become U+FFFD in the `.cast` (which stays playable), and the exact bytes of that
 //! event are kept in a `data.raw` journal line (`file`, `line`, base64 `data`), so the raw
 //! stream can be rebuilt losslessly: for every event with a `data.raw` line take those
-//! bytes, for the others the UTF-8 of the event string.
+//! bytes, for the others the UTF-8 of the event string; skip the recorder's notes on bulk
+//! output (the lines named by `line` in `output.bulk` and `output.bulk.end`).
 //!
 //! # Integrity: chain in a sidecar, seal at the end
 //!
@@ -74,6 +82,7 @@
 //! data, keeps counting, tries to journal `recording.degraded` and hands the error to
 //! [`Recorder::take_degraded`] once, for the audit log.
 
+mod bulk;
 mod cast;
 mod chain;
 mod error;
@@ -88,16 +97,21 @@ pub mod verify;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bulk;
 
 pub use error::RecordingError;
 pub use files::FileSeal;
 pub use id::{new_session_id, session_dir};
 pub use model::{
-    ChannelKind, ChannelSummary, OnFailure, Pty, RecordingPolicy, SessionMeta, SessionSummary,
+    BulkReason, BulkSwitch, ChannelKind, ChannelSummary, DEFAULT_EXEC_OUTPUT_LIMIT, OnFailure, Pty,
+    RecordingPolicy, SessionMeta, SessionSummary,
 };
 pub use recorder::{ChannelRecorder, Recorder};
 pub use seal::{Manifest, SEAL_NAMESPACE};
-pub use verify::{FileStatus, Problem, ProblemKind, SealStatus, VerifyReport, verify_session};
+pub use verify::{
+    BulkStatus, FileStatus, Problem, ProblemKind, SealStatus, VerifyReport, verify_session,
+};
 
 /// The session journal.
 const EVENTS_FILE: &str = "events.jsonl";

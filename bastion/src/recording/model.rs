@@ -27,6 +27,18 @@ pub struct RecordingPolicy {
     /// Bytes buffered in memory per session before they are written out, whatever the
     /// flush timer says; bounds the recorder's memory.
     pub max_buffer: usize,
+    /// Bytes of each output stream of a command without a pty written to its `.cast`; the
+    /// rest is recorded as size and SHA-256 (see `recording::bulk`).
+    #[serde(default = "default_exec_output_limit")]
+    pub exec_output_limit: u64,
+}
+
+/// Default of [`RecordingPolicy::exec_output_limit`]: 1 MiB, pages of text an auditor
+/// reads, far below what a download is.
+pub const DEFAULT_EXEC_OUTPUT_LIMIT: u64 = 1 << 20;
+
+fn default_exec_output_limit() -> u64 {
+    DEFAULT_EXEC_OUTPUT_LIMIT
 }
 
 impl Default for RecordingPolicy {
@@ -36,6 +48,7 @@ impl Default for RecordingPolicy {
             transfer_content: false,
             on_failure: OnFailure::Terminate,
             max_buffer: 1 << 20,
+            exec_output_limit: DEFAULT_EXEC_OUTPUT_LIMIT,
         }
     }
 }
@@ -136,6 +149,13 @@ impl ChannelKind {
             ChannelKind::Shell { .. } => false,
         }
     }
+
+    /// True for a command without a pty that is not a transfer: its output may be a
+    /// download rather than text, and switches to size-and-digest recording past the limit
+    /// or when binary (see `recording::bulk`). Terminal sessions never do.
+    pub fn may_switch_to_bulk(&self) -> bool {
+        matches!(self, ChannelKind::Exec { pty: None, .. }) && !self.is_transfer()
+    }
 }
 
 /// What one channel did.
@@ -157,14 +177,40 @@ pub struct ChannelSummary {
     pub bytes_err: u64,
     /// Transfers only: SHA-256 (hex) of the client-to-server stream.
     pub sha256_in: Option<String>,
-    /// Transfers only: SHA-256 of stdout.
+    /// Transfers, and stdout recorded in bulk: SHA-256 of the whole of stdout.
     pub sha256_out: Option<String>,
-    /// Transfers only: SHA-256 of stderr.
+    /// Transfers, and stderr recorded in bulk: SHA-256 of the whole of stderr.
     pub sha256_err: Option<String>,
+    /// Exec without a pty: where stdout stopped going to the cast, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_out: Option<BulkSwitch>,
+    /// Exec without a pty: where stderr stopped going to the cast, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_err: Option<BulkSwitch>,
     /// Exit status, if the remote side reported one.
     pub exit_status: Option<u32>,
     /// Signal that ended the remote command, if it reported one.
     pub exit_signal: Option<String>,
+}
+
+/// Why an output stream stopped going to the cast (see `recording::bulk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkReason {
+    /// It passed [`RecordingPolicy::exec_output_limit`].
+    Limit,
+    /// It turned out binary.
+    Binary,
+}
+
+/// Where an output stream of a command without a pty switched to size-and-digest recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkSwitch {
+    /// Why.
+    pub reason: BulkReason,
+    /// Bytes of the stream before the switch, all of them in the cast; the rest of the
+    /// stream (its size minus this) is counted and hashed only.
+    pub offset: u64,
 }
 
 /// What [`super::Recorder::finish`] reports.

@@ -1,7 +1,8 @@
 //! The recorder of one session and of its channels.
 //!
 //! Synchronous and cheap per call (a mutex, a UTF-8 decode, a JSON escape, a hash, a
-//! buffer append), so the proxy can call it inline from its tokio tasks; the disk is touched
+//! buffer append; for output recorded in bulk only a byte count and a SHA-256 update, see
+//! [`super::bulk`]), so the proxy can call it inline from its tokio tasks; the disk is touched
 //! when the buffer is full, once a second, and in [`Recorder::flush`], which also
 //! `fdatasync`s and so may block for a few milliseconds (call it from `spawn_blocking` if
 //! that matters).
@@ -16,6 +17,7 @@ use base64::Engine as _;
 use jitssh_shared::keys::CaSigner;
 use serde_json::{Map, Value, json};
 
+use super::bulk::{OutputStream, end_note, stream_name, switch_note};
 use super::chain::Chain;
 use super::files::{FileSeal, LineFile};
 use super::model::{
@@ -96,14 +98,42 @@ struct Channel {
     bytes: [u64; 3],
     /// Transfers only: digests of in, out, err.
     digests: Option<[StreamDigest; 3]>,
+    /// Exec without a pty only: stdout and stderr, each of which may switch to bulk.
+    outputs: Option<Box<[OutputStream; 2]>>,
+    /// The cast's text so far ends a line (notes start on a line of their own).
+    line_start: bool,
     exit_status: Option<u32>,
     exit_signal: Option<String>,
     closed: bool,
 }
 
 impl Channel {
+    /// The bulk-capable state of `stream`, for exec channels without a pty.
+    fn output(&mut self, stream: Stream) -> Option<&mut OutputStream> {
+        let outputs = self.outputs.as_deref_mut()?;
+        match stream {
+            Stream::In => None,
+            Stream::Out => Some(&mut outputs[0]),
+            Stream::Err => Some(&mut outputs[1]),
+        }
+    }
+
+    /// Where stdout (`0`) or stderr (`1`) switched to bulk, if it did.
+    fn switched(&self, which: usize) -> Option<&OutputStream> {
+        self.outputs
+            .as_deref()
+            .map(|o| &o[which])
+            .filter(|o| o.is_bulk())
+    }
+
     fn summary(&self) -> ChannelSummary {
-        let sha = |i: usize| self.digests.as_ref().map(|d| d[i].hex());
+        let sha = |i: usize| {
+            self.digests.as_ref().map(|d| d[i].hex()).or_else(|| {
+                self.switched(i.checked_sub(1)?)
+                    .map(OutputStream::sha256_hex)
+            })
+        };
+        let bulk = |i: usize| self.switched(i).and_then(OutputStream::switched).cloned();
         ChannelSummary {
             seq: self.seq,
             channel: self.channel,
@@ -115,6 +145,8 @@ impl Channel {
             sha256_in: sha(0),
             sha256_out: sha(1),
             sha256_err: sha(2),
+            bulk_out: bulk(0),
+            bulk_err: bulk(1),
             exit_status: self.exit_status,
             exit_signal: self.exit_signal.clone(),
         }
@@ -363,6 +395,10 @@ impl Session {
     fn open_channel(&mut self, channel: u32, kind: ChannelKind) -> Result<usize, RecordingError> {
         let seq = u32::try_from(self.channels.len() + 1).unwrap_or(u32::MAX);
         let transfer = kind.is_transfer();
+        let limit = self.policy.exec_output_limit;
+        let outputs = kind
+            .may_switch_to_bulk()
+            .then(|| Box::new([OutputStream::new(limit), OutputStream::new(limit)]));
         let name = if !transfer {
             Some(format!("chan-{seq}.cast"))
         } else if self.policy.transfer_content {
@@ -413,6 +449,8 @@ impl Session {
             decoders: Default::default(),
             bytes: [0; 3],
             digests: transfer.then(Default::default),
+            outputs,
+            line_start: true,
             exit_status: None,
             exit_signal: None,
             closed: false,
@@ -434,11 +472,26 @@ impl Session {
         if let Some(digests) = &mut ch.digests {
             digests[i].update(data);
         }
+        // Output of a command without a pty: once bulk, a count and a hash is all.
+        let plan = match ch.output(stream) {
+            Some(out) if out.is_bulk() => {
+                out.bulk(data);
+                return Ok(());
+            }
+            Some(out) => Some(out.take(data)),
+            None => None,
+        };
         if !recording || ch.closed || data.is_empty() {
             return Ok(());
         }
         let at = ch.opened.elapsed();
-        if ch.transfer {
+        if let Some(plan) = plan {
+            let decoded = ch.decoders[i].decode(&data[..plan.cast]);
+            self.push_text(slot, at, stream, decoded)?;
+            if plan.switch.is_some() {
+                self.switch_to_bulk(slot, at, stream)?;
+            }
+        } else if ch.transfer {
             // Content only if the policy asked, i.e. the file exists.
             if let Some(file) = &mut ch.file {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(data);
@@ -471,8 +524,9 @@ impl Session {
         let line_no = file.next_line();
         file.push(&line);
         self.channel_pending += line.len() + 1;
+        let name = file.name().to_owned();
+        self.channels[slot].line_start = decoded.text.ends_with('\n');
         if let Some(raw) = decoded.raw {
-            let name = file.name().to_owned();
             let data = base64::engine::general_purpose::STANDARD.encode(raw);
             self.journal(
                 "data.raw",
@@ -480,6 +534,83 @@ impl Session {
             )?;
         }
         Ok(())
+    }
+
+    /// `stream` just switched to bulk: the cast gets the rest of a split character (as raw
+    /// bytes) and a note, the journal `output.bulk`.
+    fn switch_to_bulk(
+        &mut self,
+        slot: usize,
+        at: Duration,
+        stream: Stream,
+    ) -> Result<(), RecordingError> {
+        if let Some(decoded) = self.channels[slot].decoders[index(stream)].finish() {
+            self.push_text(slot, at, stream, decoded)?;
+        }
+        let ch = &mut self.channels[slot];
+        let Some(switch) = ch.output(stream).and_then(|o| o.switched()).cloned() else {
+            return Ok(());
+        };
+        let name = stream_name(stream == Stream::Err);
+        let note = switch_note(name, &switch, self.policy.exec_output_limit);
+        let line = self.push_note(slot, at, &note)?;
+        let seq = self.channels[slot].seq;
+        let file = self.channels[slot].file_name.clone();
+        self.journal(
+            "output.bulk",
+            json!({"seq": seq, "stream": name, "reason": switch.reason,
+                   "offset": switch.offset, "file": file, "line": line}),
+        )
+    }
+
+    /// At the close of a channel: for each stream that went bulk, a note in the cast with
+    /// its total and digest, and the journal's `output.bulk.end`.
+    fn end_bulk(&mut self, slot: usize, at: Duration) -> Result<(), RecordingError> {
+        for stream in [Stream::Out, Stream::Err] {
+            let ch = &mut self.channels[slot];
+            let Some(out) = ch.output(stream) else {
+                return Ok(());
+            };
+            let Some(switch) = out.switched().cloned() else {
+                continue;
+            };
+            let (total, sha256) = (out.seen(), out.sha256_hex());
+            let name = stream_name(stream == Stream::Err);
+            let line = self.push_note(slot, at, &end_note(name, &switch, total, &sha256))?;
+            let seq = self.channels[slot].seq;
+            let file = self.channels[slot].file_name.clone();
+            self.journal(
+                "output.bulk.end",
+                json!({"seq": seq, "stream": name, "bytes": total, "sha256": sha256,
+                       "file": file, "line": line}),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the recorder's own `note` to the channel's cast as an `o` event on a line of
+    /// its own; returns its line number (`None` without a cast).
+    fn push_note(
+        &mut self,
+        slot: usize,
+        at: Duration,
+        note: &str,
+    ) -> Result<Option<u64>, RecordingError> {
+        let ch = &mut self.channels[slot];
+        let Some(file) = &mut ch.file else {
+            return Ok(None);
+        };
+        let text = if ch.line_start {
+            note.to_owned()
+        } else {
+            format!("\n{note}")
+        };
+        let line = encode(file, cast::event(at, "o", &text))?;
+        let line_no = file.next_line();
+        file.push(&line);
+        ch.line_start = true;
+        self.channel_pending += line.len() + 1;
+        Ok(Some(line_no))
     }
 
     fn resize(&mut self, slot: usize, cols: u16, rows: u16) -> Result<(), RecordingError> {
@@ -510,6 +641,7 @@ impl Session {
                     self.push_text(slot, at, stream, decoded)?;
                 }
             }
+            self.end_bulk(slot, at)?;
         }
         let ch = &mut self.channels[slot];
         ch.closed = true;

@@ -14,11 +14,11 @@ use serde_json::Value;
 
 use super::*;
 
-fn key() -> Arc<CaSigner> {
+pub(super) fn key() -> Arc<CaSigner> {
     Arc::new(CaSigner::generate("bastion"))
 }
 
-fn meta() -> SessionMeta {
+pub(super) fn meta() -> SessionMeta {
     SessionMeta {
         id: new_session_id(),
         user: "alice".into(),
@@ -41,13 +41,13 @@ fn shell() -> ChannelKind {
     }
 }
 
-fn start(root: &Path, policy: RecordingPolicy) -> (Recorder, Arc<CaSigner>) {
+pub(super) fn start(root: &Path, policy: RecordingPolicy) -> (Recorder, Arc<CaSigner>) {
     let key = key();
     let rec = Recorder::start(root, meta(), policy, Arc::clone(&key)).unwrap();
     (rec, key)
 }
 
-fn lines(path: &Path) -> Vec<String> {
+pub(super) fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -55,7 +55,7 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn json_lines(path: &Path) -> Vec<Value> {
+pub(super) fn json_lines(path: &Path) -> Vec<Value> {
     lines(path)
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -63,7 +63,7 @@ fn json_lines(path: &Path) -> Vec<Value> {
 }
 
 /// The `o` events of a cast, concatenated.
-fn cast_output(path: &Path) -> String {
+pub(super) fn cast_output(path: &Path) -> String {
     json_lines(path)[1..]
         .iter()
         .filter(|e| e[1] == "o")
@@ -71,7 +71,7 @@ fn cast_output(path: &Path) -> String {
         .collect()
 }
 
-fn events_of(dir: &Path, kind: &str) -> Vec<Value> {
+pub(super) fn events_of(dir: &Path, kind: &str) -> Vec<Value> {
     json_lines(&dir.join("events.jsonl"))
         .into_iter()
         .filter(|e| e["event"] == kind)
@@ -79,7 +79,7 @@ fn events_of(dir: &Path, kind: &str) -> Vec<Value> {
 }
 
 /// Runs `asciinema cat` on a pty (it insists on a terminal) and returns (success, output).
-fn asciinema_cat(cast: &Path) -> (bool, String) {
+pub(super) fn asciinema_cat(cast: &Path) -> (bool, String) {
     match Command::new("asciinema").arg("--version").output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             panic!("asciinema not found: apt-get install asciinema")
@@ -106,11 +106,11 @@ fn asciinema_cat(cast: &Path) -> (bool, String) {
     )
 }
 
-fn verify(dir: &Path, key: &CaSigner) -> VerifyReport {
+pub(super) fn verify(dir: &Path, key: &CaSigner) -> VerifyReport {
     verify_session(dir, &key.public_key()).unwrap()
 }
 
-fn problems(report: &VerifyReport) -> Vec<String> {
+pub(super) fn problems(report: &VerifyReport) -> Vec<String> {
     report.problems.iter().map(ToString::to_string).collect()
 }
 
@@ -338,7 +338,7 @@ fn sealed_session(root: &Path) -> (PathBuf, Arc<CaSigner>) {
     (summary.dir, key)
 }
 
-fn rewrite(path: &Path, f: impl FnOnce(&mut Vec<String>)) {
+pub(super) fn rewrite(path: &Path, f: impl FnOnce(&mut Vec<String>)) {
     let mut l = lines(path);
     f(&mut l);
     fs::write(path, l.iter().map(|x| format!("{x}\n")).collect::<String>()).unwrap();
@@ -652,7 +652,7 @@ fn start_fails_cleanly_when_the_directory_cannot_be_made() {
     ));
 }
 
-fn sha256sum(path: &Path) -> String {
+pub(super) fn sha256sum(path: &Path) -> String {
     let out = match Command::new("sha256sum").arg(path).output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             panic!("sha256sum not found: apt-get install coreutils")

@@ -13,6 +13,11 @@
 //! recording truncated together with its chain. Without a seal the recording is reported as
 //! unsealed (the bastion stopped mid-session), with how many lines of each file the chain
 //! still vouches for.
+//!
+//! Output recorded in bulk (size and SHA-256 only, see `recording::bulk`) is listed with its
+//! digest, and the journal's `output.bulk` events must agree with the seal ([`bulk`]).
+
+mod bulk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,6 +31,8 @@ use sha2::{Digest, Sha256};
 use super::chain::{LineHash, genesis, line_hash, parse_entry};
 use super::seal::{Manifest, read_seal};
 use super::{CHAIN_FILE, EVENTS_FILE, RecordingError, SEAL_FILE, SEAL_SIG_FILE};
+
+pub use bulk::BulkStatus;
 
 /// How far ahead in the chain a mismatching line is looked for (see the module docs).
 const LOOKAHEAD: usize = 4096;
@@ -141,6 +148,9 @@ pub struct VerifyReport {
     pub chain_entries: u64,
     /// Every data file, in name order.
     pub files: Vec<FileStatus>,
+    /// Output streams recorded as size and SHA-256 after a point, by the seal (or, unsealed,
+    /// the journal); empty for recordings without any.
+    pub bulk: Vec<BulkStatus>,
     /// Everything found wrong; empty (and sealed) means intact.
     pub problems: Vec<Problem>,
 }
@@ -170,6 +180,9 @@ impl fmt::Display for VerifyReport {
                 "  {}: {} of {} lines verified",
                 file.name, file.verified_lines, file.lines
             )?;
+        }
+        for bulk in &self.bulk {
+            writeln!(f, "  {bulk}")?;
         }
         for problem in &self.problems {
             writeln!(f, "  {problem}")?;
@@ -230,6 +243,11 @@ pub fn verify_session(dir: &Path, trusted: &PublicKey) -> Result<VerifyReport, R
             verified_lines: read.verified,
         });
     }
+    let journal = bulk::Journal::read(dir)?;
+    let bulk = match &manifest {
+        Some(m) => v.check_bulk(m, &journal),
+        None => journal.statuses(),
+    };
     for name in &present {
         let ours =
             names.contains(name) || [CHAIN_FILE, SEAL_FILE, SEAL_SIG_FILE].contains(&name.as_str());
@@ -243,6 +261,7 @@ pub fn verify_session(dir: &Path, trusted: &PublicKey) -> Result<VerifyReport, R
         manifest,
         chain_entries: chain.entries,
         files,
+        bulk,
         problems: v.problems,
     })
 }
