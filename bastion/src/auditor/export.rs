@@ -174,8 +174,8 @@ fn parse_size(text: &str) -> Option<(u16, u16)> {
     ))
 }
 
-/// `{"id":..,"session":..,"journal":[..],"channels":[{"seq":..,"offset":..,"header":..,"events":[..]}]}`
-/// written as it is read.
+/// `{"id":..,"session":..,"journal":[..],"channels":[{"seq":..,"offset":..,"header":..,"bulk":[..],"events":[..]}]}`
+/// written as it is read; `bulk` lists output kept as size and SHA-256 only.
 fn json_document(
     recording: &Recording,
     only: Option<u32>,
@@ -204,12 +204,24 @@ fn json_document(
         if i > 0 {
             write!(out, ",").map_err(output)?;
         }
+        // Output recorded as size and SHA-256 only, as the journal tells it.
+        let bulk: Vec<Value> = recording
+            .channels
+            .iter()
+            .filter(|c| c.seq == segment.seq)
+            .flat_map(|c| &c.bulk)
+            .map(|b| {
+                json!({"stream": b.stream, "reason": b.reason, "offset": b.offset,
+                       "bytes": b.bytes, "sha256": b.sha256})
+            })
+            .collect();
         write!(
             out,
-            "{{\"seq\":{},\"offset\":{},\"header\":{},\"events\":[",
+            "{{\"seq\":{},\"offset\":{},\"header\":{},\"bulk\":{},\"events\":[",
             segment.seq,
             round6(segment.offset),
-            segment.header.value
+            segment.header.value,
+            Value::Array(bulk)
         )
         .map_err(output)?;
         let mut events = segment.events()?;

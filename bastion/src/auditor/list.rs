@@ -234,6 +234,10 @@ impl Auditor {
             }
             for ch in terminals {
                 writeln!(w, "  #{} {}", ch.seq, printable(&channel_line(ch))).map_err(output)?;
+                // Output kept as size and digest only (a download through `ssh host cmd`).
+                for bulk in &ch.bulk {
+                    writeln!(w, "      {}", printable(&bulk.describe())).map_err(output)?;
+                }
             }
             writeln!(w, "\nTransfers").map_err(output)?;
             if transfers.is_empty() {

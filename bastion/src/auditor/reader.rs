@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::AuditorError;
-use crate::recording::{ChannelKind, ChannelSummary, SessionMeta};
+use crate::recording::{BulkReason, ChannelKind, ChannelSummary, SessionMeta};
 
 /// The session journal.
 pub(crate) const EVENTS_FILE: &str = "events.jsonl";
@@ -57,6 +57,55 @@ pub(crate) struct ChannelEntry {
     pub summary: Option<ChannelSummary>,
     /// Journal time it opened.
     pub opened: Option<String>,
+    /// Output streams recorded as size and SHA-256 after a point (exec without a pty).
+    pub bulk: Vec<BulkEntry>,
+}
+
+/// An output stream that stopped going to the cast (journal `output.bulk`, and
+/// `output.bulk.end` once the channel closed; see `crate::recording`'s bulk module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BulkEntry {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// Why.
+    pub reason: Option<BulkReason>,
+    /// Bytes of the stream in the cast.
+    pub offset: u64,
+    /// Size of the whole stream, once known.
+    pub bytes: Option<u64>,
+    /// SHA-256 of the whole stream, once known.
+    pub sha256: Option<String>,
+}
+
+impl BulkEntry {
+    /// `stdout: 1073741824 bytes after the first 1.0 MiB not stored (over the limit); sha256
+    /// of all 1074790400 bytes: <hex>`.
+    pub fn describe(&self) -> String {
+        let why = match self.reason {
+            Some(BulkReason::Limit) => "over the limit",
+            Some(BulkReason::Binary) => "binary",
+            None => "reason unknown",
+        };
+        let first = if self.offset == 0 {
+            "from the first byte".to_owned()
+        } else {
+            format!(
+                "after the first {}",
+                super::timefmt::format_bytes(self.offset)
+            )
+        };
+        match (self.bytes, &self.sha256) {
+            (Some(total), Some(sha)) => format!(
+                "{}: {} bytes {first} recorded as size and SHA-256 only ({why}); sha256 of all {total} bytes: {sha}",
+                self.stream,
+                total.saturating_sub(self.offset)
+            ),
+            _ => format!(
+                "{}: {first} recorded as size and SHA-256 only ({why}); size and digest lost (the channel never closed)",
+                self.stream
+            ),
+        }
+    }
 }
 
 impl ChannelEntry {
@@ -113,7 +162,28 @@ impl Recording {
                             file: event["file"].as_str().map(str::to_owned),
                             summary: None,
                             opened: event["time"].as_str().map(str::to_owned),
+                            bulk: Vec::new(),
                         });
+                    }
+                }
+                Some("output.bulk") => {
+                    if let Some(ch) = seq().and_then(|s| channels.iter_mut().find(|c| c.seq == s)) {
+                        ch.bulk.push(BulkEntry {
+                            stream: event["stream"].as_str().unwrap_or("?").to_owned(),
+                            reason: serde_json::from_value(event["reason"].clone()).ok(),
+                            offset: event["offset"].as_u64().unwrap_or(0),
+                            bytes: None,
+                            sha256: None,
+                        });
+                    }
+                }
+                Some("output.bulk.end") => {
+                    let bulk = seq()
+                        .and_then(|s| channels.iter_mut().find(|c| c.seq == s))
+                        .and_then(|c| c.bulk.iter_mut().find(|b| event["stream"] == *b.stream));
+                    if let Some(bulk) = bulk {
+                        bulk.bytes = event["bytes"].as_u64();
+                        bulk.sha256 = event["sha256"].as_str().map(str::to_owned);
                     }
                 }
                 Some("channel.close") => {

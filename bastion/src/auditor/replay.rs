@@ -147,6 +147,20 @@ impl Auditor {
             args.id,
             format_offset(length)
         );
+        // Output the cast does not hold (its note says so where it stops): say it again
+        // where the auditor looks last.
+        let played = |seq: u32| segments.iter().any(|s| s.seq == seq);
+        for ch in recording.channels.iter().filter(|c| played(c.seq)) {
+            for bulk in &ch.bulk {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "replay {}: channel {} {}{after}",
+                    args.id,
+                    ch.seq,
+                    super::list::printable(&bulk.describe())
+                );
+            }
+        }
         Ok(Outcome::Ok)
     }
 }

@@ -735,3 +735,115 @@ fn a_recording_cut_by_a_crash_is_reported_unsealed_with_what_still_verifies() {
     let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
     assert_eq!(text, "$ make deploy\n");
 }
+
+/// A sealed session with two downloads through `ssh host cmd`: a binary one, and a text one
+/// past the limit. Returns its id and the two outputs.
+fn bulk_session(w: &World) -> (String, Vec<u8>, Vec<u8>) {
+    let meta = meta("carol");
+    let id = meta.id.clone();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta,
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    let exec = |command: &str| ChannelKind::Exec {
+        command: command.into(),
+        pty: None,
+    };
+    let mut tgz = b"\x1f\x8b\x08\x00".to_vec();
+    tgz.resize(64 << 10, 0);
+    let mut ch = rec.channel(0, exec("tar cz /srv")).unwrap();
+    ch.stderr(b"tar: Removing leading `/' from member names\n")
+        .unwrap();
+    for piece in tgz.chunks(32 << 10) {
+        ch.output(piece).unwrap();
+    }
+    ch.finish().unwrap();
+    let log: Vec<u8> = (0..60_000)
+        .flat_map(|i| format!("request {i:>8} served\n").into_bytes())
+        .collect();
+    let mut ch = rec.channel(1, exec("cat /var/log/app.log")).unwrap();
+    for piece in log.chunks(32 << 10) {
+        ch.output(piece).unwrap();
+    }
+    ch.finish().unwrap();
+    assert!(rec.finish("the client disconnected").sealed);
+    (id, tgz, log)
+}
+
+#[test]
+fn bulk_output_is_shown_exported_searched_and_verified() {
+    use sha2::{Digest, Sha256};
+    let w = world();
+    let (id, tgz, log) = bulk_session(&w);
+    let (tgz_sha, log_sha) = (
+        hex::encode(Sha256::digest(&tgz)),
+        hex::encode(Sha256::digest(&log)),
+    );
+    let (_, text) = w.run(|a, out| a.show(&id, out));
+    for needle in [
+        format!(
+            "stdout: {} bytes from the first byte recorded as size and SHA-256 only (binary); sha256 of all {} bytes: {tgz_sha}",
+            tgz.len(),
+            tgz.len()
+        ),
+        format!(
+            "stdout: {} bytes after the first 1.0 MiB recorded as size and SHA-256 only (over the limit); sha256 of all {} bytes: {log_sha}",
+            log.len() - (1 << 20),
+            log.len()
+        ),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} in:\n{text}");
+    }
+
+    // The asciicast says where output stops and how it continued; asciinema plays it.
+    let out_file = w._dir.path().join("bulk.cast");
+    let mut args = export_args(&id, ExportFormat::Asciicast);
+    args.out = Some(out_file.clone());
+    w.run(|a, out| a.export(&args, out));
+    let (ok, played) = asciinema_cat(&out_file);
+    assert!(ok, "asciinema cat failed: {played}");
+    assert!(
+        played.contains("Removing leading") && played.contains(&tgz_sha),
+        "{played}"
+    );
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    assert!(
+        text.contains(&format!(
+            "[ssh-bastion: stdout continued for {} bytes, not stored; all {} bytes of stdout have SHA-256 {log_sha}]",
+            log.len() - (1 << 20),
+            log.len()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("request        0 served\n"), "{text}");
+    let (_, json) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Json), out));
+    let doc: Value = serde_json::from_str(&json).unwrap();
+    let bulk = &doc["channels"][1]["bulk"][0];
+    assert_eq!(
+        (&bulk["stream"], &bulk["reason"], &bulk["offset"]),
+        (
+            &Value::from("stdout"),
+            &Value::from("limit"),
+            &Value::from(1 << 20)
+        )
+    );
+    assert_eq!(bulk["sha256"], log_sha.as_str());
+
+    // grep finds the notes, with an offset.
+    let mut args = grep_args("not stored");
+    args.ids = vec![id.clone()];
+    let (outcome, found) = w.run(|a, out| a.grep(&args, out));
+    assert_eq!(outcome, Outcome::Ok);
+    assert_eq!(found.lines().count(), 2, "{found}");
+    assert!(found.contains(" #1 ") && found.contains(" #2 "), "{found}");
+
+    let (outcome, report) = w.run(|a, out| a.verify(&verify_args(&id), out));
+    assert_eq!(outcome, Outcome::Ok, "{report}");
+    assert!(
+        report.contains(&format!("all {} bytes have SHA-256 {log_sha}", log.len())),
+        "{report}"
+    );
+}
