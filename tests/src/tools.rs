@@ -18,6 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     ("script", "bsdutils"),
     ("setpriv", "util-linux"),
+    ("sha256sum", "coreutils"),
 ];
 
 /// Directories searched in addition to `$PATH` (`sshd` lives in `/usr/sbin`,

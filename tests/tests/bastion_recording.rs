@@ -158,6 +158,55 @@ fn exec_output_and_transfers_are_recorded() {
 }
 
 #[test]
+fn a_download_through_exec_is_recorded_as_size_and_digest() {
+    let w = world("[recordings]\nexec_output_limit = 65536\n", |_| {});
+    let out = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .args(["echo start; echo careful >&2; head -c 8388608 /dev/zero"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert!(out.success(), "exit {}: {}", out.status, out.stderr);
+    assert_eq!(out.stdout.len(), 6 + (8 << 20));
+    assert!(out.stdout.starts_with(b"start\n"));
+    // What an auditor does with a copy of the output.
+    let copy = w.scratch.write("download", &out.stdout);
+    let summed = jitssh_tests::run_with(
+        Command::new(tool("sha256sum")).arg(&copy),
+        None,
+        Duration::from_secs(20),
+    );
+    let digest = summed.stdout_str();
+    let digest = digest.split_whitespace().next().expect("sha256sum output");
+
+    let dir = only_recording(&w);
+    let seal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("seal.json")).expect("seal"))
+            .expect("seal json");
+    let channel = &seal["channels"][0];
+    assert_eq!(channel["bytes_out"], 6 + (8 << 20), "{channel}");
+    assert_eq!(channel["sha256_out"], digest, "{channel}");
+    assert_eq!(channel["bulk_out"]["reason"], "binary", "{channel}");
+    assert_eq!(channel["bulk_out"]["offset"], 6, "{channel}");
+    assert!(channel.get("bulk_err").is_none(), "{channel}");
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).expect("events");
+    assert!(events.contains("\"event\":\"output.bulk\""), "{events}");
+    let stored: u64 = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(
+        stored < 64 * 1024,
+        "the download was stored: {stored} bytes"
+    );
+    let played = asciinema_cat(&dir.join("chan-1.cast"));
+    for needle in ["start", "careful", "stdout is binary", digest] {
+        assert!(played.stdout_str().contains(needle), "{needle} in {played}");
+    }
+}
+
+#[test]
 fn a_session_that_cannot_be_recorded_does_not_happen() {
     // The recordings root is a file: nothing can be recorded.
     let w = world("", |data| {
