@@ -1,0 +1,80 @@
+//! The recorder's cost per byte of output, in process, on one core.
+//!
+//! `cargo bench -p ssh-bastion --bench recorder`. Criterion prints bytes/s of output recorded:
+//! 64 MiB in 32 KiB reads (the size the proxy hands over), as `head -c 64M /dev/zero`
+//! (binary) and as text, from an exec channel without a pty (where bulk output is recorded
+//! as size and SHA-256) and from a shell with a pty (always recorded in full, for
+//! comparison). Each iteration is a whole session: start, channel, output, seal.
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jitssh_shared::keys::CaSigner;
+use ssh_bastion::recording::{ChannelKind, Pty, Recorder, RecordingPolicy, SessionMeta};
+
+const TOTAL: usize = 64 << 20;
+const READ: usize = 32 << 10;
+
+fn meta() -> SessionMeta {
+    SessionMeta {
+        id: ssh_bastion::recording::new_session_id(),
+        user: "alice".into(),
+        key_id: "alice".into(),
+        cert_serial: 1,
+        login: "deploy".into(),
+        target: "web01".into(),
+        client_addr: "127.0.0.1:1".into(),
+        started_at: jitssh_shared::unix_now(),
+    }
+}
+
+/// Records `TOTAL` bytes of `chunk` repeated on a channel of `kind`.
+fn session(root: &std::path::Path, key: &Arc<CaSigner>, kind: ChannelKind, chunk: &[u8]) {
+    let rec =
+        Recorder::start(root, meta(), RecordingPolicy::default(), key.clone()).expect("start");
+    let mut ch = rec.channel(0, kind).expect("channel");
+    for _ in 0..TOTAL / chunk.len() {
+        ch.output(chunk).expect("output");
+    }
+    ch.finish().expect("finish");
+    assert!(rec.finish("done").sealed);
+}
+
+fn recording(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Arc::new(CaSigner::generate("bench"));
+    let zeros = vec![0u8; READ];
+    let text: Vec<u8> = b"2026-11-23T18:00:00Z web01 app[42]: request served in 3 ms\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(READ)
+        .collect();
+    let exec = || ChannelKind::Exec {
+        command: "head -c 64M /dev/zero".into(),
+        pty: None,
+    };
+    let shell = || ChannelKind::Shell {
+        pty: Some(Pty {
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+        }),
+    };
+    let mut group = c.benchmark_group("record 64 MiB");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(TOTAL as u64));
+    group.bench_function("exec, no pty, zeros", |b| {
+        b.iter(|| session(dir.path(), &key, exec(), &zeros))
+    });
+    group.bench_function("exec, no pty, text", |b| {
+        b.iter(|| session(dir.path(), &key, exec(), &text))
+    });
+    group.bench_function("shell, pty, text", |b| {
+        b.iter(|| session(dir.path(), &key, shell(), &text))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, recording);
+criterion_main!(benches);
