@@ -389,15 +389,13 @@ impl russh::server::Handler for Front {
         let where_to = format!("{}:{port_to_connect}", printable(host_to_connect));
         if !sess.admitted.permissions.port_forwarding {
             let reason = forwarding_refusal(&self.shared.config.forwarding.port, "port");
-            sess.shared
-                .audit
-                .record_or_log(
-                    sess.event("session.denied")
-                        .with("request", "direct-tcpip")
-                        .with("destination", where_to.as_str())
-                        .with("reason", reason.as_str()),
-                )
-                .await;
+            audit_denied(
+                &sess,
+                "direct-tcpip",
+                Some(("destination", &where_to)),
+                &reason,
+            )
+            .await;
             reply
                 .reject(ChannelOpenFailure::Other {
                     code: 1,
@@ -504,14 +502,7 @@ impl russh::server::Handler for Front {
             return reply(session, channel, false);
         };
         if !sess.admitted.permissions.pty {
-            sess.shared
-                .audit
-                .record_or_log(
-                    sess.event("session.denied")
-                        .with("request", "pty")
-                        .with("reason", "certificate lacks permit-pty"),
-                )
-                .await;
+            audit_denied(&sess, "pty", None, "certificate lacks permit-pty").await;
             return reply(session, channel, false);
         }
         let term = printable(term);
@@ -812,15 +803,7 @@ impl russh::server::Handler for Front {
         let listen = format!("{}:{port}", printable(address));
         if !sess.admitted.permissions.port_forwarding {
             let reason = forwarding_refusal(&self.shared.config.forwarding.port, "port");
-            sess.shared
-                .audit
-                .record_or_log(
-                    sess.event("session.denied")
-                        .with("request", "tcpip-forward")
-                        .with("listen", listen.as_str())
-                        .with("reason", reason.as_str()),
-                )
-                .await;
+            audit_denied(&sess, "tcpip-forward", Some(("listen", &listen)), &reason).await;
             return Ok(false);
         }
         if address.len() > MAX_HOST || *port > u32::from(u16::MAX) {
@@ -941,16 +924,21 @@ async fn explain_and_close(channel: Channel<Msg>, handle: russh::server::Handle,
     let _ = write.close().await;
 }
 
+/// Audits a refused request (`session.denied`), with one detail such as the destination.
+async fn audit_denied(sess: &Session, request: &str, detail: Option<(&str, &str)>, reason: &str) {
+    let mut event = sess
+        .event("session.denied")
+        .with("request", request)
+        .with("reason", reason);
+    if let Some((key, value)) = detail {
+        event = event.with(key, value);
+    }
+    sess.shared.audit.record_or_log(event).await;
+}
+
 /// Audits a refused request and tells the person on the channel's stderr.
 async fn deny_with_notice(sess: &Session, link: &Link, request: &str, reason: &str) {
-    sess.shared
-        .audit
-        .record_or_log(
-            sess.event("session.denied")
-                .with("request", request)
-                .with("reason", reason),
-        )
-        .await;
+    audit_denied(sess, request, None, reason).await;
     let notice = format!("[bastion] {reason}\r\n");
     let user = link.user.clone();
     tokio::spawn(async move {
