@@ -244,3 +244,65 @@ fn under_the_continue_policy_an_unrecorded_session_goes_on_and_is_audited() {
     w.bastion
         .wait_for_audit("\"event\":\"recording.degraded\"", Duration::from_secs(5));
 }
+
+#[test]
+fn kill_9_of_the_bastion_mid_session_leaves_a_playable_verifiable_prefix() {
+    use std::io::Write as _;
+    let mut w = world("", |_| {});
+    let mut ssh = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .flag("-tt")
+        .command()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ssh");
+    let mut input = ssh.stdin.take().expect("stdin");
+    input
+        .write_all(b"echo before-crash-$((6*7))\n")
+        .expect("type");
+    // The recorder flushes at least every second: wait until the output is on disk.
+    let root = w.bastion.data_dir().join("recordings");
+    jitssh_tests::wait_for(
+        || {
+            recordings(&root).iter().any(|dir| {
+                std::fs::read_to_string(dir.join("chan-1.cast"))
+                    .is_ok_and(|cast| cast.contains("before-crash-42"))
+            })
+        },
+        Duration::from_secs(15),
+        "the session's output in its recording",
+    );
+    let pid = libc::pid_t::try_from(w.bastion.daemon.pid()).expect("pid");
+    // SAFETY: kill(2) has no memory-safety preconditions; the bastion is our live child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(w.bastion.daemon.stop(), -1, "killed by a signal");
+    drop(input);
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+
+    let all = recordings(&root);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let dir = &all[0];
+    assert!(!dir.join("seal.json").exists(), "no seal after a crash");
+    let played = asciinema_cat(&dir.join("chan-1.cast"));
+    assert!(played.success(), "{played}");
+    assert!(played.stdout_str().contains("before-crash-42"), "{played}");
+    // The auditor's verify reports it unsealed, with what is still verifiable.
+    let id = dir.file_name().expect("id").to_string_lossy().to_string();
+    let verify = jitssh_tests::run(
+        Command::new(jitssh_tests::project_bin("ssh-bastion"))
+            .arg("--config")
+            .arg(&w.bastion.config)
+            .args(["verify", &id]),
+    );
+    assert_ne!(verify.status, 0, "{verify}");
+    let report = verify.stdout_str();
+    assert!(report.contains("UNSEALED"), "{verify}");
+    assert!(
+        report.contains("chan-1.cast: ") && report.contains("lines verified"),
+        "{verify}"
+    );
+}
