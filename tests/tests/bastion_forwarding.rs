@@ -232,3 +232,54 @@ fn agent_forwarding_reaches_the_target_only_when_allowed() {
         "{out}"
     );
 }
+
+/// `ssh -X root@web01 echo session-goes-on` through the bastion as `who`.
+fn with_x11(w: &World, who: &KeyPair) -> jitssh_tests::Output {
+    let mut cmd = w
+        .bastion
+        .ssh("root@web01", who)
+        .option("ForwardX11=yes")
+        .option("ForwardX11Trusted=yes")
+        .args(["echo", "session-goes-on"])
+        .command();
+    // ssh asks for X11 forwarding only when it has a display to forward.
+    cmd.env("DISPLAY", "127.0.0.1:99");
+    jitssh_tests::run(&mut cmd)
+}
+
+#[test]
+fn x11_forwarding_is_refused_with_a_message_unless_policy_and_certificate_allow() {
+    let (w, ca) = world("");
+    let alice = make_alice(&ca, &w);
+    let out = with_x11(&w, &alice);
+    assert!(out.success(), "the session itself goes on: {out}");
+    assert_eq!(out.stdout_str(), "session-goes-on\n", "{out}");
+    assert!(
+        out.stderr
+            .contains("X11 forwarding is not permitted by the bastion's policy"),
+        "{out}"
+    );
+    let audit = w
+        .bastion
+        .wait_for_audit("\"request\":\"x11\"", Duration::from_secs(5));
+    assert!(audit.contains("session.denied"), "{audit}");
+
+    // The policy allows X11, but this certificate lacks the extension.
+    let (w, ca) = world("[forwarding]\nx11 = true\n");
+    let carol = user(
+        &ca,
+        w.scratch.path(),
+        "carol",
+        &["root"],
+        &["web*"],
+        &["--extension", "permit-pty"],
+    );
+    let out = with_x11(&w, &carol);
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stderr.contains(
+            "X11 forwarding is not permitted: your certificate lacks permit-X11-forwarding"
+        ),
+        "{out}"
+    );
+}
