@@ -135,6 +135,9 @@ pub struct RemoteCa {
     pub host_ca: PathBuf,
     /// The bastion's identity key (its public half listed in the CA's `bastion_keys`).
     pub identity: PathBuf,
+    /// One-time join token from `ssh-ca host add` for the bastion's own host key; needed only
+    /// until the first host certificate (later renewals prove possession of the key).
+    pub host_token: Option<String>,
 }
 
 /// A target host.
@@ -319,6 +322,7 @@ struct CaFile {
     name: Option<String>,
     host_ca: Option<PathBuf>,
     identity: Option<PathBuf>,
+    host_token: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -503,6 +507,7 @@ impl BastionConfig {
                     ("ca.name", file.name.is_some()),
                     ("ca.host_ca", file.host_ca.is_some()),
                     ("ca.identity", file.identity.is_some()),
+                    ("ca.host_token", file.host_token.is_some()),
                 ] {
                     if set {
                         return Err(invalid(key, "only meaningful with mode = \"remote\""));
@@ -542,6 +547,7 @@ impl BastionConfig {
                     name,
                     host_ca: required("ca.host_ca", file.host_ca)?,
                     identity: required("ca.identity", file.identity)?,
+                    host_token: file.host_token,
                     address,
                 }))
             }

@@ -44,30 +44,49 @@ pub fn issue(
         .certificate)
 }
 
-/// Re-issues the certificate at half-life and swaps a configuration built with it (by
-/// `build`) into `config`, which new connections use. A failure is logged and retried at the
-/// next half-life; the old certificate stays valid until then.
-pub async fn renew(
-    authority: Arc<Authority>,
-    key: PrivateKey,
-    names: Vec<String>,
+/// How long to wait before renewing a certificate valid until `valid_before`: half its
+/// remaining life, at least a minute.
+fn renewal_delay(valid_before: u64) -> Duration {
+    Duration::from_secs((valid_before.saturating_sub(unix_now()) / 2).max(60))
+}
+
+/// Renews the certificate at half its remaining life with `obtain` (the embedded CA, or the
+/// remote CA's API) and swaps a configuration built with it (by `build`) into `config`, which
+/// new connections use. A failure is logged and retried a minute later; the old certificate
+/// stays in use meanwhile.
+pub async fn renew<F, Fut>(
+    current: Certificate,
+    obtain: F,
     config: Arc<RwLock<Arc<Config>>>,
     build: impl Fn(Certificate) -> Config + Send + 'static,
-) {
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Certificate, String>> + Send,
+{
+    let mut valid_before = current.valid_before();
     loop {
-        tokio::time::sleep(HOST_CERT_TTL / 2).await;
-        let issued = {
-            let (authority, key, names) = (authority.clone(), key.clone(), names.clone());
-            tokio::task::spawn_blocking(move || issue(&authority, &key, &names)).await
-        };
-        match issued {
-            Ok(Ok(cert)) => {
+        tokio::time::sleep(renewal_delay(valid_before)).await;
+        match obtain().await {
+            Ok(cert) => {
+                valid_before = cert.valid_before();
                 let fresh = Arc::new(build(cert));
                 *config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
                 tracing::info!("renewed the bastion's host certificate");
             }
-            Ok(Err(err)) => tracing::error!("cannot renew the bastion's host certificate: {err}"),
-            Err(err) => tracing::error!("host certificate renewal failed: {err}"),
+            Err(err) => tracing::error!("cannot renew the bastion's host certificate: {err}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_waits_half_the_remaining_life_and_at_least_a_minute() {
+        let now = unix_now();
+        assert_eq!(renewal_delay(now + 7200).as_secs().abs_diff(3600), 0);
+        assert_eq!(renewal_delay(now + 10), Duration::from_secs(60));
+        assert_eq!(renewal_delay(0), Duration::from_secs(60));
     }
 }

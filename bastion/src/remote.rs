@@ -57,6 +57,55 @@ pub struct RemoteIssuer {
     max_krl_age: Duration,
 }
 
+impl RemoteIssuer {
+    /// The bastion's own host certificate from the CA, proving possession of `host_key` as
+    /// user `host`: a renewal (`host-cert`) when the key is enrolled, else a first `join` with
+    /// `[ca] host_token`. The answer must be a host certificate for this very key from the
+    /// trusted host CA.
+    pub async fn host_certificate(&self, host_key: &PrivateKey) -> Result<Certificate, RemoteError> {
+        let protocol = |why: String| RemoteError::Protocol {
+            address: self.settings.address.clone(),
+            why,
+        };
+        let client = CaClient::connect(
+            &self.settings.address,
+            self.host_ca.clone(),
+            host_key.clone(),
+            "host",
+            CALL_TIMEOUT,
+        )
+        .await?;
+        let mut answer = client.exec("host-cert", b"").await?;
+        if answer.status != Some(0)
+            && let Some(token) = &self.settings.host_token
+        {
+            answer = client
+                .exec(&format!("join {}", shell_words::quote(token)), b"")
+                .await?;
+        }
+        client.close().await;
+        if answer.status != Some(0) {
+            return Err(protocol(format!(
+                "no host certificate for the bastion: {} (enrol it with `ssh-ca host add NAME` and set [ca] host_token)",
+                answer.error_line()
+            )));
+        }
+        let text = String::from_utf8_lossy(&answer.stdout);
+        let cert = Certificate::from_openssh(text.trim())
+            .map_err(|e| protocol(format!("malformed host certificate: {e}")))?;
+        let ours = cert.cert_type().is_host()
+            && cert.public_key() == host_key.public_key().key_data()
+            && cert.signature_key() == &self.host_ca
+            && cert.verify_signature().is_ok();
+        if !ours {
+            return Err(protocol(
+                "the host certificate is not for this bastion's key from the trusted host CA".into(),
+            ));
+        }
+        Ok(cert)
+    }
+}
+
 fn read_key_file(path: &std::path::Path) -> Result<String, RemoteError> {
     std::fs::read_to_string(path).map_err(|e| RemoteError::Key {
         path: path.display().to_string(),

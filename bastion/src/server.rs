@@ -120,13 +120,22 @@ pub async fn serve(
             .map_err(|e| ServeError::HostCert(e.to_string()))?
             .map_err(|e| ServeError::HostCert(e.to_string()))?;
             host_cert = Some(cert);
-            renewal = Some(authority.clone());
+            renewal = Some(HostCertSource::Embedded(authority.clone()));
             Arc::new(EmbeddedIssuer::new(authority))
         }
         CaSettings::Remote(remote) => {
             let issuer =
                 RemoteIssuer::start(remote, config.session.revocation_check.as_duration()).await?;
             tracing::info!(ca = %remote.address, "connected to the remote CA");
+            match issuer.host_certificate(&host_key).await {
+                Ok(cert) => {
+                    host_cert = Some(cert);
+                    renewal = Some(HostCertSource::Remote(issuer.clone()));
+                }
+                Err(err) => tracing::warn!(
+                    "serving without a host certificate (clients must pin the host key): {err}"
+                ),
+            }
             issuer
         }
     };
@@ -146,17 +155,22 @@ pub async fn serve(
         targets = config.targets.len(),
         "ssh-bastion listening on {local}"
     );
+    let host_cert_now = host_cert.clone();
     let ssh_config = Arc::new(RwLock::new(Arc::new(russh_config(
         &config,
         host_key.clone(),
         host_cert,
     ))));
-    if let Some(authority) = renewal {
+    if let (Some(source), Some(current)) = (renewal, host_cert_now) {
         let (limits_config, key) = (config.clone(), host_key.clone());
+        let (names, renew_key) = (config.names.clone(), host_key.clone());
+        let obtain = move || {
+            let (source, key, names) = (source.clone(), renew_key.clone(), names.clone());
+            async move { source.obtain(&key, &names).await }
+        };
         tokio::spawn(hostcert::renew(
-            authority,
-            host_key,
-            config.names.clone(),
+            current,
+            obtain,
             ssh_config.clone(),
             move |cert| russh_config(&limits_config, key.clone(), Some(cert)),
         ));
@@ -291,5 +305,35 @@ async fn connection(
             Err(err) => format!("connection error: {err}"),
         };
         session.finish(&outcome).await;
+    }
+}
+
+/// Where the bastion's own host certificate comes from, for renewal.
+#[derive(Clone)]
+enum HostCertSource {
+    /// The embedded CA signs it directly.
+    Embedded(Arc<Authority>),
+    /// The remote CA's API, as an enrolled host.
+    Remote(Arc<RemoteIssuer>),
+}
+
+impl HostCertSource {
+    async fn obtain(
+        &self,
+        key: &jitssh_shared::ssh_key::PrivateKey,
+        names: &[String],
+    ) -> Result<jitssh_shared::ssh_key::Certificate, String> {
+        match self {
+            HostCertSource::Embedded(authority) => {
+                let (authority, key, names) = (authority.clone(), key.clone(), names.to_vec());
+                tokio::task::spawn_blocking(move || hostcert::issue(&authority, &key, &names))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            HostCertSource::Remote(issuer) => {
+                issuer.host_certificate(key).await.map_err(|e| e.to_string())
+            }
+        }
     }
 }

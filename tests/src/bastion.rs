@@ -81,9 +81,23 @@ impl Bastion {
         targets: &[(&str, String)],
         extra: &str,
     ) -> Bastion {
+        Self::start_remote_with(dir, ca_address, host_ca, identity, "", targets, extra)
+    }
+
+    /// Like [`Bastion::start_remote`], with `ca_lines` added to the `[ca]` section (e.g.
+    /// `host_token = "..."`).
+    pub fn start_remote_with(
+        dir: &Path,
+        ca_address: &str,
+        host_ca: &Path,
+        identity: &Path,
+        ca_lines: &str,
+        targets: &[(&str, String)],
+        extra: &str,
+    ) -> Bastion {
         Self::launch(dir, targets, extra, |_| {
             format!(
-                "[ca]\nmode = \"remote\"\naddress = \"{ca_address}\"\nhost_ca = \"{}\"\nidentity = \"{}\"\n",
+                "[ca]\nmode = \"remote\"\naddress = \"{ca_address}\"\nhost_ca = \"{}\"\nidentity = \"{}\"\n{ca_lines}",
                 host_ca.display(),
                 identity.display()
             )

@@ -91,3 +91,108 @@ fn a_remote_ca_that_is_not_ours_is_refused_at_startup() {
     assert!(last.starts_with("ssh-bastion: error: remote CA:"), "{out}");
     assert!(last.contains("not trusted"), "{out}");
 }
+
+/// In remote mode the bastion enrols its own host key with the CA (one-time token, then
+/// renewals by proof of possession), so clients that trust the host CA reach it with strict
+/// host key checking; without enrolment it serves with a plain key and strict clients refuse.
+#[test]
+fn a_remote_mode_bastion_gets_its_host_certificate_from_the_ca() {
+    let scratch = Scratch::new();
+    let identity = keygen(scratch.path(), "bastion_id");
+    let server = CaServer::start(
+        scratch.path(),
+        "",
+        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+    );
+    let host_ca = server.ca.ca_pub_file("host");
+    let web01 = target(&server.ca, scratch.path(), "web01", |b| b);
+    let alice = user(
+        &server.ca,
+        scratch.path(),
+        "alice",
+        &["root"],
+        &["web*"],
+        &[],
+    );
+    let added = run_ok(&mut server.ca.cmd(["host", "add", "bastion01", "--ttl", "1h"]));
+    let token = added
+        .stdout_str()
+        .lines()
+        .last()
+        .expect("token")
+        .trim()
+        .to_string();
+    let known_hosts = scratch.write(
+        "known_hosts_bastion",
+        format!(
+            "@cert-authority bastion01 {}",
+            std::fs::read_to_string(&host_ca).expect("host CA")
+        ),
+    );
+    let strict = |bastion: &Bastion| {
+        jitssh_tests::Ssh::new(bastion.port)
+            .user("root@web01")
+            .identity(&alice.private)
+            .cert(alice.cert_path())
+            .known_hosts(&known_hosts)
+            .host("bastion01")
+            .args(["echo", "strict-ok"])
+            .run()
+    };
+    let targets = [("web01", format!("127.0.0.1:{}", web01.port()))];
+
+    let bastion = Bastion::start_remote_with(
+        scratch.path(),
+        &format!("127.0.0.1:{}", server.port),
+        &host_ca,
+        &identity.private,
+        &format!("host_token = \"{token}\"\n"),
+        &targets,
+        "",
+    );
+    let out = strict(&bastion);
+    assert_eq!(out.stdout_str(), "strict-ok\n", "{out}");
+    let hosts = run_ok(&mut server.ca.cmd(["host", "list"])).stdout_str();
+    assert!(
+        hosts.contains("bastion01") && hosts.contains("yes"),
+        "joined: {hosts}"
+    );
+    drop(bastion);
+
+    // Restarted with the (now spent) token still configured: it renews with its enrolled key.
+    let bastion = Bastion::start_remote_with(
+        scratch.path(),
+        &format!("127.0.0.1:{}", server.port),
+        &host_ca,
+        &identity.private,
+        &format!("host_token = \"{token}\"\n"),
+        &targets,
+        "",
+    );
+    let out = strict(&bastion);
+    assert_eq!(
+        out.stdout_str(),
+        "strict-ok\n",
+        "renewed by proof of possession: {out}"
+    );
+    drop(bastion);
+
+    // Removed from the CA: it serves with a plain host key, which strict clients refuse.
+    run_ok(&mut server.ca.cmd(["host", "remove", "bastion01"]));
+    let bastion = Bastion::start_remote(
+        scratch.path(),
+        &format!("127.0.0.1:{}", server.port),
+        &host_ca,
+        &identity.private,
+        &targets,
+        "",
+    );
+    assert!(
+        bastion.log().contains("serving without a host certificate"),
+        "{}",
+        bastion.log()
+    );
+    let out = strict(&bastion);
+    assert_eq!(out.status, 255, "{out}");
+    assert!(out.stderr.contains("Host key verification failed"), "{out}");
+}
