@@ -62,7 +62,10 @@ impl RemoteIssuer {
     /// user `host`: a renewal (`host-cert`) when the key is enrolled, else a first `join` with
     /// `[ca] host_token`. The answer must be a host certificate for this very key from the
     /// trusted host CA.
-    pub async fn host_certificate(&self, host_key: &PrivateKey) -> Result<Certificate, RemoteError> {
+    pub async fn host_certificate(
+        &self,
+        host_key: &PrivateKey,
+    ) -> Result<Certificate, RemoteError> {
         let protocol = |why: String| RemoteError::Protocol {
             address: self.settings.address.clone(),
             why,
@@ -99,7 +102,8 @@ impl RemoteIssuer {
             && cert.verify_signature().is_ok();
         if !ours {
             return Err(protocol(
-                "the host certificate is not for this bastion's key from the trusted host CA".into(),
+                "the host certificate is not for this bastion's key from the trusted host CA"
+                    .into(),
             ));
         }
         Ok(cert)

@@ -331,9 +331,10 @@ impl HostCertSource {
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())
             }
-            HostCertSource::Remote(issuer) => {
-                issuer.host_certificate(key).await.map_err(|e| e.to_string())
-            }
+            HostCertSource::Remote(issuer) => issuer
+                .host_certificate(key)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
