@@ -228,7 +228,23 @@ pub fn run(
             Ok(krl) => CommandOutput::ok(krl.encode()),
             Err(err) => internal(&err),
         },
-        (Identity::User { name, key }, command) => run_user(authority, name, key, command, stdin),
+        (Identity::User { name, key }, ApiCommand::Cert(args)) => {
+            cert(authority, name, key, &args, stdin)
+        }
+        (Identity::User { name, key }, ApiCommand::Whoami) => whoami(authority, name, key),
+        (Identity::User { name, .. }, ApiCommand::Request(args)) => {
+            match requests::create(authority, name, &args.role, args.ttl, &args.reason) {
+                Ok(request) => CommandOutput::ok(format!("{}\n", request.id)),
+                Err(err) => request_error(&err),
+            }
+        }
+        (Identity::User { name, .. }, ApiCommand::Requests) => list_requests(authority, name),
+        (Identity::User { name, .. }, ApiCommand::Approve(args)) => {
+            decide(authority, name, &args, true)
+        }
+        (Identity::User { name, .. }, ApiCommand::Deny(args)) => {
+            decide(authority, name, &args, false)
+        }
         (Identity::Host { key }, ApiCommand::Join { token }) => {
             host_result(hosts::join(authority, &token, key))
         }
@@ -236,41 +252,18 @@ pub fn run(
         (Identity::Bastion { .. }, ApiCommand::SessionCert(args)) => {
             session_cert(authority, &args, stdin, peer)
         }
+        (Identity::User { .. }, ApiCommand::Join { .. } | ApiCommand::HostCert) => {
+            CommandOutput::fail("host commands are for user `host`: ssh host@<ca> ...")
+        }
+        (Identity::User { .. }, ApiCommand::SessionCert(_)) => {
+            CommandOutput::fail("session-cert is for the bastion's identity")
+        }
         (Identity::Host { .. }, _) => {
             CommandOutput::fail("as user `host` you may run: join TOKEN, host-cert, ca-keys, krl")
         }
         (Identity::Bastion { .. }, _) => {
             CommandOutput::fail("as user `bastion` you may run: session-cert, ca-keys, krl")
         }
-    }
-}
-
-fn run_user(
-    authority: &Authority,
-    user: &str,
-    key: &PublicKey,
-    command: ApiCommand,
-    stdin: &[u8],
-) -> CommandOutput {
-    match command {
-        ApiCommand::Cert(args) => cert(authority, user, key, &args, stdin),
-        ApiCommand::Whoami => whoami(authority, user, key),
-        ApiCommand::Request(args) => {
-            match requests::create(authority, user, &args.role, args.ttl, &args.reason) {
-                Ok(request) => CommandOutput::ok(format!("{}\n", request.id)),
-                Err(err) => request_error(&err),
-            }
-        }
-        ApiCommand::Requests => list_requests(authority, user),
-        ApiCommand::Approve(args) => decide(authority, user, &args, true),
-        ApiCommand::Deny(args) => decide(authority, user, &args, false),
-        ApiCommand::Join { .. } | ApiCommand::HostCert => {
-            CommandOutput::fail("host commands are for user `host`: ssh host@<ca> ...")
-        }
-        ApiCommand::SessionCert(_) => {
-            CommandOutput::fail("session-cert is for the bastion's identity")
-        }
-        ApiCommand::CaKeys | ApiCommand::Krl => CommandOutput::fail("unreachable"),
     }
 }
 
