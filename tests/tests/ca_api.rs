@@ -691,3 +691,107 @@ fn sighup_reloads_the_policy_and_keeps_the_old_one_when_broken() {
         .run();
     assert_eq!(out.status, 0, "old policy kept: {out}");
 }
+
+/// Each identity runs only its own commands, and the CA re-checks the person's certificate
+/// before minting a session certificate for a bastion.
+#[test]
+fn identities_are_confined_and_session_certificates_are_rechecked() {
+    let scratch = Scratch::new();
+    let alice = keygen(scratch.path(), "alice");
+    let bastion = keygen(scratch.path(), "bastion_id");
+    let stranger = keygen(scratch.path(), "stranger");
+    let server = CaServer::start(
+        scratch.path(),
+        &policy(&[("alice", &alice, "\"dev\"")], ""),
+        &format!("bastion_keys = [\"{}\"]\n", bastion.public_line()),
+    );
+    // Only a listed key is the bastion; users and hosts cannot ask for session certificates.
+    let out = server.ssh("bastion", &stranger).args(["ca-keys"]).run();
+    assert_eq!(out.status, 255, "unlisted bastion key: {out}");
+    let out = server
+        .ssh("alice", &alice)
+        .args([
+            "session-cert",
+            "--login",
+            "deploy",
+            "--target",
+            "web01",
+            "--session",
+            "s",
+        ])
+        .run();
+    assert!(
+        out.stderr
+            .contains("session-cert is for the bastion's identity"),
+        "{out}"
+    );
+    let out = server.ssh("host", &stranger).args(["cert"]).run();
+    assert!(out.stderr.contains("as user `host` you may run"), "{out}");
+    let out = server.ssh("bastion", &bastion).args(["cert"]).run();
+    assert!(
+        out.stderr.contains("as user `bastion` you may run"),
+        "{out}"
+    );
+
+    let user_cert = server.ssh("alice", &alice).args(["cert"]).run();
+    assert_eq!(user_cert.status, 0, "{user_cert}");
+    let session_key = keygen(scratch.path(), "session");
+    let ask = |cert_line: &[u8], login: &str, target: &str| {
+        let mut stdin = cert_line.to_vec();
+        stdin.extend_from_slice(session_key.public_line().as_bytes());
+        stdin.push(b'\n');
+        server
+            .ssh("bastion", &bastion)
+            .stdin(stdin)
+            .args([
+                "session-cert",
+                "--login",
+                login,
+                "--target",
+                target,
+                "--session",
+                "s-1",
+                "--client",
+                "127.0.0.1",
+                "--source-address",
+                "127.0.0.1",
+            ])
+            .run()
+    };
+    let out = ask(&user_cert.stdout, "deploy", "web01");
+    assert_eq!(out.status, 0, "{out}");
+    let cert = scratch.write("session-cert.pub", &out.stdout);
+    let info = cert_info(&cert);
+    assert!(
+        info.contains("Key ID: \"alice session=s-1 serial="),
+        "{info}"
+    );
+    assert!(info.contains("source-address 127.0.0.1"), "{info}");
+
+    let out = ask(&user_cert.stdout, "deploy", "db01");
+    assert!(
+        out.stderr.contains("does not grant deploy@db01"),
+        "target outside the grant: {out}"
+    );
+    let out = ask(&user_cert.stdout, "root", "web01");
+    assert!(
+        out.stderr.contains("is not a principal"),
+        "login outside the principals: {out}"
+    );
+    let rogue = keygen(scratch.path(), "rogue_ca");
+    let forged = jitssh_tests::keygen_sign(
+        &rogue.private,
+        &alice.public,
+        &jitssh_tests::SignOpts::user("alice", &["deploy"]).output(scratch.file("forged-cert.pub")),
+    );
+    let out = ask(&std::fs::read(&forged).unwrap(), "deploy", "web01");
+    assert!(out.stderr.contains("untrusted CA"), "another CA: {out}");
+    let serial = field(
+        &cert_info(&scratch.write("alice-cert.pub", &user_cert.stdout)),
+        "Serial:",
+    )
+    .to_string();
+    server.ca.run_ok(["revoke", "--serial", &serial]);
+    let out = ask(&user_cert.stdout, "deploy", "web01");
+    assert!(out.stderr.contains("revoked"), "revoked: {out}");
+}
