@@ -72,21 +72,9 @@ impl Bastion {
 
     /// Like [`Bastion::start`], but with a separate CA reached over SSH: `ca_address` is its
     /// API, `host_ca` the host CA public key file, `identity` the bastion's key (listed in the
-    /// CA's `bastion_keys`). Files go to `dir`.
+    /// CA's `bastion_keys`), `ca_lines` more `[ca]` keys (e.g. `host_token = "..."`). Files go
+    /// to `dir`.
     pub fn start_remote(
-        dir: &Path,
-        ca_address: &str,
-        host_ca: &Path,
-        identity: &Path,
-        targets: &[(&str, String)],
-        extra: &str,
-    ) -> Bastion {
-        Self::start_remote_with(dir, ca_address, host_ca, identity, "", targets, extra)
-    }
-
-    /// Like [`Bastion::start_remote`], with `ca_lines` added to the `[ca]` section (e.g.
-    /// `host_token = "..."`).
-    pub fn start_remote_with(
         dir: &Path,
         ca_address: &str,
         host_ca: &Path,

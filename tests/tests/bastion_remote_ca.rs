@@ -1,39 +1,71 @@
 //! `ssh-bastion` with `[ca] mode = "remote"`: session certificates and revocations come from
 //! a separate `ssh-ca serve` over SSH, which the bastion trusts only through the host CA.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use jitssh_tests::{Bastion, CaServer, Scratch, keygen, run_ok, target, user};
+use jitssh_tests::{Bastion, CaServer, KeyPair, Scratch, Sshd, keygen, run_ok, target, user};
+
+/// A separate CA serving its API, with the bastion's identity listed, a target and alice.
+struct RemoteWorld {
+    scratch: Scratch,
+    identity: KeyPair,
+    server: CaServer,
+    host_ca: PathBuf,
+    web01: Sshd,
+    alice: KeyPair,
+}
+
+impl RemoteWorld {
+    fn new() -> RemoteWorld {
+        let scratch = Scratch::new();
+        let identity = keygen(scratch.path(), "bastion_id");
+        let server = CaServer::start(
+            scratch.path(),
+            "",
+            &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+        );
+        let host_ca = server.ca.ca_pub_file("host");
+        let web01 = target(&server.ca, scratch.path(), "web01", |b| b);
+        let alice = user(
+            &server.ca,
+            scratch.path(),
+            "alice",
+            &["root"],
+            &["web*"],
+            &[],
+        );
+        RemoteWorld {
+            scratch,
+            identity,
+            server,
+            host_ca,
+            web01,
+            alice,
+        }
+    }
+
+    /// A bastion in remote mode; `ca_lines` go into its `[ca]` section, `extra` at the end.
+    fn bastion(&self, ca_lines: &str, extra: &str) -> Bastion {
+        Bastion::start_remote(
+            self.scratch.path(),
+            &format!("127.0.0.1:{}", self.server.port),
+            &self.host_ca,
+            &self.identity.private,
+            ca_lines,
+            &[("web01", format!("127.0.0.1:{}", self.web01.port()))],
+            extra,
+        )
+    }
+}
 
 #[test]
 fn a_remote_ca_mints_session_certificates_and_its_revocations_apply() {
-    let scratch = Scratch::new();
-    let identity = keygen(scratch.path(), "bastion_id");
-    let server = CaServer::start(
-        scratch.path(),
-        "",
-        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
-    );
-    let host_ca = server.ca.ca_pub_file("host");
-    let web01 = target(&server.ca, scratch.path(), "web01", |b| b);
-    let alice = user(
-        &server.ca,
-        scratch.path(),
-        "alice",
-        &["root"],
-        &["web*"],
-        &[],
-    );
-    let bastion = Bastion::start_remote(
-        scratch.path(),
-        &format!("127.0.0.1:{}", server.port),
-        &host_ca,
-        &identity.private,
-        &[("web01", format!("127.0.0.1:{}", web01.port()))],
-        "[session]\nrevocation_check = \"1s\"\n",
-    );
+    let w = RemoteWorld::new();
+    let (server, alice) = (&w.server, &w.alice);
+    let bastion = w.bastion("", "[session]\nrevocation_check = \"1s\"\n");
 
-    let out = bastion.ssh("root@web01", &alice).args(["echo", "hi"]).run();
+    let out = bastion.ssh("root@web01", alice).args(["echo", "hi"]).run();
     assert!(out.success(), "{out}");
     assert_eq!(out.stdout_str(), "hi\n");
     // The session certificate was minted by the remote CA for the bastion.
@@ -45,7 +77,7 @@ fn a_remote_ca_mints_session_certificates_and_its_revocations_apply() {
     let mut refused = None;
     for _ in 0..50 {
         let out = bastion
-            .ssh("root@web01", &alice)
+            .ssh("root@web01", alice)
             .option("BatchMode=no")
             .args(["echo", "hi"])
             .run();
@@ -97,23 +129,8 @@ fn a_remote_ca_that_is_not_ours_is_refused_at_startup() {
 /// host key checking; without enrolment it serves with a plain key and strict clients refuse.
 #[test]
 fn a_remote_mode_bastion_gets_its_host_certificate_from_the_ca() {
-    let scratch = Scratch::new();
-    let identity = keygen(scratch.path(), "bastion_id");
-    let server = CaServer::start(
-        scratch.path(),
-        "",
-        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
-    );
-    let host_ca = server.ca.ca_pub_file("host");
-    let web01 = target(&server.ca, scratch.path(), "web01", |b| b);
-    let alice = user(
-        &server.ca,
-        scratch.path(),
-        "alice",
-        &["root"],
-        &["web*"],
-        &[],
-    );
+    let w = RemoteWorld::new();
+    let (scratch, server, host_ca, alice) = (&w.scratch, &w.server, &w.host_ca, &w.alice);
     let added = run_ok(&mut server.ca.cmd(["host", "add", "bastion01", "--ttl", "1h"]));
     let token = added
         .stdout_str()
@@ -126,7 +143,7 @@ fn a_remote_mode_bastion_gets_its_host_certificate_from_the_ca() {
         "known_hosts_bastion",
         format!(
             "@cert-authority bastion01 {}",
-            std::fs::read_to_string(&host_ca).expect("host CA")
+            std::fs::read_to_string(host_ca).expect("host CA")
         ),
     );
     let strict = |bastion: &Bastion| {
@@ -139,17 +156,7 @@ fn a_remote_mode_bastion_gets_its_host_certificate_from_the_ca() {
             .args(["echo", "strict-ok"])
             .run()
     };
-    let targets = [("web01", format!("127.0.0.1:{}", web01.port()))];
-
-    let bastion = Bastion::start_remote_with(
-        scratch.path(),
-        &format!("127.0.0.1:{}", server.port),
-        &host_ca,
-        &identity.private,
-        &format!("host_token = \"{token}\"\n"),
-        &targets,
-        "",
-    );
+    let bastion = w.bastion(&format!("host_token = \"{token}\"\n"), "");
     let out = strict(&bastion);
     assert_eq!(out.stdout_str(), "strict-ok\n", "{out}");
     let hosts = run_ok(&mut server.ca.cmd(["host", "list"])).stdout_str();
@@ -160,15 +167,7 @@ fn a_remote_mode_bastion_gets_its_host_certificate_from_the_ca() {
     drop(bastion);
 
     // Restarted with the (now spent) token still configured: it renews with its enrolled key.
-    let bastion = Bastion::start_remote_with(
-        scratch.path(),
-        &format!("127.0.0.1:{}", server.port),
-        &host_ca,
-        &identity.private,
-        &format!("host_token = \"{token}\"\n"),
-        &targets,
-        "",
-    );
+    let bastion = w.bastion(&format!("host_token = \"{token}\"\n"), "");
     let out = strict(&bastion);
     assert_eq!(
         out.stdout_str(),
@@ -179,14 +178,7 @@ fn a_remote_mode_bastion_gets_its_host_certificate_from_the_ca() {
 
     // Removed from the CA: it serves with a plain host key, which strict clients refuse.
     run_ok(&mut server.ca.cmd(["host", "remove", "bastion01"]));
-    let bastion = Bastion::start_remote(
-        scratch.path(),
-        &format!("127.0.0.1:{}", server.port),
-        &host_ca,
-        &identity.private,
-        &targets,
-        "",
-    );
+    let bastion = w.bastion("", "");
     assert!(
         bastion.log().contains("serving without a host certificate"),
         "{}",
