@@ -27,6 +27,22 @@ fn ssh_ca(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
+/// `ssh-ca sign --user --key - --principals PRINCIPALS --ttl TTL EXTRA...` with `stdin`.
+fn sign_user(dir: &Path, principals: &str, ttl: &str, extra: &[&str], stdin: &[u8]) -> Output {
+    let mut args = vec![
+        "sign",
+        "--user",
+        "--key",
+        "-",
+        "--principals",
+        principals,
+        "--ttl",
+        ttl,
+    ];
+    args.extend_from_slice(extra);
+    ssh_ca(dir, &args, stdin)
+}
+
 fn setup(config: &str, policy: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("ca.toml"), config).unwrap();
@@ -76,63 +92,33 @@ fn init_prints_both_keys_and_refuses_to_overwrite() {
 #[test]
 fn malformed_public_key_on_stdin() {
     let dir = initialised();
-    let args = [
-        "sign",
-        "--user",
-        "--key",
-        "-",
-        "--principals",
+    let out = sign_user(
+        dir.path(),
         "root",
-        "--ttl",
         "1h",
-    ];
-    let out = ssh_ca(dir.path(), &args, b"ssh-ed25519 AAAAnot-base64!! x\n");
+        &[],
+        b"ssh-ed25519 AAAAnot-base64!! x\n",
+    );
     assert_one_line_error(&out, &["malformed public key in standard input"]);
-    let out = ssh_ca(dir.path(), &args, b"");
+    let out = sign_user(dir.path(), "root", "1h", &[], b"");
     assert_one_line_error(&out, &["no public key in standard input"]);
-    let out = ssh_ca(dir.path(), &args, &vec![b'A'; 8 * 1024 * 1024]);
+    let out = sign_user(dir.path(), "root", "1h", &[], &vec![b'A'; 8 * 1024 * 1024]);
     assert_one_line_error(&out, &["public key"]);
-    let out = ssh_ca(dir.path(), &args, &[0xff, 0xfe, 0x00, 0x80]);
+    let out = sign_user(dir.path(), "root", "1h", &[], &[0xff, 0xfe, 0x00, 0x80]);
     assert_one_line_error(&out, &["standard input"]);
 }
 
 #[test]
 fn ttl_banana() {
     let dir = initialised();
-    let out = ssh_ca(
-        dir.path(),
-        &[
-            "sign",
-            "--user",
-            "--key",
-            "-",
-            "--principals",
-            "root",
-            "--ttl",
-            "banana",
-        ],
-        KEY.as_bytes(),
-    );
+    let out = sign_user(dir.path(), "root", "banana", &[], KEY.as_bytes());
     assert_one_line_error(&out, &["banana", "--ttl"]);
 }
 
 #[test]
 fn empty_principal_list() {
     let dir = initialised();
-    let out = ssh_ca(
-        dir.path(),
-        &[
-            "sign",
-            "--user",
-            "--key",
-            "-",
-            "--principals",
-            "",
-            "--ttl",
-            "1h",
-        ],
-        KEY.as_bytes(),
-    );
+    let out = sign_user(dir.path(), "", "1h", &[], KEY.as_bytes());
     assert_one_line_error(&out, &["no principals"]);
 }
 
@@ -151,20 +137,7 @@ fn broken_policy_file_names_file_and_line() {
         "[[roles]]\nname = \"dev\"\nlogins = [\"x\"]\nmax_ttl = \"forever\"\n",
     )
     .unwrap();
-    let out = ssh_ca(
-        dir.path(),
-        &[
-            "sign",
-            "--user",
-            "--key",
-            "-",
-            "--principals",
-            "root",
-            "--ttl",
-            "1h",
-        ],
-        KEY.as_bytes(),
-    );
+    let out = sign_user(dir.path(), "root", "1h", &[], KEY.as_bytes());
     assert_one_line_error(&out, &["policy.toml:4", "max_ttl", "forever"]);
     std::fs::write(dir.path().join("policy.toml"), "[[roles]\nname=").unwrap();
     let out = ssh_ca(dir.path(), &["krl"], b"");
@@ -181,20 +154,11 @@ fn commands_before_init_say_how_to_fix_it() {
 #[test]
 fn bad_source_address_and_missing_kind() {
     let dir = initialised();
-    let out = ssh_ca(
+    let out = sign_user(
         dir.path(),
-        &[
-            "sign",
-            "--user",
-            "--key",
-            "-",
-            "--principals",
-            "root",
-            "--ttl",
-            "1h",
-            "--source-address",
-            "nowhere",
-        ],
+        "root",
+        "1h",
+        &["--source-address", "nowhere"],
         KEY.as_bytes(),
     );
     assert_one_line_error(&out, &["source-address", "nowhere"]);
