@@ -557,12 +557,7 @@ impl russh::server::Handler for Front {
             return reply(session, channel, false);
         };
         let forced = sess.admitted.force_command.clone();
-        let mut event = sess
-            .event("session.shell")
-            .with("channel", channel.number());
-        if let Some(command) = &forced {
-            event = event.with("forced_command", command.as_str());
-        }
+        let event = channel_event(&sess, "session.shell", channel);
         if sess.shared.audit.record(event).await.is_err() {
             return reply(session, channel, false);
         }
@@ -605,13 +600,8 @@ impl russh::server::Handler for Front {
             return reply(session, channel, false);
         }
         let forced = sess.admitted.force_command.clone();
-        let mut event = sess
-            .event("session.exec")
-            .with("channel", channel.number())
-            .with("command", command_text(data));
-        if let Some(command) = &forced {
-            event = event.with("forced_command", command.as_str());
-        }
+        let event =
+            channel_event(&sess, "session.exec", channel).with("command", command_text(data));
         if sess.shared.audit.record(event).await.is_err() {
             return reply(session, channel, false);
         }
@@ -645,13 +635,8 @@ impl russh::server::Handler for Front {
             return reply(session, channel, false);
         };
         let forced = sess.admitted.force_command.clone();
-        let mut event = sess
-            .event("session.subsystem")
-            .with("channel", channel.number())
-            .with("name", printable(name));
-        if let Some(command) = &forced {
-            event = event.with("forced_command", command.as_str());
-        }
+        let event =
+            channel_event(&sess, "session.subsystem", channel).with("name", printable(name));
         if sess.shared.audit.record(event).await.is_err() {
             return reply(session, channel, false);
         }
@@ -922,6 +907,16 @@ async fn explain_and_close(channel: Channel<Msg>, handle: russh::server::Handle,
     let _ = handle.exit_status_request(id, 255).await;
     let _ = write.eof().await;
     let _ = write.close().await;
+}
+
+/// The audit event of a channel request (shell, exec, subsystem), with the certificate's
+/// `force-command` when it replaces what the person asked for.
+fn channel_event(sess: &Session, kind: &str, channel: ChannelId) -> AuditEvent {
+    let event = sess.event(kind).with("channel", channel.number());
+    match &sess.admitted.force_command {
+        Some(command) => event.with("forced_command", command.as_str()),
+        None => event,
+    }
 }
 
 /// Audits a refused request (`session.denied`), with one detail such as the destination.
