@@ -14,7 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod front;
 pub mod hostcert;
-pub mod hostkey;
 pub mod issuer;
 pub mod login;
 pub mod pump;

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jitssh_shared::audit::{AuditError, AuditLog};
+use jitssh_shared::hostkey::{self, HostKeyError};
 use jitssh_shared::ssh_key::HashAlg;
 use russh::server::Config;
 use russh::{Disconnect, MethodKind, MethodSet, SshId};
@@ -23,7 +24,6 @@ use crate::audit::Audit;
 use crate::config::{BastionConfig, CaSettings};
 use crate::front::{Front, Slot};
 use crate::hostcert;
-use crate::hostkey::{self, HostKeyError};
 use crate::issuer::{EmbeddedIssuer, Issuer};
 use crate::recorded::{RecordingSetup, SetupError};
 use crate::remote::{RemoteError, RemoteIssuer};
@@ -75,7 +75,7 @@ pub async fn serve(
     config: BastionConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let host_key = hostkey::load_or_create(&config.host_key_path())?;
+    let host_key = hostkey::load_or_create(&config.host_key_path(), "ssh-bastion host key")?;
     let audit = Audit::new(AuditLog::open(&config.audit_path())?);
     let recording = RecordingSetup::open(
         &config.recordings_dir(),

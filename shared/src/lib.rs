@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cert;
 pub mod config;
 pub mod duration;
+pub mod hostkey;
 pub mod hours;
 pub mod keys;
 pub mod krl;

@@ -12,12 +12,11 @@ mod stdin;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jitssh_shared::cert::CertSpec;
-use jitssh_shared::keys::{CaSigner, KeyError, write_new};
+use jitssh_shared::hostkey::{self, HostKeyError};
 use jitssh_shared::ssh_key::certificate::CertType;
 use jitssh_shared::ssh_key::{Certificate, PrivateKey, PublicKey};
 use jitssh_shared::unix_now;
@@ -61,7 +60,7 @@ pub enum Identity {
 pub enum ServeError {
     /// The API host key could not be read or created.
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] HostKeyError),
     /// The API host certificate could not be issued.
     #[error("cannot issue the API host certificate: {0}")]
     Cert(#[from] IssueError),
@@ -73,23 +72,6 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Loads (or creates, 0600) the API's own host key in the data dir.
-fn api_host_key(data_dir: &Path) -> Result<PrivateKey, KeyError> {
-    let path = data_dir.join("api_host_key");
-    if !path.exists() {
-        let signer = CaSigner::generate("ssh-ca-api");
-        write_new(&path, signer.to_openssh()?.as_bytes(), 0o600)?;
-    }
-    let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    PrivateKey::from_openssh(&text).map_err(|e| KeyError::Format {
-        path,
-        why: e.to_string(),
-    })
 }
 
 /// Issues the API's host certificate: principals are the config's `names`.
@@ -136,7 +118,10 @@ pub struct Api {
 impl Api {
     /// Prepares the host key and certificate and binds the listening socket.
     pub async fn bind(authority: Arc<Authority>, addr: SocketAddr) -> Result<Api, ServeError> {
-        let key = api_host_key(&authority.config().data_dir)?;
+        let key = hostkey::load_or_create(
+            &authority.config().data_dir.join("api_host_key"),
+            "ssh-ca-api",
+        )?;
         let cert = api_host_cert(&authority, &key)?;
         let config = russh_config(&authority, key.clone(), cert);
         let listener = TcpListener::bind(addr)

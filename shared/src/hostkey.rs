@@ -1,10 +1,10 @@
-//! The bastion's own SSH host key: created on first start (ed25519, mode 0600, OpenSSH format,
+//! A server's own SSH host key (the bastion's, the CA API's): created on first start (ed25519, mode 0600, OpenSSH format,
 //! with a `.pub` beside it for operators to publish), loaded afterwards.
 
 use std::path::{Path, PathBuf};
 
-use jitssh_shared::keys::{KeyError, write_new};
-use jitssh_shared::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
+use crate::keys::{KeyError, write_new};
+use crate::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
 
 /// Errors loading or creating the host key.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,9 @@ pub enum HostKeyError {
     },
 }
 
-/// Loads the host key at `path`, creating it (and its directory) when missing.
-pub fn load_or_create(path: &Path) -> Result<PrivateKey, HostKeyError> {
+/// Loads the host key at `path`, creating it (and its directory) when missing, with
+/// `comment` in the new key and its `.pub`.
+pub fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, HostKeyError> {
     let format = |why: String| HostKeyError::Format {
         path: path.to_path_buf(),
         why,
@@ -45,7 +46,7 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, HostKeyError> {
             }
             let mut key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
                 .map_err(|e| format(e.to_string()))?;
-            key.set_comment("ssh-bastion host key");
+            key.set_comment(comment);
             let text = key
                 .to_openssh(LineEnding::LF)
                 .map_err(|e| format(e.to_string()))?;
@@ -84,8 +85,8 @@ mod tests {
     fn creates_once_then_loads_the_same_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/host_key");
-        let first = load_or_create(&path).unwrap();
-        let second = load_or_create(&path).unwrap();
+        let first = load_or_create(&path, "test").unwrap();
+        let second = load_or_create(&path, "test").unwrap();
         assert_eq!(first.public_key(), second.public_key());
         assert!(dir.path().join("sub/host_key.pub").exists());
         use std::os::unix::fs::PermissionsExt;
@@ -98,7 +99,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("host_key");
         std::fs::write(&path, "garbage").unwrap();
-        let err = load_or_create(&path).unwrap_err().to_string();
+        let err = load_or_create(&path, "test").unwrap_err().to_string();
         assert!(err.contains("host_key"), "{err}");
     }
 }
