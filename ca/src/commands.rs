@@ -278,9 +278,7 @@ pub fn issued(config: &CaConfig, args: &IssuedArgs) -> Result<()> {
         "SERIAL", "TYPE", "KEY ID", "PRINCIPALS", "EXPIRES"
     );
     for cert in authority.store().list_issued(args.limit)? {
-        let expires = chrono::DateTime::from_timestamp(cert.valid_before as i64, 0)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-            .unwrap_or_default();
+        let expires = crate::cert_text::format_time(cert.valid_before);
         println!(
             "{:>8}  {:<5}  {:<24}  {:<20}  {:<20}  {}",
             cert.serial,
