@@ -29,6 +29,10 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
     "permit-user-rc",
 ];
 
+/// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
+/// `bastion` for per-session certificates), so no policy user may take them.
+pub const RESERVED_USER_NAMES: [&str; 2] = ["host", "bastion"];
+
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
 
@@ -383,6 +387,15 @@ impl Policy {
                 return Err(invalid(
                     key("name"),
                     format!("invalid user name {:?}", user.name),
+                ));
+            }
+            if RESERVED_USER_NAMES.contains(&user.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "user name {:?} is reserved (the CA API's hosts and bastions log in as it)",
+                        user.name
+                    ),
                 ));
             }
             if let Some(unknown) = user.roles.iter().find(|r| !roles.contains_key(*r)) {

@@ -508,3 +508,12 @@ fn duplicate_names_are_refused() {
     );
     assert!(err.contains("duplicate role"), "{err}");
 }
+
+#[test]
+fn the_api_s_own_user_names_are_reserved() {
+    for name in RESERVED_USER_NAMES {
+        let err = parse_err(&format!("[[users]]\nname = \"{name}\"\n"));
+        assert!(err.starts_with("policy.toml:2: key users[0].name"), "{err}");
+        assert!(err.contains("reserved"), "{err}");
+    }
+}
