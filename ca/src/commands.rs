@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use jitssh_shared::audit;
@@ -224,36 +224,91 @@ pub fn krl(config: &CaConfig, args: &KrlArgs) -> Result<()> {
     Ok(())
 }
 
-/// `ssh-ca sshd-config`.
+/// `ssh-ca sshd-config`: what a stock sshd needs to trust our certificates, and what its host
+/// needs to renew its own certificate and refresh the KRL with nothing but `ssh` (targets
+/// install nothing of ours).
 pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
     let authority = open(config)?;
-    let user_ca_path = args.dir.join("jitssh-user-ca.pub");
-    let krl_path = args.dir.join("jitssh-revoked.krl");
-    let user_ca = format!("{}\n", authority.keys().user.public_line());
-    println!("# sshd_config lines (e.g. in /etc/ssh/sshd_config.d/50-jitssh.conf):");
-    println!("TrustedUserCAKeys {}", user_ca_path.display());
-    println!("RevokedKeys {}", krl_path.display());
-    println!(
-        "HostCertificate {}",
-        args.dir.join("ssh_host_ed25519_key-cert.pub").display()
+    let files = TargetFiles::new(&args.dir);
+    let keys = authority.keys();
+    let user_ca = format!("{}\n", keys.user.public_line());
+    let host_ca = format!("{}\n", keys.host.public_line());
+    let known_hosts = format!("@cert-authority * {}\n", keys.host.public_line());
+    let ca = config
+        .names
+        .first()
+        .map(String::as_str)
+        .unwrap_or("CA-HOST");
+    let port = config.listen.port();
+    let host_key = files.dir.join("ssh_host_ed25519_key");
+    let plain_ssh = format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -p {port} host@{ca}",
+        host_key.display(),
+        files.known_hosts.display()
     );
-    println!("# {}:", user_ca_path.display());
+    let cert = files.dir.join("ssh_host_ed25519_key-cert.pub");
+    println!("# sshd_config lines (e.g. in /etc/ssh/sshd_config.d/50-jitssh.conf):");
+    println!("TrustedUserCAKeys {}", files.user_ca.display());
+    println!("RevokedKeys {}", files.krl.display());
+    println!("HostCertificate {}", cert.display());
+    println!("# {}:", files.user_ca.display());
     print!("{user_ca}");
     println!(
-        "# {}: binary; refresh it with `ssh-ca krl --out {}` or `ssh -p 2200 host@CA krl`",
-        krl_path.display(),
-        krl_path.display()
+        "# {} (trusts the CA API's host certificate; also `ssh-ca host renew --ca-key {}`):",
+        files.known_hosts.display(),
+        files.host_ca.display()
     );
-    println!("# the host certificate: `ssh-ca host renew` (or `ssh-ca sign --host` offline)");
+    print!("{known_hosts}");
+    println!("# the host certificate, first with the token from `ssh-ca host add`, then to renew:");
+    println!(
+        "#   {plain_ssh} join TOKEN > {c}.new && mv {c}.new {c}",
+        c = cert.display()
+    );
+    println!(
+        "#   {plain_ssh} host-cert > {c}.new && mv {c}.new {c}",
+        c = cert.display()
+    );
+    println!(
+        "# {k}: binary; refresh it (jitssh-krl-refresh.timer) with:\n#   {plain_ssh} krl > {k}.new && mv {k}.new {k}",
+        k = files.krl.display()
+    );
     if args.write {
-        std::fs::create_dir_all(&args.dir)
-            .with_context(|| format!("cannot create {}", args.dir.display()))?;
-        write_atomic(&user_ca_path, user_ca.as_bytes())
-            .with_context(|| format!("cannot write {}", user_ca_path.display()))?;
-        write_atomic(&krl_path, &authority.krl()?.encode())
-            .with_context(|| format!("cannot write {}", krl_path.display()))?;
+        std::fs::create_dir_all(&files.dir)
+            .with_context(|| format!("cannot create {}", files.dir.display()))?;
+        let krl = authority.krl()?.encode();
+        for (path, bytes) in [
+            (&files.user_ca, user_ca.as_bytes()),
+            (&files.host_ca, host_ca.as_bytes()),
+            (&files.known_hosts, known_hosts.as_bytes()),
+            (&files.krl, &krl[..]),
+        ] {
+            write_atomic(path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     Ok(())
+}
+
+/// The trust files a target keeps in its sshd directory. All are public material, readable by
+/// sshd.
+struct TargetFiles {
+    dir: PathBuf,
+    user_ca: PathBuf,
+    host_ca: PathBuf,
+    known_hosts: PathBuf,
+    krl: PathBuf,
+}
+
+impl TargetFiles {
+    fn new(dir: &Path) -> TargetFiles {
+        TargetFiles {
+            dir: dir.to_path_buf(),
+            user_ca: dir.join("jitssh-user-ca.pub"),
+            host_ca: dir.join("jitssh-host-ca.pub"),
+            known_hosts: dir.join("jitssh_known_hosts"),
+            krl: dir.join("jitssh-revoked.krl"),
+        }
+    }
 }
 
 /// `ssh-ca known-hosts`.
