@@ -83,7 +83,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -365,7 +364,7 @@ impl AuditLog {
             tail,
             pending,
         } = state;
-        let _lock = FileLock::acquire(file, libc::LOCK_EX).map_err(io_err(&self.path, "lock"))?;
+        let _lock = FileLock::acquire(file, true).map_err(io_err(&self.path, "lock"))?;
         let (current, recovered) = self.current_tail(file, tail.as_ref())?;
         pending.extend(recovered);
         let internal = pending.len();
@@ -639,7 +638,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
 
 /// Log length and head file, read together under a shared lock.
 fn snapshot(file: &File, path: &Path) -> Result<(u64, HeadState), AuditError> {
-    let _lock = FileLock::acquire(file, libc::LOCK_SH).map_err(io_err(path, "lock"))?;
+    let _lock = FileLock::acquire(file, false).map_err(io_err(path, "lock"))?;
     let len = file.metadata().map_err(io_err(path, "stat"))?.len();
     Ok((len, read_head(&side_path(path, ".head"))))
 }
@@ -1063,24 +1062,25 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// An `flock(2)` held until drop. Advisory: it orders cooperating writers,
-/// across processes too (each open file description locks separately).
+/// A whole-file lock (`flock(2)` on Linux) held until drop. Advisory: it orders cooperating
+/// writers, across processes too (each open file description locks separately).
 struct FileLock<'a> {
     file: &'a File,
 }
 
 impl<'a> FileLock<'a> {
-    fn acquire(file: &'a File, operation: libc::c_int) -> io::Result<Self> {
+    /// Waits for the lock: exclusive for writers, shared for readers.
+    fn acquire(file: &'a File, exclusive: bool) -> io::Result<Self> {
         loop {
-            // SAFETY: flock only uses the descriptor number, which stays
-            // valid while `file` is borrowed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-            if rc == 0 {
-                return Ok(Self { file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            let locked = if exclusive {
+                file.lock()
+            } else {
+                file.lock_shared()
+            };
+            match locked {
+                Ok(()) => return Ok(Self { file }),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
             }
         }
     }
@@ -1088,11 +1088,8 @@ impl<'a> FileLock<'a> {
 
 impl Drop for FileLock<'_> {
     fn drop(&mut self) {
-        // SAFETY: as in `acquire`; unlocking cannot fail in a way we could
-        // act on (closing the file would release the lock anyway).
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        // Unlocking cannot fail in a way we could act on (closing the file releases it anyway).
+        let _ = self.file.unlock();
     }
 }
 
