@@ -4,6 +4,9 @@
 //! `sign` is the certificate alone (encode + ed25519 signature); `issue` is the authority's
 //! full path (durable serial lease, store record, fsynced audit record).
 
+// criterion's macros generate public functions without docs.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -71,6 +71,7 @@ pub struct KindArg {
 /// `ssh-ca sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
+    /// Which CA signs: `--user` or `--host`.
     #[command(flatten)]
     pub kind: KindArg,
     /// Public key to certify: a file, or `-` for standard input.
