@@ -498,3 +498,125 @@ fn prune_deletes_old_recordings_audited_but_never_a_live_session() {
     term.type_line("exit");
     term.wait_exit(Duration::from_secs(10));
 }
+
+/// A remote command printing what would act on an auditor's terminal (clipboard write,
+/// title changes, cursor and device queries, a DCS request, an 8-bit OSC as U+009D) between
+/// a coloured word and a plain one.
+const HOSTILE: &str = r"printf '\033[31mRED-%s\033[0m\n\033]52;c;cHduZWQ=\007\033]0;pwned-title\007\033]2;pwned-two\033\\\033[6n\033[c\033P$qm\033\\\302\2350;c1-pwned\007VISIBLE-%s\n' WORD TEXT";
+
+/// Byte strings that must never reach the auditor's terminal.
+const ACTING: [&[u8]; 8] = [
+    b"\x1b]",
+    b"\x1bP",
+    b"\x1b[6n",
+    b"\x1b[c",
+    b"\xc2\x9d",
+    b"pwned",
+    b"cHduZWQ",
+    b"\x07",
+];
+
+fn assert_harmless(what: &str, out: &[u8]) {
+    let shown = String::from_utf8_lossy(out);
+    for bad in ACTING {
+        assert!(
+            !out.windows(bad.len()).any(|w| w == bad),
+            "{what}: {:?} in {shown:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert!(
+        shown.contains("\x1b[31mRED-WORD\x1b[0m") && shown.contains("VISIBLE-TEXT"),
+        "{what}: the colours and the text stay: {shown:?}"
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_users_output_cannot_act_on_the_auditors_terminal() {
+    let w = world("");
+    let id = w.exec(HOSTILE);
+
+    // The recording keeps the evidence as it was.
+    let cast = std::fs::read(w.recording(&id).join("chan-1.cast")).expect("cast");
+    assert!(contains(&cast, b"52;c;cHduZWQ="), "recorded as it was");
+
+    let replay = w.cli_ok(&["replay", &id, "--speed", "100"]);
+    assert_harmless("replay", &replay.stdout);
+
+    // Exports are JSON text: no escape character and no C1 control raw in them.
+    for format in ["asciicast", "json"] {
+        let out = w.cli_ok(&["export", &id, "--format", format]).stdout;
+        assert!(
+            !contains(&out, b"\x1b") && !contains(&out, b"\xc2\x9d"),
+            "{format}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(
+            contains(&out, b"\\u009d0;c1-pwned"),
+            "{format}: the data is still there"
+        );
+    }
+    let cast = w.scratch.file("hostile.cast");
+    w.cli_ok(&["export", &id, "--out", cast.to_str().expect("utf-8")]);
+    let played = asciinema_cat(&cast);
+    assert!(played.stdout_str().contains("VISIBLE-TEXT"), "{played}");
+    let plain = w.cli_ok(&["export", &id, "--format", "text"]).stdout;
+    assert!(
+        !contains(&plain, b"\x1b") && !contains(&plain, b"\xc2\x9d"),
+        "{plain:?}"
+    );
+
+    // Watched live: the command waits for the watcher, then prints the same.
+    let go = w.scratch.file("go");
+    let command = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; {HOSTILE}",
+        go.display()
+    );
+    let mut client = w
+        .bastion
+        .ssh("root@web01", &w.alice)
+        .args([command])
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ssh");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let live = loop {
+        if let Some(live) = w.session_ids(&["--active"]).pop() {
+            break live;
+        }
+        assert!(Instant::now() < deadline, "the session did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut watcher = Command::new(project_bin("ssh-bastion"))
+        .arg("--config")
+        .arg(&w.bastion.config)
+        .args(["sessions", "watch", &live])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the watcher");
+    let watched = collect(watcher.stdout.take().expect("stdout"));
+    let watcher_err = collect(watcher.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&watcher_err).contains("watching session") {
+        assert!(Instant::now() < deadline, "{}", text(&watcher_err));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&go, b"").expect("go");
+    assert!(client.wait().expect("ssh").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watcher.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the watcher did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let watched = watched.lock().expect("lock").clone();
+    assert_harmless("watch", &watched);
+}

@@ -8,6 +8,11 @@
 //!   and backspace applied, full-screen programs as their last frame.
 //! * `json`: the journal and every event, one JSON document, streamed.
 //!
+//! The asciicast and JSON forms are JSON text, in which `serde_json` leaves C1 controls
+//! (U+0080..U+009F) raw; they are escaped (`\u009d`), so printing an export cannot act on a
+//! terminal. The events themselves are kept as recorded (`asciinema play` plays them
+//! unfiltered; `replay` filters them).
+//!
 //! The export is a copy for reading; the evidence is the recording directory, which
 //! `verify` checks.
 
@@ -20,6 +25,7 @@ use serde_json::{Value, json};
 use super::args::{ExportArgs, ExportFormat};
 use super::reader::{Recording, Segment};
 use super::screen::{Screen, TextLine};
+use super::termfilter::C1Escaper;
 use super::{Auditor, AuditorError, Outcome, output};
 
 impl Auditor {
@@ -67,7 +73,11 @@ fn export_to(
     out: &mut dyn Write,
 ) -> Result<(), AuditorError> {
     match args.format {
-        ExportFormat::Asciicast => asciicast(&recording.timeline(args.channel)?, out),
+        ExportFormat::Asciicast => {
+            let mut out = C1Escaper::new(out);
+            asciicast(&recording.timeline(args.channel)?, &mut out)?;
+            out.finish().map_err(output)
+        }
         ExportFormat::Text => {
             let segments = recording.timeline(args.channel)?;
             let many = segments.len() > 1;
@@ -86,7 +96,11 @@ fn export_to(
             }
             Ok(())
         }
-        ExportFormat::Json => json_document(recording, args.channel, out),
+        ExportFormat::Json => {
+            let mut out = C1Escaper::new(out);
+            json_document(recording, args.channel, &mut out)?;
+            out.finish().map_err(output)
+        }
     }
 }
 

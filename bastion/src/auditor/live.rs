@@ -1,5 +1,6 @@
 //! `sessions watch` and `sessions kill`: the auditor's side of the bastion's admin socket
-//! (see [`crate::admin`] for the protocol and who may use it).
+//! (see [`crate::admin`] for the protocol and who may use it). Watched output goes through
+//! [`super::termfilter`], like `replay`.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::termfilter::TermFilter;
 use super::{Auditor, AuditorError, Outcome, output};
 use crate::admin::{LiveInfo, Request};
 
@@ -21,6 +23,7 @@ impl Auditor {
             session: id.to_owned(),
         })?;
         let mut err = std::io::stderr();
+        let mut filter = TermFilter::new();
         while let Some(reply) = lines.next_reply()? {
             if let Some(info) = reply.get("watching") {
                 let who = serde_json::from_value::<LiveInfo>(info.clone())
@@ -39,9 +42,11 @@ impl Auditor {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(data)
                     .map_err(|e| self.admin_error(format!("bad data from the bastion: {e}")))?;
-                out.write_all(&bytes).map_err(output)?;
+                out.write_all(&filter.filter(&bytes)).map_err(output)?;
                 out.flush().map_err(output)?;
             } else if let Some(n) = reply["lagged"].as_u64() {
+                // Output was lost: a sequence in progress is not continued.
+                filter.reset();
                 let _ = writeln!(
                     err,
                     "\r\n[watch: fell behind, {n} chunks of output not shown]\r"

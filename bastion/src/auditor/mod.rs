@@ -16,6 +16,9 @@
 //! | `sessions watch`, `sessions kill` | [`live`] (the bastion's side is [`crate::admin`]) |
 //! | `prune` | [`prune`] |
 //!
+//! What `replay` and `watch` write to the auditor's terminal goes through [`termfilter`]: a
+//! session's user can draw on it, not act on it.
+//!
 //! Every command writes to a `dyn Write` it is given (standard output in `ssh-bastion`) and
 //! returns an [`Outcome`]: `Failed` when it found something wrong (damage, no match), which
 //! `ssh-bastion` turns into a non-zero exit.
@@ -31,6 +34,7 @@ pub mod prune;
 mod reader;
 pub mod replay;
 mod screen;
+mod termfilter;
 #[cfg(test)]
 mod tests;
 pub mod timefmt;

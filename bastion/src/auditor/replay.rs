@@ -6,6 +6,10 @@
 //! its title; otherwise the output is streamed with its timing and progress goes to standard
 //! error, at most once a second.
 //!
+//! The recorded output is written through [`super::termfilter`]: what draws the screen
+//! passes, what would act on the auditor's terminal (clipboard, title, queries it would
+//! answer, input modes) is dropped.
+//!
 //! Times are recording time: `--from` skips to an offset (what came before is written at
 //! once, so the screen is right), `--max-idle` shortens long pauses, `--speed` divides every
 //! wait. Channels play one after the other (see [`super::reader`]'s timeline).
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::args::ReplayArgs;
 use super::reader::{Segment, total};
+use super::termfilter::TermFilter;
 use super::timefmt::{format_offset, parse_offset};
 use super::{Auditor, AuditorError, Outcome, output, tty};
 
@@ -205,6 +210,8 @@ pub(crate) fn play(
         shown = text;
     };
     let mut clock = timing.from;
+    // One filter for the whole playback: what the auditor's terminal sees is one stream.
+    let mut filter = TermFilter::new();
     for segment in segments {
         let mut events = segment.events()?;
         while let Some(event) = events.next_event()? {
@@ -237,7 +244,8 @@ pub(crate) fn play(
                 }
                 clock = at;
             }
-            out.write_all(event.data.as_bytes()).map_err(output)?;
+            out.write_all(&filter.filter(event.data.as_bytes()))
+                .map_err(output)?;
             out.flush().map_err(output)?;
             if state.poll(out)? {
                 return Ok(Played::Quit);

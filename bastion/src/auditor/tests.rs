@@ -847,3 +847,157 @@ fn bulk_output_is_shown_exported_searched_and_verified() {
         "{report}"
     );
 }
+
+/// Filters `chunks` as one stream.
+fn filtered(chunks: &[&[u8]]) -> Vec<u8> {
+    let mut filter = termfilter::TermFilter::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        filter.feed(chunk, &mut out);
+    }
+    out
+}
+
+/// What a hostile session prints to act on the auditor's terminal, with the drawing around
+/// it that must survive.
+const HOSTILE: &[u8] = b"\x1b[31mred\x1b[0m \
+\x1b]52;c;ZWNobyBwd25lZAo=\x07\
+\x1b]0;fake title\x1b\\\
+\x1b]2;other title\x07\
+\x1b[6n\x1b[c\x1b[>c\x1b[=c\x1b[5n\x1b[?6n\
+\x1bP$qm\x1b\\\x1bP+q544e\x1b\\\
+\x1b_apc\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\\
+\x1bZ\x05\
+\x1b[14t\x1b[8;100;100t\x1b[21t\x1b[?1000h\x1b[?2004h\x1b[2h\x1b[>4;2m\x1b[?1h\
+\xc2\x9d52;c;cHduZWQ=\x07\xc2\x9b6n\x9b6n\x9d0;raw title\x07\xc2\x90$qm\xc2\x9c\
+visible\x1b[1;1H\x1b[2J\x1b[K\x1b[?1049h\x1b[?25l\x1b(0q\x1b(B\x1b[?1049l\x1b[?25h\r\n";
+
+#[test]
+fn the_terminal_filter_passes_drawing_and_drops_what_acts_on_the_terminal() {
+    let out = filtered(&[HOSTILE]);
+    let text = String::from_utf8(out.clone()).expect("valid UTF-8 out");
+    assert_eq!(
+        text,
+        "\x1b[31mred\x1b[0m visible\x1b[1;1H\x1b[2J\x1b[K\x1b[?1049h\x1b[?25l\x1b(0q\x1b(B\x1b[?1049l\x1b[?25h\r\n"
+    );
+    // No string introducer, no query, no C1 control in any form.
+    for bad in [
+        &b"\x1b]"[..],
+        b"\x1bP",
+        b"\x1b_",
+        b"\x1b^",
+        b"\x1bX",
+        b"\x1bZ",
+        b"\x05",
+        b"[6n",
+        b"[c",
+        b"\xc2\x9d",
+        b"\x9b",
+    ] {
+        assert!(
+            !out.windows(bad.len()).any(|w| w == bad),
+            "{bad:?} in {text:?}"
+        );
+    }
+}
+
+#[test]
+fn the_terminal_filter_handles_sequences_split_anywhere() {
+    let whole = filtered(&[HOSTILE]);
+    // Every split point, and one byte at a time.
+    for at in 0..HOSTILE.len() {
+        let (a, b) = HOSTILE.split_at(at);
+        assert_eq!(filtered(&[a, b]), whole, "split at {at}");
+    }
+    let bytes: Vec<&[u8]> = HOSTILE.chunks(1).collect();
+    assert_eq!(filtered(&bytes), whole);
+    // A UTF-8 character split across chunks arrives whole.
+    assert_eq!(
+        filtered(&[b"caf\xc3", b"\xa9 \xe2\x82", b"\xac"]),
+        "café €".as_bytes()
+    );
+}
+
+#[test]
+fn the_terminal_filter_keeps_drawing_modes_and_rewrites_c1_csi() {
+    // Only the drawing modes of a mixed DECSET survive.
+    assert_eq!(filtered(&[b"\x1b[?1049;1000;25h"]), b"\x1b[?1049;25h");
+    assert_eq!(filtered(&[b"\x1b[?1000;1006h"]), b"");
+    // An 8-bit CSI that draws is written in its 7-bit form; one that asks is dropped.
+    assert_eq!(filtered(&[b"\xc2\x9b1mx\x9b2Jy"]), b"\x1b[1mx\x1b[2Jy");
+    assert_eq!(filtered(&[b"a\xc2\x9b6nb"]), b"ab");
+    // Cursor style, scroll region, insert mode pass; keyboard lock does not.
+    assert_eq!(
+        filtered(&[b"\x1b[2 q\x1b[3;20r\x1b[4h"]),
+        b"\x1b[2 q\x1b[3;20r\x1b[4h"
+    );
+    assert_eq!(filtered(&[b"\x1b[2h\x1b[4;2h"]), b"");
+    // Controls inside a sequence run; CAN cancels it.
+    assert_eq!(filtered(&[b"\x1b[3\r1mX\x1b[3\x186nY"]), b"\r\x1b[31mX6nY");
+    // Bytes that are not UTF-8 become U+FFFD; other C1 controls vanish.
+    assert_eq!(
+        filtered(&[b"a\xffb\xc0\xafc\xc2\x85d\x84e"]),
+        "a\u{fffd}b\u{fffd}\u{fffd}cde".as_bytes()
+    );
+}
+
+#[test]
+fn the_terminal_filter_state_is_bounded() {
+    // An endless string and an endless control sequence: nothing comes out, nothing grows.
+    let mut filter = termfilter::TermFilter::new();
+    let mut out = Vec::new();
+    filter.feed(b"\x1b]52;c;", &mut out);
+    for _ in 0..1000 {
+        filter.feed(&[b'A'; 1024], &mut out);
+    }
+    filter.feed(b"\x07ok", &mut out);
+    assert_eq!(out, b"ok");
+    let mut long = b"\x1b[".to_vec();
+    long.extend(std::iter::repeat_n(b'1', 100_000));
+    long.extend_from_slice(b"mok");
+    assert_eq!(filtered(&[&long]), b"ok");
+}
+
+#[test]
+fn json_and_asciicast_exports_escape_c1_controls() {
+    let w = world();
+    let meta = meta("mallory");
+    let id = meta.id.clone();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta,
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
+    shell
+        .output("\u{9d}52;c;cHduZWQ=\u{7}\u{9b}6n plain".as_bytes())
+        .unwrap();
+    shell.finish().unwrap();
+    rec.finish("the client disconnected");
+    for format in [ExportFormat::Asciicast, ExportFormat::Json] {
+        let mut out = Vec::new();
+        w.auditor
+            .export(&export_args(&id, format), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)),
+            "{format:?}: {text:?}"
+        );
+        assert!(
+            text.contains("\\u009d52;c;cHduZWQ=") && text.contains("\\u009b6n plain"),
+            "{text}"
+        );
+        // Still JSON meaning the same characters.
+        let last = text.lines().last().unwrap();
+        let value: Value = serde_json::from_str(if format == ExportFormat::Json {
+            &text
+        } else {
+            last
+        })
+        .unwrap();
+        assert!(value.to_string().contains('\u{9d}'));
+    }
+}
