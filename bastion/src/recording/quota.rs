@@ -281,6 +281,8 @@ fn free_bytes(path: &Path) -> Option<u64> {
             if unsafe { libc::statvfs(c.as_ptr(), stat.as_mut_ptr()) } == 0 {
                 // SAFETY: statvfs returned 0, so it initialised `stat`.
                 let stat = unsafe { stat.assume_init() };
+                // The field types differ between platforms (u32 on some 32-bit ones).
+                #[allow(clippy::useless_conversion)]
                 return Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)));
             }
         }
