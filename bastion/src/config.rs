@@ -76,6 +76,20 @@ pub struct Recordings {
     /// How long recordings are kept by `ssh-bastion prune` (unset: forever).
     #[serde(default)]
     pub retain: Option<HumanDuration>,
+    /// Bytes one session's recording may take; past it, terminal output is recorded as size
+    /// and SHA-256 only (audited as `recording.quota`).
+    #[serde(default = "default_max_session_bytes")]
+    pub max_session_bytes: u64,
+    /// Bytes all sessions of one person started within `person_window` may record.
+    #[serde(default = "default_max_person_bytes")]
+    pub max_person_bytes: u64,
+    /// The window of `max_person_bytes`.
+    #[serde(default = "default_person_window")]
+    pub person_window: HumanDuration,
+    /// Free bytes the recordings disk keeps for the audit log: below it new sessions are
+    /// refused and running ones stop storing terminal content (`0`: no floor).
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 impl Default for Recordings {
@@ -87,6 +101,10 @@ impl Default for Recordings {
             max_buffer: default_max_buffer(),
             exec_output_limit: default_exec_output_limit(),
             retain: None,
+            max_session_bytes: default_max_session_bytes(),
+            max_person_bytes: default_max_person_bytes(),
+            person_window: default_person_window(),
+            min_free_bytes: default_min_free_bytes(),
         }
     }
 }
@@ -100,6 +118,18 @@ fn default_max_buffer() -> usize {
 fn default_exec_output_limit() -> u64 {
     crate::recording::DEFAULT_EXEC_OUTPUT_LIMIT
 }
+fn default_max_session_bytes() -> u64 {
+    crate::recording::DEFAULT_MAX_SESSION_BYTES
+}
+fn default_max_person_bytes() -> u64 {
+    crate::recording::DEFAULT_MAX_PERSON_BYTES
+}
+fn default_person_window() -> HumanDuration {
+    HumanDuration::from_secs(crate::recording::DEFAULT_PERSON_WINDOW_SECS)
+}
+fn default_min_free_bytes() -> u64 {
+    crate::recording::DEFAULT_MIN_FREE_BYTES
+}
 
 impl Recordings {
     /// The recorder's policy.
@@ -110,6 +140,10 @@ impl Recordings {
             on_failure: self.on_failure,
             max_buffer: self.max_buffer,
             exec_output_limit: self.exec_output_limit,
+            max_session_bytes: self.max_session_bytes,
+            max_person_bytes: self.max_person_bytes,
+            person_window_secs: self.person_window.as_secs(),
+            min_free_bytes: self.min_free_bytes,
         }
     }
 }

@@ -5,6 +5,10 @@
 //! The recorder's own policy decides what a write failure means: under `terminate` every
 //! later call fails and the session is ended with a message; under `continue` the recorder
 //! hands over the failure once and the session goes on, audited as `recording.degraded`.
+//!
+//! Recording quotas ([`crate::recording::Quotas`]) are shared by all sessions: a session is
+//! not started while the recordings disk is below its free-space floor, and one that reaches
+//! a quota hands the hit over once ([`SessionRecording::take_quota`]) for `recording.quota`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,8 +18,8 @@ use jitssh_shared::store::{SessionIndex, SqliteStore};
 
 use crate::pump::Tap;
 use crate::recording::{
-    ChannelKind, ChannelRecorder, Pty, Recorder, RecordingError, RecordingPolicy, SessionMeta,
-    SessionSummary,
+    ChannelKind, ChannelRecorder, Pty, QuotaHit, Quotas, Recorder, RecordingError, RecordingPolicy,
+    SessionMeta, SessionSummary,
 };
 
 /// Everything sessions need to record: where, how, the seal key and the index.
@@ -28,6 +32,8 @@ pub struct RecordingSetup {
     pub seal_key: Arc<CaSigner>,
     /// The session index.
     pub index: Arc<SqliteStore>,
+    /// Recording quotas: the per-person tally and the free-space floor.
+    pub quotas: Arc<Quotas>,
 }
 
 /// Errors preparing the recording setup.
@@ -58,6 +64,7 @@ impl RecordingSetup {
         let seal_key = CaSigner::from_openssh(&text, host_key)?;
         Ok(RecordingSetup {
             root: root.to_path_buf(),
+            quotas: Arc::new(Quotas::new(root, &policy)),
             policy,
             seal_key: Arc::new(seal_key),
             index: Arc::new(SqliteStore::open(index)?),
@@ -73,11 +80,13 @@ pub struct SessionRecording {
 }
 
 impl SessionRecording {
-    /// Starts recording `meta` and indexes the session. Blocking I/O: run it off the async
-    /// workers.
+    /// Starts recording `meta` and indexes the session; refused while the recordings disk is
+    /// below `min_free_bytes`. Blocking I/O: run it off the async workers.
     pub fn start(setup: &RecordingSetup, meta: SessionMeta) -> Result<SessionRecording, String> {
+        setup.quotas.admit().map_err(|e| e.to_string())?;
         let id = meta.id.clone();
         let record = meta.clone();
+        let person = meta.user.clone();
         let recorder = Recorder::start(
             &setup.root,
             meta,
@@ -85,6 +94,7 @@ impl SessionRecording {
             setup.seal_key.clone(),
         )
         .map_err(|e| e.to_string())?;
+        recorder.account_to(setup.quotas.account(&person));
         setup
             .index
             .insert_session(&record.index_record(&recorder.dir()))
@@ -124,6 +134,11 @@ impl SessionRecording {
             Ok(r.take_degraded().map(|e| e.to_string()))
         })
         .map(Option::flatten)
+    }
+
+    /// The recording quota the session reached, once (for `recording.quota`).
+    pub fn take_quota(&self) -> Option<QuotaHit> {
+        self.with(|r| Ok(r.take_quota())).ok().flatten().flatten()
     }
 
     /// Seals the recording and completes the session's index row. Blocking I/O.

@@ -324,6 +324,7 @@ impl Session {
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
+            self.audit_quota(&recording).await;
             match flushed {
                 Ok(None) => {}
                 Ok(Some(degraded)) => {
@@ -342,6 +343,19 @@ impl Session {
                     return;
                 }
             }
+        }
+    }
+
+    /// Audits `recording.quota` once the session's recording reached a quota.
+    async fn audit_quota(&self, recording: &SessionRecording) {
+        if let Some(hit) = recording.take_quota() {
+            let event = self
+                .event("recording.quota")
+                .with("quota", hit.kind.as_str())
+                .with("limit", hit.limit)
+                .with("recorded", hit.recorded)
+                .with("reason", hit.to_string());
+            self.shared.audit.record_or_log(event).await;
         }
     }
 
@@ -532,6 +546,7 @@ impl Session {
             .with("reason", reason.as_str())
             .with("duration_ms", self.started.elapsed().as_millis() as u64);
         if let Some(recording) = self.recording.get().cloned() {
+            self.audit_quota(&recording).await;
             let why = reason.clone();
             let summary = tokio::task::spawn_blocking(move || recording.finish(&why))
                 .await

@@ -84,6 +84,7 @@ impl BulkEntry {
         let why = match self.reason {
             Some(BulkReason::Limit) => "over the limit",
             Some(BulkReason::Binary) => "binary",
+            Some(BulkReason::Quota) => "over the recording quota",
             None => "reason unknown",
         };
         let first = if self.offset == 0 {

@@ -58,6 +58,8 @@ pub(crate) const NON_TEXT_ALLOWANCE: u64 = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct OutputStream {
     limit: u64,
+    /// Switch on binary output (commands without a pty); terminal streams never do.
+    detect_binary: bool,
     /// Bytes of the stream so far.
     seen: u64,
     /// Non-text bytes before the switch.
@@ -80,11 +82,34 @@ impl OutputStream {
     pub fn new(limit: u64) -> OutputStream {
         OutputStream {
             limit,
+            detect_binary: true,
             seen: 0,
             non_text: 0,
             sha: Sha256::new(),
             switched: None,
         }
+    }
+
+    /// A terminal stream (pty, or a shell): it switches only when the session reaches a
+    /// recording quota ([`OutputStream::force`]).
+    pub fn terminal() -> OutputStream {
+        OutputStream {
+            detect_binary: false,
+            ..OutputStream::new(u64::MAX)
+        }
+    }
+
+    /// Switches to size and digest from the next byte on, for `reason`; false if it already
+    /// had.
+    pub fn force(&mut self, reason: BulkReason) -> bool {
+        if self.is_bulk() {
+            return false;
+        }
+        self.switched = Some(BulkSwitch {
+            reason,
+            offset: self.seen,
+        });
+        true
     }
 
     /// True once the stream is recorded as size and digest only.
@@ -126,7 +151,14 @@ impl OutputStream {
         let before = self.seen;
         self.bulk(data);
         let budget = usize::try_from(self.limit.saturating_sub(before)).unwrap_or(usize::MAX);
-        let scan = scan(data);
+        let scan = if self.detect_binary {
+            scan(data)
+        } else {
+            Scan {
+                non_text: 0,
+                first: data.len(),
+            }
+        };
         self.non_text += scan.non_text as u64;
         let (cast, reason) = if scan.non_text * 4 > data.len() && self.non_text > NON_TEXT_ALLOWANCE
         {
@@ -199,6 +231,7 @@ pub(crate) fn switch_note(stream: &str, switch: &BulkSwitch, limit: u64) -> Stri
     let why = match switch.reason {
         BulkReason::Limit => format!("passed the exec output limit of {limit} bytes"),
         BulkReason::Binary => "is binary".to_owned(),
+        BulkReason::Quota => "reached the recording quota".to_owned(),
     };
     format!(
         "[ssh-bastion: {stream} {why}; from byte {} on it is recorded as size and SHA-256 only]\n",
@@ -251,6 +284,18 @@ mod tests {
         assert_eq!(s.take(b"abc").switch, None);
         assert_eq!(s.take(b"d").cast, 0);
         assert_eq!(s.switched().unwrap().offset, 3);
+    }
+
+    #[test]
+    fn terminal_streams_switch_only_when_forced() {
+        let mut s = OutputStream::terminal();
+        assert_eq!(s.take(&[0u8; 4096]).switch, None);
+        assert_eq!(s.take(b"text").cast, 4);
+        assert!(s.force(BulkReason::Quota));
+        assert!(!s.force(BulkReason::Quota));
+        assert_eq!(s.switched().unwrap().offset, 4100);
+        s.bulk(b"more");
+        assert_eq!(s.seen(), 4104);
     }
 
     #[test]

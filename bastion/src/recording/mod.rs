@@ -28,6 +28,10 @@
 //! `output.bulk.end` in the journal. stdout and stderr switch separately; channels with a
 //! pty never do. See the `bulk` module for the rules and the exact records.
 //!
+//! Past a recording quota (per session, per person and day, or the disk's free-space floor;
+//! see the `quota` module) every output stream of the session, pty or not, switches the
+//! same way, with reason `quota` and a `recording.quota` line in the journal.
+//!
 //! # Bytes that are not UTF-8
 //!
 //! asciicast event data is a JSON string, so output is decoded as UTF-8 per stream with the
@@ -89,6 +93,7 @@ mod error;
 mod files;
 mod id;
 mod model;
+mod quota;
 mod recorder;
 mod seal;
 mod transfer;
@@ -106,6 +111,10 @@ pub use id::{new_session_id, session_dir};
 pub use model::{
     BulkReason, BulkSwitch, ChannelKind, ChannelSummary, DEFAULT_EXEC_OUTPUT_LIMIT, OnFailure, Pty,
     RecordingPolicy, SessionMeta, SessionSummary,
+};
+pub use quota::{
+    DEFAULT_MAX_PERSON_BYTES, DEFAULT_MAX_SESSION_BYTES, DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_PERSON_WINDOW_SECS, LowDisk, PersonAccount, QuotaHit, QuotaKind, Quotas,
 };
 pub use recorder::{ChannelRecorder, Recorder};
 pub use seal::{Manifest, SEAL_NAMESPACE};

@@ -31,6 +31,21 @@ pub struct RecordingPolicy {
     /// rest is recorded as size and SHA-256 (see `recording::bulk`).
     #[serde(default = "default_exec_output_limit")]
     pub exec_output_limit: u64,
+    /// Bytes one session's recording may take; past it terminal output is recorded as size
+    /// and SHA-256 (see `recording::quota`).
+    #[serde(default = "default_max_session_bytes")]
+    pub max_session_bytes: u64,
+    /// Bytes the sessions one person started within [`RecordingPolicy::person_window_secs`]
+    /// may record together.
+    #[serde(default = "default_max_person_bytes")]
+    pub max_person_bytes: u64,
+    /// The window of [`RecordingPolicy::max_person_bytes`], in seconds.
+    #[serde(default = "default_person_window_secs")]
+    pub person_window_secs: u64,
+    /// Free bytes the recordings disk must keep (the audit log's reserve): below it new
+    /// sessions are refused and running ones stop storing terminal content. `0`: no floor.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 /// Default of [`RecordingPolicy::exec_output_limit`]: 1 MiB, pages of text an auditor
@@ -39,6 +54,18 @@ pub const DEFAULT_EXEC_OUTPUT_LIMIT: u64 = 1 << 20;
 
 fn default_exec_output_limit() -> u64 {
     DEFAULT_EXEC_OUTPUT_LIMIT
+}
+fn default_max_session_bytes() -> u64 {
+    super::quota::DEFAULT_MAX_SESSION_BYTES
+}
+fn default_max_person_bytes() -> u64 {
+    super::quota::DEFAULT_MAX_PERSON_BYTES
+}
+fn default_person_window_secs() -> u64 {
+    super::quota::DEFAULT_PERSON_WINDOW_SECS
+}
+fn default_min_free_bytes() -> u64 {
+    super::quota::DEFAULT_MIN_FREE_BYTES
 }
 
 impl Default for RecordingPolicy {
@@ -49,6 +76,10 @@ impl Default for RecordingPolicy {
             on_failure: OnFailure::Terminate,
             max_buffer: 1 << 20,
             exec_output_limit: DEFAULT_EXEC_OUTPUT_LIMIT,
+            max_session_bytes: default_max_session_bytes(),
+            max_person_bytes: default_max_person_bytes(),
+            person_window_secs: default_person_window_secs(),
+            min_free_bytes: default_min_free_bytes(),
         }
     }
 }
@@ -201,6 +232,9 @@ pub enum BulkReason {
     Limit,
     /// It turned out binary.
     Binary,
+    /// The session reached a recording quota (any channel, pty or not; see
+    /// `recording::quota`).
+    Quota,
 }
 
 /// Where an output stream of a command without a pty switched to size-and-digest recording.

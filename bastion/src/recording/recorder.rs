@@ -21,8 +21,10 @@ use super::bulk::{OutputStream, end_note, stream_name, switch_note};
 use super::chain::Chain;
 use super::files::{FileSeal, LineFile};
 use super::model::{
-    ChannelKind, ChannelSummary, OnFailure, RecordingPolicy, SessionMeta, SessionSummary,
+    BulkReason, ChannelKind, ChannelSummary, OnFailure, RecordingPolicy, SessionMeta,
+    SessionSummary,
 };
+use super::quota::{PersonAccount, QuotaHit, QuotaKind};
 use super::seal::{Manifest, write_seal};
 use super::transfer::StreamDigest;
 use super::utf8::{Decoded, Utf8Stream};
@@ -182,6 +184,16 @@ struct Session {
     channel_pending: usize,
     last_exit: Option<u32>,
     finished: bool,
+    /// Bytes written to the recording's files so far.
+    written: u64,
+    /// The person's quota and the disk watch, when the bastion gave one.
+    account: Option<PersonAccount>,
+    /// Bytes the session may record in all, and which quota sets that.
+    quota_limit: (u64, QuotaKind),
+    /// The quota reached, if one was: terminal content is no longer stored.
+    quota: Option<QuotaHit>,
+    /// That hit until [`Recorder::take_quota`].
+    quota_untaken: Option<QuotaHit>,
 }
 
 impl Recorder {
@@ -212,6 +224,7 @@ impl Recorder {
             .map_err(RecordingError::io(dir.join(EVENTS_FILE), "create"))?;
         let chain_file = LineFile::create(&dir, CHAIN_FILE)
             .map_err(RecordingError::io(dir.join(CHAIN_FILE), "create"))?;
+        let policy_session_limit = policy.max_session_bytes;
         let mut session = Session {
             chain: Chain::new(&meta.id),
             meta,
@@ -227,6 +240,11 @@ impl Recorder {
             channel_pending: 0,
             last_exit: None,
             finished: false,
+            written: 0,
+            account: None,
+            quota_limit: (policy_session_limit, QuotaKind::Session),
+            quota: None,
+            quota_untaken: None,
         };
         let start = json!({
             "session": session.meta,
@@ -274,6 +292,7 @@ impl Recorder {
     pub fn flush(&self) -> Result<(), RecordingError> {
         let mut s = self.lock();
         s.check()?;
+        s.refresh_quota();
         s.write_out_or_fail(true)
     }
 
@@ -282,6 +301,21 @@ impl Recorder {
     /// may be the one that is full). Check it after [`Recorder::flush`].
     pub fn take_degraded(&self) -> Option<RecordingError> {
         self.lock().untaken.take()
+    }
+
+    /// Charges this session's recording to `account` (the person's quota and the disk
+    /// watch) from now on, including what it has written already.
+    pub fn account_to(&self, account: PersonAccount) {
+        let mut s = self.lock();
+        account.charge(s.written);
+        s.account = Some(account);
+        s.refresh_quota();
+    }
+
+    /// The recording quota the session reached, once, so the caller can log
+    /// `recording.quota` to the audit log. Check it after [`Recorder::flush`].
+    pub fn take_quota(&self) -> Option<QuotaHit> {
+        self.lock().quota_untaken.take()
     }
 
     /// The first write failure, if recording stopped.
@@ -396,9 +430,20 @@ impl Session {
         let seq = u32::try_from(self.channels.len() + 1).unwrap_or(u32::MAX);
         let transfer = kind.is_transfer();
         let limit = self.policy.exec_output_limit;
-        let outputs = kind
-            .may_switch_to_bulk()
-            .then(|| Box::new([OutputStream::new(limit), OutputStream::new(limit)]));
+        let outputs = if transfer {
+            None
+        } else if kind.may_switch_to_bulk() {
+            Some(Box::new([
+                OutputStream::new(limit),
+                OutputStream::new(limit),
+            ]))
+        } else {
+            // Terminal output switches only at a quota.
+            Some(Box::new([
+                OutputStream::terminal(),
+                OutputStream::terminal(),
+            ]))
+        };
         let name = if !transfer {
             Some(format!("chan-{seq}.cast"))
         } else if self.policy.transfer_content {
@@ -464,8 +509,16 @@ impl Session {
 
     fn data(&mut self, slot: usize, stream: Stream, data: &[u8]) -> Result<(), RecordingError> {
         self.check()?;
-        let record_input = self.policy.record_input;
         let recording = self.recording();
+        if recording
+            && self.quota.is_none()
+            && self.usage() + data.len() as u64 > self.quota_limit.0
+        {
+            self.reach_quota(self.quota_limit);
+        }
+        let over = self.quota.is_some();
+        // Past a quota, nothing but output notes and totals is stored.
+        let record_input = self.policy.record_input && !over;
         let ch = &mut self.channels[slot];
         let i = index(stream);
         ch.bytes[i] += data.len() as u64;
@@ -477,6 +530,15 @@ impl Session {
             Some(out) if out.is_bulk() => {
                 out.bulk(data);
                 return Ok(());
+            }
+            Some(out) if over && recording && !data.is_empty() => {
+                out.force(BulkReason::Quota);
+                out.bulk(data);
+                if !ch.closed {
+                    let at = ch.opened.elapsed();
+                    self.switch_to_bulk(slot, at, stream)?;
+                }
+                return self.write_if_due();
             }
             Some(out) => Some(out.take(data)),
             None => None,
@@ -493,7 +555,7 @@ impl Session {
             }
         } else if ch.transfer {
             // Content only if the policy asked, i.e. the file exists.
-            if let Some(file) = &mut ch.file {
+            if let Some(file) = ch.file.as_mut().filter(|_| !over) {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(data);
                 let line = encode(file, cast::event(at, stream.transfer_code(), &b64))?;
                 file.push(&line);
@@ -552,7 +614,10 @@ impl Session {
             return Ok(());
         };
         let name = stream_name(stream == Stream::Err);
-        let note = switch_note(name, &switch, self.policy.exec_output_limit);
+        let note = match (&switch.reason, &self.quota) {
+            (BulkReason::Quota, Some(hit)) => super::quota::switch_note(name, &switch, hit),
+            _ => switch_note(name, &switch, self.policy.exec_output_limit),
+        };
         let line = self.push_note(slot, at, &note)?;
         let seq = self.channels[slot].seq;
         let file = self.channels[slot].file_name.clone();
@@ -615,7 +680,7 @@ impl Session {
 
     fn resize(&mut self, slot: usize, cols: u16, rows: u16) -> Result<(), RecordingError> {
         self.check()?;
-        let recording = self.recording();
+        let recording = self.recording() && self.quota.is_none();
         let ch = &mut self.channels[slot];
         if !recording || ch.closed || ch.transfer {
             return Ok(());
@@ -750,6 +815,56 @@ impl Session {
         Ok(())
     }
 
+    /// Bytes of the recording so far: written, and buffered to be.
+    fn usage(&self) -> u64 {
+        self.written
+            + (self.events.pending_len() + self.chain_file.pending_len() + self.channel_pending)
+                as u64
+    }
+
+    /// Re-reads the person's quota and the disk (once a second, from the flush).
+    fn refresh_quota(&mut self) {
+        let mut limit = (self.policy.max_session_bytes, QuotaKind::Session);
+        let Some(account) = &self.account else {
+            self.quota_limit = limit;
+            return;
+        };
+        let person = account.person_limit();
+        if person < limit.0 {
+            limit = (person, QuotaKind::Person);
+        }
+        let disk = account.disk_low();
+        self.quota_limit = limit;
+        if self.quota.is_none() && self.recording() {
+            if let Some(floor) = disk {
+                self.reach_quota((floor, QuotaKind::Disk));
+            } else if self.usage() > limit.0 {
+                self.reach_quota(limit);
+            }
+        }
+    }
+
+    /// The session reached a quota: from now on every output stream switches to size and
+    /// digest at its next byte; journaled, and handed to [`Recorder::take_quota`].
+    fn reach_quota(&mut self, (limit, kind): (u64, QuotaKind)) {
+        let limit = match (kind, &self.account) {
+            (QuotaKind::Person, Some(account)) => account.max_person_bytes(),
+            _ => limit,
+        };
+        let hit = QuotaHit {
+            kind,
+            limit,
+            recorded: self.usage(),
+        };
+        tracing::warn!(session = %self.meta.id, person = %self.meta.user, "recording: {hit}; terminal output is recorded as size and SHA-256 from now on");
+        let _ = self.journal(
+            "recording.quota",
+            json!({"quota": kind.as_str(), "limit": limit, "recorded": hit.recorded}),
+        );
+        self.quota = Some(hit.clone());
+        self.quota_untaken = Some(hit);
+    }
+
     /// Writes out if the buffer is full or a second has passed.
     fn write_if_due(&mut self) -> Result<(), RecordingError> {
         let buffered =
@@ -782,9 +897,14 @@ impl Session {
             .iter_mut()
             .filter_map(|c| c.file.as_mut())
             .chain(std::iter::once(&mut self.events));
+        let mut bytes = 0u64;
         for file in files {
+            let pending = file.pending_len() as u64;
             match file.write_out() {
-                Ok(Some(w)) => written.push((file.name().to_owned(), w)),
+                Ok(Some(w)) => {
+                    bytes += pending;
+                    written.push((file.name().to_owned(), w));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     first_err.get_or_insert_with(|| RecordingError::io(file.path(), "write")(e));
@@ -800,10 +920,18 @@ impl Session {
             let line = self.chain.entry(&name, w.first, &w.hashes);
             self.chain_file.push(&line);
         }
+        let pending = self.chain_file.pending_len() as u64;
         let chain_result = self
             .chain_file
             .write_out()
             .and_then(|_| if sync { self.chain_file.sync() } else { Ok(()) });
+        if chain_result.is_ok() {
+            bytes += pending;
+        }
+        self.written += bytes;
+        if let Some(account) = &self.account {
+            account.charge(bytes);
+        }
         if let Err(e) = chain_result {
             first_err.get_or_insert_with(|| RecordingError::io(self.chain_file.path(), "write")(e));
         }

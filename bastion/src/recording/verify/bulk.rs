@@ -41,6 +41,7 @@ impl fmt::Display for BulkStatus {
         let why = match self.reason {
             BulkReason::Limit => "over the limit",
             BulkReason::Binary => "binary",
+            BulkReason::Quota => "over the recording quota",
         };
         write!(
             f,
