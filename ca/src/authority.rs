@@ -16,7 +16,7 @@ use jitssh_shared::krl::Krl;
 use jitssh_shared::policy::{CertRequest, Denial, Grant, Policy};
 use jitssh_shared::ssh_key::certificate::CertType;
 use jitssh_shared::ssh_key::public::KeyData;
-use jitssh_shared::ssh_key::{Certificate, HashAlg};
+use jitssh_shared::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_shared::store::{
     HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore, Store, StoreError,
 };
@@ -211,6 +211,23 @@ impl Authority {
         request: &CertRequest,
     ) -> Result<Issued, IssueError> {
         let fingerprint = subject.fingerprint(HashAlg::Sha256).to_string();
+        self.deny_if_revoked(user, &subject, None)?;
+        if let Some(owner) = self
+            .policy()
+            .user_by_key(&PublicKey::new(subject.clone(), ""))
+            && owner.name != user
+        {
+            // Never say whose key it is: the requester may be probing.
+            let reason = format!("key {fingerprint} is enrolled for another user");
+            self.audit.append(
+                AuditEvent::new("cert.denied")
+                    .with("user", user)
+                    .with("subject", fingerprint)
+                    .with("owner", owner.name.as_str())
+                    .with("reason", reason.as_str()),
+            )?;
+            return Err(IssueError::Denied(Denial { reason }));
+        }
         match self.plan(user, subject, request) {
             Ok((grant, spec)) => {
                 let roles: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
@@ -247,6 +264,7 @@ impl Authority {
         reason: Option<&str>,
         details: serde_json::Value,
     ) -> Result<Issued, IssueError> {
+        self.deny_if_revoked(requested_by, &spec.subject, Some(&spec.key_id))?;
         let signer = self.signer_for(spec.cert_type);
         let serial = self.serials.next(self.store.as_ref())?;
         let certificate = spec.sign(serial, signer)?;
@@ -337,6 +355,39 @@ impl Authority {
     /// Why `cert` is revoked, if it is (by serial, key id or key).
     pub fn revoked_reason(&self, cert: &Certificate) -> Result<Option<String>, StoreError> {
         Ok(revocation::revoked_reason(&self.store.revocations()?, cert))
+    }
+
+    /// Why `key` (or the key id `key_id`) may not be certified or log in, if it is revoked.
+    pub fn revoked_subject(
+        &self,
+        key: &KeyData,
+        key_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(revocation::key_refusal(
+            &self.store.revocations()?,
+            key,
+            key_id,
+        ))
+    }
+
+    /// Refuses (audited) to certify a revoked key or under a revoked key id.
+    fn deny_if_revoked(
+        &self,
+        requested_by: &str,
+        subject: &KeyData,
+        key_id: Option<&str>,
+    ) -> Result<(), IssueError> {
+        let Some(reason) = self.revoked_subject(subject, key_id)? else {
+            return Ok(());
+        };
+        self.audit.append(
+            AuditEvent::new("cert.denied")
+                .with("requested_by", requested_by)
+                .with("subject", subject.fingerprint(HashAlg::Sha256).to_string())
+                .with("key_id", key_id)
+                .with("reason", reason.as_str()),
+        )?;
+        Err(IssueError::Denied(Denial { reason }))
     }
 
     fn signer_for(&self, cert_type: CertType) -> &CaSigner {

@@ -2,7 +2,8 @@
 
 use jitssh_shared::keys::CaKeys;
 use jitssh_shared::krl::{CertRevocations, Krl};
-use jitssh_shared::ssh_key::{Certificate, PublicKey};
+use jitssh_shared::ssh_key::public::KeyData;
+use jitssh_shared::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_shared::store::{Revocation, Revoked, Store, StoreError};
 
 /// Builds the KRL for every revocation in the store. Serials are attributed to the CA that
@@ -90,4 +91,31 @@ fn with_reason(what: String, revocation: &Revocation) -> String {
         Some(reason) => format!("certificate {what} revoked: {reason}"),
         None => format!("certificate {what} revoked"),
     }
+}
+
+/// Why `key` may neither log in to the CA nor be certified, if a revocation names the key
+/// itself or (when given) the key id the certificate would carry. A certificate for such a key
+/// or key id would be dead on arrival at every sshd that has the KRL, and a revoked key is no
+/// longer proof of anyone's identity.
+pub fn key_refusal(
+    revocations: &[Revocation],
+    key: &KeyData,
+    key_id: Option<&str>,
+) -> Option<String> {
+    revocations.iter().find_map(|revocation| {
+        let what = match &revocation.item {
+            Revoked::Key(line) => PublicKey::from_openssh(line)
+                .ok()
+                .filter(|revoked| revoked.key_data() == key)
+                .map(|_| format!("key {} is revoked", key.fingerprint(HashAlg::Sha256))),
+            Revoked::KeyId(id) => {
+                (Some(id.as_str()) == key_id).then(|| format!("key id {id:?} is revoked"))
+            }
+            Revoked::Serial(_) => None,
+        }?;
+        Some(match &revocation.reason {
+            Some(reason) => format!("{what}: {reason}"),
+            None => what,
+        })
+    })
 }

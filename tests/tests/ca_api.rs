@@ -795,3 +795,186 @@ fn identities_are_confined_and_session_certificates_are_rechecked() {
     let out = ask(&user_cert.stdout, "deploy", "web01");
     assert!(out.stderr.contains("revoked"), "revoked: {out}");
 }
+
+/// `ssh` as a person runs it (no BatchMode), so it comes back to hear why it was refused.
+fn interactive(server: &CaServer, user: &str, key: &KeyPair) -> Ssh {
+    server.ssh(user, key).option("BatchMode=no")
+}
+
+fn audit_events(server: &CaServer, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(server.ca.data_dir().join("audit.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == kind)
+        .collect()
+}
+
+/// A revoked key neither logs in to the CA API nor gets certified (given on stdin, signed
+/// offline, or as a host key), and a user whose name is a revoked key id cannot log in; each
+/// refusal says why and is audited.
+#[test]
+fn a_revoked_key_gets_no_login_and_no_certificate() {
+    let scratch = Scratch::new();
+    let alice = keygen(scratch.path(), "alice");
+    let erin = keygen(scratch.path(), "erin");
+    let carol = keygen(scratch.path(), "carol");
+    let server = CaServer::start(
+        scratch.path(),
+        &policy(
+            &[
+                ("alice", &alice, "\"dev\""),
+                ("erin", &erin, "\"dev\""),
+                ("carol", &carol, "\"dev\""),
+            ],
+            "",
+        ),
+        "",
+    );
+    let out = server.ssh("erin", &erin).args(["cert"]).run();
+    assert_eq!(out.status, 0, "before revocation: {out}");
+
+    let mut revoke = server
+        .ca
+        .cmd(["revoke", "--reason", "laptop-stolen", "--key"]);
+    revoke.arg(&erin.public);
+    run_ok(&mut revoke);
+
+    // erin's key no longer logs in, and she is told why.
+    let out = interactive(&server, "erin", &erin).args(["cert"]).run();
+    assert_eq!(out.status, 255, "{out}");
+    assert!(
+        out.stderr.contains("is revoked: laptop-stolen"),
+        "explains: {out}"
+    );
+    // Nobody can have erin's key certified (stdin).
+    let out = server
+        .ssh("alice", &alice)
+        .stdin(std::fs::read(&erin.public).unwrap())
+        .args(["cert", "--principals", "alice"])
+        .run();
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("is revoked"), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    // Nor offline.
+    let mut sign = server.ca.cmd([
+        "sign",
+        "--user",
+        "--principals",
+        "root",
+        "--ttl",
+        "5m",
+        "--key",
+    ]);
+    sign.arg(&erin.public);
+    let out = run(&mut sign);
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("is revoked"), "{out}");
+
+    // A revoked key id naming the person refuses the person.
+    server
+        .ca
+        .run_ok(["revoke", "--key-id", "carol", "--reason", "left"]);
+    let out = interactive(&server, "carol", &carol).args(["whoami"]).run();
+    assert_eq!(out.status, 255, "{out}");
+    assert!(
+        out.stderr.contains("key id \"carol\" is revoked: left"),
+        "{out}"
+    );
+
+    // A revoked host key cannot renew (nor log in as host).
+    let token = server
+        .ca
+        .run_ok(["host", "add", "web01"])
+        .stdout_str()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let host_key = keygen(scratch.path(), "ssh_host_ed25519_key");
+    let out = server.ssh("host", &host_key).args(["join", &token]).run();
+    assert_eq!(out.status, 0, "{out}");
+    let mut revoke = server.ca.cmd(["revoke", "--key"]);
+    revoke.arg(&host_key.public);
+    run_ok(&mut revoke);
+    let out = interactive(&server, "host", &host_key)
+        .args(["host-cert"])
+        .run();
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("is revoked"), "{out}");
+
+    // alice is unaffected; every refusal is audited.
+    let out = server.ssh("alice", &alice).args(["cert"]).run();
+    assert_eq!(out.status, 0, "{out}");
+    let refused = audit_events(&server, "api.login_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["user"] == "erin" && e["reason"].as_str().unwrap().contains("revoked")),
+        "{refused:?}"
+    );
+    assert!(refused.iter().any(|e| e["user"] == "carol"), "{refused:?}");
+    let denied = audit_events(&server, "cert.denied");
+    assert!(
+        denied
+            .iter()
+            .filter(|e| e["reason"].as_str().unwrap_or("").contains("is revoked"))
+            .count()
+            >= 2,
+        "{denied:?}"
+    );
+    let verify = server.ca.run(["audit", "verify"]);
+    assert_eq!(verify.status, 0, "{verify}");
+}
+
+/// alice cannot have bob's enrolled key certified (bob would then log in recorded as alice);
+/// an unknown key is told it is not enrolled instead of a bare "Permission denied".
+#[test]
+fn another_persons_key_is_not_certified_and_unknown_keys_are_told_why() {
+    let scratch = Scratch::new();
+    let alice = keygen(scratch.path(), "alice");
+    let bob = keygen(scratch.path(), "bob");
+    let stranger = keygen(scratch.path(), "stranger");
+    let server = CaServer::start(
+        scratch.path(),
+        &policy(
+            &[("alice", &alice, "\"dev\""), ("bob", &bob, "\"dev\"")],
+            "",
+        ),
+        "",
+    );
+    let out = server
+        .ssh("alice", &alice)
+        .stdin(std::fs::read(&bob.public).unwrap())
+        .args(["cert", "--principals", "alice"])
+        .run();
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("is enrolled for another user"), "{out}");
+    assert!(
+        !out.stderr.contains("bob"),
+        "does not name the owner: {out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+    let denied = audit_events(&server, "cert.denied");
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["user"] == "alice" && e["owner"] == "bob"),
+        "{denied:?}"
+    );
+
+    let out = interactive(&server, "stranger", &stranger)
+        .args(["cert"])
+        .run();
+    assert_eq!(out.status, 255, "{out}");
+    assert!(out.stderr.contains("is not enrolled for stranger"), "{out}");
+    let out = interactive(&server, "bob", &alice).args(["cert"]).run();
+    assert_eq!(out.status, 255, "{out}");
+    assert!(out.stderr.contains("is not enrolled for bob"), "{out}");
+    let refused = audit_events(&server, "api.login_refused");
+    assert!(
+        refused.iter().any(|e| e["user"] == "stranger"),
+        "{refused:?}"
+    );
+}

@@ -1,9 +1,10 @@
 //! One SSH connection to the CA API: authentication, exec requests, stdin, replies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jitssh_shared::ssh_key::{HashAlg, PublicKey};
@@ -11,7 +12,7 @@ use russh::server::ChannelOpenHandle;
 use russh::server::{
     Auth, Config, Handle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
-use russh::{Channel, ChannelId, Disconnect};
+use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
 use tokio::net::TcpStream;
 
 use super::Identity;
@@ -25,28 +26,70 @@ const STDIN_GRACE: Duration = Duration::from_millis(700);
 const MAX_CHANNELS: usize = 8;
 /// How long a command waits for its stdin to end once data has started.
 const STDIN_LIMIT: Duration = Duration::from_secs(10);
+/// Refusals audited per connection (distinct reasons); more are only logged, so a client
+/// cycling through keys cannot make the CA fsync without bound.
+const MAX_AUDITED_REFUSALS: usize = 3;
 
-/// Who `user` authenticating with `key` is, if anyone. Pure lookup in the current policy and
-/// config: user `host` is any key (commands check enrolment), user `bastion` a configured
-/// bastion key, anyone else a policy user whose name matches and who owns the key.
-pub fn identity_for(authority: &Authority, user: &str, key: &PublicKey) -> Option<Identity> {
-    match user {
-        "host" => Some(Identity::Host { key: key.clone() }),
-        "bastion" => authority
-            .config()
-            .bastion_keys
-            .iter()
-            .any(|k| k.key_data() == key.key_data())
-            .then(|| Identity::Bastion { key: key.clone() }),
+/// Who `user` authenticating with `key` is, or why they are refused (a reason they can act
+/// on, that never names another key's owner). User `host` is any key (commands check
+/// enrolment), user `bastion` a configured bastion key, anyone else a policy user whose name
+/// matches and who owns the key. A revoked key is refused whoever it claims to be, and a user
+/// whose name is a revoked key id is refused too (every certificate for them would be revoked).
+/// Reads the store: call it off the async runtime.
+pub fn identity_for(
+    authority: &Authority,
+    user: &str,
+    key: &PublicKey,
+) -> Result<Identity, String> {
+    let (identity, person) = match user {
+        "host" => (Identity::Host { key: key.clone() }, None),
+        "bastion" => {
+            let listed = authority
+                .config()
+                .bastion_keys
+                .iter()
+                .any(|k| k.key_data() == key.key_data());
+            if !listed {
+                return Err("this key is not a configured bastion key (bastion_keys)".into());
+            }
+            (Identity::Bastion { key: key.clone() }, None)
+        }
         name => {
             let policy = authority.policy();
-            let owner = policy.user_by_key(key)?;
-            (owner.name == name).then(|| Identity::User {
-                name: name.to_string(),
-                key: key.clone(),
-            })
+            match policy.user_by_key(key) {
+                Some(owner) if owner.name == name => (
+                    Identity::User {
+                        name: name.to_string(),
+                        key: key.clone(),
+                    },
+                    Some(name),
+                ),
+                _ => {
+                    return Err(format!(
+                        "key {} is not enrolled for {}",
+                        key.fingerprint(HashAlg::Sha256),
+                        printable(name)
+                    ));
+                }
+            }
+        }
+    };
+    match authority.revoked_subject(key.key_data(), person) {
+        Ok(None) => Ok(identity),
+        Ok(Some(why)) => Err(why),
+        Err(err) => {
+            tracing::error!(%err, "cannot read revocations; refusing the login");
+            Err("the CA cannot check revocations right now; try again later".into())
         }
     }
+}
+
+/// `text` cut to 64 characters with control characters replaced, for messages and logs.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Serves one accepted TCP connection until it ends, dropping it if it does not authenticate
@@ -61,12 +104,16 @@ pub async fn serve_connection(
     // Replies are small and latency-bound: never let Nagle hold them back.
     let _ = socket.set_nodelay(true);
     let authenticated = Arc::new(AtomicBool::new(false));
+    let handle_slot = Arc::new(OnceLock::new());
     let handler = ApiHandler {
         authority,
         peer,
         identity: None,
         stdins: HashMap::new(),
         authenticated: authenticated.clone(),
+        refusals: Vec::new(),
+        told: false,
+        handle: handle_slot.clone(),
     };
     let session = match tokio::time::timeout(
         handshake,
@@ -85,6 +132,7 @@ pub async fn serve_connection(
         }
     };
     let handle = session.handle();
+    let _ = handle_slot.set(handle.clone());
     let mut session = Box::pin(session);
     tokio::select! {
         result = &mut session => {
@@ -118,6 +166,12 @@ pub struct ApiHandler {
     identity: Option<Identity>,
     stdins: HashMap<ChannelId, Arc<Stdin>>,
     authenticated: Arc<AtomicBool>,
+    /// Why logins on this connection were refused (distinct reasons, bounded).
+    refusals: Vec<String>,
+    /// Whether the client was already told why (keyboard-interactive).
+    told: bool,
+    /// The connection's handle, to disconnect with the reason.
+    handle: Arc<OnceLock<Handle>>,
 }
 
 impl ApiHandler {
@@ -127,6 +181,51 @@ impl ApiHandler {
             Some(Identity::Host { key }) => format!("host({})", key.fingerprint(HashAlg::Sha256)),
             Some(Identity::Bastion { .. }) => "bastion".into(),
             None => "-".into(),
+        }
+    }
+
+    /// [`identity_for`] on a blocking thread (it reads the store).
+    async fn lookup(&self, user: &str, key: &PublicKey) -> Result<Identity, String> {
+        let authority = self.authority.clone();
+        let (user, key) = (user.to_string(), key.clone());
+        tokio::task::spawn_blocking(move || identity_for(&authority, &user, &key))
+            .await
+            .unwrap_or_else(|_| Err("internal error".into()))
+    }
+
+    /// Refuses a login: logs it, audits the first few distinct reasons, and offers
+    /// keyboard-interactive so an interactive client comes back to hear why (the answer is a
+    /// disconnect carrying the reason, which OpenSSH prints even at `LogLevel=ERROR`).
+    async fn refuse(&mut self, user: &str, key: &PublicKey, why: String) -> Auth {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        tracing::info!(peer = %self.peer, user = %printable(user), key = %fingerprint, reason = %why, "API login refused");
+        let seen = self.refusals.contains(&why);
+        if !seen && self.refusals.len() < MAX_AUDITED_REFUSALS {
+            let event = jitssh_shared::audit::AuditEvent::new("api.login_refused")
+                .with("peer", self.peer.ip().to_string())
+                .with("user", printable(user))
+                .with("key", fingerprint)
+                .with("reason", why.as_str());
+            let authority = self.authority.clone();
+            let written =
+                tokio::task::spawn_blocking(move || authority.audit().append(event).map(|_| ()))
+                    .await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::error!("cannot audit a refused API login");
+            }
+        }
+        // The explanation is the latest reason; the list stays small and distinct.
+        self.refusals.retain(|r| *r != why);
+        if self.refusals.len() < MAX_AUDITED_REFUSALS || seen {
+            self.refusals.push(why);
+        } else if let Some(last) = self.refusals.last_mut() {
+            *last = why;
+        }
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(
+                &[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..],
+            )),
+            partial_success: false,
         }
     }
 }
@@ -155,12 +254,10 @@ impl Handler for ApiHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(
-            match identity_for(&self.authority, user, offer.public_key) {
-                Some(_) => Auth::Accept,
-                None => Auth::reject(),
-            },
-        )
+        Ok(match self.lookup(user, offer.public_key).await {
+            Ok(_) => Auth::Accept,
+            Err(why) => self.refuse(user, offer.public_key, why).await,
+        })
     }
 
     async fn auth_publickey(
@@ -168,18 +265,40 @@ impl Handler for ApiHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        match identity_for(&self.authority, user, key.public_key) {
-            Some(identity) => {
+        match self.lookup(user, key.public_key).await {
+            Ok(identity) => {
                 self.identity = Some(identity);
                 self.authenticated.store(true, Ordering::SeqCst);
                 tracing::info!(peer = %self.peer, user, key = %key.public_key.fingerprint(HashAlg::Sha256), "API login");
                 Ok(Auth::Accept)
             }
-            None => {
-                tracing::info!(peer = %self.peer, user, key = %key.public_key.fingerprint(HashAlg::Sha256), "API login refused: unknown key");
-                Ok(Auth::reject())
-            }
+            Err(why) => Ok(self.refuse(user, key.public_key, why).await),
         }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let (Some(why), false) = (self.refusals.last().cloned(), self.told) else {
+            return Ok(Auth::reject());
+        };
+        self.told = true;
+        if let Some(handle) = self.handle.get().cloned() {
+            tokio::spawn(async move {
+                let _ = handle
+                    .disconnect(Disconnect::NoMoreAuthMethodsAvailable, why, String::new())
+                    .await;
+            });
+        }
+        // An empty info request: the client answers it while the disconnect goes out.
+        Ok(Auth::Partial {
+            name: Cow::Borrowed(""),
+            instructions: Cow::Borrowed(""),
+            prompts: Cow::Borrowed(&[]),
+        })
     }
 
     async fn channel_open_session(
