@@ -42,6 +42,9 @@ pub enum OpenError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// Certificates left pending by a crash could not be reconciled.
+    #[error("cannot reconcile unreleased certificates: {0}")]
+    Reconcile(#[from] crate::commit::ReconcileError),
 }
 
 /// Errors issuing or revoking.
@@ -141,6 +144,13 @@ impl Authority {
         let policy = load_policy(&config)?;
         let store = SqliteStore::open(&config.store_path())?;
         let audit = AuditLog::open(&config.audit_path())?;
+        let unreleased = crate::commit::reconcile_unreleased(&store, &audit)?;
+        if unreleased > 0 {
+            tracing::warn!(
+                count = unreleased,
+                "audited certificates a stopped process signed but never handed out (cert.unreleased)"
+            );
+        }
         Ok(Authority {
             serials: SerialPool {
                 block: options.serial_block.max(1),
