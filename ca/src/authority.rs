@@ -125,6 +125,7 @@ pub struct Authority {
     audit: AuditLog,
     serials: SerialPool,
     commits: GroupCommit,
+    join_guard: crate::join_guard::JoinGuard,
 }
 
 impl Authority {
@@ -162,6 +163,7 @@ impl Authority {
             store: Arc::new(store),
             audit,
             commits: GroupCommit::default(),
+            join_guard: Default::default(),
         })
     }
 
@@ -178,6 +180,11 @@ impl Authority {
     /// The store.
     pub fn store(&self) -> &dyn CaStore {
         self.store.as_ref()
+    }
+
+    /// The failed-join limiter (host joins over the API).
+    pub fn join_guard(&self) -> &crate::join_guard::JoinGuard {
+        &self.join_guard
     }
 
     /// The audit log.

@@ -1050,3 +1050,64 @@ fn an_approval_mints_a_bounded_number_of_certificates() {
         "{denied:?}"
     );
 }
+
+/// Join tokens cannot be sprayed: after a few failures a source is told to retry later
+/// without the store being consulted, failures are audited in aggregate, and the token of a
+/// successful join appears neither in the CA's log nor in its audit log.
+#[test]
+fn join_spraying_is_rate_limited_and_tokens_stay_out_of_logs() {
+    let scratch = Scratch::new();
+    let alice = keygen(scratch.path(), "alice");
+    let server = CaServer::start(
+        scratch.path(),
+        &policy(&[("alice", &alice, "\"dev\"")], ""),
+        "",
+    );
+    let token = server
+        .ca
+        .run_ok(["host", "add", "web01"])
+        .stdout_str()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let host_key = keygen(scratch.path(), "ssh_host_ed25519_key");
+    let out = server.ssh("host", &host_key).args(["join", &token]).run();
+    assert_eq!(out.status, 0, "{out}");
+    let log = server.daemon.log();
+    assert!(!log.contains(&token), "the CA log holds the token: {log}");
+    assert!(log.contains("join jt-<redacted"), "{log}");
+    let audit = std::fs::read_to_string(server.ca.data_dir().join("audit.log")).unwrap();
+    assert!(!audit.contains(&token), "the audit log holds the token");
+
+    let sprayer = keygen(scratch.path(), "sprayer");
+    let mut invalid = 0;
+    let mut limited = 0;
+    for i in 0..12 {
+        let guess = format!("jt-{i:048x}");
+        let out = server.ssh("host", &sprayer).args(["join", &guess]).run();
+        assert_ne!(out.status, 0, "{out}");
+        if out.stderr.contains("invalid, spent or expired join token") {
+            invalid += 1;
+        } else if out.stderr.contains("too many failed joins, retry in") {
+            limited += 1;
+        } else {
+            panic!("unexpected answer: {out}");
+        }
+    }
+    assert_eq!((invalid, limited), (5, 7), "5 tries, then refused");
+    let denied = audit_events(&server, "host.join_denied");
+    assert_eq!(denied.len(), 1, "one record opens the window: {denied:?}");
+    assert!(audit_events(&server, "host.join_refused").is_empty());
+    // The rest of the window is summed up in one record (here when the CA stops).
+    let mut server = server;
+    server.daemon.stop();
+    let denied = audit_events(&server, "host.join_denied");
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert_eq!(
+        (&denied[1]["failures"], &denied[1]["rate_limited"]),
+        (&serde_json::json!(4), &serde_json::json!(7)),
+        "{denied:?}"
+    );
+}

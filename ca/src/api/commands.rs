@@ -246,7 +246,7 @@ pub fn run(
             decide(authority, name, &args, false)
         }
         (Identity::Host { key }, ApiCommand::Join { token }) => {
-            host_result(hosts::join(authority, &token, key))
+            host_result(hosts::join(authority, &token, key, peer))
         }
         (Identity::Host { key }, ApiCommand::HostCert) => host_result(hosts::renew(authority, key)),
         (Identity::Bastion { .. }, ApiCommand::SessionCert(args)) => {
