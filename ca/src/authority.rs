@@ -42,6 +42,9 @@ pub enum OpenError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// Certificates left pending by a crash could not be reconciled.
+    #[error("cannot reconcile unreleased certificates: {0}")]
+    Reconcile(#[from] crate::commit::ReconcileError),
 }
 
 /// Errors issuing or revoking.
@@ -122,6 +125,7 @@ pub struct Authority {
     audit: AuditLog,
     serials: SerialPool,
     commits: GroupCommit,
+    join_guard: crate::join_guard::JoinGuard,
 }
 
 impl Authority {
@@ -141,6 +145,13 @@ impl Authority {
         let policy = load_policy(&config)?;
         let store = SqliteStore::open(&config.store_path())?;
         let audit = AuditLog::open(&config.audit_path())?;
+        let unreleased = crate::commit::reconcile_unreleased(&store, &audit)?;
+        if unreleased > 0 {
+            tracing::warn!(
+                count = unreleased,
+                "audited certificates a stopped process signed but never handed out (cert.unreleased)"
+            );
+        }
         Ok(Authority {
             serials: SerialPool {
                 block: options.serial_block.max(1),
@@ -152,6 +163,7 @@ impl Authority {
             store: Arc::new(store),
             audit,
             commits: GroupCommit::default(),
+            join_guard: Default::default(),
         })
     }
 
@@ -168,6 +180,11 @@ impl Authority {
     /// The store.
     pub fn store(&self) -> &dyn CaStore {
         self.store.as_ref()
+    }
+
+    /// The failed-join limiter (host joins over the API).
+    pub fn join_guard(&self) -> &crate::join_guard::JoinGuard {
+        &self.join_guard
     }
 
     /// The audit log.

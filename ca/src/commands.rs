@@ -383,7 +383,8 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     );
     authority.write_krl_file()?;
     crate::api::spawn_policy_reloader(authority.clone())?;
-    let api = crate::api::Api::bind(authority, config.listen).await?;
+    tokio::spawn(flush_join_denials(authority.clone()));
+    let api = crate::api::Api::bind(authority.clone(), config.listen).await?;
     tracing::info!(addr = %api.local_addr()?, "CA API listening");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -391,7 +392,27 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
+    write_join_denials(&authority, true);
     Ok(())
+}
+
+/// Writes the aggregated `host.join_denied` summaries whose window has ended, every few
+/// seconds, for as long as the server runs.
+async fn flush_join_denials(authority: std::sync::Arc<Authority>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let authority = authority.clone();
+        let _ = tokio::task::spawn_blocking(move || write_join_denials(&authority, false)).await;
+    }
+}
+
+fn write_join_denials(authority: &Authority, all: bool) {
+    let due = authority.join_guard().flush(std::time::Instant::now(), all);
+    if !due.is_empty()
+        && let Err(err) = authority.audit().append_batch(due)
+    {
+        tracing::error!(%err, "cannot audit failed host joins");
+    }
 }
 
 /// `ssh-ca host add`: the token goes alone on the last line of stdout.

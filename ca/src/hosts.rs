@@ -6,6 +6,8 @@
 //! stored only as a SHA-256 hash and is spent on first use.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
 
 use jitssh_shared::audit::AuditEvent;
 use jitssh_shared::cert::CertSpec;
@@ -114,18 +116,33 @@ pub fn remove(authority: &Authority, name: &str, by: &str) -> Result<bool, HostE
 }
 
 /// First contact: spends `token` and binds `key` to the host, then issues its certificate.
-pub fn join(authority: &Authority, token: &str, key: &PublicKey) -> Result<Issued, HostError> {
+/// Failed attempts are limited per source address and per key, and audited in aggregate
+/// ([`crate::join_guard`]); the token itself is never logged nor audited.
+pub fn join(
+    authority: &Authority,
+    token: &str,
+    key: &PublicKey,
+    peer: Option<IpAddr>,
+) -> Result<Issued, HostError> {
     let line = key_line(key);
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let peer = peer.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let guard = authority.join_guard();
+    let now = Instant::now();
+    if let Err(wait) = guard.check(peer, &fingerprint, now) {
+        let due = guard.failed(peer, &fingerprint, true, now);
+        authority.audit().append_batch(due)?;
+        return Err(HostError::Refused(format!(
+            "too many failed joins, retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
     let Some(host) = authority
         .store()
         .join_host(&token_hash(token), &line, unix_now())?
     else {
-        authority.audit().append(
-            AuditEvent::new("host.join_refused")
-                .with("key", fingerprint)
-                .with("reason", "invalid, spent or expired token"),
-        )?;
+        let due = guard.failed(peer, &fingerprint, false, now);
+        authority.audit().append_batch(due)?;
         return Err(HostError::Refused(
             "invalid, spent or expired join token".into(),
         ));
@@ -133,9 +150,32 @@ pub fn join(authority: &Authority, token: &str, key: &PublicKey) -> Result<Issue
     authority.audit().append(
         AuditEvent::new("host.joined")
             .with("host", host.name.as_str())
-            .with("key", fingerprint),
+            .with("key", fingerprint)
+            .with("token_sha256", token_hash(token)[..12].to_string()),
     )?;
     Ok(issue(authority, &host, key, "join")?)
+}
+
+/// `text` with every join token (`jt-` and what follows) replaced by a short hash prefix, for
+/// logs: a token in a log is a credential anyone reading the log could spend.
+pub fn redact_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("jt-") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let end = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        let token = &rest[at..at + 3 + end];
+        out.push_str(&format!(
+            "jt-<redacted sha256:{}>",
+            &token_hash(token)[..12]
+        ));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Renewal: the host proves possession of its enrolled key by authenticating with it.

@@ -13,6 +13,7 @@ pub mod commit;
 pub mod config;
 pub mod edge;
 pub mod hosts;
+pub mod join_guard;
 pub mod renew;
 pub mod requests;
 pub mod revocation;

@@ -106,6 +106,7 @@ pub fn create(
         approvals: Vec::new(),
         denial: None,
         approved_at: None,
+        certificates_issued: 0,
     };
     authority.store().create_request(&request)?;
     authority.audit().append(
@@ -277,4 +278,43 @@ pub fn approved_window(
         )),
         other => refuse(format!("request {id} is {other}")),
     }
+}
+
+/// Takes one of the certificates approved request `id` allows (the role's
+/// `certificates_per_approval`, default 1), atomically across processes, so an approval cannot
+/// mint certificates over and over until its window ends. Give it back with
+/// [`return_certificate`] when no certificate was issued after all.
+pub fn take_certificate(authority: &Authority, id: &str, who: &str) -> Result<(), RequestError> {
+    let policy = authority.policy();
+    let changed = authority.store().update_request(id, &mut |request| {
+        let allowed = policy
+            .role(&request.role)
+            .map_or(1, |role| role.certificates_per_approval);
+        if request.certificates_issued >= allowed {
+            return Err(format!(
+                "request {id} was already used for its {allowed} certificate{}: ask for a new \
+                 approval",
+                if allowed == 1 { "" } else { "s" }
+            ));
+        }
+        request.certificates_issued += 1;
+        Ok(())
+    })?;
+    match changed {
+        None => refuse(format!("no request {id}")),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(why)) => {
+            authority.audit_denial(who, &why)?;
+            refuse(why)
+        }
+    }
+}
+
+/// Gives back a certificate taken with [`take_certificate`] that was not issued.
+pub fn return_certificate(authority: &Authority, id: &str) -> Result<(), RequestError> {
+    authority.store().update_request(id, &mut |request| {
+        request.certificates_issued = request.certificates_issued.saturating_sub(1);
+        Ok(())
+    })?;
+    Ok(())
 }

@@ -365,6 +365,42 @@ impl AuditLog {
             pending,
         } = state;
         let _lock = FileLock::acquire(file, true).map_err(io_err(&self.path, "lock"))?;
+        self.commit_held(file, tail, pending, events)
+    }
+
+    /// Runs `work` while holding the log's exclusive lock, the one every append takes (across
+    /// processes too). Work that must stay consistent with the log, such as a store write that
+    /// is audited in the same step, is then never seen half done by another holder of the lock:
+    /// if the process dies inside `work`, the lock is released with it and the next holder sees
+    /// exactly what was made durable. Appends inside `work` go through the [`LockedAudit`].
+    pub fn with_lock<T>(
+        &self,
+        work: impl FnOnce(&mut LockedAudit<'_>) -> T,
+    ) -> Result<T, AuditError> {
+        let mut state = self.lock_state();
+        let LogState {
+            file,
+            tail,
+            pending,
+        } = &mut *state;
+        let _lock = FileLock::acquire(file, true).map_err(io_err(&self.path, "lock"))?;
+        let mut locked = LockedAudit {
+            log: self,
+            file,
+            tail,
+            pending,
+        };
+        Ok(work(&mut locked))
+    }
+
+    /// Writes `events` (after any pending recovery records); the caller holds the lock.
+    fn commit_held(
+        &self,
+        file: &File,
+        tail: &mut Option<Tail>,
+        pending: &mut Vec<AuditEvent>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
         let (current, recovered) = self.current_tail(file, tail.as_ref())?;
         pending.extend(recovered);
         let internal = pending.len();
@@ -1059,6 +1095,36 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
         path: path.to_path_buf(),
         action,
         source,
+    }
+}
+
+/// The audit log while [`AuditLog::with_lock`] holds its lock.
+pub struct LockedAudit<'a> {
+    log: &'a AuditLog,
+    file: &'a File,
+    tail: &'a mut Option<Tail>,
+    pending: &'a mut Vec<AuditEvent>,
+}
+
+impl LockedAudit<'_> {
+    /// [`AuditLog::append_batch`] under the lock already held.
+    pub fn append_batch(
+        &mut self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        for event in &events {
+            validate_event(event).map_err(|reason| self.log.invalid(reason))?;
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self
+            .log
+            .commit_held(self.file, self.tail, self.pending, events);
+        if result.is_err() {
+            *self.tail = None;
+        }
+        result
     }
 }
 

@@ -79,6 +79,10 @@ fn default_extensions() -> Vec<String> {
         .collect()
 }
 
+fn default_certificates_per_approval() -> u32 {
+    1
+}
+
 fn default_ttl() -> HumanDuration {
     HumanDuration::from_secs(3600)
 }
@@ -118,6 +122,10 @@ pub struct Role {
     /// Roles whose members may approve requests for this role.
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Certificates one approved request may mint (default 1, like a one-time grant: a
+    /// second certificate needs a second approval).
+    #[serde(default = "default_certificates_per_approval")]
+    pub certificates_per_approval: u32,
     /// When certificates for this role may be issued and used.
     #[serde(default, skip_serializing)]
     pub allowed_hours: Option<AllowedHours>,
@@ -352,6 +360,12 @@ impl Policy {
                 return Err(invalid(
                     key("force_command"),
                     "force_command is empty".into(),
+                ));
+            }
+            if role.certificates_per_approval == 0 {
+                return Err(invalid(
+                    key("certificates_per_approval"),
+                    "certificates_per_approval must be at least 1".into(),
                 ));
             }
             if role.approvals > 0 && role.approvers.is_empty() {

@@ -110,6 +110,15 @@ pub trait Store: Send + Sync {
     }
     /// Records several issued certificates in one durable transaction (group commit).
     fn record_issued_batch(&self, certs: &[IssuedCert]) -> Result<(), StoreError>;
+    /// Records certificates as *pending*: signed, not yet audited nor handed out. The caller
+    /// then audits them and calls [`Store::settle_issued`]; a pending row found later (the
+    /// process died in between) is a certificate nobody received.
+    fn record_issued_pending(&self, certs: &[IssuedCert]) -> Result<(), StoreError>;
+    /// Ends the pending state of `serials`: `released` (audited, handed out) or not (never
+    /// handed out, audited as `cert.unreleased`).
+    fn settle_issued(&self, serials: &[u64], released: bool) -> Result<(), StoreError>;
+    /// Certificates still pending, oldest first.
+    fn pending_issued(&self) -> Result<Vec<IssuedCert>, StoreError>;
     /// One issued certificate by serial.
     fn issued(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError>;
     /// Issued certificates, newest first, at most `limit`.
@@ -132,7 +141,8 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('next_serial', 1);
 CREATE TABLE IF NOT EXISTS issued (
     serial INTEGER PRIMARY KEY,
     record TEXT NOT NULL,
-    issued_at INTEGER NOT NULL
+    issued_at INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS revocations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -140,6 +150,38 @@ CREATE TABLE IF NOT EXISTS revocations (
     record TEXT NOT NULL
 );
 ";
+
+/// Where an issued certificate stands (the `issued.state` column).
+#[derive(Debug, Clone, Copy)]
+enum IssuedState {
+    /// Audited and handed out (and every row from before the column existed).
+    Released = 0,
+    /// Signed and stored; its audit record and hand-out are under way.
+    Pending = 1,
+    /// Its process died before handing it out; audited as `cert.unreleased`.
+    Unreleased = 2,
+}
+
+/// Adds `issued.state` to stores created before it existed (their rows were released).
+fn migrate_issued_state(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has_state = |conn: &Connection| -> Result<bool, rusqlite::Error> {
+        conn.prepare("SELECT 1 FROM pragma_table_info('issued') WHERE name = 'state'")?
+            .exists([])
+    };
+    if !has_state(conn)? {
+        let added =
+            conn.execute_batch("ALTER TABLE issued ADD COLUMN state INTEGER NOT NULL DEFAULT 0;");
+        // Another process may have migrated it at the same moment.
+        if let Err(err) = added
+            && !has_state(conn)?
+        {
+            return Err(err);
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS issued_pending ON issued (serial) WHERE state = 1;",
+    )
+}
 
 /// Schemas of the store's parts; each part (`store/<part>.rs`) adds its tables here.
 fn schemas() -> &'static [&'static str] {
@@ -165,6 +207,7 @@ impl SqliteStore {
         for schema in schemas() {
             conn.execute_batch(schema).map_err(fail)?;
         }
+        migrate_issued_state(&conn).map_err(fail)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -193,6 +236,25 @@ impl SqliteStore {
         // back), so a poisoned lock is safe to keep using.
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
+    }
+
+    fn insert_issued(&self, certs: &[IssuedCert], state: IssuedState) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(certs.len());
+        for cert in certs {
+            let serial = i64::try_from(cert.serial).map_err(|e| self.corrupt(e))?;
+            rows.push((serial, self.encode(cert)?, cert.issued_at as i64));
+        }
+        self.with_conn(|conn| {
+            let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+            for (serial, record, issued_at) in &rows {
+                tx.execute(
+                    "INSERT INTO issued (serial, record, issued_at, state) VALUES (?1, ?2, ?3, ?4)",
+                    params![serial, record, issued_at, state as i64],
+                )
+                .map_err(|e| self.sqlite(e))?;
+            }
+            tx.commit().map_err(|e| self.sqlite(e))
+        })
     }
 
     fn decode<T: for<'de> Deserialize<'de>>(&self, text: &str) -> Result<T, StoreError> {
@@ -262,21 +324,40 @@ impl Store for SqliteStore {
     }
 
     fn record_issued_batch(&self, certs: &[IssuedCert]) -> Result<(), StoreError> {
-        let mut rows = Vec::with_capacity(certs.len());
-        for cert in certs {
-            let serial = i64::try_from(cert.serial).map_err(|e| self.corrupt(e))?;
-            rows.push((serial, self.encode(cert)?, cert.issued_at as i64));
-        }
+        self.insert_issued(certs, IssuedState::Released)
+    }
+
+    fn record_issued_pending(&self, certs: &[IssuedCert]) -> Result<(), StoreError> {
+        self.insert_issued(certs, IssuedState::Pending)
+    }
+
+    fn settle_issued(&self, serials: &[u64], released: bool) -> Result<(), StoreError> {
+        let state = if released {
+            IssuedState::Released
+        } else {
+            IssuedState::Unreleased
+        };
+        let serials = serials
+            .iter()
+            .map(|s| i64::try_from(*s).map_err(|e| self.corrupt(e)))
+            .collect::<Result<Vec<_>, _>>()?;
         self.with_conn(|conn| {
             let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
-            for (serial, record, issued_at) in &rows {
+            for serial in &serials {
                 tx.execute(
-                    "INSERT INTO issued (serial, record, issued_at) VALUES (?1, ?2, ?3)",
-                    params![serial, record, issued_at],
+                    "UPDATE issued SET state = ?1 WHERE serial = ?2",
+                    params![state as i64, serial],
                 )
                 .map_err(|e| self.sqlite(e))?;
             }
             tx.commit().map_err(|e| self.sqlite(e))
+        })
+    }
+
+    fn pending_issued(&self) -> Result<Vec<IssuedCert>, StoreError> {
+        self.with_conn(|conn| {
+            let sql = "SELECT record FROM issued WHERE state = ?1 ORDER BY serial";
+            self.json_records(conn, sql, params![IssuedState::Pending as i64])
         })
     }
 

@@ -392,6 +392,16 @@ fn serials_are_unique_under_concurrency_and_kill_9() {
     let next = serial_of(&after.stdout_str(), scratch.path());
     assert!(next > *unique.iter().max().unwrap());
 
+    // What `ssh-ca issued` lists (it reconciles first what killed processes left behind).
+    let listed: Vec<u64> = ca
+        .run_ok(["issued", "--limit", "100000"])
+        .stdout_str()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(listed.len() >= unique.len(), "{} listed", listed.len());
+
     // Every handed-out certificate has its audit record, and the chain verifies.
     let verify = ca.run(["audit", "verify"]);
     assert_eq!(verify.status, 0, "{verify}");
@@ -408,6 +418,27 @@ fn serials_are_unique_under_concurrency_and_kill_9() {
             "serial {serial} handed out without an audit record"
         );
     }
+    // Every stored certificate has an audit record too: issued, or unreleased when its process
+    // died before handing it out (then nobody received it).
+    let unreleased: HashSet<u64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "cert.unreleased")
+        .filter_map(|v| v["serial"].as_u64())
+        .collect();
+    let missing: Vec<&u64> = listed
+        .iter()
+        .filter(|s| !audited.contains(s) && !unreleased.contains(s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "`ssh-ca issued` lists {} certificates without an audit record: {missing:?}",
+        missing.len()
+    );
+    assert!(
+        unreleased.is_disjoint(&unique),
+        "a certificate a client received is marked unreleased"
+    );
 }
 
 fn serial_of(cert_line: &str, dir: &std::path::Path) -> u64 {
@@ -457,4 +488,75 @@ fn audit_verify_passes_intact_and_names_the_tampered_line() {
     let out = ca.run(["audit", "verify"]);
     assert_ne!(out.status, 0, "{out}");
     assert!(out.stdout_str().contains("truncated"), "{out}");
+}
+
+/// `ssh-ca sign` killed with SIGKILL at points spread over its whole run, many times: every
+/// certificate `ssh-ca issued` lists has an audit record (`cert.issued`, or `cert.unreleased`
+/// when its process died before handing it out), and the log verifies.
+#[test]
+fn every_stored_certificate_is_audited_after_kill_9() {
+    let scratch = Scratch::new();
+    let ca = CaFixture::init(scratch.path(), "");
+    let key = keygen(scratch.path(), "k");
+    let sign = || {
+        let mut cmd = ca.cmd(["sign", "--user", "--principals", "root", "--ttl", "5m"]);
+        cmd.arg("--key").arg(&key.public);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    // How long one signing takes while 4 run at once, to spread the kills over it.
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    assert!(sign().status().expect("run ssh-ca").success());
+                }
+            });
+        }
+    });
+    let run_time = started.elapsed() / 5;
+    std::thread::scope(|scope| {
+        for w in 0..4u32 {
+            let sign = &sign;
+            scope.spawn(move || {
+                for i in 0..60u32 {
+                    let mut child = sign().spawn().expect("spawn ssh-ca");
+                    let fraction = f64::from((i * 37 + w * 11) % 100) / 100.0;
+                    std::thread::sleep(run_time.mul_f64(1.2 * fraction));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            });
+        }
+    });
+    let listed: Vec<u64> = ca
+        .run_ok(["issued", "--limit", "100000"])
+        .stdout_str()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let verify = ca.run(["audit", "verify"]);
+    assert_eq!(verify.status, 0, "{verify}");
+    let log = std::fs::read_to_string(ca.data_dir().join("audit.log")).unwrap();
+    let audited: HashSet<u64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "cert.issued" || v["event"] == "cert.unreleased")
+        .filter_map(|v| v["serial"].as_u64())
+        .collect();
+    eprintln!(
+        "{} certificates stored, {} audited as unreleased",
+        listed.len(),
+        log.matches("\"cert.unreleased\"").count()
+    );
+    let missing: Vec<&u64> = listed.iter().filter(|s| !audited.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} listed certificates have no audit record: {missing:?}",
+        missing.len(),
+        listed.len()
+    );
 }

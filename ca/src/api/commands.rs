@@ -246,7 +246,7 @@ pub fn run(
             decide(authority, name, &args, false)
         }
         (Identity::Host { key }, ApiCommand::Join { token }) => {
-            host_result(hosts::join(authority, &token, key))
+            host_result(hosts::join(authority, &token, key, peer))
         }
         (Identity::Host { key }, ApiCommand::HostCert) => host_result(hosts::renew(authority, key)),
         (Identity::Bastion { .. }, ApiCommand::SessionCert(args)) => {
@@ -350,9 +350,21 @@ fn cert(
             Err(denial) => CommandOutput::fail(format!("denied: {denial}")),
         };
     }
+    if let Some(id) = &args.request
+        && let Err(err) = requests::take_certificate(authority, id, user)
+    {
+        return request_error(&err);
+    }
     match authority.issue_for_user(user, subject.key_data().clone(), &request) {
         Ok(issued) => CommandOutput::ok(format!("{}\n", issued.line)),
-        Err(err) => issue_error(&err),
+        Err(err) => {
+            if let Some(id) = &args.request
+                && let Err(undo) = requests::return_certificate(authority, id)
+            {
+                tracing::error!(%undo, request = %id, "cannot give back an unused approval");
+            }
+            issue_error(&err)
+        }
     }
 }
 

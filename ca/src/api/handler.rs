@@ -406,7 +406,8 @@ impl Handler for ApiHandler {
         let peer = self.peer.ip();
         let who = self.who();
         let parsed = commands::parse(data);
-        let line = String::from_utf8_lossy(&data[..data.len().min(200)]).to_string();
+        let line =
+            crate::hosts::redact_tokens(&String::from_utf8_lossy(&data[..data.len().min(200)]));
         let command_stdin = stdin.clone();
         tokio::spawn(async move {
             let stdin = command_stdin;

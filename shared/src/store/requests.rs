@@ -49,6 +49,10 @@ pub struct AccessRequest {
     pub denial: Option<Decision>,
     /// Unix time the last needed approval arrived.
     pub approved_at: Option<u64>,
+    /// Certificates issued under this request so far (capped by the role's
+    /// `certificates_per_approval`).
+    #[serde(default)]
+    pub certificates_issued: u32,
 }
 
 /// Where a request stands at a given time.
@@ -198,6 +202,7 @@ mod tests {
             approvals: vec![],
             denial: None,
             approved_at: None,
+            certificates_issued: 0,
         }
     }
 

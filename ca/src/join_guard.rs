@@ -1,0 +1,262 @@
+//! Failed host joins: a token bucket per source address and per key, and aggregated audit
+//! records.
+//!
+//! As user `host` any SSH key may try join tokens. Each failure costs a token from the
+//! bucket of its source address and of its key; with a bucket empty, further attempts are
+//! refused at once ("too many failed joins, retry in Ns") without touching the store. Failures
+//! are audited as `host.join_denied`, one record when a source's window opens (so a single
+//! failure is on record at once) and one summary with the count when it closes, instead of
+//! one fsynced record per attempt. Memory is bounded: at most [`MAX_TRACKED`] buckets and
+//! windows, full buckets are forgotten first.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jitssh_shared::audit::AuditEvent;
+
+/// Failed joins allowed in a burst, per source address and per key.
+pub const BURST: f64 = 5.0;
+/// How fast the allowance comes back: one failed join per this long.
+pub const REFILL_EVERY: Duration = Duration::from_secs(12);
+/// One aggregated audit record per source per window.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Buckets and windows kept at most (each well under 200 bytes).
+pub const MAX_TRACKED: usize = 10_000;
+/// Key fingerprints named in one audit record at most.
+const MAX_KEYS_PER_RECORD: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refilled(self, now: Instant) -> Bucket {
+        let earned =
+            now.saturating_duration_since(self.at).as_secs_f64() / REFILL_EVERY.as_secs_f64();
+        Bucket {
+            tokens: (self.tokens + earned).min(BURST),
+            at: now,
+        }
+    }
+}
+
+/// What one source did within a window, not yet audited.
+#[derive(Debug)]
+struct Window {
+    opened: Instant,
+    failures: u64,
+    limited: u64,
+    keys: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct State {
+    buckets: HashMap<String, Bucket>,
+    windows: HashMap<IpAddr, Window>,
+}
+
+/// The failed-join limiter of one authority.
+#[derive(Default)]
+pub struct JoinGuard {
+    state: Mutex<State>,
+}
+
+fn bucket_keys(peer: IpAddr, key: &str) -> [String; 2] {
+    [format!("addr {peer}"), format!("key {key}")]
+}
+
+impl JoinGuard {
+    /// May `peer` with key fingerprint `key` try a token now? `Err(wait)` when its source or
+    /// its key has used up its failed joins.
+    pub fn check(&self, peer: IpAddr, key: &str, now: Instant) -> Result<(), Duration> {
+        let state = self.lock();
+        let mut wait = Duration::ZERO;
+        for name in bucket_keys(peer, key) {
+            if let Some(bucket) = state.buckets.get(&name) {
+                let bucket = bucket.refilled(now);
+                if bucket.tokens < 1.0 {
+                    let missing = (1.0 - bucket.tokens) * REFILL_EVERY.as_secs_f64();
+                    wait = wait.max(Duration::from_secs_f64(missing));
+                }
+            }
+        }
+        if wait.is_zero() { Ok(()) } else { Err(wait) }
+    }
+
+    /// Records a failed join (`limited`: refused by [`JoinGuard::check`], no token was
+    /// tried). Returns the audit records due now: the first failure of a source's window.
+    pub fn failed(&self, peer: IpAddr, key: &str, limited: bool, now: Instant) -> Vec<AuditEvent> {
+        let mut state = self.lock();
+        if !limited {
+            for name in bucket_keys(peer, key) {
+                let bucket = state.buckets.get(&name).map_or(
+                    Bucket {
+                        tokens: BURST,
+                        at: now,
+                    },
+                    |b| b.refilled(now),
+                );
+                if !state.buckets.contains_key(&name) && state.buckets.len() >= MAX_TRACKED {
+                    prune_buckets(&mut state.buckets, now);
+                }
+                state.buckets.insert(
+                    name,
+                    Bucket {
+                        tokens: (bucket.tokens - 1.0).max(0.0),
+                        at: now,
+                    },
+                );
+            }
+        }
+        let mut due = Vec::new();
+        if let Some(window) = state.windows.get_mut(&peer) {
+            window.failures += u64::from(!limited);
+            window.limited += u64::from(limited);
+            if window.keys.len() < MAX_KEYS_PER_RECORD {
+                window.keys.insert(key.to_string());
+            }
+            return due;
+        }
+        if state.windows.len() >= MAX_TRACKED {
+            // Full: close every window now rather than forget its count.
+            due.extend(Self::close(&mut state, |_| true, now));
+        }
+        state.windows.insert(
+            peer,
+            Window {
+                opened: now,
+                failures: 0,
+                limited: 0,
+                keys: BTreeSet::new(),
+            },
+        );
+        due.push(event(
+            peer,
+            u64::from(!limited),
+            u64::from(limited),
+            [key.to_string()],
+            None,
+        ));
+        due
+    }
+
+    /// Summaries of the windows that have ended (call it now and then, and at shutdown with
+    /// `all`).
+    pub fn flush(&self, now: Instant, all: bool) -> Vec<AuditEvent> {
+        let mut state = self.lock();
+        Self::close(
+            &mut state,
+            |w| all || now.saturating_duration_since(w.opened) >= WINDOW,
+            now,
+        )
+    }
+
+    fn close(state: &mut State, done: impl Fn(&Window) -> bool, now: Instant) -> Vec<AuditEvent> {
+        let ended: Vec<IpAddr> = state
+            .windows
+            .iter()
+            .filter(|(_, w)| done(w))
+            .map(|(peer, _)| *peer)
+            .collect();
+        let mut due = Vec::new();
+        for peer in ended {
+            let Some(window) = state.windows.remove(&peer) else {
+                continue;
+            };
+            if window.failures + window.limited > 0 {
+                let secs = now.saturating_duration_since(window.opened).as_secs();
+                due.push(event(
+                    peer,
+                    window.failures,
+                    window.limited,
+                    window.keys,
+                    Some(secs),
+                ));
+            }
+        }
+        due
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Drops buckets that have refilled (they hold no information); if none has, the oldest.
+fn prune_buckets(buckets: &mut HashMap<String, Bucket>, now: Instant) {
+    buckets.retain(|_, b| b.refilled(now).tokens < BURST);
+    if buckets.len() >= MAX_TRACKED
+        && let Some(oldest) = buckets
+            .iter()
+            .min_by_key(|(_, b)| b.at)
+            .map(|(name, _)| name.clone())
+    {
+        buckets.remove(&oldest);
+    }
+}
+
+fn event(
+    peer: IpAddr,
+    failures: u64,
+    limited: u64,
+    keys: impl IntoIterator<Item = String>,
+    window_secs: Option<u64>,
+) -> AuditEvent {
+    AuditEvent::new("host.join_denied")
+        .with("peer", peer.to_string())
+        .with("failures", failures)
+        .with("rate_limited", limited)
+        .with("keys", keys.into_iter().collect::<Vec<_>>())
+        .with("window_secs", window_secs)
+        .with(
+            "reason",
+            if window_secs.is_some() {
+                "more failed joins from this source in the window"
+            } else {
+                "invalid, spent or expired join token"
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_refusal_then_refill() {
+        let guard = JoinGuard::default();
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let start = Instant::now();
+        let mut records = 0;
+        for _ in 0..5 {
+            assert!(guard.check(peer, "k", start).is_ok());
+            records += guard.failed(peer, "k", false, start).len();
+        }
+        let wait = guard.check(peer, "k", start).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(10) && wait <= REFILL_EVERY,
+            "{wait:?}"
+        );
+        // Another key from the same source is limited too; the same key from elsewhere too.
+        assert!(guard.check(peer, "other", start).is_err());
+        assert!(
+            guard
+                .check("192.0.2.2".parse().unwrap(), "k", start)
+                .is_err()
+        );
+        assert!(guard.check(peer, "k", start + REFILL_EVERY).is_ok());
+        assert_eq!(records, 1, "one record opens the window");
+        assert!(
+            guard
+                .flush(start + Duration::from_secs(1), false)
+                .is_empty()
+        );
+        let summary = guard.flush(start + WINDOW, false);
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0].fields["failures"], 4);
+    }
+}
