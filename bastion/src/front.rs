@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use jitssh_shared::accept::Ticket;
 use jitssh_shared::audit::AuditEvent;
 use jitssh_shared::ssh_key::{Certificate, HashAlg};
 use jitssh_shared::unix_now;
@@ -59,6 +60,9 @@ pub struct Front {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     slot: Arc<Slot>,
+    /// The connection's place at the accept loop: promoted on login (see
+    /// [`jitssh_shared::accept`]).
+    ticket: Arc<Ticket>,
     /// Refusals so far, to tell the person why at the end.
     refusals: Vec<Refusal>,
     told: bool,
@@ -68,12 +72,18 @@ pub struct Front {
 }
 
 impl Front {
-    /// A handler for a connection from `peer`.
-    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, slot: Arc<Slot>) -> Front {
+    /// A handler for a connection from `peer`, admitted with `ticket`.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        slot: Arc<Slot>,
+        ticket: Arc<Ticket>,
+    ) -> Front {
         Front {
             shared,
             peer,
             slot,
+            ticket,
             refusals: Vec::new(),
             told: false,
             accepted: None,
@@ -292,6 +302,7 @@ impl russh::server::Handler for Front {
             session.handle(),
         );
         let _ = self.slot.session.set(started);
+        self.ticket.promote();
         Ok(())
     }
 

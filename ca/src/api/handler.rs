@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use jitssh_shared::accept::{Connection, Ticket};
 use jitssh_shared::ssh_key::{HashAlg, PublicKey};
 use russh::server::ChannelOpenHandle;
 use russh::server::{
     Auth, Config, Handle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
-use russh::{Channel, ChannelId, Disconnect};
-use tokio::net::TcpStream;
+use russh::{Channel, ChannelId};
 
 use super::Identity;
 use super::commands::{self, CommandOutput};
@@ -49,65 +48,34 @@ pub fn identity_for(authority: &Authority, user: &str, key: &PublicKey) -> Optio
     }
 }
 
-/// Serves one accepted TCP connection until it ends, dropping it if it does not authenticate
-/// within `handshake`.
+/// Serves one accepted TCP connection until it ends. The accept loop closes its socket if it
+/// does not authenticate within the handshake timeout; authentication promotes its ticket.
 pub async fn serve_connection(
     authority: Arc<Authority>,
     config: Arc<Config>,
-    socket: TcpStream,
-    peer: SocketAddr,
-    handshake: Duration,
+    accepted: Connection,
 ) {
+    let Connection {
+        stream,
+        peer,
+        ticket,
+    } = accepted;
     // Replies are small and latency-bound: never let Nagle hold them back.
-    let _ = socket.set_nodelay(true);
-    let authenticated = Arc::new(AtomicBool::new(false));
+    let _ = stream.set_nodelay(true);
     let handler = ApiHandler {
         authority,
         peer,
         identity: None,
         stdins: HashMap::new(),
-        authenticated: authenticated.clone(),
+        ticket,
     };
-    let session = match tokio::time::timeout(
-        handshake,
-        russh::server::run_stream(config, socket, handler),
-    )
-    .await
-    {
-        Ok(Ok(session)) => session,
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, %err, "connection setup failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "dropped: no SSH handshake in time");
-            return;
-        }
-    };
-    let handle = session.handle();
-    let mut session = Box::pin(session);
-    tokio::select! {
-        result = &mut session => {
-            if let Err(err) = result {
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => {
+            if let Err(err) = session.await {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
-            return;
         }
-        _ = tokio::time::sleep(handshake) => {}
-    }
-    if !authenticated.load(Ordering::SeqCst) {
-        tracing::info!(%peer, "dropped: not authenticated in time");
-        let _ = handle
-            .disconnect(
-                Disconnect::ByApplication,
-                "authentication timeout".into(),
-                String::new(),
-            )
-            .await;
-        return;
-    }
-    if let Err(err) = session.await {
-        tracing::debug!(%peer, %err, "connection ended with an error");
+        Err(err) => tracing::debug!(%peer, %err, "connection setup failed"),
     }
 }
 
@@ -117,7 +85,8 @@ pub struct ApiHandler {
     peer: SocketAddr,
     identity: Option<Identity>,
     stdins: HashMap<ChannelId, Arc<Stdin>>,
-    authenticated: Arc<AtomicBool>,
+    /// The connection's place at the accept loop, promoted on login.
+    ticket: Arc<Ticket>,
 }
 
 impl ApiHandler {
@@ -171,7 +140,7 @@ impl Handler for ApiHandler {
         match identity_for(&self.authority, user, key.public_key) {
             Some(identity) => {
                 self.identity = Some(identity);
-                self.authenticated.store(true, Ordering::SeqCst);
+                self.ticket.promote();
                 tracing::info!(peer = %self.peer, user, key = %key.public_key.fingerprint(HashAlg::Sha256), "API login");
                 Ok(Auth::Accept)
             }
