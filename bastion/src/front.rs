@@ -21,6 +21,8 @@ use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::admission::{self, Admitted, Context, Refusal};
 use crate::login::printable;
 use crate::pump::{self, TargetSide, UserSide};
@@ -67,8 +69,9 @@ pub struct Front {
     refusals: Vec<Refusal>,
     told: bool,
     accepted: Option<(String, Admitted, Certificate)>,
-    /// Session channels accepted only to explain why the target cannot be reached.
-    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String)>,
+    /// Session channels accepted only to explain why the target cannot be reached, with
+    /// their place among the session's open channels.
+    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>,
 }
 
 impl Front {
@@ -103,8 +106,12 @@ impl Front {
             return None;
         }
         let answered = reply(session, channel, true);
-        if starts && let Some((dead, why)) = self.dead.remove(&channel) {
-            tokio::spawn(explain_and_close(dead, session.handle(), why));
+        let session_handle = session.handle();
+        if starts && let Some((dead, why, claim)) = self.dead.remove(&channel) {
+            tokio::spawn(async move {
+                explain_and_close(dead, session_handle, why).await;
+                drop(claim);
+            });
         }
         Some(answered)
     }
@@ -306,6 +313,16 @@ impl russh::server::Handler for Front {
         Ok(())
     }
 
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        // A channel that could only explain itself frees its place when the person closes it.
+        self.dead.remove(&channel);
+        Ok(())
+    }
+
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
@@ -315,10 +332,10 @@ impl russh::server::Handler for Front {
         let Some(sess) = self.session() else {
             return Ok(());
         };
-        if sess.channel_count() >= self.shared.config.limits.max_channels {
+        let Some(claim) = sess.claim_channel() else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
         let target = match sess.upstream().await {
             Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
                 format!(
@@ -335,7 +352,7 @@ impl russh::server::Handler for Front {
                 // like ssh's own failures: the person sees why whatever their LogLevel.
                 let id = channel.id();
                 reply.accept().await;
-                self.dead.insert(id, (channel, why));
+                self.dead.insert(id, (channel, why, claim));
                 return Ok(());
             }
         };
@@ -369,6 +386,7 @@ impl russh::server::Handler for Front {
             )
             .await;
             sess.remove_link(user_id);
+            drop(claim);
             let finished = link
                 .tap
                 .lock()
@@ -415,15 +433,17 @@ impl russh::server::Handler for Front {
                 .await;
             return Ok(());
         }
-        if host_to_connect.len() > MAX_HOST
-            || port_to_connect > u32::from(u16::MAX)
-            || sess.channel_count() >= self.shared.config.limits.max_channels
-        {
+        let claim = sess.claim_channel();
+        if host_to_connect.len() > MAX_HOST || port_to_connect > u32::from(u16::MAX) {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         }
+        let Some(claim) = claim else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let event = sess
             .event("session.forward.connection")
             .with("kind", "local")
@@ -462,7 +482,10 @@ impl russh::server::Handler for Front {
         match target {
             Ok(target) => {
                 reply.accept().await;
-                tokio::spawn(async move { sess.relay(channel, target).await });
+                tokio::spawn(async move {
+                    sess.relay(channel, target).await;
+                    drop(claim);
+                });
             }
             Err(err) => {
                 reply

@@ -106,6 +106,9 @@ pub struct Session {
     handle: server::Handle,
     upstream: watch::Receiver<UpstreamState>,
     links: Mutex<HashMap<ChannelId, Arc<Link>>>,
+    /// One permit per channel the person has open (relayed, forwarded, or one that only
+    /// explains why the target cannot be reached): `limits.max_channels` in all.
+    channel_slots: Arc<tokio::sync::Semaphore>,
     grants: Mutex<Grants>,
     recording: std::sync::OnceLock<Arc<SessionRecording>>,
     live: Registration,
@@ -141,6 +144,9 @@ impl Session {
             target: admitted.login_target.target.clone(),
             started_at: jitssh_shared::unix_now(),
         });
+        let channel_slots = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.limits.max_channels,
+        ));
         let session = Arc::new(Session {
             id,
             admitted,
@@ -150,6 +156,7 @@ impl Session {
             handle,
             upstream: upstream_rx,
             links: Mutex::new(HashMap::new()),
+            channel_slots,
             grants: Mutex::new(Grants::default()),
             recording: std::sync::OnceLock::new(),
             live,
@@ -406,7 +413,13 @@ impl Session {
         self.lock_links().get(&id).cloned()
     }
 
-    /// How many channels are open.
+    /// A place for one more open channel, or `None` when `limits.max_channels` are open. The
+    /// channel holds it until it closes.
+    pub fn claim_channel(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.channel_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// How many relayed session channels are open.
     pub fn channel_count(&self) -> usize {
         self.lock_links().len()
     }
