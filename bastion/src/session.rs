@@ -531,11 +531,26 @@ impl Session {
         }
     }
 
-    /// Records the end of the session, once the person's connection is gone.
+    /// Why the target leg never came up, if it failed.
+    fn upstream_failure(&self) -> Option<String> {
+        match &*self.upstream.borrow() {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records the end of the session, once the person's connection is gone. Without an
+    /// earlier reason, a target leg that never came up is the real one: the person only
+    /// disconnected because of it.
     pub async fn finish(&self, outcome: &str) {
+        let failed = self.upstream_failure();
         let reason = {
             let mut end = self.end_reason.lock().unwrap_or_else(|p| p.into_inner());
-            end.get_or_insert_with(|| outcome.to_string()).clone()
+            end.get_or_insert_with(|| match failed {
+                Some(why) => format!("target unreachable: {why}"),
+                None => outcome.to_string(),
+            })
+            .clone()
         };
         self.ended.notify_waiters();
         self.live.close();
