@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jitssh_shared::accept::Startups;
 use jitssh_shared::config::{self, ConfigError};
 use jitssh_shared::duration::HumanDuration;
 use serde::Deserialize;
@@ -258,9 +259,15 @@ pub struct Limits {
     /// Channels one connection may have open at once.
     #[serde(default = "default_max_channels")]
     pub max_channels: usize,
-    /// Time allowed from TCP connect to authenticated.
+    /// Time allowed from TCP connect to authenticated; then the socket is closed.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout: HumanDuration,
+    /// Budget of unauthenticated connections, `start:rate:full` as OpenSSH's `MaxStartups`.
+    #[serde(default)]
+    pub max_startups: Startups,
+    /// Unauthenticated connections from one source address.
+    #[serde(default = "default_max_startups_per_source")]
+    pub max_startups_per_source: usize,
     /// Every refused authentication takes at least this long (hides which check failed).
     #[serde(default = "default_auth_rejection_time")]
     pub auth_rejection_time: HumanDuration,
@@ -282,6 +289,8 @@ impl Default for Limits {
             max_connections: default_max_connections(),
             max_channels: default_max_channels(),
             auth_timeout: default_auth_timeout(),
+            max_startups: Startups::default(),
+            max_startups_per_source: default_max_startups_per_source(),
             auth_rejection_time: default_auth_rejection_time(),
             channel_buffer: default_channel_buffer(),
             relay_buffer: default_relay_buffer(),
@@ -298,6 +307,9 @@ fn default_max_channels() -> usize {
 }
 fn default_auth_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_max_startups_per_source() -> usize {
+    10
 }
 fn default_auth_rejection_time() -> HumanDuration {
     HumanDuration::from_secs(1)
@@ -485,6 +497,10 @@ impl BastionConfig {
             ("limits.max_connections", limits.max_connections),
             ("limits.max_channels", limits.max_channels),
             ("limits.channel_buffer", limits.channel_buffer),
+            (
+                "limits.max_startups_per_source",
+                limits.max_startups_per_source,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));

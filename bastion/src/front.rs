@@ -13,12 +13,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use jitssh_shared::accept::Ticket;
 use jitssh_shared::audit::AuditEvent;
 use jitssh_shared::ssh_key::{Certificate, HashAlg};
 use jitssh_shared::unix_now;
 use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::{self, Admitted, Context, Refusal};
 use crate::login::printable;
@@ -59,21 +62,31 @@ pub struct Front {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     slot: Arc<Slot>,
+    /// The connection's place at the accept loop: promoted on login (see
+    /// [`jitssh_shared::accept`]).
+    ticket: Arc<Ticket>,
     /// Refusals so far, to tell the person why at the end.
     refusals: Vec<Refusal>,
     told: bool,
     accepted: Option<(String, Admitted, Certificate)>,
-    /// Session channels accepted only to explain why the target cannot be reached.
-    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String)>,
+    /// Session channels accepted only to explain why the target cannot be reached, with
+    /// their place among the session's open channels.
+    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>,
 }
 
 impl Front {
-    /// A handler for a connection from `peer`.
-    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, slot: Arc<Slot>) -> Front {
+    /// A handler for a connection from `peer`, admitted with `ticket`.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        slot: Arc<Slot>,
+        ticket: Arc<Ticket>,
+    ) -> Front {
         Front {
             shared,
             peer,
             slot,
+            ticket,
             refusals: Vec::new(),
             told: false,
             accepted: None,
@@ -93,8 +106,12 @@ impl Front {
             return None;
         }
         let answered = reply(session, channel, true);
-        if starts && let Some((dead, why)) = self.dead.remove(&channel) {
-            tokio::spawn(explain_and_close(dead, session.handle(), why));
+        let session_handle = session.handle();
+        if starts && let Some((dead, why, claim)) = self.dead.remove(&channel) {
+            tokio::spawn(async move {
+                explain_and_close(dead, session_handle, why).await;
+                drop(claim);
+            });
         }
         Some(answered)
     }
@@ -292,6 +309,17 @@ impl russh::server::Handler for Front {
             session.handle(),
         );
         let _ = self.slot.session.set(started);
+        self.ticket.promote();
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        // A channel that could only explain itself frees its place when the person closes it.
+        self.dead.remove(&channel);
         Ok(())
     }
 
@@ -304,10 +332,10 @@ impl russh::server::Handler for Front {
         let Some(sess) = self.session() else {
             return Ok(());
         };
-        if sess.channel_count() >= self.shared.config.limits.max_channels {
+        let Some(claim) = sess.claim_channel() else {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
         let target = match sess.upstream().await {
             Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
                 format!(
@@ -324,7 +352,7 @@ impl russh::server::Handler for Front {
                 // like ssh's own failures: the person sees why whatever their LogLevel.
                 let id = channel.id();
                 reply.accept().await;
-                self.dead.insert(id, (channel, why));
+                self.dead.insert(id, (channel, why, claim));
                 return Ok(());
             }
         };
@@ -358,6 +386,7 @@ impl russh::server::Handler for Front {
             )
             .await;
             sess.remove_link(user_id);
+            drop(claim);
             let finished = link
                 .tap
                 .lock()
@@ -404,15 +433,17 @@ impl russh::server::Handler for Front {
                 .await;
             return Ok(());
         }
-        if host_to_connect.len() > MAX_HOST
-            || port_to_connect > u32::from(u16::MAX)
-            || sess.channel_count() >= self.shared.config.limits.max_channels
-        {
+        let claim = sess.claim_channel();
+        if host_to_connect.len() > MAX_HOST || port_to_connect > u32::from(u16::MAX) {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         }
+        let Some(claim) = claim else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let event = sess
             .event("session.forward.connection")
             .with("kind", "local")
@@ -451,7 +482,10 @@ impl russh::server::Handler for Front {
         match target {
             Ok(target) => {
                 reply.accept().await;
-                tokio::spawn(async move { sess.relay(channel, target).await });
+                tokio::spawn(async move {
+                    sess.relay(channel, target).await;
+                    drop(claim);
+                });
             }
             Err(err) => {
                 reply

@@ -9,14 +9,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use jitssh_shared::accept::{self, Connection, Gate, GateLimits};
 use jitssh_shared::audit::{AuditError, AuditLog};
 use jitssh_shared::hostkey::{self, HostKeyError};
 use jitssh_shared::ssh_key::HashAlg;
 use russh::server::Config;
-use russh::{Disconnect, MethodKind, MethodSet, SshId};
+use russh::{MethodKind, MethodSet, SshId};
 use ssh_ca::authority::{Authority, OpenError, OpenOptions};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminError, LiveSessions};
@@ -176,7 +177,13 @@ pub async fn serve(
         ));
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let limits = &config.limits;
+    let gate = Gate::new(GateLimits {
+        max_connections: limits.max_connections,
+        max_startups: limits.max_startups,
+        per_source: limits.max_startups_per_source,
+        auth_timeout: limits.auth_timeout.as_duration(),
+    });
     let shared = Arc::new(Shared {
         config,
         issuer,
@@ -186,31 +193,12 @@ pub async fn serve(
         shutdown: shutdown_rx,
     });
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let current = ssh_config.read().unwrap_or_else(|p| p.into_inner()).clone();
-                connections.spawn(connection(shared.clone(), current, stream, peer, permit));
-            }
-            Err(err) => {
-                tracing::warn!("accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    accept::accept_loop(&listener, gate, shutdown, |accepted| {
         while connections.try_join_next().is_some() {}
-    }
+        let current = ssh_config.read().unwrap_or_else(|p| p.into_inner()).clone();
+        connections.spawn(connection(shared.clone(), current, accepted));
+    })
+    .await;
     tracing::info!("stopping: ending sessions");
     drop(listener);
     let _ = shutdown_tx.send(true);
@@ -252,53 +240,25 @@ fn russh_config(
     }
 }
 
-/// Serves one connection: the SSH session, an authentication deadline, and the session's
-/// end record.
-async fn connection(
-    shared: Arc<Shared>,
-    config: Arc<Config>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Serves one connection: the SSH session and the session's end record. The pre-auth
+/// deadline is the accept loop's ([`accept`]); the handler promotes the ticket on login.
+async fn connection(shared: Arc<Shared>, config: Arc<Config>, accepted: Connection) {
+    let Connection {
+        stream,
+        peer,
+        ticket,
+    } = accepted;
     let slot = Arc::new(Slot::default());
-    let front = Front::new(shared.clone(), Some(peer), slot.clone());
-    let deadline = shared.config.limits.auth_timeout.as_duration();
-    let running = match tokio::time::timeout(
-        deadline,
-        russh::server::run_stream(config, stream, front),
-    )
-    .await
-    {
-        Ok(Ok(running)) => running,
-        Ok(Err(err)) => {
+    let front = Front::new(shared.clone(), Some(peer), slot.clone(), ticket);
+    let running = match russh::server::run_stream(config, stream, front).await {
+        Ok(running) => running,
+        Err(err) => {
             tracing::debug!(%peer, "connection setup failed: {err}");
             return;
         }
-        Err(_) => {
-            tracing::debug!(%peer, "no SSH banner in time");
-            return;
-        }
     };
-    let handle = running.handle();
-    let _ = slot.handle.set(handle.clone());
-    let watchdog = {
-        let slot = slot.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
-            if slot.session.get().is_none() {
-                let _ = handle
-                    .disconnect(
-                        Disconnect::ByApplication,
-                        "authentication timed out".into(),
-                        String::new(),
-                    )
-                    .await;
-            }
-        })
-    };
+    let _ = slot.handle.set(running.handle());
     let outcome = running.await;
-    watchdog.abort();
     if let Some(session) = slot.session.get() {
         let outcome = match outcome {
             Ok(()) => "the client disconnected".to_string(),

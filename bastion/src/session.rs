@@ -106,6 +106,9 @@ pub struct Session {
     handle: server::Handle,
     upstream: watch::Receiver<UpstreamState>,
     links: Mutex<HashMap<ChannelId, Arc<Link>>>,
+    /// One permit per channel the person has open (relayed, forwarded, or one that only
+    /// explains why the target cannot be reached): `limits.max_channels` in all.
+    channel_slots: Arc<tokio::sync::Semaphore>,
     grants: Mutex<Grants>,
     recording: std::sync::OnceLock<Arc<SessionRecording>>,
     live: Registration,
@@ -141,6 +144,9 @@ impl Session {
             target: admitted.login_target.target.clone(),
             started_at: jitssh_shared::unix_now(),
         });
+        let channel_slots = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.limits.max_channels,
+        ));
         let session = Arc::new(Session {
             id,
             admitted,
@@ -150,6 +156,7 @@ impl Session {
             handle,
             upstream: upstream_rx,
             links: Mutex::new(HashMap::new()),
+            channel_slots,
             grants: Mutex::new(Grants::default()),
             recording: std::sync::OnceLock::new(),
             live,
@@ -420,7 +427,13 @@ impl Session {
         self.lock_links().get(&id).cloned()
     }
 
-    /// How many channels are open.
+    /// A place for one more open channel, or `None` when `limits.max_channels` are open. The
+    /// channel holds it until it closes.
+    pub fn claim_channel(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.channel_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// How many relayed session channels are open.
     pub fn channel_count(&self) -> usize {
         self.lock_links().len()
     }
@@ -532,11 +545,26 @@ impl Session {
         }
     }
 
-    /// Records the end of the session, once the person's connection is gone.
+    /// Why the target leg never came up, if it failed.
+    fn upstream_failure(&self) -> Option<String> {
+        match &*self.upstream.borrow() {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records the end of the session, once the person's connection is gone. Without an
+    /// earlier reason, a target leg that never came up is the real one: the person only
+    /// disconnected because of it.
     pub async fn finish(&self, outcome: &str) {
+        let failed = self.upstream_failure();
         let reason = {
             let mut end = self.end_reason.lock().unwrap_or_else(|p| p.into_inner());
-            end.get_or_insert_with(|| outcome.to_string()).clone()
+            end.get_or_insert_with(|| match failed {
+                Some(why) => format!("target unreachable: {why}"),
+                None => outcome.to_string(),
+            })
+            .clone()
         };
         self.ended.notify_waiters();
         self.live.close();

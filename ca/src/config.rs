@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use jitssh_shared::accept::Startups;
 use jitssh_shared::config::{self, ConfigError};
 use jitssh_shared::duration::HumanDuration;
 use jitssh_shared::ssh_key::PublicKey;
@@ -44,9 +45,15 @@ pub struct Limits {
     /// Connections served at once; more wait in the kernel's backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Time allowed from TCP connect to authenticated.
+    /// Time allowed from TCP connect to authenticated; then the socket is closed.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: HumanDuration,
+    /// Budget of unauthenticated connections, `start:rate:full` as OpenSSH's `MaxStartups`.
+    #[serde(default)]
+    pub max_startups: Startups,
+    /// Unauthenticated connections from one source address.
+    #[serde(default = "default_max_startups_per_source")]
+    pub max_startups_per_source: usize,
     /// A connection idle this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
@@ -57,6 +64,8 @@ impl Default for Limits {
         Limits {
             max_connections: default_max_connections(),
             handshake_timeout: default_handshake_timeout(),
+            max_startups: Startups::default(),
+            max_startups_per_source: default_max_startups_per_source(),
             idle_timeout: default_idle_timeout(),
         }
     }
@@ -67,6 +76,9 @@ fn default_max_connections() -> usize {
 }
 fn default_handshake_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
+}
+fn default_max_startups_per_source() -> usize {
+    10
 }
 fn default_idle_timeout() -> HumanDuration {
     HumanDuration::from_secs(60)
@@ -144,6 +156,14 @@ impl CaConfig {
                 origin,
                 "",
                 "limits.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if file.limits.max_startups_per_source == 0 {
+            return Err(ConfigError::invalid(
+                origin,
+                "",
+                "limits.max_startups_per_source",
                 "must be at least 1",
             ));
         }

@@ -4,6 +4,7 @@
 //! Everything here that decides something (policy evaluation, certificate verification,
 //! pattern matching) is a pure function, so it can be tested in isolation.
 
+pub mod accept;
 pub mod audit;
 pub mod cert;
 pub mod config;

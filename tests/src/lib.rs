@@ -15,6 +15,7 @@
 
 mod bastion;
 mod ca;
+mod flood;
 mod keys;
 mod net;
 mod process;
@@ -26,6 +27,7 @@ mod tools;
 
 pub use bastion::{Bastion, asciinema_cat, grant, target, user};
 pub use ca::{CaFixture, CaServer};
+pub use flood::{Flood, FloodState};
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;
 pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_for};

@@ -3,17 +3,16 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use jitssh_shared::accept::{Connection, Ticket};
 use jitssh_shared::ssh_key::{HashAlg, PublicKey};
 use russh::server::ChannelOpenHandle;
 use russh::server::{
     Auth, Config, Handle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
-use tokio::net::TcpStream;
 
 use super::Identity;
 use super::commands::{self, CommandOutput};
@@ -92,70 +91,39 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Serves one accepted TCP connection until it ends, dropping it if it does not authenticate
-/// within `handshake`.
+/// Serves one accepted TCP connection until it ends. The accept loop closes its socket if it
+/// does not authenticate within the handshake timeout; authentication promotes its ticket.
 pub async fn serve_connection(
     authority: Arc<Authority>,
     config: Arc<Config>,
-    socket: TcpStream,
-    peer: SocketAddr,
-    handshake: Duration,
+    accepted: Connection,
 ) {
+    let Connection {
+        stream,
+        peer,
+        ticket,
+    } = accepted;
     // Replies are small and latency-bound: never let Nagle hold them back.
-    let _ = socket.set_nodelay(true);
-    let authenticated = Arc::new(AtomicBool::new(false));
+    let _ = stream.set_nodelay(true);
     let handle_slot = Arc::new(OnceLock::new());
     let handler = ApiHandler {
         authority,
         peer,
         identity: None,
         stdins: HashMap::new(),
-        authenticated: authenticated.clone(),
         refusals: Vec::new(),
         told: false,
         handle: handle_slot.clone(),
+        ticket,
     };
-    let session = match tokio::time::timeout(
-        handshake,
-        russh::server::run_stream(config, socket, handler),
-    )
-    .await
-    {
-        Ok(Ok(session)) => session,
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, %err, "connection setup failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "dropped: no SSH handshake in time");
-            return;
-        }
-    };
-    let handle = session.handle();
-    let _ = handle_slot.set(handle.clone());
-    let mut session = Box::pin(session);
-    tokio::select! {
-        result = &mut session => {
-            if let Err(err) = result {
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => {
+            let _ = handle_slot.set(session.handle());
+            if let Err(err) = session.await {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
-            return;
         }
-        _ = tokio::time::sleep(handshake) => {}
-    }
-    if !authenticated.load(Ordering::SeqCst) {
-        tracing::info!(%peer, "dropped: not authenticated in time");
-        let _ = handle
-            .disconnect(
-                Disconnect::ByApplication,
-                "authentication timeout".into(),
-                String::new(),
-            )
-            .await;
-        return;
-    }
-    if let Err(err) = session.await {
-        tracing::debug!(%peer, %err, "connection ended with an error");
+        Err(err) => tracing::debug!(%peer, %err, "connection setup failed"),
     }
 }
 
@@ -165,13 +133,14 @@ pub struct ApiHandler {
     peer: SocketAddr,
     identity: Option<Identity>,
     stdins: HashMap<ChannelId, Arc<Stdin>>,
-    authenticated: Arc<AtomicBool>,
     /// Why logins on this connection were refused (distinct reasons, bounded).
     refusals: Vec<String>,
     /// Whether the client was already told why (keyboard-interactive).
     told: bool,
     /// The connection's handle, to disconnect with the reason.
     handle: Arc<OnceLock<Handle>>,
+    /// The connection's place at the accept loop, promoted on login.
+    ticket: Arc<Ticket>,
 }
 
 impl ApiHandler {
@@ -268,7 +237,7 @@ impl Handler for ApiHandler {
         match self.lookup(user, key.public_key).await {
             Ok(identity) => {
                 self.identity = Some(identity);
-                self.authenticated.store(true, Ordering::SeqCst);
+                self.ticket.promote();
                 tracing::info!(peer = %self.peer, user, key = %key.public_key.fingerprint(HashAlg::Sha256), "API login");
                 Ok(Auth::Accept)
             }

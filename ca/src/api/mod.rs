@@ -3,8 +3,10 @@
 //! The server presents a host key with a certificate from our own host CA (principals: the
 //! config's `names`), so clients that trust the host CA connect with strict host key checking
 //! and no trust-on-first-use. Only publickey authentication is offered. Connections are
-//! limited, and each must authenticate within the handshake timeout or be dropped, so a flood
-//! of garbage or stalled connections cannot take the service down.
+//! limited, unauthenticated ones have their own budget (overall and per source), and each must
+//! authenticate within the handshake timeout or have its socket closed
+//! ([`jitssh_shared::accept`]), so a flood of garbage or stalled connections cannot take the
+//! service down.
 
 mod commands;
 mod handler;
@@ -15,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use jitssh_shared::accept::{self, Gate, GateLimits};
 use jitssh_shared::cert::CertSpec;
 use jitssh_shared::hostkey::{self, HostKeyError};
 use jitssh_shared::ssh_key::certificate::CertType;
@@ -24,7 +27,6 @@ use russh::MethodKind;
 use russh::server::Config;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use commands::{ApiCli, ApiCommand, CommandOutput};
 
@@ -143,37 +145,31 @@ impl Api {
     /// Serves until the process ends. Accept errors (e.g. out of file descriptors) are logged
     /// and retried; they never end the service.
     pub async fn run(self) {
-        let limits = self.authority.config().limits.clone();
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let limits = &self.authority.config().limits;
+        let gate = Gate::new(GateLimits {
+            max_connections: limits.max_connections,
+            max_startups: limits.max_startups,
+            per_source: limits.max_startups_per_source,
+            auth_timeout: limits.handshake_timeout.as_duration(),
+        });
         tokio::spawn(renew_host_cert(
             self.authority.clone(),
             self.key.clone(),
             self.config.clone(),
         ));
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let (socket, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        accept::accept_loop(&self.listener, gate, std::future::pending(), |accepted| {
             let config = self
                 .config
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let authority = self.authority.clone();
-            let handshake = limits.handshake_timeout.as_duration();
-            tokio::spawn(async move {
-                let _permit = permit;
-                handler::serve_connection(authority, config, socket, peer, handshake).await;
-            });
-        }
+            tokio::spawn(handler::serve_connection(
+                self.authority.clone(),
+                config,
+                accepted,
+            ));
+        })
+        .await;
     }
 }
 

@@ -1,0 +1,98 @@
+//! `limits.max_channels` counts every channel a person has open, including the ones the
+//! target refused (the bastion accepts those only to explain why on stderr).
+//!
+//! OpenSSH's client always uses a channel right after opening it, so the client here is russh:
+//! it opens session channels and leaves them idle, as a hostile client would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jitssh_tests::{Bastion, KeyPair, Scratch, target, user};
+use russh::client;
+use russh::keys::PublicKeyOrCertificate;
+
+/// The bastion's limit in this test.
+const MAX_CHANNELS: usize = 4;
+
+struct AnyHost;
+
+impl client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Logs in to the bastion on `port` as `user` with `key` and its certificate.
+async fn login(port: u16, user: &str, key: &KeyPair) -> client::Handle<AnyHost> {
+    let secret = russh::keys::load_secret_key(&key.private, None).expect("load key");
+    let cert = russh::keys::load_openssh_certificate(key.cert_path()).expect("load cert");
+    let mut handle = client::connect(
+        Arc::new(client::Config::default()),
+        ("127.0.0.1", port),
+        AnyHost,
+    )
+    .await
+    .expect("connect to the bastion");
+    let auth = handle
+        .authenticate_openssh_cert(user, Arc::new(secret), cert)
+        .await
+        .expect("authenticate");
+    assert!(auth.success(), "login accepted");
+    handle
+}
+
+#[test]
+fn channels_the_target_refused_count_towards_max_channels() {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    // The target takes two sessions per connection; the bastion accepts more only to explain.
+    let web01 = target(&ca, scratch.path(), "web01", |b| b.config("MaxSessions 2"));
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        &format!("[limits]\nauth_rejection_time = \"0s\"\nmax_channels = {MAX_CHANNELS}\n"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let handle = login(bastion.port, "root@web01", &alice).await;
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for _ in 0..MAX_CHANNELS + 3 {
+            match handle.channel_open_session().await {
+                Ok(channel) => open.push(channel),
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!(
+            (open.len(), refused),
+            (MAX_CHANNELS, 3),
+            "exactly max_channels session channels accepted, the rest refused"
+        );
+
+        // Closing one (a channel the target refused) frees its place.
+        let last = open.pop().expect("an open channel");
+        last.close().await.expect("close a channel");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(channel) = handle.channel_open_session().await {
+                open.push(channel);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a closed channel's place is freed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            handle.channel_open_session().await.is_err(),
+            "and the limit still holds"
+        );
+    });
+}
