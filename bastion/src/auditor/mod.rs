@@ -31,6 +31,7 @@ pub mod integrity;
 pub mod list;
 pub mod live;
 pub mod prune;
+mod rawtext;
 mod reader;
 pub mod replay;
 mod screen;

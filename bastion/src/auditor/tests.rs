@@ -173,6 +173,7 @@ fn grep_args(pattern: &str) -> GrepArgs {
         filter: FilterArgs::default(),
         ignore_case: false,
         ids: Vec::new(),
+        raw: false,
     }
 }
 
@@ -379,9 +380,16 @@ fn grep_finds_rendered_text_with_an_offset_replay_accepts() {
     assert_eq!(fields[3], "hello");
     let offset = timefmt::parse_offset(fields[1]).unwrap();
     assert!(offset >= 0.1, "after the two pauses: {mine}");
-    // Escape sequences never match, typed-over text does not either.
-    let (outcome, _) = w.run(|a, out| a.grep(&grep_args("01;32m|hellx|\\x08"), out));
+    // Escape sequences never match.
+    let (outcome, _) = w.run(|a, out| a.grep(&grep_args("01;32m|\\x08|\\x1b"), out));
     assert_eq!(outcome, Outcome::Failed);
+    // Typed-over text was shown, so it is found (as the line it was on, before the fix).
+    let (_, found) = w.run(|a, out| a.grep(&grep_args("hellx"), out));
+    assert_eq!(found.lines().count(), 2, "{found}");
+    assert!(
+        found.lines().all(|l| l.ends_with("$ echo hellx")),
+        "{found}"
+    );
     let mut args = grep_args("DEPLOY@WEB01:~\\$ echo hello");
     args.ignore_case = true;
     args.filter.user = Some("bob".into());
@@ -1000,4 +1008,57 @@ fn json_and_asciicast_exports_escape_c1_controls() {
         .unwrap();
         assert!(value.to_string().contains('\u{9d}'));
     }
+}
+
+/// Output hidden after it was shown: overwritten after `\r`, backspaced over, erased,
+/// drawn on the alternate screen and cleared; each chunk a separate write.
+const HIDDEN: [&[u8]; 5] = [
+    b"$ run\r\nsecret1\r      \r",
+    b"secret2\x08\x08\x08\x08\x08\x08\x08       \r",
+    b"secret3\x1b[2K\r",
+    b"\x1b[?1049h\x1b[Hsecret4\x1b[2J\x1b[?1049l",
+    b"$ exit\r\n",
+];
+
+#[test]
+fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
+    let w = world();
+    let meta = meta("mallory");
+    let id = meta.id.clone();
+    let index = SqliteStore::open(&w.auditor.index).unwrap();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta.clone(),
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    index
+        .insert_session(&meta.index_record(&rec.dir()))
+        .unwrap();
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
+    for chunk in HIDDEN {
+        shell.output(chunk).unwrap();
+    }
+    shell.finish().unwrap();
+    let summary = rec.finish("the client disconnected");
+    index.end_session(&id, &summary.index_end()).unwrap();
+
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    for raw in [false, true] {
+        for n in 1..=4 {
+            let secret = format!("secret{n}");
+            assert!(text.lines().any(|l| l == secret), "{secret} in {text:?}");
+            let mut args = grep_args(&format!("^{secret}$"));
+            args.raw = raw;
+            let (outcome, found) = w.run(|a, out| a.grep(&args, out));
+            assert_eq!(outcome, Outcome::Ok, "{secret} (raw: {raw})");
+            assert_eq!(found.lines().count(), 1, "{found}");
+            assert!(found.starts_with(&id), "{found}");
+        }
+    }
+    // Raw lines have no escape sequences either.
+    let mut args = grep_args("\\x1b|\\[2K|1049");
+    args.raw = true;
+    assert_eq!(w.run(|a, out| a.grep(&args, out)).0, Outcome::Failed);
 }
