@@ -620,3 +620,27 @@ fn a_users_output_cannot_act_on_the_auditors_terminal() {
     let watched = watched.lock().expect("lock").clone();
     assert_harmless("watch", &watched);
 }
+
+#[test]
+fn output_shown_then_hidden_is_found_by_grep_and_text_export() {
+    let w = world("");
+    let id = w.exec(
+        r"printf 'secret1\r      \rsecret2\b\b\b\b\b\b\b       \rsecret3\033[2K\r\033[?1049h\033[Hsecret4\033[2J\033[?1049lall done\n'",
+    );
+    let text = w.cli_ok(&["export", &id, "--format", "text"]).stdout_str();
+    for n in 1..=4 {
+        let secret = format!("secret{n}");
+        assert!(text.lines().any(|l| l == secret), "{secret} in {text:?}");
+        for raw in [&[][..], &["--raw"][..]] {
+            let mut args = vec!["sessions", "grep", &secret];
+            args.extend_from_slice(raw);
+            let found = w.cli_ok(&args).stdout_str();
+            let lines: Vec<&str> = found.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: {found}");
+            assert!(
+                lines[0].starts_with(id.as_str()) && lines[0].ends_with(&secret),
+                "{args:?}: {found}"
+            );
+        }
+    }
+}
