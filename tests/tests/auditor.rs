@@ -644,3 +644,43 @@ fn output_shown_then_hidden_is_found_by_grep_and_text_export() {
         }
     }
 }
+
+#[test]
+fn a_target_typed_in_another_case_is_recorded_and_found_as_configured() {
+    let w = world("");
+    let out = w
+        .bastion
+        .ssh("root@WEB01", &w.alice)
+        .args(["echo upper-$((6*7))"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert!(out.stdout_str().contains("upper-42"), "{out}");
+    w.bastion
+        .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
+    for target in ["web01", "WEB01", "Web01"] {
+        let listed = w
+            .cli_ok(&["sessions", "list", "--json", "--target", target])
+            .stdout_str();
+        let rows: Vec<serde_json::Value> = listed
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(rows.len(), 1, "--target {target}: {listed}");
+        assert_eq!(rows[0]["target"], "web01", "recorded as configured");
+        let found = w
+            .cli_ok(&["sessions", "grep", "upper-42", "--target", target])
+            .stdout_str();
+        assert_eq!(found.lines().count(), 1, "--target {target}: {found}");
+    }
+    let audit = w.bastion.audit();
+    let start = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"session.start\""))
+        .unwrap_or_else(|| panic!("no session.start in\n{audit}"));
+    assert!(start.contains("\"target\":\"web01\""), "{start}");
+    // Logins stay exact: `ROOT` is another account.
+    let none = w
+        .cli_ok(&["sessions", "list", "--login", "ROOT"])
+        .stdout_str();
+    assert_eq!(none.trim(), "no sessions match");
+}
