@@ -684,3 +684,21 @@ fn a_target_typed_in_another_case_is_recorded_and_found_as_configured() {
         .stdout_str();
     assert_eq!(none.trim(), "no sessions match");
 }
+
+#[test]
+fn a_session_whose_client_has_exited_is_not_listed_as_active() {
+    let w = world("");
+    for round in 0..5 {
+        let out = w
+            .bastion
+            .ssh("root@web01", &w.alice)
+            .args([format!("echo round-{round}")])
+            .run();
+        assert!(out.success(), "{out}");
+        // Right after the client exits, as an auditor would look.
+        let table = w.cli_ok(&["sessions", "list"]).stdout_str();
+        assert!(!table.contains("active"), "round {round}:\n{table}");
+        let active = w.session_ids(&["--active"]);
+        assert!(active.is_empty(), "round {round}: {active:?}");
+    }
+}

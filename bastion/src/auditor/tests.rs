@@ -1062,3 +1062,30 @@ fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
     args.raw = true;
     assert_eq!(w.run(|a, out| a.grep(&args, out)).0, Outcome::Failed);
 }
+
+#[test]
+fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
+    let w = world();
+    let meta = meta("alice");
+    let index = SqliteStore::open(&w.auditor.index).unwrap();
+    index
+        .insert_session(&meta.index_record(&w.auditor.recordings.join("x")))
+        .unwrap();
+    // No bastion running: the person's session cannot be running either.
+    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
+    assert!(
+        table.contains("unfinished") && !table.contains("active"),
+        "{table}"
+    );
+    let mut args = list_args();
+    args.filter.active = true;
+    let (_, table) = w.run(|a, out| a.list(&args, out));
+    assert_eq!(table.trim(), "no sessions match");
+    let live = super::Liveness::Known(vec![meta.id.clone()]);
+    let row = index.session(&meta.id).unwrap().unwrap();
+    assert_eq!(live.status(&row), super::Status::Active);
+    assert_eq!(
+        super::Liveness::Unknown.status(&row),
+        super::Status::MaybeActive
+    );
+}
