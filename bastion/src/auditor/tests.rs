@@ -942,6 +942,9 @@ fn the_terminal_filter_keeps_drawing_modes_and_rewrites_c1_csi() {
     assert_eq!(filtered(&[b"\x1b[2h\x1b[4;2h"]), b"");
     // Controls inside a sequence run; CAN cancels it.
     assert_eq!(filtered(&[b"\x1b[3\r1mX\x1b[3\x186nY"]), b"\r\x1b[31mX6nY");
+    // What replay and watch write at the end to undo a session's drawing state is drawing
+    // only.
+    assert_eq!(filtered(&[termfilter::RESTORE]), termfilter::RESTORE);
     // Bytes that are not UTF-8 become U+FFFD; other C1 controls vanish.
     assert_eq!(
         filtered(&[b"a\xffb\xc0\xafc\xc2\x85d\x84e"]),
