@@ -702,3 +702,29 @@ fn a_session_whose_client_has_exited_is_not_listed_as_active() {
         assert!(active.is_empty(), "round {round}: {active:?}");
     }
 }
+
+#[test]
+fn a_real_terminal_replaying_a_session_types_nothing_back() {
+    let w = world("");
+    let id = w.exec(HOSTILE);
+    // In tmux: the replay, then whatever the terminal typed into its own input meanwhile
+    // (its answers to the session's queries), read without waiting for a newline.
+    let script = format!(
+        "'{}' --config '{}' replay {id} --speed 100 </dev/null 2>/dev/null; \
+         stty -icanon -echo min 0 time 5; printf 'typed:'; head -c 100 | od -An -c; echo ':end'",
+        project_bin("ssh-bastion").display(),
+        w.bastion.config.display()
+    );
+    let mut sh = Command::new(tool("sh"));
+    sh.args(["-c", &script]);
+    let term = Tmux::start(w.scratch.path(), &sh, 100, 30);
+    assert_eq!(term.wait_exit(Duration::from_secs(20)), 0);
+    let screen = term.capture();
+    assert!(screen.contains("VISIBLE-TEXT"), "{screen}");
+    let typed = screen
+        .split("typed:")
+        .nth(1)
+        .and_then(|rest| rest.split(":end").next())
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert_eq!(typed.trim(), "", "the terminal answered: {screen}");
+}
