@@ -110,8 +110,10 @@ pub struct Context<'a> {
     pub now: u64,
     /// The TCP peer, for `source-address`.
     pub peer: Option<IpAddr>,
-    /// Is a target by this name configured?
-    pub target_exists: &'a dyn Fn(&str) -> bool,
+    /// The configured name of the target asked for (names match without regard to case),
+    /// or `None` if there is no such target. Admission, the grant check, the audit log and
+    /// the session index all use the configured name, so `root@WEB01` is `web01` everywhere.
+    pub configured_target: &'a dyn Fn(&str) -> Option<String>,
     /// The bastion's forwarding policy.
     pub forwarding: &'a Forwarding,
 }
@@ -130,7 +132,7 @@ pub fn revocation_verdict<E: std::fmt::Display>(
 
 /// Decides whether `cert` admits the user string `user`.
 pub fn admit(user: &str, cert: &Certificate, ctx: &Context<'_>) -> Result<Admitted, Refusal> {
-    let login_target = LoginTarget::parse(user)?;
+    let mut login_target = LoginTarget::parse(user)?;
     cert::verify(
         cert,
         &Expectations {
@@ -146,8 +148,9 @@ pub fn admit(user: &str, cert: &Certificate, ctx: &Context<'_>) -> Result<Admitt
         Ok(None) => return Err(Refusal::NoGrant),
         Err(err) => return Err(Refusal::BadGrant(err.to_string())),
     };
-    if !(ctx.target_exists)(&login_target.target) {
-        return Err(Refusal::UnknownTarget(printable(&login_target.target)));
+    match (ctx.configured_target)(&login_target.target) {
+        Some(name) => login_target.target = name,
+        None => return Err(Refusal::UnknownTarget(printable(&login_target.target))),
     }
     if !claims.allows(&login_target.login, &login_target.target) {
         return Err(Refusal::NotGranted {
@@ -235,7 +238,10 @@ mod tests {
             forwarding: &Forwarding,
         ) -> Result<Admitted, Refusal> {
             let trusted = [self.ca.key_data().clone()];
-            let exists = |name: &str| name.starts_with("web") || name == "db01";
+            let exists = |name: &str| {
+                let name = name.to_ascii_lowercase();
+                (name.starts_with("web") || name == "db01").then_some(name)
+            };
             admit(
                 user,
                 cert,
@@ -243,7 +249,7 @@ mod tests {
                     trusted_user_cas: &trusted,
                     now: NOW,
                     peer: Some("127.0.0.1".parse().unwrap()),
-                    target_exists: &exists,
+                    configured_target: &exists,
                     forwarding,
                 },
             )
@@ -260,6 +266,9 @@ mod tests {
         assert_eq!(admitted.roles, ["ops"]);
         assert_eq!(admitted.login_target.target, "web01");
         assert!(admitted.permissions.pty);
+        // The target as configured, whatever case the person typed.
+        let upper = f.admit("deploy@WEB01", &cert).unwrap();
+        assert_eq!(upper.login_target.target, "web01");
         assert!(
             !admitted.permissions.port_forwarding,
             "bastion policy is off"

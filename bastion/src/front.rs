@@ -152,7 +152,7 @@ impl Front {
 
     async fn check_certificate(&self, user: &str, cert: &Certificate) -> Result<Admitted, Refusal> {
         let config = &self.shared.config;
-        let exists = |name: &str| config.target(name).is_some();
+        let configured = |name: &str| config.target(name).map(|t| t.name.clone());
         let admitted = admission::admit(
             user,
             cert,
@@ -160,7 +160,7 @@ impl Front {
                 trusted_user_cas: &self.shared.issuer.trust().user_cas,
                 now: unix_now(),
                 peer: self.peer.map(|p| p.ip()),
-                target_exists: &exists,
+                configured_target: &configured,
                 forwarding: &config.forwarding,
             },
         )?;

@@ -620,3 +620,111 @@ fn a_users_output_cannot_act_on_the_auditors_terminal() {
     let watched = watched.lock().expect("lock").clone();
     assert_harmless("watch", &watched);
 }
+
+#[test]
+fn output_shown_then_hidden_is_found_by_grep_and_text_export() {
+    let w = world("");
+    let id = w.exec(
+        r"printf 'secret1\r      \rsecret2\b\b\b\b\b\b\b       \rsecret3\033[2K\r\033[?1049h\033[Hsecret4\033[2J\033[?1049lall done\n'",
+    );
+    let text = w.cli_ok(&["export", &id, "--format", "text"]).stdout_str();
+    for n in 1..=4 {
+        let secret = format!("secret{n}");
+        assert!(text.lines().any(|l| l == secret), "{secret} in {text:?}");
+        for raw in [&[][..], &["--raw"][..]] {
+            let mut args = vec!["sessions", "grep", &secret];
+            args.extend_from_slice(raw);
+            let found = w.cli_ok(&args).stdout_str();
+            let lines: Vec<&str> = found.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: {found}");
+            assert!(
+                lines[0].starts_with(id.as_str()) && lines[0].ends_with(&secret),
+                "{args:?}: {found}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_target_typed_in_another_case_is_recorded_and_found_as_configured() {
+    let w = world("");
+    let out = w
+        .bastion
+        .ssh("root@WEB01", &w.alice)
+        .args(["echo upper-$((6*7))"])
+        .run();
+    assert!(out.success(), "{out}");
+    assert!(out.stdout_str().contains("upper-42"), "{out}");
+    w.bastion
+        .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
+    for target in ["web01", "WEB01", "Web01"] {
+        let listed = w
+            .cli_ok(&["sessions", "list", "--json", "--target", target])
+            .stdout_str();
+        let rows: Vec<serde_json::Value> = listed
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(rows.len(), 1, "--target {target}: {listed}");
+        assert_eq!(rows[0]["target"], "web01", "recorded as configured");
+        let found = w
+            .cli_ok(&["sessions", "grep", "upper-42", "--target", target])
+            .stdout_str();
+        assert_eq!(found.lines().count(), 1, "--target {target}: {found}");
+    }
+    let audit = w.bastion.audit();
+    let start = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"session.start\""))
+        .unwrap_or_else(|| panic!("no session.start in\n{audit}"));
+    assert!(start.contains("\"target\":\"web01\""), "{start}");
+    // Logins stay exact: `ROOT` is another account.
+    let none = w
+        .cli_ok(&["sessions", "list", "--login", "ROOT"])
+        .stdout_str();
+    assert_eq!(none.trim(), "no sessions match");
+}
+
+#[test]
+fn a_session_whose_client_has_exited_is_not_listed_as_active() {
+    let w = world("");
+    for round in 0..5 {
+        let out = w
+            .bastion
+            .ssh("root@web01", &w.alice)
+            .args([format!("echo round-{round}")])
+            .run();
+        assert!(out.success(), "{out}");
+        // Right after the client exits, as an auditor would look.
+        let table = w.cli_ok(&["sessions", "list"]).stdout_str();
+        assert!(!table.contains("active"), "round {round}:\n{table}");
+        let active = w.session_ids(&["--active"]);
+        assert!(active.is_empty(), "round {round}: {active:?}");
+    }
+}
+
+#[test]
+fn a_real_terminal_replaying_a_session_types_nothing_back() {
+    let w = world("");
+    let id = w.exec(HOSTILE);
+    // In tmux: the replay, then whatever the terminal typed into its own input meanwhile
+    // (its answers to the session's queries), read without waiting for a newline.
+    let script = format!(
+        "'{}' --config '{}' replay {id} --speed 100 </dev/null 2>/dev/null; \
+         stty -icanon -echo min 0 time 5; printf 'typed:'; head -c 100 | od -An -c; echo ':end'",
+        project_bin("ssh-bastion").display(),
+        w.bastion.config.display()
+    );
+    let mut sh = Command::new(tool("sh"));
+    sh.args(["-c", &script]);
+    let term = Tmux::start(w.scratch.path(), &sh, 100, 30);
+    assert_eq!(term.wait_exit(Duration::from_secs(20)), 0);
+    let screen = term.capture();
+    assert!(screen.contains("VISIBLE-TEXT"), "{screen}");
+    let typed = screen
+        .split("typed:")
+        .nth(1)
+        .and_then(|rest| rest.split(":end").next())
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert_eq!(typed.trim(), "", "the terminal answered: {screen}");
+}

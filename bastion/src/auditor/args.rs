@@ -84,6 +84,10 @@ pub struct GrepArgs {
     /// Only these sessions (repeatable); default: every session the filters select.
     #[arg(long = "id", value_name = "ID")]
     pub ids: Vec<String>,
+    /// Search the output as it was written (escape sequences removed, lines split at
+    /// newlines and carriage returns) instead of the rendered screen text.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `replay`.

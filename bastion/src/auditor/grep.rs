@@ -4,6 +4,10 @@
 //! escape sequences, redraws and backspaces the raw output had, and nothing matches inside an
 //! escape sequence. Each match prints `ID  OFFSET  #CHANNEL  LINE`, OFFSET being on the replay
 //! timeline: `ssh-bastion replay ID --from OFFSET` starts there.
+//!
+//! The rendered text keeps every line that was ever shown, including text later overwritten
+//! or erased (see [`super::screen`]). `--raw` searches the output as it was written instead,
+//! escape sequences removed and lines split at `\n` and `\r` (see [`super::rawtext`]).
 
 use std::io::Write;
 
@@ -11,6 +15,9 @@ use regex::RegexBuilder;
 
 use super::args::GrepArgs;
 use super::export::render;
+use super::rawtext::RawLines;
+use super::reader::Segment;
+use super::screen::TextLine;
 use super::timefmt::format_offset;
 use super::{Auditor, AuditorError, Outcome, output};
 
@@ -47,7 +54,8 @@ impl Auditor {
                 Err(e) => return Err(e),
             };
             for segment in &segments {
-                render(segment, &mut |line| {
+                let lines = if args.raw { raw_lines } else { render };
+                lines(segment, &mut |line| {
                     if pattern.is_match(&line.text) {
                         matched = true;
                         writeln!(
@@ -69,4 +77,30 @@ impl Auditor {
             Outcome::Failed
         })
     }
+}
+
+/// `segment`'s output as plain lines (see [`super::rawtext`]), on the replay timeline.
+fn raw_lines(
+    segment: &Segment,
+    emit: &mut dyn FnMut(TextLine) -> Result<(), AuditorError>,
+) -> Result<(), AuditorError> {
+    let mut lines = RawLines::new();
+    let mut events = segment.events()?;
+    let shift = |mut line: TextLine| {
+        line.time += segment.offset;
+        line
+    };
+    while let Some(event) = events.next_event()? {
+        if event.code != "o" {
+            continue;
+        }
+        lines.feed(event.time, &event.data);
+        for line in lines.take_lines() {
+            emit(shift(line))?;
+        }
+    }
+    for line in lines.finish() {
+        emit(shift(line))?;
+    }
+    Ok(())
 }

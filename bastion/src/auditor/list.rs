@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::args::ListArgs;
 use super::reader::{ChannelEntry, Recording, SEAL_FILE};
 use super::timefmt::{format_bytes, format_duration, format_unix};
-use super::{Auditor, AuditorError, Outcome, output};
+use super::{Auditor, AuditorError, Liveness, Outcome, Status, output};
 
 /// Audit record members already shown in the session's header.
 const SHOWN: [&str; 9] = [
@@ -23,11 +23,19 @@ impl Auditor {
     pub fn list(&self, args: &ListArgs, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
         let sessions = self.sessions(&args.filter, args.limit)?;
         let now = jitssh_shared::unix_now();
+        let live = if sessions.iter().any(|s| s.ended_at.is_none()) {
+            self.liveness()
+        } else {
+            Liveness::Known(Vec::new())
+        };
         if args.json {
             for s in &sessions {
                 let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut v {
-                    map.insert("active".into(), s.ended_at.is_none().into());
+                    let status = live.status(s);
+                    let active = matches!(status, Status::Active | Status::MaybeActive);
+                    map.insert("active".into(), active.into());
+                    map.insert("unfinished".into(), (status == Status::Unfinished).into());
                     map.insert("recording_bytes".into(), dir_size(&self.dir_of(s)).into());
                 }
                 writeln!(out, "{v}").map_err(output)?;
@@ -49,12 +57,12 @@ impl Auditor {
             "RECORDING".into(),
         ]];
         for s in &sessions {
-            let duration = match s.ended_at {
-                Some(end) => format_duration(end.saturating_sub(s.started_at)),
-                None => format!(
-                    "active {}",
-                    format_duration(now.saturating_sub(s.started_at))
-                ),
+            let running = format_duration(now.saturating_sub(s.started_at));
+            let duration = match (s.ended_at, live.status(s)) {
+                (Some(end), _) => format_duration(end.saturating_sub(s.started_at)),
+                (None, Status::Active) => format!("active {running}"),
+                (None, Status::MaybeActive) => format!("active? {running}"),
+                (None, _) => "unfinished".to_owned(),
             };
             let dir = self.dir_of(s);
             let recording = if dir.is_dir() {

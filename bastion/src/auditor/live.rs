@@ -2,7 +2,7 @@
 //! (see [`crate::admin`] for the protocol and who may use it). Watched output goes through
 //! [`super::termfilter`], like `replay`.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -24,6 +24,13 @@ impl Auditor {
         })?;
         let mut err = std::io::stderr();
         let mut filter = TermFilter::new();
+        // On a terminal, the drawing state the session left is undone at the end.
+        let restore = |out: &mut dyn Write| {
+            if std::io::stdout().is_terminal() {
+                let _ = out.write_all(super::termfilter::RESTORE);
+                let _ = out.flush();
+            }
+        };
         while let Some(reply) = lines.next_reply()? {
             if let Some(info) = reply.get("watching") {
                 let who = serde_json::from_value::<LiveInfo>(info.clone())
@@ -52,10 +59,12 @@ impl Auditor {
                     "\r\n[watch: fell behind, {n} chunks of output not shown]\r"
                 );
             } else if reply.get("ended").is_some() {
+                restore(out);
                 let _ = writeln!(err, "\r\n[watch: session {id} ended]\r");
                 return Ok(Outcome::Ok);
             }
         }
+        restore(out);
         let _ = writeln!(err, "\r\n[watch: the bastion closed the connection]\r");
         Ok(Outcome::Ok)
     }

@@ -31,6 +31,7 @@ pub mod integrity;
 pub mod list;
 pub mod live;
 pub mod prune;
+mod rawtext;
 mod reader;
 pub mod replay;
 mod screen;
@@ -144,21 +145,42 @@ impl Auditor {
                 .map(|t| timefmt::parse_instant(t, now))
                 .transpose()
         };
+        let active = filter.active;
         let filter = SessionFilter {
             user: filter.user.clone(),
             target: filter.target.clone(),
             login: filter.login.clone(),
             since: instant(&filter.since)?,
             until: instant(&filter.until)?,
-            active: filter.active.then_some(true),
-            limit,
+            active: active.then_some(true),
+            // The limit applies after the live check below.
+            limit: if active { None } else { limit },
         };
-        match self.index()? {
-            Some(index) => Ok(index.list_sessions(&filter)?),
-            None => Ok(Vec::new()),
+        let mut found = match self.index()? {
+            Some(index) => index.list_sessions(&filter)?,
+            None => Vec::new(),
+        };
+        if active {
+            let live = self.liveness();
+            found.retain(|s| live.status(s) != Status::Unfinished);
+            found.truncate(limit.unwrap_or(usize::MAX));
         }
+        Ok(found)
     }
 
+    /// What the running bastion says is live, to tell a running session from one whose end
+    /// is not (yet) in the index.
+    fn liveness(&self) -> Liveness {
+        match self.live_sessions() {
+            Ok(Some(list)) => Liveness::Known(list.into_iter().map(|i| i.id).collect()),
+            // No bastion running: nothing is live.
+            Ok(None) => Liveness::Known(Vec::new()),
+            Err(_) => Liveness::Unknown,
+        }
+    }
+}
+
+impl Auditor {
     /// The recording directory of session `id`: where ids put it, or where the index says
     /// it is. An error naming the session if there is none.
     fn recording_dir(&self, id: &str) -> Result<PathBuf, AuditorError> {
@@ -183,6 +205,45 @@ impl Auditor {
     fn recording(&self, id: &str) -> Result<Recording, AuditorError> {
         let dir = self.recording_dir(id)?;
         Recording::open(id, &dir)
+    }
+}
+
+/// Which sessions are live, if the bastion could be asked.
+#[derive(Debug)]
+pub(crate) enum Liveness {
+    /// The ids the running bastion has live (none if it is not running).
+    Known(Vec<String>),
+    /// The admin socket could not be used (permissions): only the index is known.
+    Unknown,
+}
+
+/// A session's state as `sessions list` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Its end is recorded.
+    Ended,
+    /// No end recorded, and the bastion has it live.
+    Active,
+    /// No end recorded, and the bastion cannot be asked.
+    MaybeActive,
+    /// No end recorded, and the bastion does not have it live: the person's connection is
+    /// gone and the bastion is completing the record, or the bastion stopped mid-session.
+    Unfinished,
+}
+
+impl Liveness {
+    /// The state of indexed session `s`. The index row is completed only after the
+    /// recording is sealed, a moment after the person's client has exited; the live list is
+    /// what says whether the session is still running.
+    pub(crate) fn status(&self, s: &SessionRecord) -> Status {
+        if s.ended_at.is_some() {
+            return Status::Ended;
+        }
+        match self {
+            Liveness::Known(ids) if ids.contains(&s.id) => Status::Active,
+            Liveness::Known(_) => Status::Unfinished,
+            Liveness::Unknown => Status::MaybeActive,
+        }
     }
 }
 

@@ -122,8 +122,10 @@ impl Auditor {
                 keys.as_ref(),
                 &args.id,
             );
-            // Leave the title as it was meant to be without us.
+            // Leave the title as it was meant to be without us, and the drawing state as
+            // the auditor's terminal had it.
             let _ = write!(out, "\u{1b}]2;\u{7}");
+            let _ = out.write_all(super::termfilter::RESTORE);
             let _ = out.flush();
             played?
         } else {

@@ -11,7 +11,14 @@
 //! Lines come out when they scroll off the top of the screen, when the screen is cleared
 //! (`clear`), and at the end (what is still on screen). Full-screen programs (vim, less,
 //! top) draw on the alternate screen: its last frame comes out when the program exits.
-//! A line that wrapped at the right margin comes out as one line. Each line carries the
+//! A line that wrapped at the right margin comes out as one line.
+//!
+//! Nothing that was ever shown is lost: before a row's text is destroyed (overwritten after
+//! `\r` or backspace, erased, deleted, scrolled out of a region or off the alternate screen,
+//! cleared), what it showed comes out as a line of its own, unless that same text already
+//! came out of that row. So `secret\r      \r` leaves `secret`, a corrected typo leaves
+//! both versions, a progress bar leaves each state it showed and a full-screen program each
+//! row it drew over; an auditor searching for text finds it. Each line carries the
 //! time it was last written to (a command line: when the last key was echoed), which is what
 //! `grep` prints as the offset: replaying from there shows the line complete.
 
@@ -38,6 +45,9 @@ struct Row {
     wrapped: bool,
     /// Already committed (when a full-screen program started); not committed again.
     done: bool,
+    /// The text last saved from this row before it was overwritten (see [`Screen::save`]);
+    /// the same text is not saved or committed again.
+    saved: Option<String>,
 }
 
 impl Row {
@@ -47,6 +57,7 @@ impl Row {
             time: None,
             wrapped: false,
             done: false,
+            saved: None,
         }
     }
 
@@ -98,6 +109,8 @@ pub(crate) struct Screen {
     partial: Option<TextLine>,
     out: Vec<TextLine>,
     newline_returns: bool,
+    /// Where the next character continues what was just written (row, column).
+    overwrite_at: Option<(usize, usize)>,
 }
 
 impl Screen {
@@ -127,6 +140,7 @@ impl Screen {
             partial: None,
             out: Vec::new(),
             newline_returns: false,
+            overwrite_at: None,
         }
     }
 
@@ -377,30 +391,35 @@ impl Screen {
             'J' => self.erase_display(p(0)),
             'K' => self.erase_line(p(0)),
             '@' => {
+                let k = n(0).min(cols - self.cx);
+                self.save_if_drawn(self.cy, cols - k..cols);
                 let (cx, row) = (self.cx, &mut self.grid[self.cy]);
-                let k = n(0).min(cols - cx);
                 row.cells.splice(cx..cx, std::iter::repeat_n(' ', k));
                 row.cells.truncate(cols);
             }
             'P' => {
+                let k = n(0).min(cols - self.cx);
+                self.save_if_drawn(self.cy, self.cx..self.cx + k);
                 let (cx, row) = (self.cx, &mut self.grid[self.cy]);
-                let k = n(0).min(cols - cx);
                 row.cells.drain(cx..cx + k);
                 row.cells.extend(std::iter::repeat_n(' ', k));
             }
             'X' => {
+                let end = (self.cx + n(0)).min(cols);
+                self.save_if_drawn(self.cy, self.cx..end);
                 let (cx, row) = (self.cx, &mut self.grid[self.cy]);
-                let end = (cx + n(0)).min(cols);
                 row.cells[cx..end].fill(' ');
             }
             'L' if (self.top..=self.bottom).contains(&self.cy) => {
                 for _ in 0..n(0).min(self.bottom - self.cy + 1) {
+                    self.save(self.bottom);
                     self.grid.remove(self.bottom);
                     self.grid.insert(self.cy, Row::blank(cols));
                 }
             }
             'M' if (self.top..=self.bottom).contains(&self.cy) => {
                 for _ in 0..n(0).min(self.bottom - self.cy + 1) {
+                    self.save(self.cy);
                     self.grid.remove(self.cy);
                     self.grid.insert(self.bottom, Row::blank(cols));
                 }
@@ -442,6 +461,21 @@ impl Screen {
             self.cx = 0;
             self.linefeed();
         }
+        let (cx, cy) = (self.cx, self.cy);
+        let cells = &self.grid[cy].cells;
+        let replaced = |x: usize, by: char| {
+            cells
+                .get(x)
+                .is_some_and(|&old| old != ' ' && old != WIDE_TAIL && old != by)
+        };
+        // Overwriting text saves it once, where the overwriting starts: the characters
+        // written right after (the rest of a redrawn line, or blanks wiping it) continue the
+        // same overwrite.
+        let overwrites = replaced(cx, c) || (width == 2 && replaced(cx + 1, WIDE_TAIL));
+        let continues = self.overwrite_at == Some((cy, cx));
+        if overwrites && !continues {
+            self.save(cy);
+        }
         let now = self.now;
         let row = &mut self.grid[self.cy];
         row.time = Some(now);
@@ -451,6 +485,7 @@ impl Screen {
             row.cells[self.cx + 1] = WIDE_TAIL;
         }
         self.cx += width;
+        self.overwrite_at = (overwrites || continues).then_some((self.cy, self.cx));
         if self.cx >= self.cols {
             self.cx = self.cols - 1;
             self.pending_wrap = true;
@@ -477,14 +512,19 @@ impl Screen {
     /// Scrolls the region up one row; the top row of a full-screen region on the main
     /// screen is committed (it goes to the scrollback).
     fn scroll_up(&mut self) {
-        let row = self.grid.remove(self.top);
-        self.grid.insert(self.bottom, Row::blank(self.cols));
         if self.top == 0 && self.main.is_none() {
+            let row = self.grid.remove(self.top);
+            self.grid.insert(self.bottom, Row::blank(self.cols));
             self.commit(row);
+        } else {
+            self.save(self.top);
+            self.grid.remove(self.top);
+            self.grid.insert(self.bottom, Row::blank(self.cols));
         }
     }
 
     fn scroll_down(&mut self) {
+        self.save(self.bottom);
         self.grid.remove(self.bottom);
         self.grid.insert(self.top, Row::blank(self.cols));
     }
@@ -497,14 +537,16 @@ impl Screen {
                     return self.clear_all();
                 }
                 self.erase_line(0);
-                for row in &mut self.grid[self.cy + 1..] {
-                    *row = Row::blank(cols);
+                for y in self.cy + 1..self.rows {
+                    self.save(y);
+                    self.grid[y] = Row::blank(cols);
                 }
             }
             1 => {
                 self.erase_line(1);
-                for row in &mut self.grid[..self.cy] {
-                    *row = Row::blank(cols);
+                for y in 0..self.cy {
+                    self.save(y);
+                    self.grid[y] = Row::blank(cols);
                 }
             }
             _ => self.clear_all(),
@@ -513,6 +555,11 @@ impl Screen {
 
     /// Clears the screen; on the main screen what was there is kept (committed) first.
     fn clear_all(&mut self) {
+        if self.main.is_some() {
+            for y in 0..self.rows {
+                self.save(y);
+            }
+        }
         let rows: Vec<Row> =
             std::mem::replace(&mut self.grid, vec![Row::blank(self.cols); self.rows]);
         if self.main.is_none() {
@@ -527,6 +574,12 @@ impl Screen {
 
     fn erase_line(&mut self, mode: usize) {
         let (cx, cols) = (self.cx, self.cols);
+        let range = match mode {
+            0 => cx..cols,
+            1 => 0..cx.min(cols - 1) + 1,
+            _ => 0..cols,
+        };
+        self.save_if_drawn(self.cy, range);
         let row = &mut self.grid[self.cy];
         match mode {
             0 => row.cells[cx..].fill(' '),
@@ -584,9 +637,60 @@ impl Screen {
         self.pending_wrap = false;
     }
 
+    /// Row `y`'s text is about to be destroyed: what it shows comes out first, as a line of
+    /// its own (with the rows it wraps into and from), unless it is blank or that text
+    /// already came out of this row.
+    fn save(&mut self, y: usize) {
+        if y >= self.grid.len() || self.grid[y].is_blank() {
+            return;
+        }
+        let mut first = y;
+        while first > 0 && self.grid[first - 1].wrapped {
+            first -= 1;
+        }
+        let mut last = y;
+        while self.grid[last].wrapped && last + 1 < self.grid.len() {
+            last += 1;
+        }
+        let mut text = String::new();
+        let mut time = None::<f64>;
+        for row in &self.grid[first..=last] {
+            text.extend(row.cells.iter().filter(|&&c| c != WIDE_TAIL));
+            time = match (time, row.time) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let text = text.trim_end().to_owned();
+        if self.grid[y].saved.as_deref() == Some(&text) {
+            return;
+        }
+        self.out.push(TextLine {
+            time: time.unwrap_or(self.now),
+            text: text.clone(),
+        });
+        self.grid[y].saved = Some(text);
+    }
+
+    /// [`Screen::save`] row `y` if anything is drawn in columns `range`.
+    fn save_if_drawn(&mut self, y: usize, range: std::ops::Range<usize>) {
+        let drawn = self.grid.get(y).is_some_and(|row| {
+            row.cells
+                .get(range)
+                .is_some_and(|cells| cells.iter().any(|&c| c != ' ' && c != WIDE_TAIL))
+        });
+        if drawn {
+            self.save(y);
+        }
+    }
+
     /// A row leaves the screen: it becomes (part of) a line of text.
     fn commit(&mut self, row: Row) {
         if row.done {
+            return;
+        }
+        if !row.wrapped && self.partial.is_none() && row.saved.as_deref() == Some(&row.text()) {
+            // Already out, unchanged since.
             return;
         }
         let piece = if row.wrapped {
@@ -665,21 +769,48 @@ mod tests {
     #[test]
     fn plain_lines_and_carriage_returns() {
         assert_eq!(render(20, 5, "hello\r\nworld\r\n"), ["hello", "world"]);
+        // Each state a progress line showed; a redraw of the same text adds nothing.
         assert_eq!(
-            render(20, 5, "progress 10%\rprogress 100%\r\n"),
-            ["progress 100%"]
+            render(20, 5, "progress 10%\rprogress 100%\rprogress 100%\r\n"),
+            ["progress 10%", "progress 100%"]
         );
     }
 
     #[test]
-    fn backspace_and_line_editing_leave_what_was_finally_typed() {
+    fn backspace_and_line_editing_leave_what_was_shown_then_what_was_typed() {
         // Typed "lsx", then backspace: the shell echoes "\b \b".
-        assert_eq!(render(20, 5, "$ lsx\u{8} \u{8}\r\n"), ["$ ls"]);
+        assert_eq!(render(20, 5, "$ lsx\u{8} \u{8}\r\n"), ["$ lsx", "$ ls"]);
         // Readline redraw: cursor back 3, erase to end of line, new text.
         assert_eq!(
             render(30, 5, "$ cat foo\u{1b}[3D\u{1b}[Kbar\r\n"),
-            ["$ cat bar"]
+            ["$ cat foo", "$ cat bar"]
         );
+        // Typing at the end of the line destroys nothing.
+        assert_eq!(render(20, 5, "$ l\u{1b}[Cs\r\n"), ["$ l s"]);
+    }
+
+    #[test]
+    fn text_overwritten_erased_or_cleared_is_kept() {
+        let data = "secret1\r      \r\
+                    secret2\u{8}\u{8}\u{8}\u{8}\u{8}\u{8}\u{8}       \r\
+                    secret3\u{1b}[2K\r\
+                    \u{1b}[?1049h\u{1b}[Hsecret4\u{1b}[2J\u{1b}[?1049l\
+                    secret5\u{1b}[1;1H\u{1b}[J\
+                    \u{1b}[2;10rtop\u{1b}[10;1Hregion6\n\n\n\n\n\n\n\n\n\n\
+                    secret7\u{1b}[1;1H\u{1b}[M";
+        let lines = render(40, 12, data);
+        for n in 1..=7 {
+            let needle = if n == 6 {
+                "region6".to_owned()
+            } else {
+                format!("secret{n}")
+            };
+            assert_eq!(
+                lines.iter().filter(|l| l.contains(&needle)).count(),
+                1,
+                "{needle} once in {lines:?}"
+            );
+        }
     }
 
     #[test]
@@ -759,16 +890,22 @@ mod tests {
         let data = "$ vim\r\n\u{1b}[?1049h\u{1b}[H\u{1b}[2Jfirst\u{1b}[H\u{1b}[2Jlast frame\u{1b}[5;1H~\u{1b}[?1049l$ exit\r\n";
         assert_eq!(
             render(20, 6, data),
-            ["$ vim", "last frame", "", "", "", "~", "$ exit"]
+            ["$ vim", "first", "last frame", "", "", "", "~", "$ exit"]
         );
     }
 
     #[test]
     fn cursor_addressing_and_insert_delete() {
         assert_eq!(render(10, 3, "\u{1b}[2;3Hx\u{1b}[1;1Hy"), ["y", "  x"]);
-        assert_eq!(render(10, 3, "abcdef\u{1b}[1;2H\u{1b}[2P"), ["adef"]);
+        assert_eq!(
+            render(10, 3, "abcdef\u{1b}[1;2H\u{1b}[2P"),
+            ["abcdef", "adef"]
+        );
         assert_eq!(render(10, 3, "abc\u{1b}[1;2H\u{1b}[2@"), ["a  bc"]);
-        assert_eq!(render(10, 3, "a\r\nb\r\nc\u{1b}[1;1H\u{1b}[M"), ["b", "c"]);
+        assert_eq!(
+            render(10, 3, "a\r\nb\r\nc\u{1b}[1;1H\u{1b}[M"),
+            ["a", "b", "c"]
+        );
     }
 
     #[test]

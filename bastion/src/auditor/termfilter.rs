@@ -24,6 +24,11 @@
 //! control sequence longer than [`MAX_SEQUENCE`] bytes is dropped whole, strings are skipped
 //! without being kept).
 
+/// Undoes the drawing state a session may leave behind on the auditor's terminal: the
+/// G0 charset and shift-in (no line-drawing letters), default colours, a visible cursor,
+/// autowrap, no origin mode, the full screen as scroll region (cursor kept where it is).
+pub(crate) const RESTORE: &[u8] = b"\x0f\x1b(B\x1b[0m\x1b[?25h\x1b[?7h\x1b7\x1b[?6l\x1b[r\x1b8";
+
 /// Longest control sequence kept to be judged; a longer one is dropped whole.
 pub(crate) const MAX_SEQUENCE: usize = 64;
 

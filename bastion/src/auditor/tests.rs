@@ -173,6 +173,7 @@ fn grep_args(pattern: &str) -> GrepArgs {
         filter: FilterArgs::default(),
         ignore_case: false,
         ids: Vec::new(),
+        raw: false,
     }
 }
 
@@ -379,9 +380,16 @@ fn grep_finds_rendered_text_with_an_offset_replay_accepts() {
     assert_eq!(fields[3], "hello");
     let offset = timefmt::parse_offset(fields[1]).unwrap();
     assert!(offset >= 0.1, "after the two pauses: {mine}");
-    // Escape sequences never match, typed-over text does not either.
-    let (outcome, _) = w.run(|a, out| a.grep(&grep_args("01;32m|hellx|\\x08"), out));
+    // Escape sequences never match.
+    let (outcome, _) = w.run(|a, out| a.grep(&grep_args("01;32m|\\x08|\\x1b"), out));
     assert_eq!(outcome, Outcome::Failed);
+    // Typed-over text was shown, so it is found (as the line it was on, before the fix).
+    let (_, found) = w.run(|a, out| a.grep(&grep_args("hellx"), out));
+    assert_eq!(found.lines().count(), 2, "{found}");
+    assert!(
+        found.lines().all(|l| l.ends_with("$ echo hellx")),
+        "{found}"
+    );
     let mut args = grep_args("DEPLOY@WEB01:~\\$ echo hello");
     args.ignore_case = true;
     args.filter.user = Some("bob".into());
@@ -934,6 +942,9 @@ fn the_terminal_filter_keeps_drawing_modes_and_rewrites_c1_csi() {
     assert_eq!(filtered(&[b"\x1b[2h\x1b[4;2h"]), b"");
     // Controls inside a sequence run; CAN cancels it.
     assert_eq!(filtered(&[b"\x1b[3\r1mX\x1b[3\x186nY"]), b"\r\x1b[31mX6nY");
+    // What replay and watch write at the end to undo a session's drawing state is drawing
+    // only.
+    assert_eq!(filtered(&[termfilter::RESTORE]), termfilter::RESTORE);
     // Bytes that are not UTF-8 become U+FFFD; other C1 controls vanish.
     assert_eq!(
         filtered(&[b"a\xffb\xc0\xafc\xc2\x85d\x84e"]),
@@ -1000,4 +1011,84 @@ fn json_and_asciicast_exports_escape_c1_controls() {
         .unwrap();
         assert!(value.to_string().contains('\u{9d}'));
     }
+}
+
+/// Output hidden after it was shown: overwritten after `\r`, backspaced over, erased,
+/// drawn on the alternate screen and cleared; each chunk a separate write.
+const HIDDEN: [&[u8]; 5] = [
+    b"$ run\r\nsecret1\r      \r",
+    b"secret2\x08\x08\x08\x08\x08\x08\x08       \r",
+    b"secret3\x1b[2K\r",
+    b"\x1b[?1049h\x1b[Hsecret4\x1b[2J\x1b[?1049l",
+    b"$ exit\r\n",
+];
+
+#[test]
+fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
+    let w = world();
+    let meta = meta("mallory");
+    let id = meta.id.clone();
+    let index = SqliteStore::open(&w.auditor.index).unwrap();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta.clone(),
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    index
+        .insert_session(&meta.index_record(&rec.dir()))
+        .unwrap();
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
+    for chunk in HIDDEN {
+        shell.output(chunk).unwrap();
+    }
+    shell.finish().unwrap();
+    let summary = rec.finish("the client disconnected");
+    index.end_session(&id, &summary.index_end()).unwrap();
+
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    for raw in [false, true] {
+        for n in 1..=4 {
+            let secret = format!("secret{n}");
+            assert!(text.lines().any(|l| l == secret), "{secret} in {text:?}");
+            let mut args = grep_args(&format!("^{secret}$"));
+            args.raw = raw;
+            let (outcome, found) = w.run(|a, out| a.grep(&args, out));
+            assert_eq!(outcome, Outcome::Ok, "{secret} (raw: {raw})");
+            assert_eq!(found.lines().count(), 1, "{found}");
+            assert!(found.starts_with(&id), "{found}");
+        }
+    }
+    // Raw lines have no escape sequences either.
+    let mut args = grep_args("\\x1b|\\[2K|1049");
+    args.raw = true;
+    assert_eq!(w.run(|a, out| a.grep(&args, out)).0, Outcome::Failed);
+}
+
+#[test]
+fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
+    let w = world();
+    let meta = meta("alice");
+    let index = SqliteStore::open(&w.auditor.index).unwrap();
+    index
+        .insert_session(&meta.index_record(&w.auditor.recordings.join("x")))
+        .unwrap();
+    // No bastion running: the person's session cannot be running either.
+    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
+    assert!(
+        table.contains("unfinished") && !table.contains("active"),
+        "{table}"
+    );
+    let mut args = list_args();
+    args.filter.active = true;
+    let (_, table) = w.run(|a, out| a.list(&args, out));
+    assert_eq!(table.trim(), "no sessions match");
+    let live = super::Liveness::Known(vec![meta.id.clone()]);
+    let row = index.session(&meta.id).unwrap().unwrap();
+    assert_eq!(live.status(&row), super::Status::Active);
+    assert_eq!(
+        super::Liveness::Unknown.status(&row),
+        super::Status::MaybeActive
+    );
 }

@@ -86,11 +86,12 @@ pub struct SessionEnd {
 /// Which sessions [`SessionIndex::list_sessions`] returns; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionFilter {
-    /// Exactly this person.
+    /// Exactly this person (key ids are compared as issued).
     pub user: Option<String>,
-    /// Exactly this target.
+    /// This target, without regard to ASCII case (target names are matched that way when
+    /// people log in, so `WEB01` and `web01` are one target).
     pub target: Option<String>,
-    /// Exactly this login.
+    /// Exactly this login (Unix login names are case-sensitive: `Root` is not `root`).
     pub login: Option<String>,
     /// Sessions still running at or after this Unix time (ended at or after it, or active),
     /// so a long session that overlaps the window is not missed.
@@ -216,7 +217,7 @@ impl SessionIndex for SqliteStore {
         let sql = format!(
             "SELECT {COLUMNS} FROM sessions WHERE \
              (?1 IS NULL OR user = ?1) AND \
-             (?2 IS NULL OR target = ?2) AND \
+             (?2 IS NULL OR target = ?2 COLLATE NOCASE) AND \
              (?3 IS NULL OR login = ?3) AND \
              (?4 IS NULL OR ended_at IS NULL OR ended_at >= ?4) AND \
              (?5 IS NULL OR started_at <= ?5) AND \
@@ -382,6 +383,40 @@ mod tests {
                 ..Default::default()
             }),
             ["d", "c"]
+        );
+    }
+
+    #[test]
+    fn targets_compare_without_regard_to_case_users_and_logins_exactly() {
+        let (_dir, store) = store();
+        store
+            .insert_session(&record("a", "alice", "web01", 100))
+            .unwrap();
+        // A row written before targets were recorded as configured: the typed case.
+        store
+            .insert_session(&record("e", "carol", "WEB01", 50))
+            .unwrap();
+        let all = |f: SessionFilter| ids(store.list_sessions(&f).unwrap());
+        assert_eq!(
+            all(SessionFilter {
+                target: Some("Web01".into()),
+                ..Default::default()
+            }),
+            ["a", "e"]
+        );
+        assert_eq!(
+            all(SessionFilter {
+                user: Some("Alice".into()),
+                ..Default::default()
+            }),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            all(SessionFilter {
+                login: Some("Deploy".into()),
+                ..Default::default()
+            }),
+            Vec::<String>::new()
         );
     }
 }
