@@ -23,6 +23,7 @@ use crate::cli::{
 use crate::config::CaConfig;
 use crate::hosts;
 use crate::renew::{self, RenewOutcome};
+use jitssh_shared::fsmode::PUBLIC_FILE;
 
 /// Longest public key input we read; real keys are a few hundred bytes.
 const MAX_KEY_INPUT: u64 = 64 * 1024;
@@ -179,7 +180,7 @@ pub fn sign(config: &CaConfig, args: &SignArgs) -> Result<()> {
     )?;
     let line = format!("{}\n", issued.line);
     match &args.out {
-        Some(path) => write_atomic(path, line.as_bytes())
+        Some(path) => write_atomic(path, line.as_bytes(), PUBLIC_FILE)
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => std::io::stdout().write_all(line.as_bytes())?,
     }
@@ -217,7 +218,7 @@ pub fn krl(config: &CaConfig, args: &KrlArgs) -> Result<()> {
     let authority = open(config)?;
     let bytes = authority.krl()?.encode();
     match &args.out {
-        Some(path) => write_atomic(path, &bytes)
+        Some(path) => write_atomic(path, &bytes, PUBLIC_FILE)
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => std::io::stdout().write_all(&bytes)?,
     }
@@ -248,9 +249,9 @@ pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
     if args.write {
         std::fs::create_dir_all(&args.dir)
             .with_context(|| format!("cannot create {}", args.dir.display()))?;
-        write_atomic(&user_ca_path, user_ca.as_bytes())
+        write_atomic(&user_ca_path, user_ca.as_bytes(), PUBLIC_FILE)
             .with_context(|| format!("cannot write {}", user_ca_path.display()))?;
-        write_atomic(&krl_path, &authority.krl()?.encode())
+        write_atomic(&krl_path, &authority.krl()?.encode(), PUBLIC_FILE)
             .with_context(|| format!("cannot write {}", krl_path.display()))?;
     }
     Ok(())
