@@ -415,8 +415,15 @@ fn bind(path: &Path, open_to_all: bool) -> Result<UnixListener, AdminError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("inspect")(e)),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create its directory"))?;
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        jitssh_shared::fsmode::create_private_dir_all(dir).map_err(io("create its directory"))?;
+        if open_to_all {
+            // Other uids must reach the socket: traverse, not list.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(io("set permissions"))?;
+        }
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));

@@ -11,6 +11,8 @@ use ssh_bastion::config::BastionConfig;
 use ssh_ca::edge;
 
 fn main() -> ExitCode {
+    // Before anything is created: data is for the service user only.
+    jitssh_shared::fsmode::restrict_umask();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return edge::usage_error("ssh-bastion", err),

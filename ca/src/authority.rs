@@ -363,7 +363,10 @@ impl Authority {
     /// Writes the KRL to `data_dir/revoked.krl` atomically (temp file + rename).
     pub fn write_krl_file(&self) -> Result<(), IssueError> {
         let bytes = self.krl()?.encode();
-        write_atomic(&self.config.krl_path(), &bytes).map_err(|source| IssueError::KrlWrite {
+        // 0644: public, read by the targets' sshd and whatever distributes it (see
+        // `jitssh_shared::fsmode`).
+        let mode = jitssh_shared::fsmode::PUBLIC_FILE;
+        write_atomic(&self.config.krl_path(), &bytes, mode).map_err(|source| IssueError::KrlWrite {
             path: self.config.krl_path().display().to_string(),
             source,
         })
@@ -427,20 +430,25 @@ fn load_policy(config: &CaConfig) -> Result<Policy, ConfigError> {
     Policy::load(&config.policy)
 }
 
-/// Replaces `path` with `bytes` so readers see the old or the new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes`, mode `mode` (set explicitly, whatever the umask), so
+/// readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&temp, meta.permissions());
-    }
     std::fs::rename(&temp, path)
 }

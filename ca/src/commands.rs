@@ -23,6 +23,7 @@ use crate::cli::{
 use crate::config::CaConfig;
 use crate::hosts;
 use crate::renew::{self, RenewOutcome};
+use jitssh_shared::fsmode::PUBLIC_FILE;
 
 /// Longest public key input we read; real keys are a few hundred bytes.
 const MAX_KEY_INPUT: u64 = 64 * 1024;
@@ -179,7 +180,7 @@ pub fn sign(config: &CaConfig, args: &SignArgs) -> Result<()> {
     )?;
     let line = format!("{}\n", issued.line);
     match &args.out {
-        Some(path) => write_atomic(path, line.as_bytes())
+        Some(path) => write_atomic(path, line.as_bytes(), PUBLIC_FILE)
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => std::io::stdout().write_all(line.as_bytes())?,
     }
@@ -217,7 +218,7 @@ pub fn krl(config: &CaConfig, args: &KrlArgs) -> Result<()> {
     let authority = open(config)?;
     let bytes = authority.krl()?.encode();
     match &args.out {
-        Some(path) => write_atomic(path, &bytes)
+        Some(path) => write_atomic(path, &bytes, PUBLIC_FILE)
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => std::io::stdout().write_all(&bytes)?,
     }
@@ -282,7 +283,7 @@ pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
             (&files.known_hosts, known_hosts.as_bytes()),
             (&files.krl, &krl[..]),
         ] {
-            write_atomic(path, bytes)
+            write_atomic(path, bytes, PUBLIC_FILE)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }

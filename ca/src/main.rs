@@ -10,6 +10,8 @@ use ssh_ca::config::CaConfig;
 use ssh_ca::edge;
 
 fn main() -> ExitCode {
+    // Before anything is created: data is for the service user only.
+    jitssh_shared::fsmode::restrict_umask();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return edge::usage_error("ssh-ca", err),

@@ -136,8 +136,12 @@ pub async fn renew(args: &RenewArgs) -> Result<RenewOutcome, RenewError> {
     let cert =
         Certificate::from_openssh(&text).map_err(|e| RenewError::BadCertificate(e.to_string()))?;
     check_certificate(&cert, &public, &host_ca)?;
-    write_atomic(&args.out, format!("{text}\n").as_bytes())
-        .map_err(|e| file_error(&args.out, e))?;
+    write_atomic(
+        &args.out,
+        format!("{text}\n").as_bytes(),
+        jitssh_shared::fsmode::PUBLIC_FILE,
+    )
+    .map_err(|e| file_error(&args.out, e))?;
     if let Some(command) = &args.reload_cmd {
         let status = std::process::Command::new("sh")
             .arg("-c")

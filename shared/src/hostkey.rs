@@ -39,7 +39,7 @@ pub fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, HostKeyE
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+                crate::fsmode::create_private_dir_all(dir).map_err(|source| KeyError::Io {
                     path: dir.to_path_buf(),
                     source,
                 })?;
@@ -60,7 +60,7 @@ pub fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, HostKeyE
             write_new(
                 Path::new(&pub_path),
                 format!("{public}\n").as_bytes(),
-                0o644,
+                crate::fsmode::PRIVATE_FILE,
             )?;
             tracing::info!(
                 fingerprint = %key.public_key().fingerprint(HashAlg::Sha256),

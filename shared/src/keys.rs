@@ -168,13 +168,14 @@ impl CaKeys {
         Self::paths(dir).iter().any(|p| p.exists())
     }
 
-    /// Creates both keys in `dir` (mode 0600), refusing to overwrite existing ones.
+    /// Creates both keys in `dir` (mode 0700; files 0600), refusing to overwrite existing
+    /// ones.
     pub fn init(dir: &Path) -> Result<CaKeys, KeyError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| KeyError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::fsmode::create_private_dir_all(dir).map_err(io(dir))?;
         for path in Self::paths(dir) {
             if path.exists() {
                 return Err(KeyError::Exists(path));
@@ -188,7 +189,12 @@ impl CaKeys {
             let path = dir.join(name);
             write_new(&path, signer.to_openssh()?.as_bytes(), 0o600)?;
             let public = format!("{}\n", signer.public_line());
-            write_new(&dir.join(format!("{name}.pub")), public.as_bytes(), 0o644)?;
+            // Public, but in the CA's private directory like the rest (see `fsmode`).
+            write_new(
+                &dir.join(format!("{name}.pub")),
+                public.as_bytes(),
+                crate::fsmode::PRIVATE_FILE,
+            )?;
         }
         Ok(keys)
     }

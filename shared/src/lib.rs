@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cert;
 pub mod config;
 pub mod duration;
+pub mod fsmode;
 pub mod hostkey;
 pub mod hours;
 pub mod keys;

@@ -43,6 +43,14 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// The database file could not be created or its mode set.
+    #[error("store {}: {source}", path.display())]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
 }
 
 /// A certificate the CA handed out, with who asked and why.
@@ -184,6 +192,24 @@ fn migrate_issued_state(conn: &Connection) -> Result<(), rusqlite::Error> {
 }
 
 /// Schemas of the store's parts; each part (`store/<part>.rs`) adds its tables here.
+/// Creates the database file mode 0600 if it does not exist, and takes group and other
+/// permissions off it and its `-wal` and `-shm` files if they have any.
+fn private_db_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(crate::fsmode::PRIVATE_FILE)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        crate::fsmode::tighten(Path::new(&side))?;
+    }
+    Ok(())
+}
+
 fn schemas() -> &'static [&'static str] {
     &[SCHEMA, hosts::SCHEMA, requests::SCHEMA, sessions::SCHEMA]
 }
@@ -196,8 +222,14 @@ impl SqliteStore {
             source,
         };
         if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
+            let _ = crate::fsmode::create_private_dir_all(parent);
         }
+        // SQLite would create the file 0644 (less the umask), and gives its -wal and -shm
+        // files the database's mode: create it 0600 first, and tighten older ones.
+        private_db_file(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")

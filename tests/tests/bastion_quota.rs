@@ -135,6 +135,10 @@ fn pty_output_past_the_session_quota_is_kept_as_size_and_digest() {
 
     let dir = w.recording_with("quota-start");
     let size = stored(&dir);
+    eprintln!(
+        "recorded {size} bytes for {} bytes of output",
+        out.stdout.len()
+    );
     assert!(
         size < MIB + 128 * 1024,
         "the recording is bounded by the quota: {size} bytes"

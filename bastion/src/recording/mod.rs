@@ -104,6 +104,8 @@ pub mod verify;
 mod tests;
 #[cfg(test)]
 mod tests_bulk;
+#[cfg(test)]
+mod tests_quota;
 
 pub use error::RecordingError;
 pub use files::FileSeal;

@@ -114,8 +114,7 @@ pub(crate) fn switch_note(stream: &str, switch: &BulkSwitch, hit: &QuotaHit) -> 
 /// The recordings disk is too full for a new session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the recordings disk is low ({free} bytes free under {}, below [recordings] min_free_bytes = {floor}); new sessions are refused until space is freed",
-    root.display()
+    "the recordings disk is low ({free} bytes free, below [recordings] min_free_bytes = {floor}); new sessions are refused until space is freed"
 )]
 pub struct LowDisk {
     /// The recordings root.

@@ -512,6 +512,7 @@ impl Session {
         let recording = self.recording();
         if recording
             && self.quota.is_none()
+            && self.would_store(slot, stream)
             && self.usage() + data.len() as u64 > self.quota_limit.0
         {
             self.reach_quota(self.quota_limit);
@@ -813,6 +814,19 @@ impl Session {
         let bytes = encode(&self.events, serde_json::to_vec(&Value::Object(line)))?;
         self.events.push(&bytes);
         Ok(())
+    }
+
+    /// Whether data of `stream` on channel `slot` would be stored (counts toward a quota):
+    /// output not already recorded in bulk, input if the policy records it, transfer
+    /// content if it asks.
+    fn would_store(&self, slot: usize, stream: Stream) -> bool {
+        let ch = &self.channels[slot];
+        match stream {
+            _ if ch.transfer => ch.file.is_some(),
+            Stream::In => self.policy.record_input,
+            Stream::Out => ch.switched(0).is_none(),
+            Stream::Err => ch.switched(1).is_none(),
+        }
     }
 
     /// Bytes of the recording so far: written, and buffered to be.
