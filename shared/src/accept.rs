@@ -44,10 +44,12 @@ pub struct Startups {
 
 impl Default for Startups {
     fn default() -> Self {
+        // Above OpenSSH's 10:30:100: a CA API serves bursts of automation (CI fleets, Ansible
+        // forks) that finish their handshake in tens of milliseconds.
         Startups {
-            start: 10,
+            start: 64,
             rate: 30,
-            full: 100,
+            full: 192,
         }
     }
 }
