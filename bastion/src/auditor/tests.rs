@@ -1092,3 +1092,29 @@ fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
         super::Status::MaybeActive
     );
 }
+
+#[test]
+fn a_pty_of_unknown_size_renders_as_80_columns() {
+    // `ssh -tt` without a local terminal asks for a 0x0 pty.
+    let w = world();
+    let meta = meta("alice");
+    let id = meta.id.clone();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta,
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    let pty = Some(Pty {
+        term: "xterm".into(),
+        cols: 0,
+        rows: 0,
+    });
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty }).unwrap();
+    shell.output(b"hello world\r\nsecond line\r\n").unwrap();
+    shell.finish().unwrap();
+    rec.finish("the client disconnected");
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    assert_eq!(text, "hello world\nsecond line\n");
+}
