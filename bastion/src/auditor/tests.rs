@@ -1112,9 +1112,11 @@ fn a_pty_of_unknown_size_renders_as_80_columns() {
         rows: 0,
     });
     let mut shell = rec.channel(0, ChannelKind::Shell { pty }).unwrap();
-    shell.output(b"hello world\r\nsecond line\r\n").unwrap();
+    shell
+        .output(b"hello world\rHELLO\r\nsecond line\r\n")
+        .unwrap();
     shell.finish().unwrap();
     rec.finish("the client disconnected");
     let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
-    assert_eq!(text, "hello world\nsecond line\n");
+    assert_eq!(text, "hello world\nHELLO world\nsecond line\n");
 }
