@@ -1120,3 +1120,30 @@ fn a_pty_of_unknown_size_renders_as_80_columns() {
     let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
     assert_eq!(text, "hello world\nHELLO world\nsecond line\n");
 }
+
+#[test]
+fn list_and_show_never_print_c1_controls_from_names_or_audit_values() {
+    let w = world();
+    let id = w.session("eve\u{9d}52;c;cHduZWQ=\u{7}");
+    AuditLog::open(&w.auditor.audit_log)
+        .unwrap()
+        .append(
+            AuditEvent::new("session.shell")
+                .with("session", id.as_str())
+                .with("pty", serde_json::json!({"term": "x\u{9b}6n\u{1b}[c"})),
+        )
+        .unwrap();
+    let mut json = list_args();
+    json.json = true;
+    for (what, out) in [
+        ("list", w.run(|a, out| a.list(&list_args(), out)).1),
+        ("list --json", w.run(|a, out| a.list(&json, out)).1),
+        ("show", w.run(|a, out| a.show(&id, out)).1),
+    ] {
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: {out:?}"
+        );
+        assert!(out.contains("eve"), "{what}: {out}");
+    }
+}
