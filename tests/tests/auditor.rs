@@ -80,17 +80,22 @@ impl World {
 
     /// A finished `ssh root@web01 COMMAND`; its session id.
     fn exec(&self, command: &str) -> String {
+        self.exec_with(command, false)
+    }
+
+    /// A finished `ssh root@web01 COMMAND`, on a pty (`-tt`) if `tty`; its session id.
+    fn exec_with(&self, command: &str, tty: bool) -> String {
         let known = self.session_ids(&[]);
         let before = self
             .bastion
             .audit()
             .matches("\"event\":\"session.end\"")
             .count();
-        let out = self
-            .bastion
-            .ssh("root@web01", &self.alice)
-            .args([command])
-            .run();
+        let mut ssh = self.bastion.ssh("root@web01", &self.alice).args([command]);
+        if tty {
+            ssh = ssh.flag("-tt");
+        }
+        let out = ssh.run();
         assert!(out.success(), "{out}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while self
@@ -624,21 +629,27 @@ fn a_users_output_cannot_act_on_the_auditors_terminal() {
 #[test]
 fn output_shown_then_hidden_is_found_by_grep_and_text_export() {
     let w = world("");
-    let id = w.exec(
-        r"printf 'secret1\r      \rsecret2\b\b\b\b\b\b\b       \rsecret3\033[2K\r\033[?1049h\033[Hsecret4\033[2J\033[?1049lall done\n'",
-    );
-    let text = w.cli_ok(&["export", &id, "--format", "text"]).stdout_str();
+    let printf = r"printf 'secret1\r      \rsecret2\b\b\b\b\b\b\b       \rsecret3\033[2K\r\033[?1049h\033[Hsecret4\033[2J\033[?1049lall done\n'";
+    // Without a pty, and on one (the way a person's terminal shows it).
+    for tty in [false, true] {
+        let id = w.exec_with(printf, tty);
+        shown_then_hidden_is_found(&w, &id);
+    }
+}
+
+fn shown_then_hidden_is_found(w: &World, id: &str) {
+    let text = w.cli_ok(&["export", id, "--format", "text"]).stdout_str();
     for n in 1..=4 {
         let secret = format!("secret{n}");
         assert!(text.lines().any(|l| l == secret), "{secret} in {text:?}");
         for raw in [&[][..], &["--raw"][..]] {
-            let mut args = vec!["sessions", "grep", &secret];
+            let mut args = vec!["sessions", "grep", &secret, "--id", id];
             args.extend_from_slice(raw);
             let found = w.cli_ok(&args).stdout_str();
             let lines: Vec<&str> = found.lines().collect();
             assert_eq!(lines.len(), 1, "{args:?}: {found}");
             assert!(
-                lines[0].starts_with(id.as_str()) && lines[0].ends_with(&secret),
+                lines[0].starts_with(id) && lines[0].ends_with(&secret),
                 "{args:?}: {found}"
             );
         }

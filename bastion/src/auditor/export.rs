@@ -179,13 +179,11 @@ pub(crate) fn render(
     Ok(())
 }
 
-/// `COLSxROWS`, clamped like the header.
+/// `COLSxROWS`, clamped like the header; `None` for a size of 0 (unknown: the size stays).
 fn parse_size(text: &str) -> Option<(u16, u16)> {
     let (c, r) = text.split_once('x')?;
-    Some((
-        c.parse::<u16>().ok()?.min(1000),
-        r.parse::<u16>().ok()?.min(500),
-    ))
+    let (c, r) = (c.parse::<u16>().ok()?, r.parse::<u16>().ok()?);
+    (c > 0 && r > 0).then_some((c.min(1000), r.min(500)))
 }
 
 /// `{"id":..,"session":..,"journal":[..],"channels":[{"seq":..,"offset":..,"header":..,"bulk":[..],"events":[..]}]}`

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::args::ListArgs;
 use super::reader::{ChannelEntry, Recording, SEAL_FILE};
+use super::termfilter::C1Escaper;
 use super::timefmt::{format_bytes, format_duration, format_unix};
 use super::{Auditor, AuditorError, Liveness, Outcome, Status, output};
 
@@ -29,6 +30,8 @@ impl Auditor {
             Liveness::Known(Vec::new())
         };
         if args.json {
+            // Names come from people (key ids, logins): C1 controls in them are escaped.
+            let mut out = C1Escaper::new(out);
             for s in &sessions {
                 let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut v {
@@ -40,6 +43,7 @@ impl Auditor {
                 }
                 writeln!(out, "{v}").map_err(output)?;
             }
+            out.finish().map_err(output)?;
             return Ok(Outcome::Ok);
         }
         if sessions.is_empty() {
@@ -218,7 +222,10 @@ impl Auditor {
         match start.and_then(|e| e.get("session_cert_serial")) {
             Some(s) => writeln!(
                 w,
-                "  session certificate   serial {s}, minted by the CA for this session (principal {login}, to {target})"
+                "  session certificate   serial {}, minted by the CA for this session (principal {}, to {})",
+                printable(&s.to_string()),
+                printable(&login),
+                printable(&target)
             )
             .map_err(output)?,
             None => writeln!(w, "  session certificate   none recorded (the target was not reached)")
@@ -288,15 +295,16 @@ impl Auditor {
                     other => format!("{k}={other}"),
                 })
                 .collect();
-            writeln!(
-                w,
+            // Recorded values come from people (commands, terminal names): shown, never
+            // interpreted, whatever they hold.
+            let line = format!(
                 "  #{:<6} {}  {:<24} {}",
                 e["seq"],
                 e["time"].as_str().unwrap_or(""),
                 e["event"].as_str().unwrap_or(""),
                 fields.join(" ")
-            )
-            .map_err(output)?;
+            );
+            writeln!(w, "{}", printable(&line)).map_err(output)?;
         }
         Ok(Outcome::Ok)
     }

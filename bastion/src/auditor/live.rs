@@ -15,6 +15,8 @@ use crate::admin::{LiveInfo, Request};
 
 /// How long `kill` waits for the bastion's answer (it answers once the session ended).
 const KILL_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the live-session list may take (it is answered at once).
+const LIST_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Auditor {
     /// `sessions watch ID`: the session's output to `out` until it ends.
@@ -106,6 +108,11 @@ impl Auditor {
             }
             Err(e) => return Err(e),
         };
+        // A bastion that does not answer must not hang `sessions list`.
+        lines
+            .stream
+            .set_read_timeout(Some(LIST_REPLY_TIMEOUT))
+            .map_err(|e| self.admin_error(e.to_string()))?;
         match lines.next_reply()? {
             Some(reply) => serde_json::from_value(reply["sessions"].clone())
                 .map(Some)

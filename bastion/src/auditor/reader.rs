@@ -324,10 +324,13 @@ impl CastHeader {
                 source: std::io::Error::other("not asciicast version 2"),
             });
         }
+        // 0 is a pty of unknown size (`ssh -tt` without a terminal): programs then assume
+        // the usual 80x24, and so does the rendering.
         let dim = |key: &str, default: u16, max: u16| {
             value[key]
                 .as_u64()
                 .and_then(|v| u16::try_from(v).ok())
+                .filter(|&v| v > 0)
                 .unwrap_or(default)
                 .clamp(1, max)
         };

@@ -1092,3 +1092,58 @@ fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
         super::Status::MaybeActive
     );
 }
+
+#[test]
+fn a_pty_of_unknown_size_renders_as_80_columns() {
+    // `ssh -tt` without a local terminal asks for a 0x0 pty.
+    let w = world();
+    let meta = meta("alice");
+    let id = meta.id.clone();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta,
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    let pty = Some(Pty {
+        term: "xterm".into(),
+        cols: 0,
+        rows: 0,
+    });
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty }).unwrap();
+    shell
+        .output(b"hello world\rHELLO\r\nsecond line\r\n")
+        .unwrap();
+    shell.finish().unwrap();
+    rec.finish("the client disconnected");
+    let (_, text) = w.run(|a, out| a.export(&export_args(&id, ExportFormat::Text), out));
+    assert_eq!(text, "hello world\nHELLO world\nsecond line\n");
+}
+
+#[test]
+fn list_and_show_never_print_c1_controls_from_names_or_audit_values() {
+    let w = world();
+    let id = w.session("eve\u{9d}52;c;cHduZWQ=\u{7}");
+    AuditLog::open(&w.auditor.audit_log)
+        .unwrap()
+        .append(
+            AuditEvent::new("session.shell")
+                .with("session", id.as_str())
+                .with("pty", serde_json::json!({"term": "x\u{9b}6n\u{1b}[c"})),
+        )
+        .unwrap();
+    let mut json = list_args();
+    json.json = true;
+    for (what, out) in [
+        ("list", w.run(|a, out| a.list(&list_args(), out)).1),
+        ("list --json", w.run(|a, out| a.list(&json, out)).1),
+        ("show", w.run(|a, out| a.show(&id, out)).1),
+    ] {
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: {out:?}"
+        );
+        assert!(out.contains("eve"), "{what}: {out}");
+    }
+}
