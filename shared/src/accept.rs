@@ -364,9 +364,9 @@ mod tests {
 
     #[test]
     fn startups_parse_and_refuse_nonsense() {
-        let parsed: Startups = "10:30:100".parse().unwrap();
+        let parsed: Startups = "64:30:192".parse().unwrap();
         assert_eq!(parsed, Startups::default());
-        assert_eq!(parsed.to_string(), "10:30:100");
+        assert_eq!(parsed.to_string(), "64:30:192");
         for bad in [
             "",
             "10",
