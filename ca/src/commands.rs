@@ -82,8 +82,20 @@ fn kind(arg: &KindArg) -> CertType {
 
 /// `ssh-ca init`.
 pub fn init(config: &CaConfig) -> Result<()> {
-    let keys = CaKeys::init(&config.data_dir)?;
-    let authority = open(config)?;
+    if let Some(existing) = CaKeys::paths(&config.data_dir)
+        .into_iter()
+        .find(|p| p.exists())
+    {
+        return Err(jitssh_shared::keys::KeyError::Exists(existing).into());
+    }
+    let authority = Authority::open(
+        config.clone(),
+        OpenOptions {
+            init_keys: true,
+            serial_block: 1,
+        },
+    )?;
+    let keys = authority.keys().clone();
     authority.audit().append(
         audit::AuditEvent::new("ca.init")
             .with("user_ca", keys.user.fingerprint())
@@ -323,8 +335,21 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     tracing::info!(
         user_ca = %authority.keys().user.fingerprint(),
         host_ca = %authority.keys().host.fingerprint(),
+        dir = %crate::authority::absolute(&config.data_dir).display(),
         config = %config.origin,
-        "CA keys loaded"
+        "{}",
+        if authority.created_keys() {
+            "CA keys created"
+        } else {
+            "CA keys loaded"
+        }
+    );
+    let policy = authority.policy();
+    tracing::info!(
+        users = policy.users().count(),
+        roles = policy.roles().count(),
+        policy = %crate::authority::absolute(&config.policy).display(),
+        "policy loaded"
     );
     authority.write_krl_file()?;
     crate::api::spawn_policy_reloader(authority.clone())?;

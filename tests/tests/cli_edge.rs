@@ -85,3 +85,70 @@ fn an_address_in_use_is_one_line_naming_the_cause_once() {
     assert_eq!(line.matches("os error 98").count(), 1, "{line}");
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
 }
+
+/// `ssh-ca serve` says which CA keys it created or loaded and where, and how much policy it
+/// loaded; with its key files gone it refuses to start a second CA next to the first one's
+/// store instead of silently creating new keys.
+#[test]
+fn the_ca_names_its_keys_and_never_silently_replaces_them() {
+    let scratch = Scratch::new();
+    let alice = jitssh_tests::keygen(scratch.path(), "alice");
+    let policy = format!(
+        "[[roles]]\nname = \"dev\"\nlogins = [\"{{user}}\"]\nmax_ttl = \"1h\"\n\n[[users]]\nname = \"alice\"\nkeys = [\"{}\"]\nroles = [\"dev\"]\n",
+        alice.public_line()
+    );
+    let data = scratch.path().join("ca-data");
+    let mut server = jitssh_tests::CaServer::start(scratch.path(), &policy, "");
+    let log = server.daemon.log();
+    let created = log
+        .lines()
+        .find(|l| l.contains("CA keys created") && !l.contains("created CA keys"))
+        .unwrap_or_else(|| panic!("no 'CA keys created' line: {log}"));
+    assert!(created.contains("user_ca=SHA256:"), "{created}");
+    assert!(created.contains("host_ca=SHA256:"), "{created}");
+    assert!(
+        created.contains(&format!("dir={}", data.display())),
+        "absolute data dir: {created}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("policy loaded") && l.contains("users=1") && l.contains("roles=1")),
+        "{log}"
+    );
+    let user_ca = server.ca.run_ok(["pubkey", "--user"]).stdout_str();
+    server.daemon.stop();
+
+    // The key files are gone (e.g. --config pointing at a copy without them).
+    let aside = scratch.mkdir("aside");
+    for name in ["user_ca", "user_ca.pub", "host_ca", "host_ca.pub"] {
+        std::fs::rename(data.join(name), aside.join(name)).unwrap();
+    }
+    let out = run(&mut server.ca.cmd(["serve"]));
+    assert_ne!(out.status, 0, "{out}");
+    assert!(
+        out.stderr.contains("refusing to create new CA keys"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&data.join("store.db").display().to_string()),
+        "{out}"
+    );
+    assert!(!data.join("user_ca").exists(), "no new keys were created");
+    let out = run(&mut server.ca.cmd(["init"]));
+    assert_ne!(out.status, 0, "init refuses too: {out}");
+    assert!(!data.join("user_ca").exists(), "no new keys were created");
+
+    // Put back, it starts with the same keys and says it loaded them.
+    for name in ["user_ca", "user_ca.pub", "host_ca", "host_ca.pub"] {
+        std::fs::rename(aside.join(name), data.join(name)).unwrap();
+    }
+    std::fs::remove_file(scratch.path().join("ca-serve.log")).unwrap();
+    let server = jitssh_tests::CaServer::start(scratch.path(), &policy, "");
+    assert!(
+        server.daemon.log().contains("CA keys loaded"),
+        "{}",
+        server.daemon.log()
+    );
+    assert_eq!(server.ca.run_ok(["pubkey", "--user"]).stdout_str(), user_ca);
+}
