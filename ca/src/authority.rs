@@ -43,37 +43,11 @@ pub enum OpenError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
-    /// The data directory has no CA keys but its store belongs to other ones: creating new
-    /// keys would silently start another CA (e.g. `--config` pointing elsewhere).
-    #[error(
-        "{} belongs to other CA keys ({}), but {} has no CA key files: refusing to create new \
-         CA keys next to it; restore user_ca and host_ca there, or point data_dir elsewhere",
-        store.display(), recorded, keys_dir.display()
-    )]
-    OtherKeys {
-        /// The store file (absolute).
-        store: PathBuf,
-        /// What the store says about its keys.
-        recorded: String,
-        /// Where the keys were expected (absolute).
-        keys_dir: PathBuf,
-    },
-    /// The CA keys found are not the ones the store belongs to.
-    #[error(
-        "the CA keys in {} (user {}, host {}) are not the ones {} belongs to (user {}, host {}): \
-         refusing to mix them",
-        keys_dir.display(), found.user, found.host, store.display(), recorded.user, recorded.host
-    )]
-    KeyMismatch {
-        /// Where the keys are (absolute).
-        keys_dir: PathBuf,
-        /// Their fingerprints.
-        found: CaKeyFingerprints,
-        /// The store file (absolute).
-        store: PathBuf,
-        /// The fingerprints it recorded.
-        recorded: CaKeyFingerprints,
-    },
+    /// The data directory has no CA keys but its store belongs to other ones (creating new
+    /// keys would silently start another CA, e.g. `--config` pointing elsewhere), or the keys
+    /// found are not the ones the store belongs to. The message names both, with paths.
+    #[error("{0}")]
+    KeysNotOfStore(String),
     /// Certificates left pending by a crash could not be reconciled.
     #[error("cannot reconcile unreleased certificates: {0}")]
     Reconcile(#[from] crate::commit::ReconcileError),
@@ -188,12 +162,16 @@ impl Authority {
         };
         let recorded = store.record_ca_keys(&found)?;
         if recorded != found {
-            return Err(OpenError::KeyMismatch {
-                keys_dir,
-                found,
-                store: absolute(&config.store_path()),
-                recorded,
-            });
+            return Err(OpenError::KeysNotOfStore(format!(
+                "the CA keys in {} (user CA {}, host CA {}) are not the ones {} belongs to \
+                 (user CA {}, host CA {}): refusing to mix them",
+                keys_dir.display(),
+                found.user,
+                found.host,
+                absolute(&config.store_path()).display(),
+                recorded.user,
+                recorded.host
+            )));
         }
         let policy = load_policy(&config)?;
         let audit = AuditLog::open(&config.audit_path())?;
@@ -493,11 +471,13 @@ fn refuse_other_keys(store: &SqliteStore, config: &CaConfig) -> Result<(), OpenE
             n => format!("{n} certificates issued by them"),
         },
     };
-    Err(OpenError::OtherKeys {
-        store: absolute(&config.store_path()),
-        recorded,
-        keys_dir: absolute(&config.data_dir),
-    })
+    Err(OpenError::KeysNotOfStore(format!(
+        "{} belongs to other CA keys ({recorded}), but {} has no CA key files: refusing to \
+         create new CA keys next to it; restore user_ca and host_ca there, or point data_dir \
+         elsewhere",
+        absolute(&config.store_path()).display(),
+        absolute(&config.data_dir).display()
+    )))
 }
 
 fn load_policy(config: &CaConfig) -> Result<Policy, ConfigError> {
