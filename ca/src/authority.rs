@@ -132,6 +132,7 @@ pub struct Authority {
     serials: SerialPool,
     commits: GroupCommit,
     join_guard: crate::join_guard::JoinGuard,
+    login_denials: crate::denials::Denials,
     created_keys: bool,
 }
 
@@ -194,6 +195,7 @@ impl Authority {
             audit,
             commits: GroupCommit::default(),
             join_guard: Default::default(),
+            login_denials: crate::denials::Denials::new("api.login_refused"),
             created_keys,
         })
     }
@@ -221,6 +223,24 @@ impl Authority {
     /// The failed-join limiter (host joins over the API).
     pub fn join_guard(&self) -> &crate::join_guard::JoinGuard {
         &self.join_guard
+    }
+
+    /// Refused API logins, audited in aggregate per source.
+    pub fn login_denials(&self) -> &crate::denials::Denials {
+        &self.login_denials
+    }
+
+    /// Writes the aggregated refusal summaries (failed joins, refused logins) whose window
+    /// has ended, or all of them with `all` (at shutdown).
+    pub fn flush_denials(&self, all: bool) {
+        let now = std::time::Instant::now();
+        let mut due = self.join_guard.flush(now, all);
+        due.extend(self.login_denials.flush(now, all));
+        if !due.is_empty()
+            && let Err(err) = self.audit.append_batch(due)
+        {
+            tracing::error!(%err, "cannot audit refusal summaries");
+        }
     }
 
     /// The audit log.

@@ -362,26 +362,17 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
-    write_join_denials(&authority, true);
+    authority.flush_denials(true);
     Ok(())
 }
 
-/// Writes the aggregated `host.join_denied` summaries whose window has ended, every few
-/// seconds, for as long as the server runs.
+/// Writes the aggregated refusal summaries (`host.join_denied`, `api.login_refused`) whose
+/// window has ended, every few seconds, for as long as the server runs.
 async fn flush_join_denials(authority: std::sync::Arc<Authority>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         let authority = authority.clone();
-        let _ = tokio::task::spawn_blocking(move || write_join_denials(&authority, false)).await;
-    }
-}
-
-fn write_join_denials(authority: &Authority, all: bool) {
-    let due = authority.join_guard().flush(std::time::Instant::now(), all);
-    if !due.is_empty()
-        && let Err(err) = authority.audit().append_batch(due)
-    {
-        tracing::error!(%err, "cannot audit failed host joins");
+        let _ = tokio::task::spawn_blocking(move || authority.flush_denials(false)).await;
     }
 }
 
