@@ -178,7 +178,7 @@ mod tests {
                 .flush(start + Duration::from_secs(1), false)
                 .is_empty()
         );
-        let summary = guard.flush(start + WINDOW, false);
+        let summary = guard.flush(start + crate::denials::WINDOW, false);
         assert_eq!(summary.len(), 1);
         assert_eq!(summary[0].fields["refused"], 4);
     }
