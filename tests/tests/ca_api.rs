@@ -663,9 +663,14 @@ fn sighup_reloads_the_policy_and_keeps_the_old_one_when_broken() {
     )
     .unwrap();
     server.hangup();
-    server
+    let log = server
         .daemon
         .wait_for_log("policy reloaded", Duration::from_secs(10));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("policy reloaded") && l.contains("users=1 roles=4")),
+        "the reload says what it loaded: {log}"
+    );
     let out = server
         .ssh("alice", &alice)
         .args(["cert", "--principals", "root", "--reason", "x"])
