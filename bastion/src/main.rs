@@ -17,13 +17,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return edge::usage_error("ssh-bastion", err),
     };
+    edge::quiet_on_closed_stdout();
     edge::init_logging("SSH_BASTION_LOG", cli.log_json);
     match run(cli) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("ssh-bastion: error: {}", edge::one_line(&err));
-            ExitCode::FAILURE
-        }
+        Err(err) => edge::fail("ssh-bastion", &err),
     }
 }
 

@@ -5,7 +5,7 @@
 //! the store, and an audit record fsynced before the certificate is handed out.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use jitssh_shared::audit::{AuditError, AuditEvent, AuditLog};
@@ -18,7 +18,8 @@ use jitssh_shared::ssh_key::certificate::CertType;
 use jitssh_shared::ssh_key::public::KeyData;
 use jitssh_shared::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_shared::store::{
-    HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore, Store, StoreError,
+    CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore,
+    Store, StoreError,
 };
 use jitssh_shared::unix_now;
 use serde_json::json;
@@ -42,6 +43,11 @@ pub enum OpenError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The data directory has no CA keys but its store belongs to other ones (creating new
+    /// keys would silently start another CA, e.g. `--config` pointing elsewhere), or the keys
+    /// found are not the ones the store belongs to. The message names both, with paths.
+    #[error("{0}")]
+    KeysNotOfStore(String),
     /// Certificates left pending by a crash could not be reconciled.
     #[error("cannot reconcile unreleased certificates: {0}")]
     Reconcile(#[from] crate::commit::ReconcileError),
@@ -126,24 +132,49 @@ pub struct Authority {
     serials: SerialPool,
     commits: GroupCommit,
     join_guard: crate::join_guard::JoinGuard,
+    login_denials: crate::denials::Denials,
+    created_keys: bool,
 }
 
 impl Authority {
     /// Opens the authority described by `config`.
     pub fn open(config: CaConfig, options: OpenOptions) -> Result<Authority, OpenError> {
-        let keys = if options.init_keys && !CaKeys::exist(&config.data_dir) {
+        let keys_dir = absolute(&config.data_dir);
+        let created_keys = options.init_keys && !CaKeys::exist(&config.data_dir);
+        let (keys, store) = if created_keys {
+            let store = SqliteStore::open(&config.store_path())?;
+            refuse_other_keys(&store, &config)?;
             let keys = CaKeys::init(&config.data_dir)?;
             tracing::info!(
                 user_ca = %keys.user.fingerprint(),
                 host_ca = %keys.host.fingerprint(),
+                dir = %keys_dir.display(),
                 "created CA keys"
             );
-            keys
+            (keys, store)
         } else {
-            CaKeys::load(&config.data_dir)?
+            // Keys first: an offline command run in the wrong place must not create a store.
+            let keys = CaKeys::load(&config.data_dir)?;
+            (keys, SqliteStore::open(&config.store_path())?)
         };
+        let found = CaKeyFingerprints {
+            user: keys.user.fingerprint(),
+            host: keys.host.fingerprint(),
+        };
+        let recorded = store.record_ca_keys(&found)?;
+        if recorded != found {
+            return Err(OpenError::KeysNotOfStore(format!(
+                "the CA keys in {} (user CA {}, host CA {}) are not the ones {} belongs to \
+                 (user CA {}, host CA {}): refusing to mix them",
+                keys_dir.display(),
+                found.user,
+                found.host,
+                absolute(&config.store_path()).display(),
+                recorded.user,
+                recorded.host
+            )));
+        }
         let policy = load_policy(&config)?;
-        let store = SqliteStore::open(&config.store_path())?;
         let audit = AuditLog::open(&config.audit_path())?;
         let unreleased = crate::commit::reconcile_unreleased(&store, &audit)?;
         if unreleased > 0 {
@@ -164,7 +195,14 @@ impl Authority {
             audit,
             commits: GroupCommit::default(),
             join_guard: Default::default(),
+            login_denials: crate::denials::Denials::new("api.login_refused"),
+            created_keys,
         })
+    }
+
+    /// Whether opening created the CA keys (a server's first start).
+    pub fn created_keys(&self) -> bool {
+        self.created_keys
     }
 
     /// The configuration it was opened with.
@@ -185,6 +223,24 @@ impl Authority {
     /// The failed-join limiter (host joins over the API).
     pub fn join_guard(&self) -> &crate::join_guard::JoinGuard {
         &self.join_guard
+    }
+
+    /// Refused API logins, audited in aggregate per source.
+    pub fn login_denials(&self) -> &crate::denials::Denials {
+        &self.login_denials
+    }
+
+    /// Writes the aggregated refusal summaries (failed joins, refused logins) whose window
+    /// has ended, or all of them with `all` (at shutdown).
+    pub fn flush_denials(&self, all: bool) {
+        let now = std::time::Instant::now();
+        let mut due = self.join_guard.flush(now, all);
+        due.extend(self.login_denials.flush(now, all));
+        if !due.is_empty()
+            && let Err(err) = self.audit.append_batch(due)
+        {
+            tracing::error!(%err, "cannot audit refusal summaries");
+        }
     }
 
     /// The audit log.
@@ -421,6 +477,30 @@ impl Authority {
 
 fn type_name(cert_type: CertType) -> &'static str {
     if cert_type.is_host() { "host" } else { "user" }
+}
+
+/// `path` made absolute (for messages that must say exactly where), or as given.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Before creating CA keys: refuses when the store already belongs to other keys (recorded,
+/// or, for a store from before keys were recorded, shown by the certificates it holds).
+fn refuse_other_keys(store: &SqliteStore, config: &CaConfig) -> Result<(), OpenError> {
+    let recorded = match store.ca_keys()? {
+        Some(keys) => format!("user CA {}, host CA {}", keys.user, keys.host),
+        None => match store.issued_count()? {
+            0 => return Ok(()),
+            n => format!("{n} certificates issued by them"),
+        },
+    };
+    Err(OpenError::KeysNotOfStore(format!(
+        "{} belongs to other CA keys ({recorded}), but {} has no CA key files: refusing to \
+         create new CA keys next to it; restore user_ca and host_ca there, or point data_dir \
+         elsewhere",
+        absolute(&config.store_path()).display(),
+        absolute(&config.data_dir).display()
+    )))
 }
 
 fn load_policy(config: &CaConfig) -> Result<Policy, ConfigError> {

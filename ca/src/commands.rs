@@ -83,8 +83,20 @@ fn kind(arg: &KindArg) -> CertType {
 
 /// `ssh-ca init`.
 pub fn init(config: &CaConfig) -> Result<()> {
-    let keys = CaKeys::init(&config.data_dir)?;
-    let authority = open(config)?;
+    if let Some(existing) = CaKeys::paths(&config.data_dir)
+        .into_iter()
+        .find(|p| p.exists())
+    {
+        return Err(jitssh_shared::keys::KeyError::Exists(existing).into());
+    }
+    let authority = Authority::open(
+        config.clone(),
+        OpenOptions {
+            init_keys: true,
+            serial_block: 1,
+        },
+    )?;
+    let keys = authority.keys().clone();
     authority.audit().append(
         audit::AuditEvent::new("ca.init")
             .with("user_ca", keys.user.fingerprint())
@@ -379,8 +391,21 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     tracing::info!(
         user_ca = %authority.keys().user.fingerprint(),
         host_ca = %authority.keys().host.fingerprint(),
+        dir = %crate::authority::absolute(&config.data_dir).display(),
         config = %config.origin,
-        "CA keys loaded"
+        "{}",
+        if authority.created_keys() {
+            "CA keys created"
+        } else {
+            "CA keys loaded"
+        }
+    );
+    let policy = authority.policy();
+    tracing::info!(
+        users = policy.users().count(),
+        roles = policy.roles().count(),
+        policy = %crate::authority::absolute(&config.policy).display(),
+        "policy loaded"
     );
     authority.write_krl_file()?;
     crate::api::spawn_policy_reloader(authority.clone())?;
@@ -393,26 +418,17 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
-    write_join_denials(&authority, true);
+    authority.flush_denials(true);
     Ok(())
 }
 
-/// Writes the aggregated `host.join_denied` summaries whose window has ended, every few
-/// seconds, for as long as the server runs.
+/// Writes the aggregated refusal summaries (`host.join_denied`, `api.login_refused`) whose
+/// window has ended, every few seconds, for as long as the server runs.
 async fn flush_join_denials(authority: std::sync::Arc<Authority>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         let authority = authority.clone();
-        let _ = tokio::task::spawn_blocking(move || write_join_denials(&authority, false)).await;
-    }
-}
-
-fn write_join_denials(authority: &Authority, all: bool) {
-    let due = authority.join_guard().flush(std::time::Instant::now(), all);
-    if !due.is_empty()
-        && let Err(err) = authority.audit().append_batch(due)
-    {
-        tracing::error!(%err, "cannot audit failed host joins");
+        let _ = tokio::task::spawn_blocking(move || authority.flush_denials(false)).await;
     }
 }
 

@@ -1,5 +1,5 @@
 //! The binaries' edge, shared by `ssh-ca` and `ssh-bastion`: one-line errors, clap usage
-//! errors as one line, and logging set-up.
+//! errors as one line, a quiet end when standard output is a closed pipe, and logging set-up.
 
 use std::process::ExitCode;
 
@@ -35,12 +35,71 @@ pub fn usage_error(program: &str, err: clap::Error) -> ExitCode {
     }
 }
 
-/// An error and its causes as one line.
+/// An error and its causes as one line, each cause once: a cause whose text is already part
+/// of the message before it (`cannot listen on ...: Address already in use (os error 98)`
+/// wrapping the same io error) is not repeated.
 pub fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() || parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// The binaries' failure: one line on stderr and exit status 1, or, when the error is only
+/// that standard output is a closed pipe (`ssh-ca issued | head`), a quiet success.
+pub fn fail(program: &str, err: &anyhow::Error) -> ExitCode {
+    let broken_pipe = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe && stdout_is_closed_pipe() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{program}: error: {}", one_line(err));
+    ExitCode::FAILURE
+}
+
+/// Makes a `println!` to a closed pipe end the program quietly (exit 0) instead of panicking
+/// with "failed printing to stdout: Broken pipe" (exit 101). SIGPIPE stays ignored, as Rust
+/// sets it, so servers survive a peer closing a socket; only a failed print to a standard
+/// output that really is a closed pipe ends the process. Other panics are reported as usual.
+pub fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && stdout_is_closed_pipe() {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
+}
+
+/// Is standard output a pipe whose reading end is closed? (`poll` reports `POLLERR` on such a
+/// pipe's writing end.)
+fn stdout_is_closed_pipe() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes exactly the one pollfd passed, which lives on our stack.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & libc::POLLERR != 0
 }
 
 /// Logs to stderr, filtered by the environment variable `filter_var` (default `info`), as

@@ -1,31 +1,28 @@
 //! Failed host joins: a token bucket per source address and per key, and aggregated audit
-//! records.
+//! records ([`crate::denials`]).
 //!
 //! As user `host` any SSH key may try join tokens. Each failure costs a token from the
 //! bucket of its source address and of its key; with a bucket empty, further attempts are
 //! refused at once ("too many failed joins, retry in Ns") without touching the store. Failures
-//! are audited as `host.join_denied`, one record when a source's window opens (so a single
-//! failure is on record at once) and one summary with the count when it closes, instead of
-//! one fsynced record per attempt. Memory is bounded: at most [`MAX_TRACKED`] buckets and
-//! windows, full buckets are forgotten first.
+//! are audited as `host.join_denied` in aggregate (one record per source per window, see
+//! [`crate::denials`]). Memory is bounded: at most [`MAX_TRACKED`] buckets, full buckets are
+//! forgotten first.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jitssh_shared::audit::AuditEvent;
 
+use crate::denials::Denials;
+
 /// Failed joins allowed in a burst, per source address and per key.
 pub const BURST: f64 = 5.0;
 /// How fast the allowance comes back: one failed join per this long.
 pub const REFILL_EVERY: Duration = Duration::from_secs(12);
-/// One aggregated audit record per source per window.
-pub const WINDOW: Duration = Duration::from_secs(60);
-/// Buckets and windows kept at most (each well under 200 bytes).
+/// Buckets kept at most (each well under 200 bytes).
 pub const MAX_TRACKED: usize = 10_000;
-/// Key fingerprints named in one audit record at most.
-const MAX_KEYS_PER_RECORD: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -44,25 +41,24 @@ impl Bucket {
     }
 }
 
-/// What one source did within a window, not yet audited.
-#[derive(Debug)]
-struct Window {
-    opened: Instant,
-    failures: u64,
-    limited: u64,
-    keys: BTreeSet<String>,
-}
-
 #[derive(Default)]
 struct State {
     buckets: HashMap<String, Bucket>,
-    windows: HashMap<IpAddr, Window>,
 }
 
 /// The failed-join limiter of one authority.
-#[derive(Default)]
 pub struct JoinGuard {
     state: Mutex<State>,
+    denials: Denials,
+}
+
+impl Default for JoinGuard {
+    fn default() -> Self {
+        JoinGuard {
+            state: Mutex::default(),
+            denials: Denials::new("host.join_denied"),
+        }
+    }
 }
 
 fn bucket_keys(peer: IpAddr, key: &str) -> [String; 2] {
@@ -112,73 +108,23 @@ impl JoinGuard {
                 );
             }
         }
-        let mut due = Vec::new();
-        if let Some(window) = state.windows.get_mut(&peer) {
-            window.failures += u64::from(!limited);
-            window.limited += u64::from(limited);
-            if window.keys.len() < MAX_KEYS_PER_RECORD {
-                window.keys.insert(key.to_string());
-            }
-            return due;
-        }
-        if state.windows.len() >= MAX_TRACKED {
-            // Full: close every window now rather than forget its count.
-            due.extend(Self::close(&mut state, |_| true, now));
-        }
-        state.windows.insert(
-            peer,
-            Window {
-                opened: now,
-                failures: 0,
-                limited: 0,
-                keys: BTreeSet::new(),
-            },
-        );
-        due.push(event(
-            peer,
-            u64::from(!limited),
-            u64::from(limited),
-            [key.to_string()],
-            None,
-        ));
-        due
+        drop(state);
+        self.denials.note(peer, key, limited, false, now, || {
+            AuditEvent::new("host.join_denied").with(
+                "reason",
+                if limited {
+                    "too many failed joins"
+                } else {
+                    "invalid, spent or expired join token"
+                },
+            )
+        })
     }
 
     /// Summaries of the windows that have ended (call it now and then, and at shutdown with
     /// `all`).
     pub fn flush(&self, now: Instant, all: bool) -> Vec<AuditEvent> {
-        let mut state = self.lock();
-        Self::close(
-            &mut state,
-            |w| all || now.saturating_duration_since(w.opened) >= WINDOW,
-            now,
-        )
-    }
-
-    fn close(state: &mut State, done: impl Fn(&Window) -> bool, now: Instant) -> Vec<AuditEvent> {
-        let ended: Vec<IpAddr> = state
-            .windows
-            .iter()
-            .filter(|(_, w)| done(w))
-            .map(|(peer, _)| *peer)
-            .collect();
-        let mut due = Vec::new();
-        for peer in ended {
-            let Some(window) = state.windows.remove(&peer) else {
-                continue;
-            };
-            if window.failures + window.limited > 0 {
-                let secs = now.saturating_duration_since(window.opened).as_secs();
-                due.push(event(
-                    peer,
-                    window.failures,
-                    window.limited,
-                    window.keys,
-                    Some(secs),
-                ));
-            }
-        }
-        due
+        self.denials.flush(now, all)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -197,29 +143,6 @@ fn prune_buckets(buckets: &mut HashMap<String, Bucket>, now: Instant) {
     {
         buckets.remove(&oldest);
     }
-}
-
-fn event(
-    peer: IpAddr,
-    failures: u64,
-    limited: u64,
-    keys: impl IntoIterator<Item = String>,
-    window_secs: Option<u64>,
-) -> AuditEvent {
-    AuditEvent::new("host.join_denied")
-        .with("peer", peer.to_string())
-        .with("failures", failures)
-        .with("rate_limited", limited)
-        .with("keys", keys.into_iter().collect::<Vec<_>>())
-        .with("window_secs", window_secs)
-        .with(
-            "reason",
-            if window_secs.is_some() {
-                "more failed joins from this source in the window"
-            } else {
-                "invalid, spent or expired join token"
-            },
-        )
 }
 
 #[cfg(test)]
@@ -255,8 +178,8 @@ mod tests {
                 .flush(start + Duration::from_secs(1), false)
                 .is_empty()
         );
-        let summary = guard.flush(start + WINDOW, false);
+        let summary = guard.flush(start + crate::denials::WINDOW, false);
         assert_eq!(summary.len(), 1);
-        assert_eq!(summary[0].fields["failures"], 4);
+        assert_eq!(summary[0].fields["refused"], 4);
     }
 }

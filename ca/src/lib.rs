@@ -11,6 +11,7 @@ pub mod client;
 pub mod commands;
 pub mod commit;
 pub mod config;
+pub mod denials;
 pub mod edge;
 pub mod hosts;
 pub mod join_guard;

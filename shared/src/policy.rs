@@ -482,6 +482,11 @@ impl Policy {
         self.users.values()
     }
 
+    /// All roles.
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.roles.values()
+    }
+
     /// The defaults section.
     pub fn defaults(&self) -> &Defaults {
         &self.defaults

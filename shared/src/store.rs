@@ -135,6 +135,23 @@ pub trait Store: Send + Sync {
     fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError>;
     /// All revocations, oldest first.
     fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+    /// The CA keys this store belongs to, as recorded by [`Store::record_ca_keys`].
+    fn ca_keys(&self) -> Result<Option<CaKeyFingerprints>, StoreError>;
+    /// Records the CA keys this store belongs to, unless some are recorded already; returns
+    /// what is recorded afterwards.
+    fn record_ca_keys(&self, keys: &CaKeyFingerprints) -> Result<CaKeyFingerprints, StoreError>;
+    /// How many certificates were issued (stored) so far.
+    fn issued_count(&self) -> Result<u64, StoreError>;
+}
+
+/// SHA-256 fingerprints of the two CA keys a store belongs to, so a store is never silently
+/// paired with other (for instance freshly created) CA keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaKeyFingerprints {
+    /// The user CA.
+    pub user: String,
+    /// The host CA.
+    pub host: String,
 }
 
 /// [`Store`] on a SQLite database file.
@@ -152,6 +169,7 @@ CREATE TABLE IF NOT EXISTS issued (
     issued_at INTEGER NOT NULL,
     state INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revocations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     item TEXT NOT NULL UNIQUE,
@@ -430,6 +448,34 @@ impl Store for SqliteStore {
     fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
         self.with_conn(|conn| {
             self.json_records(conn, "SELECT record FROM revocations ORDER BY id", [])
+        })
+    }
+
+    fn ca_keys(&self) -> Result<Option<CaKeyFingerprints>, StoreError> {
+        self.with_conn(|conn| {
+            self.json_record(conn, "SELECT value FROM meta WHERE name = 'ca_keys'", [])
+        })
+    }
+
+    fn record_ca_keys(&self, keys: &CaKeyFingerprints) -> Result<CaKeyFingerprints, StoreError> {
+        let value = self.encode(keys)?;
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('ca_keys', ?1)",
+                params![value],
+            )
+            .map_err(|e| self.sqlite(e))?;
+            self.json_record(conn, "SELECT value FROM meta WHERE name = 'ca_keys'", [])?
+                .ok_or_else(|| self.corrupt("the CA keys record vanished"))
+        })
+    }
+
+    fn issued_count(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            let count: i64 = conn
+                .query_row("SELECT COUNT(*) FROM issued", [], |r| r.get(0))
+                .map_err(|e| self.sqlite(e))?;
+            Ok(count.max(0) as u64)
         })
     }
 }

@@ -25,9 +25,8 @@ const STDIN_GRACE: Duration = Duration::from_millis(700);
 const MAX_CHANNELS: usize = 8;
 /// How long a command waits for its stdin to end once data has started.
 const STDIN_LIMIT: Duration = Duration::from_secs(10);
-/// Refusals audited per connection (distinct reasons); more are only logged, so a client
-/// cycling through keys cannot make the CA fsync without bound.
-const MAX_AUDITED_REFUSALS: usize = 3;
+/// Distinct refusal reasons kept per connection (the latest is the explanation).
+const MAX_REFUSALS_KEPT: usize = 3;
 
 /// Who `user` authenticating with `key` is, or why they are refused (a reason they can act
 /// on, that never names another key's owner). User `host` is any key (commands check
@@ -39,7 +38,7 @@ pub fn identity_for(
     authority: &Authority,
     user: &str,
     key: &PublicKey,
-) -> Result<Identity, String> {
+) -> Result<Identity, LoginRefusal> {
     let (identity, person) = match user {
         "host" => (Identity::Host { key: key.clone() }, None),
         "bastion" => {
@@ -49,13 +48,16 @@ pub fn identity_for(
                 .iter()
                 .any(|k| k.key_data() == key.key_data());
             if !listed {
-                return Err("this key is not a configured bastion key (bastion_keys)".into());
+                return Err(LoginRefusal::unknown(
+                    "this key is not a configured bastion key (bastion_keys)",
+                ));
             }
             (Identity::Bastion { key: key.clone() }, None)
         }
         name => {
             let policy = authority.policy();
-            match policy.user_by_key(key) {
+            let owner = policy.user_by_key(key);
+            match owner {
                 Some(owner) if owner.name == name => (
                     Identity::User {
                         name: name.to_string(),
@@ -64,21 +66,48 @@ pub fn identity_for(
                     Some(name),
                 ),
                 _ => {
-                    return Err(format!(
-                        "key {} is not enrolled for {}",
-                        key.fingerprint(HashAlg::Sha256),
-                        printable(name)
-                    ));
+                    return Err(LoginRefusal {
+                        reason: format!(
+                            "key {} is not enrolled for {}",
+                            key.fingerprint(HashAlg::Sha256),
+                            printable(name)
+                        ),
+                        known_key: owner.is_some(),
+                    });
                 }
             }
         }
     };
     match authority.revoked_subject(key.key_data(), person) {
         Ok(None) => Ok(identity),
-        Ok(Some(why)) => Err(why),
+        Ok(Some(reason)) => Err(LoginRefusal {
+            reason,
+            known_key: true,
+        }),
         Err(err) => {
             tracing::error!(%err, "cannot read revocations; refusing the login");
-            Err("the CA cannot check revocations right now; try again later".into())
+            Err(LoginRefusal::unknown(
+                "the CA cannot check revocations right now; try again later",
+            ))
+        }
+    }
+}
+
+/// Why a login to the CA API was refused.
+#[derive(Debug, Clone)]
+pub struct LoginRefusal {
+    /// What the client is told.
+    pub reason: String,
+    /// The key is one the CA knows (enrolled or revoked): its refusals get full audit records
+    /// of their own, while unknown keys, which anyone can make up, are aggregated per source.
+    pub known_key: bool,
+}
+
+impl LoginRefusal {
+    fn unknown(reason: &str) -> LoginRefusal {
+        LoginRefusal {
+            reason: reason.to_string(),
+            known_key: false,
         }
     }
 }
@@ -154,38 +183,51 @@ impl ApiHandler {
     }
 
     /// [`identity_for`] on a blocking thread (it reads the store).
-    async fn lookup(&self, user: &str, key: &PublicKey) -> Result<Identity, String> {
+    async fn lookup(&self, user: &str, key: &PublicKey) -> Result<Identity, LoginRefusal> {
         let authority = self.authority.clone();
         let (user, key) = (user.to_string(), key.clone());
         tokio::task::spawn_blocking(move || identity_for(&authority, &user, &key))
             .await
-            .unwrap_or_else(|_| Err("internal error".into()))
+            .unwrap_or_else(|_| Err(LoginRefusal::unknown("internal error")))
     }
 
-    /// Refuses a login: logs it, audits the first few distinct reasons, and offers
+    /// Refuses a login: logs it, audits it (aggregated per source, see [`crate::denials`];
+    /// a known key, e.g. a revoked one, gets its own full record), and offers
     /// keyboard-interactive so an interactive client comes back to hear why (the answer is a
     /// disconnect carrying the reason, which OpenSSH prints even at `LogLevel=ERROR`).
-    async fn refuse(&mut self, user: &str, key: &PublicKey, why: String) -> Auth {
+    async fn refuse(&mut self, user: &str, key: &PublicKey, refusal: LoginRefusal) -> Auth {
+        let why = refusal.reason;
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         tracing::info!(peer = %self.peer, user = %printable(user), key = %fingerprint, reason = %why, "API login refused");
         let seen = self.refusals.contains(&why);
-        if !seen && self.refusals.len() < MAX_AUDITED_REFUSALS {
-            let event = jitssh_shared::audit::AuditEvent::new("api.login_refused")
-                .with("peer", self.peer.ip().to_string())
-                .with("user", printable(user))
-                .with("key", fingerprint)
-                .with("reason", why.as_str());
-            let authority = self.authority.clone();
-            let written =
-                tokio::task::spawn_blocking(move || authority.audit().append(event).map(|_| ()))
-                    .await;
-            if !matches!(written, Ok(Ok(()))) {
-                tracing::error!("cannot audit a refused API login");
+        if !seen {
+            // Audited in aggregate per source: one full record, then a summary per window.
+            let due = self.authority.login_denials().note(
+                self.peer.ip(),
+                &fingerprint,
+                false,
+                refusal.known_key,
+                std::time::Instant::now(),
+                || {
+                    jitssh_shared::audit::AuditEvent::new("api.login_refused")
+                        .with("user", printable(user))
+                        .with("reason", why.as_str())
+                },
+            );
+            if !due.is_empty() {
+                let authority = self.authority.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    authority.audit().append_batch(due).map(|_| ())
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
+                    tracing::error!("cannot audit a refused API login");
+                }
             }
         }
         // The explanation is the latest reason; the list stays small and distinct.
         self.refusals.retain(|r| *r != why);
-        if self.refusals.len() < MAX_AUDITED_REFUSALS || seen {
+        if self.refusals.len() < MAX_REFUSALS_KEPT || seen {
             self.refusals.push(why);
         } else if let Some(last) = self.refusals.last_mut() {
             *last = why;

@@ -208,7 +208,12 @@ pub fn spawn_policy_reloader(authority: Arc<Authority>) -> std::io::Result<()> {
             let result = tokio::task::spawn_blocking(move || reloading.reload_policy()).await;
             match result {
                 Ok(Ok(())) => {
-                    tracing::info!("policy reloaded");
+                    let policy = authority.policy();
+                    tracing::info!(
+                        users = policy.users().count(),
+                        roles = policy.roles().count(),
+                        "policy reloaded"
+                    );
                     let event = jitssh_shared::audit::AuditEvent::new("policy.reloaded")
                         .with("policy", authority.config().policy.display().to_string());
                     if let Err(err) = authority.audit().append(event) {
