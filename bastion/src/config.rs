@@ -275,7 +275,7 @@ fn default_auth_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
 }
 fn default_max_startups_per_source() -> usize {
-    10
+    32
 }
 fn default_auth_rejection_time() -> HumanDuration {
     HumanDuration::from_secs(1)

@@ -78,7 +78,7 @@ fn default_handshake_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
 }
 fn default_max_startups_per_source() -> usize {
-    10
+    32
 }
 fn default_idle_timeout() -> HumanDuration {
     HumanDuration::from_secs(60)

@@ -45,9 +45,9 @@ pub struct Startups {
 impl Default for Startups {
     fn default() -> Self {
         Startups {
-            start: 10,
+            start: 64,
             rate: 30,
-            full: 100,
+            full: 256,
         }
     }
 }
@@ -60,7 +60,7 @@ impl fmt::Display for Startups {
 
 /// Why a `max_startups` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid max_startups {input:?}: {why} (expected start:rate:full, e.g. \"10:30:100\")")]
+#[error("invalid max_startups {input:?}: {why} (expected start:rate:full, e.g. \"64:30:256\")")]
 pub struct StartupsError {
     input: String,
     why: &'static str,
@@ -362,9 +362,9 @@ mod tests {
 
     #[test]
     fn startups_parse_and_refuse_nonsense() {
-        let parsed: Startups = "10:30:100".parse().unwrap();
+        let parsed: Startups = "64:30:256".parse().unwrap();
         assert_eq!(parsed, Startups::default());
-        assert_eq!(parsed.to_string(), "10:30:100");
+        assert_eq!(parsed.to_string(), "64:30:256");
         for bad in [
             "",
             "10",
