@@ -93,20 +93,20 @@ fn expired_and_not_yet_valid_certificates_are_refused_with_that_reason() {
     let out = interactive_login(&bastion, &late);
     assert_eq!(out.status, 255, "{out}");
     assert!(
-        out.stderr.contains("certificate expired at"),
+        out.stderr.contains("certificate expired at 20"),
         "told why: {out}"
     );
-    let line = refusal_record(&bastion, "certificate expired at");
+    let line = refusal_record(&bastion, "certificate expired at 20");
     assert!(line.contains("\"person\":\"late\""), "{line}");
 
     let early = certificate(&ca, &scratch, "early", "+1h:+2h", &["permit-pty"]);
     let out = interactive_login(&bastion, &early);
     assert_eq!(out.status, 255, "{out}");
     assert!(
-        out.stderr.contains("certificate is not valid yet"),
+        out.stderr.contains("certificate is not valid before 20"),
         "told why: {out}"
     );
-    let line = refusal_record(&bastion, "certificate is not valid yet");
+    let line = refusal_record(&bastion, "certificate is not valid before 20");
     assert!(line.contains("\"person\":\"early\""), "{line}");
 }
 
