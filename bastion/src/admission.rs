@@ -3,9 +3,10 @@
 //! needs I/O, so the caller asks the CA after [`admit`] and turns the verdict into a refusal
 //! with [`revocation_verdict`].
 //!
-//! russh only checks a certificate's signature against the CA key embedded in it (and its
-//! validity window); trust in that CA, the type, principals, critical options, revocation and
-//! the grant's target patterns are all decided here.
+//! russh only checks a certificate's signature against the CA key embedded in it; trust in
+//! that CA, the type, the validity window (russh's own check is patched out so the person
+//! hears "expired at ...", see vendor/russh/PATCHED.md), principals, critical options,
+//! revocation and the grant's target patterns are all decided here.
 
 use std::net::IpAddr;
 

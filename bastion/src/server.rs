@@ -265,6 +265,30 @@ async fn connection(shared: Arc<Shared>, config: Arc<Config>, accepted: Connecti
             Err(err) => format!("connection error: {err}"),
         };
         session.finish(&outcome).await;
+    } else if let Err(err) = outcome {
+        tracing::info!(%peer, "connection failed before login: {err}");
+        if let Some(reason) = undecodable_credential(&err) {
+            let event = jitssh_shared::audit::AuditEvent::new("login.refused")
+                .with("peer", peer.to_string())
+                .with("reason", reason);
+            shared.audit.record_or_log(event).await;
+        }
+    }
+}
+
+/// The refusal reason when a connection failed because the key or certificate the client
+/// offered cannot be decoded (russh ends the connection before the handler sees it, e.g. a
+/// certificate with a duplicated extension), so it is audited like any other refusal.
+fn undecodable_credential(err: &crate::front::FrontError) -> Option<String> {
+    let crate::front::FrontError::Ssh(err) = err;
+    match err {
+        russh::Error::SshKey(why) => Some(format!(
+            "certificate refused: the offered key or certificate cannot be decoded ({why})"
+        )),
+        russh::Error::Keys(why) => Some(format!(
+            "certificate refused: the offered key or certificate cannot be decoded ({why})"
+        )),
+        _ => None,
     }
 }
 

@@ -49,7 +49,7 @@ impl Default for Startups {
         Startups {
             start: 64,
             rate: 30,
-            full: 192,
+            full: 256,
         }
     }
 }
@@ -62,7 +62,7 @@ impl fmt::Display for Startups {
 
 /// Why a `max_startups` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid max_startups {input:?}: {why} (expected start:rate:full, e.g. \"10:30:100\")")]
+#[error("invalid max_startups {input:?}: {why} (expected start:rate:full, e.g. \"64:30:256\")")]
 pub struct StartupsError {
     input: String,
     why: &'static str,
@@ -364,9 +364,9 @@ mod tests {
 
     #[test]
     fn startups_parse_and_refuse_nonsense() {
-        let parsed: Startups = "64:30:192".parse().unwrap();
+        let parsed: Startups = "64:30:256".parse().unwrap();
         assert_eq!(parsed, Startups::default());
-        assert_eq!(parsed.to_string(), "64:30:192");
+        assert_eq!(parsed.to_string(), "64:30:256");
         for bad in [
             "",
             "10",

@@ -209,10 +209,10 @@ pub enum Rejection {
         got: &'static str,
     },
     /// Before `valid_after`.
-    #[error("certificate is not valid yet (valid from unix time {0})")]
+    #[error("certificate is not valid before {}", utc(*.0))]
     NotYetValid(u64),
     /// At or after `valid_before`.
-    #[error("certificate expired at unix time {0}")]
+    #[error("certificate expired at {}", utc(*.0))]
     Expired(u64),
     /// No principals: refused rather than read as "anyone".
     #[error("certificate has no principals")]
@@ -226,6 +226,18 @@ pub enum Rejection {
     /// `source-address` does not include the peer (or the option is malformed).
     #[error("source-address {0:?} does not allow {1}")]
     SourceAddress(String, String),
+}
+
+/// Unix seconds as `2026-11-23 18:00:00Z` for refusal messages (the raw number if out of
+/// range).
+fn utc(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map_or_else(
+            || unix.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        )
 }
 
 fn type_name(cert_type: CertType) -> &'static str {

@@ -1,5 +1,6 @@
 //! A pre-authentication flood: many TCP connections from 127.0.0.1 that send only the SSH
-//! client banner and then stall, as an attacker holding connection slots would.
+//! client banner (or half a KEXINIT) and then stall, as an attacker holding connection slots
+//! would.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -25,15 +26,18 @@ pub struct Flood {
 }
 
 impl Flood {
-    /// Opens `count` connections to `127.0.0.1:port`, each sending only `SSH-2.0-flood\r\n`.
-    /// A connection the server refuses outright counts as closed.
+    /// Opens `count` connections to `127.0.0.1:port`, each sending only `SSH-2.0-flood\r\n`,
+    /// every other one followed by the first bytes of a KEXINIT packet (announcing 1000 bytes,
+    /// sending 6), so both the banner and the key exchange phase stall.
     pub fn open(port: u16, count: usize) -> Flood {
+        const BANNER: &[u8] = b"SSH-2.0-flood\r\n";
+        const HALF_KEXINIT: &[u8] = b"SSH-2.0-flood\r\n\x00\x00\x03\xe8\x0a\x14";
         let mut sockets = Vec::with_capacity(count);
-        for _ in 0..count {
+        for i in 0..count {
             let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
                 continue;
             };
-            let _ = stream.write_all(b"SSH-2.0-flood\r\n");
+            let _ = stream.write_all(if i % 2 == 0 { BANNER } else { HALF_KEXINIT });
             stream.set_nonblocking(true).expect("set non-blocking");
             sockets.push((stream, FloodState::Waiting));
         }

@@ -135,6 +135,7 @@ pub async fn serve_connection(
     // Replies are small and latency-bound: never let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let handle_slot = Arc::new(OnceLock::new());
+    let (audit_to, authenticated) = (authority.clone(), ticket.clone());
     let handler = ApiHandler {
         authority,
         peer,
@@ -150,9 +151,40 @@ pub async fn serve_connection(
             let _ = handle_slot.set(session.handle());
             if let Err(err) = session.await {
                 tracing::debug!(%peer, %err, "connection ended with an error");
+                if !authenticated.is_authenticated()
+                    && let Some(reason) = undecodable_credential(&err)
+                {
+                    audit_refusal(&audit_to, peer, reason).await;
+                }
             }
         }
         Err(err) => tracing::debug!(%peer, %err, "connection setup failed"),
+    }
+}
+
+/// The refusal reason when the key or certificate a client offered cannot be decoded: russh
+/// ends the connection before any handler runs (e.g. a certificate with a repeated extension).
+fn undecodable_credential(err: &russh::Error) -> Option<String> {
+    match err {
+        russh::Error::SshKey(why) => Some(format!(
+            "the offered key or certificate cannot be decoded ({why})"
+        )),
+        russh::Error::Keys(why) => Some(format!(
+            "the offered key or certificate cannot be decoded ({why})"
+        )),
+        _ => None,
+    }
+}
+
+/// Writes an `api.login_refused` audit record (or logs why it cannot).
+async fn audit_refusal(authority: &Arc<Authority>, peer: SocketAddr, reason: String) {
+    let authority = authority.clone();
+    let event = jitssh_shared::audit::AuditEvent::new("api.login_refused")
+        .with("peer", peer.to_string())
+        .with("reason", reason);
+    let written = tokio::task::spawn_blocking(move || authority.audit().append(event)).await;
+    if !matches!(written, Ok(Ok(_))) {
+        tracing::error!(%peer, "cannot audit a refused API login");
     }
 }
 
