@@ -62,12 +62,14 @@ impl RecordingSetup {
             }
         })?;
         let seal_key = CaSigner::from_openssh(&text, host_key)?;
+        let index = Arc::new(SqliteStore::open(index)?);
+        let quotas = Quotas::new(root, &policy).with_index(index.clone());
         Ok(RecordingSetup {
+            quotas: Arc::new(quotas),
             root: root.to_path_buf(),
-            quotas: Arc::new(Quotas::new(root, &policy)),
             policy,
             seal_key: Arc::new(seal_key),
-            index: Arc::new(SqliteStore::open(index)?),
+            index,
         })
     }
 }

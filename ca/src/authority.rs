@@ -510,8 +510,9 @@ fn load_policy(config: &CaConfig) -> Result<Policy, ConfigError> {
     Policy::load(&config.policy)
 }
 
-/// Replaces `path` with `bytes`, mode `mode` (set explicitly, whatever the umask), so
-/// readers see the old or the new content, never a mix.
+/// Replaces `path` with `bytes` so readers see the old or the new content, never a mix. A new
+/// file gets `mode` (set explicitly, whatever the umask); a replaced one keeps its mode (an
+/// operator's `chmod 640` of a host certificate stays), less group and other write.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -527,6 +528,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .truncate(true)
         .mode(mode)
         .open(&temp)?;
+    let mode = std::fs::metadata(path).map_or(mode, |m| m.permissions().mode() & 0o755);
     file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.write_all(bytes)?;
     file.sync_all()?;

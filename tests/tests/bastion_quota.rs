@@ -8,14 +8,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use jitssh_tests::{
-    Bastion, KeyPair, Output, Scratch, Sshd, asciinema_cat, run, target, tool, user,
+    Bastion, CaFixture, KeyPair, Output, Scratch, Sshd, asciinema_cat, run, target, tool, user,
 };
 
 struct World {
     scratch: Scratch,
+    ca: CaFixture,
     bastion: Bastion,
-    _web01: Sshd,
+    web01: Sshd,
     alice: KeyPair,
+    extra: String,
 }
 
 fn world(extra: &str) -> World {
@@ -30,13 +32,25 @@ fn world(extra: &str) -> World {
     );
     World {
         scratch,
+        ca,
         bastion,
-        _web01: web01,
+        web01,
         alice,
+        extra: extra.to_owned(),
     }
 }
 
 impl World {
+    /// Stops the bastion and starts it again on the same data.
+    fn restart(&mut self) {
+        self.bastion.daemon.stop();
+        self.bastion = Bastion::start(
+            &self.ca,
+            &[("web01", format!("127.0.0.1:{}", self.web01.port()))],
+            &self.extra,
+        );
+    }
+
     /// `ssh -tt root@web01 COMMAND` through the bastion.
     fn pty(&self, command: &str) -> Output {
         let out = self
@@ -172,13 +186,14 @@ fn pty_output_past_the_session_quota_is_kept_as_size_and_digest() {
 }
 
 #[test]
-fn a_person_past_their_quota_is_recorded_as_size_and_digest_in_every_session() {
-    let w = world("[recordings]\nmax_person_bytes = 1048576\nperson_window = \"1h\"\n");
+fn a_person_past_their_quota_is_recorded_as_size_and_digest_across_restarts() {
+    let mut w = world("[recordings]\nmax_person_bytes = 1048576\nperson_window = \"1h\"\n");
     // The first session stays under the person's quota and is stored in full.
     w.pty("echo first-session; head -c 600000 /dev/urandom | base64");
     let first = w.recording_with("first-session");
     assert!(!seal(&first)["channels"][0]["bulk_out"].is_object());
-    // The second one reaches it.
+    // A restart does not forget it: the second session reaches the quota.
+    w.restart();
     let out = w.pty("echo second-session; head -c 600000 /dev/urandom | base64");
     let second = w.recording_with("second-session");
     assert!(

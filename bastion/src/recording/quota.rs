@@ -9,8 +9,9 @@
 //!   session's recording files (casts, journal, chain) may take;
 //! - **per person** ([`RecordingPolicy::max_person_bytes`] over
 //!   [`RecordingPolicy::person_window_secs`], default 2 GiB per 24 hours): bytes recorded by
-//!   all the person's sessions that started in the window (kept in memory: a restart of the
-//!   bastion starts the tally afresh);
+//!   all the person's sessions that started in the window (kept in memory, and after a
+//!   restart taken from the session index and the recordings' sizes on disk the first time
+//!   the person is seen);
 //! - **free space** ([`RecordingPolicy::min_free_bytes`], default 1 GiB): below it, new
 //!   sessions are refused and running ones stop storing terminal content. That space is the
 //!   audit log's reserve: recordings stop before the disk is full, the audit log does not.
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use jitssh_shared::store::{SessionFilter, SessionIndex};
 use serde::{Deserialize, Serialize};
 
 use super::model::{BulkSwitch, RecordingPolicy};
@@ -133,7 +135,6 @@ struct Entry {
 }
 
 /// The limits shared by every session: the person tally and the free-space watch.
-#[derive(Debug)]
 pub struct Quotas {
     root: PathBuf,
     max_person_bytes: u64,
@@ -143,6 +144,20 @@ pub struct Quotas {
     tally: Mutex<HashMap<String, Vec<Entry>>>,
     /// Whether the disk was below the floor at the last look (to log crossings once).
     low: AtomicBool,
+    /// Where to find a person's earlier sessions the first time they are seen.
+    index: Option<Arc<dyn SessionIndex>>,
+}
+
+impl fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Quotas")
+            .field("root", &self.root)
+            .field("max_person_bytes", &self.max_person_bytes)
+            .field("window_secs", &self.window_secs)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("persons", &self.tally.try_lock().map(|t| t.len()).ok())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Quotas {
@@ -155,7 +170,16 @@ impl Quotas {
             min_free_bytes: policy.min_free_bytes,
             tally: Mutex::new(HashMap::new()),
             low: AtomicBool::new(false),
+            index: None,
         }
+    }
+
+    /// Seeds a person's tally from `index` (sessions started in the window, with the size
+    /// of their recordings on disk) the first time the person is seen, so a restart does not
+    /// reset it.
+    pub fn with_index(mut self, index: Arc<dyn SessionIndex>) -> Quotas {
+        self.index = Some(index);
+        self
     }
 
     /// Admission of a new session: refused when the disk is below the floor.
@@ -170,17 +194,29 @@ impl Quotas {
         }
     }
 
-    /// Opens `person`'s account for a session starting now.
+    /// Opens `person`'s account for a session starting now (call it before the session is
+    /// in the index). Blocking I/O the first time a person is seen.
     pub fn account(self: &Arc<Self>, person: &str) -> PersonAccount {
         let now = jitssh_shared::unix_now();
         let used = Arc::new(AtomicU64::new(0));
-        let mut tally = self.lock();
         let cutoff = now.saturating_sub(self.window_secs);
+        let known = self.lock().get(person).is_some_and(|e| !e.is_empty());
+        // Outside the lock: an index query and a few stats.
+        let earlier = if known {
+            Vec::new()
+        } else {
+            self.earlier_sessions(person, cutoff)
+        };
+        let mut tally = self.lock();
         tally.retain(|_, entries| {
             entries.retain(|e| e.started_at >= cutoff);
             !entries.is_empty()
         });
-        tally.entry(person.to_owned()).or_default().push(Entry {
+        let entries = tally.entry(person.to_owned()).or_default();
+        if entries.is_empty() {
+            entries.extend(earlier);
+        }
+        entries.push(Entry {
             started_at: now,
             used: used.clone(),
         });
@@ -189,6 +225,34 @@ impl Quotas {
             person: person.to_owned(),
             used,
         }
+    }
+
+    /// `person`'s sessions that started since `cutoff`, from the index, each with the bytes
+    /// its recording takes on disk. Errors count as nothing recorded (logged).
+    fn earlier_sessions(&self, person: &str, cutoff: u64) -> Vec<Entry> {
+        let Some(index) = &self.index else {
+            return Vec::new();
+        };
+        let filter = SessionFilter {
+            user: Some(person.to_owned()),
+            since: Some(cutoff),
+            ..SessionFilter::default()
+        };
+        let sessions = match index.list_sessions(&filter) {
+            Ok(sessions) => sessions,
+            Err(err) => {
+                tracing::warn!(%person, "recording quota: cannot read the session index: {err}");
+                return Vec::new();
+            }
+        };
+        sessions
+            .into_iter()
+            .filter(|s| s.started_at >= cutoff)
+            .map(|s| Entry {
+                started_at: s.started_at,
+                used: Arc::new(AtomicU64::new(dir_size(Path::new(&s.recording)))),
+            })
+            .collect()
     }
 
     /// Bytes recorded by `person`'s sessions in the window.
@@ -267,6 +331,17 @@ impl PersonAccount {
     }
 }
 
+/// Bytes of the files directly in `dir` (a recording has no subdirectories); 0 if gone.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .fold(0u64, u64::saturating_add)
+    })
+}
+
 /// Bytes available to unprivileged writers on the file system holding `path` (or its
 /// nearest existing ancestor); `None` if none can be looked at.
 fn free_bytes(path: &Path) -> Option<u64> {
@@ -315,6 +390,54 @@ mod tests {
         assert_eq!(a.person_limit(), 1000);
         b.charge(800);
         assert_eq!(a.person_limit(), 200);
+    }
+
+    #[test]
+    fn after_a_restart_the_tally_starts_from_the_index_and_the_disk() {
+        use jitssh_shared::store::{SessionRecord, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(SqliteStore::open(&dir.path().join("sessions.db")).unwrap());
+        let now = jitssh_shared::unix_now();
+        for (id, started_at, bytes) in [("recent", now - 60, 700), ("old", now - 7200, 900)] {
+            let rec = dir.path().join(id);
+            std::fs::create_dir(&rec).unwrap();
+            std::fs::write(rec.join("events.jsonl"), vec![b'x'; bytes]).unwrap();
+            index
+                .insert_session(&SessionRecord {
+                    id: id.into(),
+                    user: "alice".into(),
+                    key_id: "alice".into(),
+                    cert_serial: 1,
+                    client_addr: String::new(),
+                    target: "web01".into(),
+                    login: "root".into(),
+                    started_at,
+                    ended_at: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    exit_status: None,
+                    end_reason: None,
+                    recording: rec.display().to_string(),
+                })
+                .unwrap();
+        }
+        let policy = RecordingPolicy {
+            max_person_bytes: 1000,
+            min_free_bytes: 0,
+            person_window_secs: 3600,
+            ..RecordingPolicy::default()
+        };
+        let quotas = Arc::new(Quotas::new(dir.path(), &policy).with_index(index));
+        let a = quotas.account("alice");
+        assert_eq!(
+            a.person_limit(),
+            300,
+            "the recent session counts, the old one not"
+        );
+        // Seeded once: a second session of the same person does not count it twice.
+        let b = quotas.account("alice");
+        assert_eq!(b.person_limit(), 300);
+        assert_eq!(quotas.account("bob").person_limit(), 1000);
     }
 
     #[test]
