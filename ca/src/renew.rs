@@ -136,12 +136,12 @@ pub async fn renew(args: &RenewArgs) -> Result<RenewOutcome, RenewError> {
     let cert =
         Certificate::from_openssh(&text).map_err(|e| RenewError::BadCertificate(e.to_string()))?;
     check_certificate(&cert, &public, &host_ca)?;
-    // The operator chose the mode of a certificate file that is already there: keep it.
-    let mode = std::fs::metadata(&args.out)
-        .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777)
-        .unwrap_or(jitssh_shared::fsmode::PUBLIC_FILE);
-    write_atomic(&args.out, format!("{text}\n").as_bytes(), mode)
-        .map_err(|e| file_error(&args.out, e))?;
+    write_atomic(
+        &args.out,
+        format!("{text}\n").as_bytes(),
+        jitssh_shared::fsmode::PUBLIC_FILE,
+    )
+    .map_err(|e| file_error(&args.out, e))?;
     if let Some(command) = &args.reload_cmd {
         let status = std::process::Command::new("sh")
             .arg("-c")
