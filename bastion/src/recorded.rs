@@ -67,7 +67,7 @@ impl RecordingSetup {
             quotas: Arc::new(Quotas::new(root, &policy)),
             policy,
             seal_key: Arc::new(seal_key),
-            index: Arc::new(SqliteStore::open(index)?),
+            index: Arc::new(SqliteStore::open_session_index(index)?),
         })
     }
 }
