@@ -87,7 +87,7 @@ fn read_all_and_scan(store: &SqliteStore, cert: &Certificate) -> bool {
 
 fn revocation_checks(c: &mut Criterion) {
     let alice = CaSigner::generate("alice");
-    for count in [0, LOADED] {
+    for count in [0, 100, LOADED] {
         let dir = tempfile::tempdir().expect("tempdir");
         let authority = authority(dir.path(), count);
         let cert = certificate(&authority.keys().user, &alice);

@@ -34,8 +34,10 @@ pub struct RevocationSet {
     generation: u64,
     /// Where to continue reading the store ([`Store::revocations_since`]).
     cursor: u64,
-    /// Revocations for any CA (`None`) or for one CA's certificates.
-    sections: HashMap<Option<KeyData>, Section>,
+    /// Revocations for certificates of any CA (all of the store's).
+    any_ca: Section,
+    /// Revocations for one CA's certificates (a KRL's sections).
+    by_ca: HashMap<KeyData, Section>,
     /// Plain keys revoked outright (and every certificate for them), with the reason.
     keys: HashMap<KeyData, Option<String>>,
     /// A KRL's fingerprint sections, checked by the KRL code (never written by this CA).
@@ -65,7 +67,7 @@ impl RevocationSet {
     /// match nothing and is skipped, as the KRL skips it.
     pub fn add(&mut self, revocation: &Revocation) {
         let reason = revocation.reason.clone();
-        let wildcard = self.sections.entry(None).or_default();
+        let wildcard = &mut self.any_ca;
         match &revocation.item {
             Revoked::Serial(serial) => {
                 wildcard.serials.insert(*serial, reason);
@@ -91,10 +93,10 @@ impl RevocationSet {
             ..RevocationSet::default()
         };
         for group in &krl.certificates {
-            let section = set
-                .sections
-                .entry(group.ca_key.as_ref().map(|k| plain(k).clone()))
-                .or_default();
+            let section = match &group.ca_key {
+                Some(ca) => set.by_ca.entry(plain(ca).clone()).or_default(),
+                None => &mut set.any_ca,
+            };
             section.serials.extend(
                 group
                     .serials
@@ -126,10 +128,7 @@ impl RevocationSet {
     /// subject key, or its CA's key.
     pub fn revoked_reason(&self, cert: &Certificate) -> Option<String> {
         let ca = plain(cert.signature_key());
-        let sections = [
-            self.sections.get(&Some(ca.clone())),
-            self.sections.get(&None),
-        ];
+        let sections = [self.by_ca.get(ca), Some(&self.any_ca)];
         for section in sections.into_iter().flatten() {
             let serial = cert.serial();
             if serial != 0
@@ -159,7 +158,8 @@ impl RevocationSet {
             return Some(suffixed(what, &reason));
         }
         let key_id = key_id?;
-        self.sections.values().find_map(|section| {
+        let mut sections = std::iter::once(&self.any_ca).chain(self.by_ca.values());
+        sections.find_map(|section| {
             let reason = section.key_ids.get(key_id)?;
             Some(suffixed(format!("key id {key_id:?} is revoked"), reason))
         })
