@@ -62,7 +62,7 @@ impl RecordingSetup {
             }
         })?;
         let seal_key = CaSigner::from_openssh(&text, host_key)?;
-        let index = Arc::new(SqliteStore::open(index)?);
+        let index = Arc::new(SqliteStore::open_session_index(index)?);
         let quotas = Quotas::new(root, &policy).with_index(index.clone());
         Ok(RecordingSetup {
             quotas: Arc::new(quotas),

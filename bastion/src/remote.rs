@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jitssh_shared::krl::Krl;
+use jitssh_shared::revocation::RevocationSet;
 use jitssh_shared::ssh_key::public::KeyData;
 use jitssh_shared::ssh_key::{Certificate, PrivateKey, PublicKey};
 use ssh_ca::client::{CaClient, ClientError, ExecOutput};
@@ -53,7 +54,9 @@ pub struct RemoteIssuer {
     identity: PrivateKey,
     trust: Trust,
     client: tokio::sync::Mutex<Option<Arc<CaClient>>>,
-    krl: RwLock<(Krl, Instant)>,
+    /// The CA's KRL as a revocation set (the same checks as the all-in-one bastion), and
+    /// when it was fetched.
+    krl: RwLock<(Arc<RevocationSet>, Instant)>,
     max_krl_age: Duration,
 }
 
@@ -158,7 +161,7 @@ impl RemoteIssuer {
             host_ca,
             identity,
             client: tokio::sync::Mutex::new(Some(Arc::new(client))),
-            krl: RwLock::new((krl, Instant::now())),
+            krl: RwLock::new((Arc::new(RevocationSet::from_krl(&krl)), Instant::now())),
             max_krl_age: refresh * KRL_STALE_FACTOR,
         });
         tokio::spawn(refresh_krl(Arc::downgrade(&issuer), refresh));
@@ -263,7 +266,8 @@ async fn refresh_krl(issuer: std::sync::Weak<RemoteIssuer>, every: Duration) {
         };
         match fetched {
             Ok(krl) => {
-                *issuer.krl.write().unwrap_or_else(|p| p.into_inner()) = (krl, Instant::now());
+                let set = Arc::new(RevocationSet::from_krl(&krl));
+                *issuer.krl.write().unwrap_or_else(|p| p.into_inner()) = (set, Instant::now());
             }
             Err(why) => tracing::warn!("cannot refresh the KRL from the CA: {why}"),
         }
@@ -281,14 +285,14 @@ impl Issuer for RemoteIssuer {
     ) -> BoxFuture<'a, Result<Option<String>, IssuerError>> {
         let verdict = {
             let guard = self.krl.read().unwrap_or_else(|p| p.into_inner());
-            let (krl, fetched) = &*guard;
+            let (revocations, fetched) = &*guard;
             if fetched.elapsed() > self.max_krl_age {
                 Err(IssuerError::Unavailable(format!(
                     "the KRL is {}s old and could not be refreshed",
                     fetched.elapsed().as_secs()
                 )))
             } else {
-                Ok(krl.certificate_revoked(cert).map(|r| r.to_string()))
+                Ok(revocations.revoked_reason(cert))
             }
         };
         Box::pin(async move { verdict })

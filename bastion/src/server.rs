@@ -86,6 +86,7 @@ pub async fn serve(
     )?;
     let mut host_cert = None;
     let mut renewal = None;
+    let mut policy = None; // (users, roles): the policy is here only with the embedded CA
     let issuer: Arc<dyn Issuer> = match &config.ca {
         CaSettings::Embedded(ca_config) => {
             let authority = Arc::new(Authority::open(
@@ -101,6 +102,7 @@ pub async fn serve(
                 config = %ca_config.origin,
                 "embedded CA keys loaded"
             );
+            policy = Some(authority.policy()).map(|p| (p.users().count(), p.roles().count()));
             if let Err(err) = authority.write_krl_file() {
                 tracing::warn!("cannot write the KRL file: {err}");
             }
@@ -154,6 +156,8 @@ pub async fn serve(
         addr = %local,
         host_key = %host_key.public_key().fingerprint(HashAlg::Sha256),
         targets = config.targets.len(),
+        users = policy.map(|(users, _)| users),
+        roles = policy.map(|(_, roles)| roles),
         "ssh-bastion listening on {local}"
     );
     let host_cert_now = host_cert.clone();

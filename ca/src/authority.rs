@@ -14,6 +14,7 @@ use jitssh_shared::config::ConfigError;
 use jitssh_shared::keys::{CaKeys, CaSigner, KeyError};
 use jitssh_shared::krl::Krl;
 use jitssh_shared::policy::{CertRequest, Denial, Grant, Policy};
+use jitssh_shared::revocation::{RevocationCache, RevocationSet};
 use jitssh_shared::ssh_key::certificate::CertType;
 use jitssh_shared::ssh_key::public::KeyData;
 use jitssh_shared::ssh_key::{Certificate, HashAlg, PublicKey};
@@ -134,6 +135,10 @@ pub struct Authority {
     join_guard: crate::join_guard::JoinGuard,
     login_denials: crate::denials::Denials,
     created_keys: bool,
+    /// Revocations in memory, kept current with the store (whichever process revokes).
+    revocations: RevocationCache,
+    /// The last KRL built, with the revocation generation it reflects.
+    krl: Mutex<Option<(u64, Krl)>>,
 }
 
 impl Authority {
@@ -197,6 +202,8 @@ impl Authority {
             join_guard: Default::default(),
             login_denials: crate::denials::Denials::new("api.login_refused"),
             created_keys,
+            revocations: RevocationCache::default(),
+            krl: Mutex::new(None),
         })
     }
 
@@ -411,9 +418,20 @@ impl Authority {
         Ok(added)
     }
 
-    /// The current KRL, built from the store's revocations.
+    /// The current KRL, built from the store's revocations; rebuilt only when a revocation
+    /// was added since the last one (remote bastions fetch it every refresh interval).
     pub fn krl(&self) -> Result<Krl, StoreError> {
-        revocation::build_krl(self.store.as_ref(), &self.keys, unix_now())
+        let generation = self.store.revocation_generation()?;
+        let mut cached = self.krl.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_at, krl)) = &*cached
+            && *built_at == generation
+        {
+            return Ok(krl.clone());
+        }
+        // Read after the generation: it may hold newer revocations, never fewer.
+        let krl = revocation::build_krl(self.store.as_ref(), &self.keys, unix_now())?;
+        *cached = Some((generation, krl.clone()));
+        Ok(krl)
     }
 
     /// Writes the KRL to `data_dir/revoked.krl` atomically (temp file + rename).
@@ -428,9 +446,14 @@ impl Authority {
         })
     }
 
+    /// Every revocation, as the store has it now: one cheap read while nothing changed.
+    pub fn revocations(&self) -> Result<Arc<RevocationSet>, StoreError> {
+        self.revocations.current(self.store.as_ref())
+    }
+
     /// Why `cert` is revoked, if it is (by serial, key id or key).
     pub fn revoked_reason(&self, cert: &Certificate) -> Result<Option<String>, StoreError> {
-        Ok(revocation::revoked_reason(&self.store.revocations()?, cert))
+        Ok(self.revocations()?.revoked_reason(cert))
     }
 
     /// Why `key` (or the key id `key_id`) may not be certified or log in, if it is revoked.
@@ -439,11 +462,7 @@ impl Authority {
         key: &KeyData,
         key_id: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
-        Ok(revocation::key_refusal(
-            &self.store.revocations()?,
-            key,
-            key_id,
-        ))
+        Ok(self.revocations()?.key_refusal(key, key_id))
     }
 
     /// Refuses (audited) to certify a revoked key or under a revoked key id.

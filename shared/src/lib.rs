@@ -16,6 +16,7 @@ pub mod keys;
 pub mod krl;
 pub mod pattern;
 pub mod policy;
+pub mod revocation;
 pub mod store;
 
 use russh::keys::signature;

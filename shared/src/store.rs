@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod hosts;
 mod requests;
+mod schema;
 mod sessions;
 
 pub use hosts::{HostRecord, HostStore};
@@ -38,6 +39,14 @@ pub enum StoreError {
     /// A stored value could not be decoded (the database was edited by hand or is corrupt).
     #[error("store {}: corrupt record: {why}", path.display())]
     Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The database belongs to another program or to a newer release, so it is left alone.
+    #[error("store {}: {why}", path.display())]
+    Schema {
         /// The database file.
         path: PathBuf,
         /// What is wrong.
@@ -107,6 +116,18 @@ pub struct Revocation {
     pub revoked_at: u64,
 }
 
+/// Revocations added after a cursor, for keeping an in-memory revocation set up to date
+/// without reading every revocation again ([`Store::revocations_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationPage {
+    /// The revocations added after the cursor given, oldest first.
+    pub revocations: Vec<Revocation>,
+    /// The cursor to pass next time (the position after the last revocation returned).
+    pub cursor: u64,
+    /// The revocation generation these revocations bring a reader up to.
+    pub generation: u64,
+}
+
 /// The narrow interface every part of the system uses for durable state.
 pub trait Store: Send + Sync {
     /// Reserves `count` fresh serial numbers, durably, before any is used: after a crash or a
@@ -135,6 +156,13 @@ pub trait Store: Send + Sync {
     fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError>;
     /// All revocations, oldest first.
     fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+    /// A number that changes whenever a revocation is added, by this process or another: one
+    /// cheap read that tells a cached revocation set whether it is still current.
+    /// Revocations are only ever added, and the generation only grows.
+    fn revocation_generation(&self) -> Result<u64, StoreError>;
+    /// The revocations added after `cursor` (0: all of them), read consistently with the
+    /// generation they bring a reader up to.
+    fn revocations_since(&self, cursor: u64) -> Result<RevocationPage, StoreError>;
     /// The CA keys this store belongs to, as recorded by [`Store::record_ca_keys`].
     fn ca_keys(&self) -> Result<Option<CaKeyFingerprints>, StoreError>;
     /// Records the CA keys this store belongs to, unless some are recorded already; returns
@@ -160,7 +188,10 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
+/// The CA's tables as every release before versioned schemas created them (and still the
+/// first step of [`CA_SCHEMA`]): `IF NOT EXISTS` throughout, so it runs unchanged on those
+/// databases.
+const BASE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('next_serial', 1);
 CREATE TABLE IF NOT EXISTS issued (
@@ -177,6 +208,42 @@ CREATE TABLE IF NOT EXISTS revocations (
 );
 ";
 
+/// The CA's store: its migrations, oldest first. Never edit a released step; add one.
+const CA_SCHEMA: schema::Schema = schema::Schema {
+    what: "CA store",
+    application_id: schema::CA_STORE_ID,
+    migrations: &[
+        schema::Migration {
+            name: "base tables (certificates, revocations, hosts, requests)",
+            apply: |conn| {
+                conn.execute_batch(BASE_SCHEMA)?;
+                conn.execute_batch(hosts::SCHEMA)?;
+                conn.execute_batch(requests::SCHEMA)?;
+                migrate_issued_state(conn)
+            },
+        },
+        schema::Migration {
+            name: "revocation generation counter",
+            apply: |conn| {
+                conn.execute_batch(
+                    "INSERT OR IGNORE INTO counters (name, value)
+                     SELECT 'revocation_generation', COUNT(*) FROM revocations;",
+                )
+            },
+        },
+    ],
+};
+
+/// The bastion's session index: its migrations, oldest first.
+const SESSION_INDEX_SCHEMA: schema::Schema = schema::Schema {
+    what: "session index",
+    application_id: schema::SESSION_INDEX_ID,
+    migrations: &[schema::Migration {
+        name: "sessions table",
+        apply: |conn| conn.execute_batch(sessions::SCHEMA),
+    }],
+};
+
 /// Where an issued certificate stands (the `issued.state` column).
 #[derive(Debug, Clone, Copy)]
 enum IssuedState {
@@ -189,27 +256,19 @@ enum IssuedState {
 }
 
 /// Adds `issued.state` to stores created before it existed (their rows were released).
+/// Runs inside the migration transaction, so no other process migrates at the same time.
 fn migrate_issued_state(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let has_state = |conn: &Connection| -> Result<bool, rusqlite::Error> {
-        conn.prepare("SELECT 1 FROM pragma_table_info('issued') WHERE name = 'state'")?
-            .exists([])
-    };
-    if !has_state(conn)? {
-        let added =
-            conn.execute_batch("ALTER TABLE issued ADD COLUMN state INTEGER NOT NULL DEFAULT 0;");
-        // Another process may have migrated it at the same moment.
-        if let Err(err) = added
-            && !has_state(conn)?
-        {
-            return Err(err);
-        }
+    let has_state = conn
+        .prepare("SELECT 1 FROM pragma_table_info('issued') WHERE name = 'state'")?
+        .exists([])?;
+    if !has_state {
+        conn.execute_batch("ALTER TABLE issued ADD COLUMN state INTEGER NOT NULL DEFAULT 0;")?;
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS issued_pending ON issued (serial) WHERE state = 1;",
     )
 }
 
-/// Schemas of the store's parts; each part (`store/<part>.rs`) adds its tables here.
 /// Creates the database file mode 0600 if it does not exist, and takes group and other
 /// permissions off it and its `-wal` and `-shm` files if they have any.
 fn private_db_file(path: &Path) -> std::io::Result<()> {
@@ -228,13 +287,19 @@ fn private_db_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn schemas() -> &'static [&'static str] {
-    &[SCHEMA, hosts::SCHEMA, requests::SCHEMA, sessions::SCHEMA]
-}
-
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the CA's store at `path`, upgrading an older one in place.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_schema(path, &CA_SCHEMA)
+    }
+
+    /// Opens (creating if needed) the bastion's session index at `path`, upgrading an older
+    /// one in place. It holds sessions only: the CA's methods fail on it.
+    pub fn open_session_index(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_schema(path, &SESSION_INDEX_SCHEMA)
+    }
+
+    fn open_schema(path: &Path, schema: &schema::Schema) -> Result<SqliteStore, StoreError> {
         let fail = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -248,16 +313,31 @@ impl SqliteStore {
             path: path.to_path_buf(),
             source,
         })?;
-        let conn = Connection::open(path).map_err(fail)?;
+        let mut conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(fail)?;
-        for schema in schemas() {
-            conn.execute_batch(schema).map_err(fail)?;
+        let from = schema::migrate(&mut conn, schema).map_err(|err| match err {
+            schema::SchemaError::Sqlite(source) => fail(source),
+            schema::SchemaError::Foreign(why) | schema::SchemaError::TooNew(why) => {
+                StoreError::Schema {
+                    path: path.to_path_buf(),
+                    why,
+                }
+            }
+        })?;
+        let latest = schema.migrations.len() as u32;
+        if from != latest {
+            tracing::info!(
+                path = %path.display(),
+                what = schema.what,
+                from,
+                to = latest,
+                "upgraded the database schema"
+            );
         }
-        migrate_issued_state(&conn).map_err(fail)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -305,6 +385,17 @@ impl SqliteStore {
             }
             tx.commit().map_err(|e| self.sqlite(e))
         })
+    }
+
+    fn generation(&self, conn: &Connection) -> Result<u64, StoreError> {
+        let value: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'revocation_generation'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(value.max(0) as u64)
     }
 
     fn decode<T: for<'de> Deserialize<'de>>(&self, text: &str) -> Result<T, StoreError> {
@@ -435,12 +526,25 @@ impl Store for SqliteStore {
         let item = self.encode(&revocation.item)?;
         let record = self.encode(revocation)?;
         self.with_conn(|conn| {
-            let changed = conn
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.sqlite(e))?;
+            let changed = tx
                 .execute(
                     "INSERT OR IGNORE INTO revocations (item, record) VALUES (?1, ?2)",
                     params![item, record],
                 )
                 .map_err(|e| self.sqlite(e))?;
+            if changed == 1 {
+                // Same transaction: a reader never sees the revocation without the new
+                // generation, nor the other way round.
+                tx.execute(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'revocation_generation'",
+                    [],
+                )
+                .map_err(|e| self.sqlite(e))?;
+            }
+            tx.commit().map_err(|e| self.sqlite(e))?;
             Ok(changed == 1)
         })
     }
@@ -448,6 +552,37 @@ impl Store for SqliteStore {
     fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
         self.with_conn(|conn| {
             self.json_records(conn, "SELECT record FROM revocations ORDER BY id", [])
+        })
+    }
+
+    fn revocation_generation(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| self.generation(conn))
+    }
+
+    fn revocations_since(&self, cursor: u64) -> Result<RevocationPage, StoreError> {
+        let after = i64::try_from(cursor).unwrap_or(i64::MAX);
+        self.with_conn(|conn| {
+            // One read transaction: the rows and the generation are of the same moment.
+            let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+            let generation = self.generation(&tx)?;
+            let mut stmt = tx
+                .prepare("SELECT id, record FROM revocations WHERE id > ?1 ORDER BY id")
+                .map_err(|e| self.sqlite(e))?;
+            let rows: Vec<(i64, String)> = stmt
+                .query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.sqlite(e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.sqlite(e))?;
+            let mut page = RevocationPage {
+                revocations: Vec::with_capacity(rows.len()),
+                cursor,
+                generation,
+            };
+            for (id, record) in rows {
+                page.revocations.push(self.decode(&record)?);
+                page.cursor = id.max(0) as u64;
+            }
+            Ok(page)
         })
     }
 
@@ -576,6 +711,154 @@ mod tests {
             .map(|r| r.item)
             .collect();
         assert_eq!(items, [Revoked::Serial(3), Revoked::KeyId("bob".into())]);
+    }
+
+    /// Every table as releases before versioned schemas created them, in every database (the
+    /// CA's store and the bastion's index alike), copied from that code.
+    const LEGACY_SCHEMA: &str = "
+        CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT OR IGNORE INTO counters (name, value) VALUES ('next_serial', 1);
+        CREATE TABLE IF NOT EXISTS issued (
+            serial INTEGER PRIMARY KEY, record TEXT NOT NULL, issued_at INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS revocations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, item TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS hosts (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS requests (
+            id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, record TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS sessions (
+            id TEXT PRIMARY KEY, user TEXT NOT NULL, key_id TEXT NOT NULL,
+            cert_serial INTEGER NOT NULL, client_addr TEXT NOT NULL, target TEXT NOT NULL,
+            login TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER,
+            bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
+            exit_status INTEGER, end_reason TEXT, recording TEXT NOT NULL);
+        CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at);
+    ";
+
+    #[test]
+    fn a_store_from_before_schema_versions_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(LEGACY_SCHEMA).unwrap();
+            old.execute(
+                "INSERT INTO issued (serial, record, issued_at) VALUES (5, ?1, 3)",
+                params![serde_json::to_string(&issued(5)).unwrap()],
+            )
+            .unwrap();
+            old.execute(
+                "UPDATE counters SET value = 6 WHERE name = 'next_serial'",
+                [],
+            )
+            .unwrap();
+            for item in [Revoked::Serial(5), Revoked::KeyId("bob".into())] {
+                let rev = Revocation {
+                    item: item.clone(),
+                    reason: Some("old".into()),
+                    revoked_by: "operator".into(),
+                    revoked_at: 4,
+                };
+                old.execute(
+                    "INSERT INTO revocations (item, record) VALUES (?1, ?2)",
+                    params![
+                        serde_json::to_string(&item).unwrap(),
+                        serde_json::to_string(&rev).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.issued(5).unwrap(), Some(issued(5)));
+        assert!(
+            store.pending_issued().unwrap().is_empty(),
+            "old rows were released"
+        );
+        assert_eq!(store.reserve_serials(1).unwrap().start, 6);
+        assert_eq!(store.revocations().unwrap().len(), 2);
+        assert_eq!(store.revocation_generation().unwrap(), 2);
+        let page = store.revocations_since(0).unwrap();
+        assert_eq!((page.revocations.len(), page.generation), (2, 2));
+        let rev = Revocation {
+            item: Revoked::Serial(9),
+            reason: None,
+            revoked_by: "operator".into(),
+            revoked_at: 6,
+        };
+        assert!(store.revoke(&rev).unwrap());
+        assert_eq!(store.revocation_generation().unwrap(), 3);
+        let page = store.revocations_since(page.cursor).unwrap();
+        assert_eq!(page.revocations, [rev]);
+        drop(store);
+        // Opening again (already current) changes nothing.
+        let again = SqliteStore::open(&path).unwrap();
+        assert_eq!(again.revocation_generation().unwrap(), 3);
+        let version: u32 = again
+            .with_conn(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(version as usize, CA_SCHEMA.migrations.len());
+    }
+
+    #[test]
+    fn a_session_index_from_before_schema_versions_keeps_its_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(LEGACY_SCHEMA).unwrap();
+            old.execute(
+                "INSERT INTO sessions (id, user, key_id, cert_serial, client_addr, target, \
+                 login, started_at, recording) VALUES ('s1', 'alice', 'alice', 3, \
+                 '127.0.0.1:5', 'web01', 'root', 10, 'rec/s1')",
+                [],
+            )
+            .unwrap();
+        }
+        let index = SqliteStore::open_session_index(&path).unwrap();
+        let found = index.session("s1").unwrap().unwrap();
+        assert_eq!(found.target, "web01");
+        drop(index);
+        // Now it is a session index: the CA refuses it, with a clear reason.
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("session index, not a CA store"), "{err}");
+    }
+
+    #[test]
+    fn each_program_refuses_the_other_ones_database_and_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.db");
+        let index = dir.path().join("sessions.db");
+        drop(SqliteStore::open(&store).unwrap());
+        drop(SqliteStore::open_session_index(&index).unwrap());
+        let err = SqliteStore::open_session_index(&store)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("store.db: this is a CA store, not a session index"),
+            "{err}"
+        );
+        let err = SqliteStore::open(&index).err().unwrap().to_string();
+        assert!(
+            err.contains("this is a session index, not a CA store"),
+            "{err}"
+        );
+        {
+            let conn = Connection::open(&store).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = SqliteStore::open(&store).err().unwrap().to_string();
+        assert!(err.contains("schema version 99 is newer"), "{err}");
+        let other = dir.path().join("other.db");
+        {
+            let conn = Connection::open(&other).unwrap();
+            conn.execute_batch("CREATE TABLE t (x); PRAGMA user_version = 3;")
+                .unwrap();
+        }
+        let err = SqliteStore::open(&other).err().unwrap().to_string();
+        assert!(err.contains("not a jitssh database"), "{err}");
     }
 
     #[test]

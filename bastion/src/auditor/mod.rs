@@ -122,7 +122,7 @@ impl Auditor {
         if !self.index.exists() {
             return Ok(None);
         }
-        Ok(Some(SqliteStore::open(&self.index)?))
+        Ok(Some(SqliteStore::open_session_index(&self.index)?))
     }
 
     /// The index row of session `id`, if any.

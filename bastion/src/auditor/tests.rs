@@ -73,7 +73,7 @@ impl World {
     fn session(&self, user: &str) -> String {
         let meta = meta(user);
         let id = meta.id.clone();
-        let index = SqliteStore::open(&self.auditor.index).unwrap();
+        let index = SqliteStore::open_session_index(&self.auditor.index).unwrap();
         let rec = Recorder::start(
             &self.auditor.recordings,
             meta.clone(),
@@ -1028,7 +1028,7 @@ fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
     let w = world();
     let meta = meta("mallory");
     let id = meta.id.clone();
-    let index = SqliteStore::open(&w.auditor.index).unwrap();
+    let index = SqliteStore::open_session_index(&w.auditor.index).unwrap();
     let rec = Recorder::start(
         &w.auditor.recordings,
         meta.clone(),
@@ -1070,7 +1070,7 @@ fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
 fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
     let w = world();
     let meta = meta("alice");
-    let index = SqliteStore::open(&w.auditor.index).unwrap();
+    let index = SqliteStore::open_session_index(&w.auditor.index).unwrap();
     index
         .insert_session(&meta.index_record(&w.auditor.recordings.join("x")))
         .unwrap();

@@ -792,7 +792,7 @@ fn exec_records_command_output_and_exit_status() {
 #[test]
 fn summary_completes_the_session_index() {
     let root = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&root.path().join("store.db")).unwrap();
+    let store = SqliteStore::open_session_index(&root.path().join("store.db")).unwrap();
     let m = meta();
     let rec = Recorder::start(
         &root.path().join("rec"),

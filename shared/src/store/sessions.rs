@@ -285,7 +285,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let store = SqliteStore::open_session_index(&dir.path().join("s.db")).unwrap();
         (dir, store)
     }
 
