@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod audit;
 pub mod cert;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod fsmode;
@@ -23,9 +24,5 @@ use russh::keys::signature;
 /// type mismatches at every boundary with russh).
 pub use russh::keys::ssh_key;
 
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Seconds since the Unix epoch, now, from the one clock every decision reads ([`clock`]).
+pub use clock::unix_now;
