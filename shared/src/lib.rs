@@ -18,6 +18,7 @@ pub mod krl;
 pub mod pattern;
 pub mod policy;
 pub mod store;
+pub mod timefmt;
 
 use russh::keys::signature;
 /// The one ssh-key version in the build: the one russh uses (a second version would give
