@@ -404,6 +404,7 @@ fn host_renew(
     extra: &[&str],
 ) -> jitssh_tests::Output {
     let mut cmd = Command::new(jitssh_tests::project_bin("ssh-ca"));
+    server.ca.clock().apply(&mut cmd);
     cmd.args([
         "host",
         "renew",
@@ -518,6 +519,18 @@ fn a_host_joins_renews_atomically_and_loses_renewal_when_removed() {
     assert_ne!(field(&renewed, "Serial:"), serial);
     let mode = std::fs::metadata(&cert_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "mode kept");
+
+    // Renewed by itself once less than a third of its life is left (1h + 2m clock skew):
+    // not after 35 minutes, after 41.
+    let serial = field(&renewed, "Serial:").to_string();
+    server.ca.clock().advance(35 * 60);
+    let out = renew(&[]);
+    assert!(out.stdout_str().contains("nothing to do"), "{out}");
+    server.ca.clock().advance(6 * 60);
+    let out = renew(&[]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(!out.stdout_str().contains("nothing to do"), "{out}");
+    assert_ne!(field(&cert_info(&cert_path), "Serial:"), serial, "renewed");
 
     // Removed: renewal fails and the old certificate stays in place.
     server.ca.run_ok(["host", "remove", "web01"]);
