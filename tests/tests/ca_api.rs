@@ -201,11 +201,12 @@ fn denials_exit_non_zero_with_the_reason() {
     let scratch = Scratch::new();
     let alice = keygen(scratch.path(), "alice");
     let stranger = keygen(scratch.path(), "stranger");
-    // A role usable only on a day that is not today.
-    let tomorrow = run_ok(Command::new("date").args(["-u", "-d", "tomorrow", "+%a"])).stdout_str();
+    // A role usable only on a day that is not today (the day after tomorrow, so midnight
+    // passing during the test changes nothing).
+    let later = run_ok(Command::new("date").args(["-u", "-d", "+2 days", "+%a"])).stdout_str();
     let night = format!(
         "\n[[roles]]\nname = \"night\"\nlogins = [\"nightly\"]\nmax_ttl = \"1h\"\nallowed_hours = \"{} 00:00-24:00 UTC\"\n",
-        tomorrow.trim()
+        later.trim()
     );
     let server = CaServer::start(
         scratch.path(),
@@ -243,6 +244,13 @@ fn denials_exit_non_zero_with_the_reason() {
     // Denials are audited.
     let log = std::fs::read_to_string(server.ca.data_dir().join("audit.log")).unwrap();
     assert!(log.matches("\"cert.denied\"").count() >= 4, "{log}");
+    // On that day the same request succeeds.
+    server.ca.clock().advance(2 * 86_400);
+    let out = server
+        .ssh("alice", &alice)
+        .args(["cert", "--role", "night"])
+        .run();
+    assert_eq!(out.status, 0, "allowed on its day: {out}");
 }
 
 #[test]
