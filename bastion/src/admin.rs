@@ -358,8 +358,7 @@ pub fn serve(
 ) -> Result<AdminServer, AdminError> {
     let path = settings.socket.clone();
     let listener = bind(&path, !settings.allow_uids.is_empty())?;
-    // SAFETY: geteuid has no preconditions.
-    let own = unsafe { libc::geteuid() };
+    let own = rustix::process::geteuid().as_raw();
     let mut allowed = vec![own, 0];
     allowed.extend(&settings.allow_uids);
     let task = tokio::spawn(async move {

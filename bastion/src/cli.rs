@@ -4,10 +4,18 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `--version`: the package version, marked `(test-clock)` in builds whose clock tests can
+/// shift (see `jitssh_shared::clock`), so nobody deploys one unknowingly.
+const VERSION: &str = if jitssh_shared::clock::TEST_CLOCK_BUILT {
+    concat!(env!("CARGO_PKG_VERSION"), " (test-clock)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// The recording SSH bastion of jitssh: certificate-only front door, a fresh certificate per
 /// session to the target, and an audit trail of every login, session and command.
 #[derive(Debug, Parser)]
-#[command(name = "ssh-bastion", version)]
+#[command(name = "ssh-bastion", version = VERSION)]
 pub struct Cli {
     /// Configuration file (TOML); without it, embedded defaults apply (data in ./data/bastion,
     /// an embedded CA with data in ./data/ca).

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use jitssh_shared::audit::AuditEvent;
 use jitssh_shared::ssh_key::Certificate;
@@ -820,6 +820,6 @@ async fn target_gone(state: &mut watch::Receiver<UpstreamState>) -> bool {
 fn until_unix(at: u64) -> Duration {
     let target = UNIX_EPOCH + Duration::from_secs(at);
     target
-        .duration_since(SystemTime::now())
+        .duration_since(jitssh_shared::clock::now())
         .unwrap_or(Duration::ZERO)
 }

@@ -1,16 +1,10 @@
 //! Human-readable renderings of certificates and times, shared by the CLI and the SSH API.
 
 use jitssh_shared::cert::CertSpec;
-use jitssh_shared::duration::HumanDuration;
+use jitssh_shared::timefmt::format_duration;
 
-/// Unix seconds as `2026-11-23 18:00:00Z`.
-pub fn format_time(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|| unix.to_string())
-}
+/// Unix seconds as `2026-11-23T18:00:00Z`, the format the auditor prints and reads too.
+pub use jitssh_shared::timefmt::format_utc as format_time;
 
 /// The parts of a certificate a person checks: type, key id, principals, validity, options.
 pub fn spec_summary(spec: &CertSpec) -> String {
@@ -31,7 +25,7 @@ pub fn spec_summary(spec: &CertSpec) -> String {
         "  valid           {} to {} ({})\n",
         format_time(spec.valid_after),
         format_time(spec.valid_before),
-        HumanDuration::from_secs(spec.valid_before.saturating_sub(spec.valid_after))
+        format_duration(spec.valid_before.saturating_sub(spec.valid_after))
     ));
     for (name, value) in &spec.critical_options {
         out.push_str(&format!("  critical option {name} {value}\n"));

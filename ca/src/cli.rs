@@ -5,10 +5,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use jitssh_shared::duration::HumanDuration;
 
+/// `--version`: the package version, marked `(test-clock)` in builds whose clock tests can
+/// shift (see `jitssh_shared::clock`), so nobody deploys one unknowingly.
+const VERSION: &str = if jitssh_shared::clock::TEST_CLOCK_BUILT {
+    concat!(env!("CARGO_PKG_VERSION"), " (test-clock)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// The SSH certificate authority of jitssh: short-lived user and host certificates,
 /// revocation that reaches sshd, and a tamper-evident audit log.
 #[derive(Debug, Parser)]
-#[command(name = "ssh-ca", version)]
+#[command(name = "ssh-ca", version = VERSION)]
 pub struct Cli {
     /// Configuration file (TOML); without it, embedded defaults apply (data in ./data/ca).
     #[arg(long, global = true, value_name = "FILE")]

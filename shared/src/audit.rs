@@ -85,7 +85,6 @@ use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -508,10 +507,7 @@ impl AuditLog {
 
     /// Creates `<log>.torn-<unix seconds>` (adding `-N` if that exists).
     fn create_torn_file(&self) -> Result<(PathBuf, File), AuditError> {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = crate::unix_now();
         let mut attempt = 0u32;
         loop {
             let suffix = match attempt {
@@ -998,7 +994,8 @@ fn check_encoded_size(event: &AuditEvent) -> Result<(), String> {
 }
 
 fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::<chrono::Utc>::from(crate::clock::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Where the complete lines end and what follows them.

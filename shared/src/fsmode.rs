@@ -22,11 +22,8 @@ pub const PUBLIC_FILE: u32 = 0o644;
 /// Sets the process umask to 077, so that nothing created afterwards (by this code, SQLite
 /// or any library) is readable by other users unless its mode is set explicitly.
 pub fn restrict_umask() {
-    // SAFETY: umask(2) only replaces the calling process's file creation mask; it takes no
-    // pointers, cannot fail, and is called at start-up before any thread creates files.
-    unsafe {
-        libc::umask(0o077);
-    }
+    // Called at start-up, before any thread creates files.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// Creates `dir` and its missing parents, each mode 0700 (existing ones are left alone).

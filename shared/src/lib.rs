@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod audit;
 pub mod cert;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod fsmode;
@@ -18,15 +19,12 @@ pub mod pattern;
 pub mod policy;
 pub mod revocation;
 pub mod store;
+pub mod timefmt;
 
 use russh::keys::signature;
 /// The one ssh-key version in the build: the one russh uses (a second version would give
 /// type mismatches at every boundary with russh).
 pub use russh::keys::ssh_key;
 
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Seconds since the Unix epoch, now, from the one clock every decision reads ([`clock`]).
+pub use clock::unix_now;

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::ca::CaFixture;
+use crate::clock::TestClock;
 use crate::keys::{KeyPair, keygen};
 use crate::net::free_port;
 use crate::process::Daemon;
@@ -120,14 +121,10 @@ impl Bastion {
             text.push_str(extra);
             std::fs::write(&config, text).expect("write bastion.toml");
             let _ = std::fs::remove_file(&log);
-            let mut daemon = Daemon::spawn(
-                "ssh-bastion",
-                Command::new(project_bin("ssh-bastion"))
-                    .arg("--config")
-                    .arg(&config)
-                    .arg("serve"),
-                &log,
-            );
+            let mut cmd = Command::new(project_bin("ssh-bastion"));
+            cmd.arg("--config").arg(&config).arg("serve");
+            TestClock::in_dir(&dir).apply(&mut cmd);
+            let mut daemon = Daemon::spawn("ssh-bastion", &mut cmd, &log);
             let ready = format!("ssh-bastion listening on 127.0.0.1:{port}");
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
@@ -162,6 +159,11 @@ impl Bastion {
             .user(user)
             .identity(&key.private)
             .cert(key.cert_path())
+    }
+
+    /// The clock of this bastion (and of its embedded CA).
+    pub fn clock(&self) -> TestClock {
+        TestClock::in_dir(&self.dir)
     }
 
     /// The bastion's data directory.

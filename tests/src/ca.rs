@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::clock::TestClock;
 use crate::keys::KeyPair;
 use crate::process::{DEFAULT_TIMEOUT, Output, run, run_ok, run_with};
 use crate::tools::project_bin;
@@ -55,7 +56,13 @@ impl CaFixture {
     {
         let mut cmd = Command::new(project_bin("ssh-ca"));
         cmd.arg("--config").arg(&self.config).args(args);
+        self.clock().apply(&mut cmd);
         cmd
+    }
+
+    /// The clock of every `ssh-ca` (and bastion) started from this directory.
+    pub fn clock(&self) -> TestClock {
+        TestClock::in_dir(&self.dir)
     }
 
     /// Runs `ssh-ca ARGS...`.

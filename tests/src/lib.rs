@@ -8,6 +8,7 @@
 //! Environment variables:
 //! * `JITSSH_BIN_DIR` — directory holding the project binaries (default: the
 //!   cargo profile dir the test executable was built into).
+//! * `JITSSH_TEST_CLOCK` — set by the harness for the binaries it starts ([`TestClock`]).
 //! * `JITSSH_KEEP_TMP=1` — keep the scratch directories of failing tests.
 //!
 //! Every child process is run with a timeout (see [`DEFAULT_TIMEOUT`]) so a
@@ -15,6 +16,7 @@
 
 mod bastion;
 mod ca;
+mod clock;
 mod flood;
 mod keys;
 mod net;
@@ -27,6 +29,7 @@ mod tools;
 
 pub use bastion::{Bastion, asciinema_cat, grant, target, user};
 pub use ca::{CaFixture, CaServer};
+pub use clock::{TEST_CLOCK_ENV, TestClock};
 pub use flood::{Flood, FloodState};
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;

@@ -201,11 +201,12 @@ fn denials_exit_non_zero_with_the_reason() {
     let scratch = Scratch::new();
     let alice = keygen(scratch.path(), "alice");
     let stranger = keygen(scratch.path(), "stranger");
-    // A role usable only on a day that is not today.
-    let tomorrow = run_ok(Command::new("date").args(["-u", "-d", "tomorrow", "+%a"])).stdout_str();
+    // A role usable only on a day that is not today (the day after tomorrow, so midnight
+    // passing during the test changes nothing).
+    let later = run_ok(Command::new("date").args(["-u", "-d", "+2 days", "+%a"])).stdout_str();
     let night = format!(
         "\n[[roles]]\nname = \"night\"\nlogins = [\"nightly\"]\nmax_ttl = \"1h\"\nallowed_hours = \"{} 00:00-24:00 UTC\"\n",
-        tomorrow.trim()
+        later.trim()
     );
     let server = CaServer::start(
         scratch.path(),
@@ -243,6 +244,13 @@ fn denials_exit_non_zero_with_the_reason() {
     // Denials are audited.
     let log = std::fs::read_to_string(server.ca.data_dir().join("audit.log")).unwrap();
     assert!(log.matches("\"cert.denied\"").count() >= 4, "{log}");
+    // On that day the same request succeeds.
+    server.ca.clock().advance(2 * 86_400);
+    let out = server
+        .ssh("alice", &alice)
+        .args(["cert", "--role", "night"])
+        .run();
+    assert_eq!(out.status, 0, "allowed on its day: {out}");
 }
 
 #[test]
@@ -261,7 +269,7 @@ fn approval_flow_with_requester_approver_and_bystander() {
             ],
             "",
         ),
-        "request_expiry = \"3s\"\n",
+        "request_expiry = \"10m\"\n",
     );
     let ssh = |who: &str, key: &KeyPair, args: &[&str]| {
         server.ssh(who, key).args(args.iter().copied()).run()
@@ -374,7 +382,8 @@ fn approval_flow_with_requester_approver_and_bystander() {
         ],
     );
     let expiring = out.stdout_str().trim().to_string();
-    std::thread::sleep(Duration::from_millis(3200));
+    // Nobody decides within request_expiry: the CA's clock moves past it.
+    server.ca.clock().advance(10 * 60 + 1);
     let out = ssh("bob", &bob, &["approve", &expiring]);
     assert!(out.stderr.contains("expired"), "{out}");
     let out = ssh("alice", &alice, &["cert", "--request", &expiring]);
@@ -403,6 +412,7 @@ fn host_renew(
     extra: &[&str],
 ) -> jitssh_tests::Output {
     let mut cmd = Command::new(jitssh_tests::project_bin("ssh-ca"));
+    server.ca.clock().apply(&mut cmd);
     cmd.args([
         "host",
         "renew",
@@ -517,6 +527,18 @@ fn a_host_joins_renews_atomically_and_loses_renewal_when_removed() {
     assert_ne!(field(&renewed, "Serial:"), serial);
     let mode = std::fs::metadata(&cert_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "mode kept");
+
+    // Renewed by itself once less than a third of its life is left (1h + 2m clock skew):
+    // not after 35 minutes, after 41.
+    let serial = field(&renewed, "Serial:").to_string();
+    server.ca.clock().advance(35 * 60);
+    let out = renew(&[]);
+    assert!(out.stdout_str().contains("nothing to do"), "{out}");
+    server.ca.clock().advance(6 * 60);
+    let out = renew(&[]);
+    assert_eq!(out.status, 0, "{out}");
+    assert!(!out.stdout_str().contains("nothing to do"), "{out}");
+    assert_ne!(field(&cert_info(&cert_path), "Serial:"), serial, "renewed");
 
     // Removed: renewal fails and the old certificate stays in place.
     server.ca.run_ok(["host", "remove", "web01"]);

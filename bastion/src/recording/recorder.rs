@@ -804,7 +804,7 @@ impl Session {
         line.insert("event".into(), event.into());
         line.insert(
             "time".into(),
-            chrono::Utc::now()
+            chrono::DateTime::<chrono::Utc>::from(jitssh_shared::clock::now())
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 .into(),
         );
