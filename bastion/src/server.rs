@@ -83,7 +83,8 @@ pub async fn serve(
         config.recordings.policy(),
         &config.host_key_path(),
         &config.session_index_path(),
-    )?;
+    )?
+    .with_queue(config.limits.recording_queue);
     let mut host_cert = None;
     let mut renewal = None;
     let issuer: Arc<dyn Issuer> = match &config.ca {
