@@ -220,6 +220,9 @@ impl<T: Tap> Tap for WatchedTap<T> {
     fn finish(&mut self) -> Result<(), String> {
         self.inner.finish()
     }
+    fn backlog(&self) -> Option<std::sync::Arc<crate::pump::Backlog>> {
+        self.inner.backlog()
+    }
 }
 
 /// A session's place in [`LiveSessions`].

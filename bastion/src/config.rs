@@ -278,6 +278,10 @@ pub struct Limits {
     /// closed; must cover a few SSH windows (2 MiB each) so full-duplex streams keep moving.
     #[serde(default = "default_relay_buffer")]
     pub relay_buffer: usize,
+    /// Bytes a session may queue for its recording writer; past it, that session's relay
+    /// waits for the recording disk (other sessions do not).
+    #[serde(default = "default_recording_queue")]
+    pub recording_queue: usize,
     /// Close a connection with no traffic for this long (`0s`: never).
     #[serde(default)]
     pub idle_timeout: HumanDuration,
@@ -294,6 +298,7 @@ impl Default for Limits {
             auth_rejection_time: default_auth_rejection_time(),
             channel_buffer: default_channel_buffer(),
             relay_buffer: default_relay_buffer(),
+            recording_queue: default_recording_queue(),
             idle_timeout: HumanDuration::default(),
         }
     }
@@ -319,6 +324,9 @@ fn default_channel_buffer() -> usize {
 }
 fn default_relay_buffer() -> usize {
     8 << 20
+}
+fn default_recording_queue() -> usize {
+    crate::recorded::DEFAULT_RECORDING_QUEUE
 }
 
 /// The file as written.
@@ -509,6 +517,12 @@ impl BastionConfig {
         if limits.relay_buffer < 64 * 1024 {
             return Err(invalid(
                 "limits.relay_buffer",
+                "must be at least 65536 bytes".into(),
+            ));
+        }
+        if limits.recording_queue < 64 * 1024 {
+            return Err(invalid(
+                "limits.recording_queue",
                 "must be at least 65536 bytes".into(),
             ));
         }

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client, server};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+pub use crate::recorded::Backlog;
+
 /// Observes a channel's traffic (the session recorder). A failure ends the channel.
 pub trait Tap: Send {
     /// Bytes from the person to the target.
@@ -46,6 +48,11 @@ pub trait Tap: Send {
     /// The channel closed.
     fn finish(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// The queue this tap hands its bytes to, if it has one: after each recorded message the
+    /// pump waits until it has room, so a slow recording slows its own channels only.
+    fn backlog(&self) -> Option<Arc<Backlog>> {
+        None
     }
 }
 
@@ -220,6 +227,14 @@ fn tap_call(
     f(guard.as_mut())
 }
 
+/// Waits until the tap's recording queue has room (back-pressure on this channel only).
+async fn tap_room(tap: &SharedTap) {
+    let backlog = tap.lock().unwrap_or_else(|p| p.into_inner()).backlog();
+    if let Some(backlog) = backlog {
+        backlog.room().await;
+    }
+}
+
 /// Reads the person's channel: data (recorded), EOF and close go to the target's writer.
 async fn read_user(mut from: ChannelReadHalf, to: Queue, tap: &SharedTap) -> Ended {
     while let Some(msg) = from.wait().await {
@@ -228,6 +243,7 @@ async fn read_user(mut from: ChannelReadHalf, to: Queue, tap: &SharedTap) -> End
                 if let Err(why) = tap_call(tap, |t| t.input(data)) {
                     return Ended::TapFailed(why);
                 }
+                tap_room(tap).await;
             }
             ChannelMsg::ExtendedData { .. } | ChannelMsg::Eof => {}
             ChannelMsg::Close => break,
@@ -294,6 +310,7 @@ async fn read_target(
         if let Err(why) = recorded {
             return Ended::TapFailed(why);
         }
+        tap_room(tap).await;
         if !to.push(msg).await {
             return Ended::Closed;
         }

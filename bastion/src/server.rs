@@ -83,7 +83,8 @@ pub async fn serve(
         config.recordings.policy(),
         &config.host_key_path(),
         &config.session_index_path(),
-    )?;
+    )?
+    .with_queue(config.limits.recording_queue);
     let mut host_cert = None;
     let mut renewal = None;
     let mut policy = None; // (users, roles): the policy is here only with the embedded CA

@@ -92,14 +92,14 @@ pub fn quiet_on_closed_stdout() {
 /// Is standard output a pipe whose reading end is closed? (`poll` reports `POLLERR` on such a
 /// pipe's writing end.)
 fn stdout_is_closed_pipe() -> bool {
-    let mut fd = libc::pollfd {
-        fd: libc::STDOUT_FILENO,
-        events: libc::POLLOUT,
-        revents: 0,
+    use rustix::event::{PollFd, PollFlags, poll};
+    let stdout = rustix::stdio::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::OUT)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: poll reads and writes exactly the one pollfd passed, which lives on our stack.
-    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
-    ready == 1 && fd.revents & libc::POLLERR != 0
+    matches!(poll(&mut fds, Some(&zero)), Ok(1)) && fds[0].revents().contains(PollFlags::ERR)
 }
 
 /// Logs to stderr, filtered by the environment variable `filter_var` (default `info`), as

@@ -2,6 +2,8 @@
 //!
 //! A session's [`SessionRecording`] starts with the session, gets a [`ChannelTap`] for every
 //! shell, exec and subsystem, is flushed every second, and is sealed when the session ends.
+//! Its recorder lives on the session's own writer thread ([`writer`]): taps only queue what
+//! they see, and a full queue makes that session's relay wait, never another's.
 //! The recorder's own policy decides what a write failure means: under `terminate` every
 //! later call fails and the session is ended with a message; under `continue` the recorder
 //! hands over the failure once and the session goes on, audited as `recording.degraded`.
@@ -10,17 +12,23 @@
 //! not started while the recordings disk is below its free-space floor, and one that reaches
 //! a quota hands the hit over once ([`SessionRecording::take_quota`]) for `recording.quota`.
 
+mod writer;
+
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use jitssh_shared::keys::CaSigner;
 use jitssh_shared::store::{SessionIndex, SqliteStore};
 
 use crate::pump::Tap;
 use crate::recording::{
-    ChannelKind, ChannelRecorder, Pty, QuotaHit, Quotas, Recorder, RecordingError, RecordingPolicy,
-    SessionMeta, SessionSummary,
+    ChannelKind, Pty, QuotaHit, Quotas, Recorder, RecordingPolicy, SessionMeta, SessionSummary,
 };
+pub use writer::Backlog;
+use writer::{Stream, Writer};
+
+/// Default bytes a session may queue for its recording writer (`[limits] recording_queue`).
+pub const DEFAULT_RECORDING_QUEUE: usize = 4 << 20;
 
 /// Everything sessions need to record: where, how, the seal key and the index.
 pub struct RecordingSetup {
@@ -34,6 +42,8 @@ pub struct RecordingSetup {
     pub index: Arc<SqliteStore>,
     /// Recording quotas: the per-person tally and the free-space floor.
     pub quotas: Arc<Quotas>,
+    /// Bytes a session may queue for its writer before its relay waits.
+    pub queue_bytes: usize,
 }
 
 /// Errors preparing the recording setup.
@@ -70,13 +80,21 @@ impl RecordingSetup {
             policy,
             seal_key: Arc::new(seal_key),
             index,
+            queue_bytes: DEFAULT_RECORDING_QUEUE,
         })
+    }
+
+    /// Sets the bytes each session may queue for its recording writer.
+    pub fn with_queue(mut self, bytes: usize) -> RecordingSetup {
+        self.queue_bytes = bytes;
+        self
     }
 }
 
-/// One session's recording, shared by its channels.
+/// One session's recording, shared by its channels: the relay's end of the session's
+/// [`writer`] (every call but [`SessionRecording::finish`] returns at once).
 pub struct SessionRecording {
-    recorder: Mutex<Option<Recorder>>,
+    writer: Writer,
     index: Arc<SqliteStore>,
     id: String,
 }
@@ -101,56 +119,44 @@ impl SessionRecording {
             .index
             .insert_session(&record.index_record(&recorder.dir()))
             .map_err(|e| e.to_string())?;
+        let writer = Writer::spawn(recorder, setup.policy.on_failure, setup.queue_bytes)?;
         Ok(SessionRecording {
-            recorder: Mutex::new(Some(recorder)),
+            writer,
             index: setup.index.clone(),
             id,
         })
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&Recorder) -> Result<T, RecordingError>,
-    ) -> Result<Option<T>, String> {
-        let guard = self.recorder.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(recorder) => f(recorder).map(Some).map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }
-
-    /// A tap recording channel `channel` as `kind`.
+    /// A tap recording channel `channel` as `kind` (its file is created by the writer).
     pub fn channel(&self, channel: u32, kind: ChannelKind) -> Result<Option<ChannelTap>, String> {
-        Ok(self
-            .with(|r| r.channel(channel, kind))?
-            .map(|recorder| ChannelTap {
-                recorder: Some(recorder),
-            }))
+        let handle = self.writer.open(channel, kind)?;
+        Ok(Some(ChannelTap {
+            writer: self.writer.clone(),
+            handle: Some(handle),
+        }))
     }
 
-    /// Writes out and syncs what is buffered (every second). `Ok(Some(why))` when recording
-    /// just degraded under the `continue` policy; `Err` when the session must end.
+    /// Asks the writer to write out and sync what is buffered (every second) and reports
+    /// what it found so far: `Ok(Some(why))` once when recording degraded under the
+    /// `continue` policy; `Err` when the session must end. Does not wait for the disk.
     pub fn flush(&self) -> Result<Option<String>, String> {
-        self.with(|r| {
-            r.flush()?;
-            Ok(r.take_degraded().map(|e| e.to_string()))
-        })
-        .map(Option::flatten)
+        self.writer.flush()
     }
 
     /// The recording quota the session reached, once (for `recording.quota`).
     pub fn take_quota(&self) -> Option<QuotaHit> {
-        self.with(|r| Ok(r.take_quota())).ok().flatten().flatten()
+        self.writer.take_quota()
     }
 
-    /// Seals the recording and completes the session's index row. Blocking I/O.
+    /// Bytes queued for the writer now.
+    pub fn queued(&self) -> usize {
+        self.writer.backlog().queued()
+    }
+
+    /// Seals the recording once everything queued is written, and completes the session's
+    /// index row. Blocking: waits for the writer.
     pub fn finish(&self, end_reason: &str) -> Option<SessionSummary> {
-        let recorder = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()?;
-        let summary = recorder.finish(end_reason);
+        let summary = self.writer.finish(end_reason)?;
         if let Err(err) = self.index.end_session(&self.id, &summary.index_end()) {
             tracing::error!(session = %self.id, "cannot complete the session index: {err}");
         }
@@ -158,63 +164,56 @@ impl SessionRecording {
     }
 }
 
-/// Records one channel's traffic.
+/// Records one channel's traffic by queueing it for the session's writer.
 pub struct ChannelTap {
-    recorder: Option<ChannelRecorder>,
+    writer: Writer,
+    /// The channel's handle at the writer, until it is finished.
+    handle: Option<u64>,
 }
 
-fn recorded(result: Result<(), RecordingError>) -> Result<(), String> {
-    result.map_err(|e| e.to_string())
+impl ChannelTap {
+    fn call(&self, f: impl FnOnce(&Writer, u64) -> Result<(), String>) -> Result<(), String> {
+        match self.handle {
+            Some(handle) => f(&self.writer, handle),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Tap for ChannelTap {
     fn input(&mut self, data: &[u8]) -> Result<(), String> {
-        match &mut self.recorder {
-            Some(r) => recorded(r.input(data)),
-            None => Ok(()),
-        }
+        self.call(|w, h| w.data(h, Stream::In, data))
     }
 
     fn output(&mut self, data: &[u8]) -> Result<(), String> {
-        match &mut self.recorder {
-            Some(r) => recorded(r.output(data)),
-            None => Ok(()),
-        }
+        self.call(|w, h| w.data(h, Stream::Out, data))
     }
 
     fn stderr(&mut self, data: &[u8]) -> Result<(), String> {
-        match &mut self.recorder {
-            Some(r) => recorded(r.stderr(data)),
-            None => Ok(()),
-        }
+        self.call(|w, h| w.data(h, Stream::Err, data))
     }
 
     fn exit_status(&mut self, status: u32) -> Result<(), String> {
-        match &mut self.recorder {
-            Some(r) => recorded(r.exit_status(status)),
-            None => Ok(()),
-        }
+        self.call(|w, h| w.exit_status(h, status))
     }
 
     fn exit_signal(&mut self, signal: &str) -> Result<(), String> {
-        match &mut self.recorder {
-            Some(r) => recorded(r.exit_signal(signal)),
-            None => Ok(()),
-        }
+        self.call(|w, h| w.exit_signal(h, signal))
     }
 
     fn resize(&mut self, cols: u32, rows: u32) -> Result<(), String> {
-        match &mut self.recorder {
-            Some(r) => recorded(r.resize(clamp(cols), clamp(rows))),
+        self.call(|w, h| w.resize(h, clamp(cols), clamp(rows)))
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        match self.handle.take() {
+            Some(handle) => self.writer.close(handle),
             None => Ok(()),
         }
     }
 
-    fn finish(&mut self) -> Result<(), String> {
-        match self.recorder.take() {
-            Some(r) => r.finish().map(|_| ()).map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
+    fn backlog(&self) -> Option<Arc<Backlog>> {
+        Some(self.writer.backlog())
     }
 }
 
