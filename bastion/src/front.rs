@@ -382,6 +382,7 @@ impl russh::server::Handler for Front {
                 TargetSide {
                     read: target_read,
                     write: link.target.clone(),
+                    exits: true,
                 },
                 link.replies.clone(),
                 link.tap.clone(),
