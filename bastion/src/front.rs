@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jitssh_shared::accept::Ticket;
@@ -54,6 +54,15 @@ pub struct Slot {
     pub session: OnceLock<Arc<Session>>,
 }
 
+/// Session channels the target could not take, by id: the channel, why, and its place
+/// among the session's open channels.
+type DeadChannels =
+    std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>;
+
+fn lock_dead(dead: &Mutex<DeadChannels>) -> std::sync::MutexGuard<'_, DeadChannels> {
+    dead.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The handler of one connection.
 pub struct Front {
     shared: Arc<Shared>,
@@ -68,7 +77,8 @@ pub struct Front {
     accepted: Option<(String, Admitted, Certificate)>,
     /// Session channels accepted only to explain why the target cannot be reached, with
     /// their place among the session's open channels.
-    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>,
+    /// Filled by the task that opens the target's channel (see `channel_open_session`).
+    dead: Arc<Mutex<DeadChannels>>,
     /// The answer queue of each relayed session channel (see [`crate::answers`]).
     answers: std::collections::HashMap<ChannelId, Answers>,
 }
@@ -89,7 +99,7 @@ impl Front {
             refusals: Vec::new(),
             told: false,
             accepted: None,
-            dead: std::collections::HashMap::new(),
+            dead: Arc::default(),
             answers: std::collections::HashMap::new(),
         }
     }
@@ -102,12 +112,17 @@ impl Front {
         starts: bool,
         session: &mut SshSession,
     ) -> Option<Result<(), FrontError>> {
-        if !self.dead.contains_key(&channel) {
+        if !lock_dead(&self.dead).contains_key(&channel) {
             return None;
         }
         let answered = reply(session, channel, true);
         let session_handle = session.handle();
-        if starts && let Some((dead, why, claim)) = self.dead.remove(&channel) {
+        let explain = if starts {
+            lock_dead(&self.dead).remove(&channel)
+        } else {
+            None
+        };
+        if let Some((dead, why, claim)) = explain {
             tokio::spawn(async move {
                 explain_and_close(dead, session_handle, why).await;
                 drop(claim);
@@ -319,7 +334,7 @@ impl russh::server::Handler for Front {
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
         // A channel that could only explain itself frees its place when the person closes it.
-        self.dead.remove(&channel);
+        lock_dead(&self.dead).remove(&channel);
         self.answers.remove(&channel);
         Ok(())
     }
@@ -337,41 +352,44 @@ impl russh::server::Handler for Front {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        let target = match sess.upstream().await {
-            Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
-                format!(
-                    "target {} refused a session channel: {err}",
-                    sess.admitted.login_target.target
-                )
-            }),
-            Err(why) => Err(why),
-        };
-        let target = match target {
-            Ok(target) => target,
-            Err(why) => {
-                // Accept, and when the command would start explain on stderr and exit 255
-                // like ssh's own failures: the person sees why whatever their LogLevel.
-                let id = channel.id();
-                reply.accept().await;
-                self.dead.insert(id, (channel, why, claim));
-                return Ok(());
-            }
-        };
         let user_id = channel.id();
-        let (user_read, user_write) = channel.split();
-        let (target_read, target_write) = target.split();
-        let link = Arc::new(Link::new(
-            user_id,
-            Arc::new(target_write),
-            Arc::new(user_write),
-        ));
-        sess.add_link(user_id, link.clone());
         let handle = session.handle();
         self.answers
             .insert(user_id, Answers::start(user_id, handle.clone()));
-        reply.accept().await;
+        let dead = self.dead.clone();
         let relay_buffer = self.shared.config.limits.relay_buffer;
+        // The target leg may still be connecting and the target may be slow to open a
+        // channel: wait for them here, not in the connection's loop (see crate::answers).
         tokio::spawn(async move {
+            let target = match sess.upstream().await {
+                Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
+                    format!(
+                        "target {} refused a session channel: {err}",
+                        sess.admitted.login_target.target
+                    )
+                }),
+                Err(why) => Err(why),
+            };
+            let target = match target {
+                Ok(target) => target,
+                Err(why) => {
+                    // Accept, and when the command would start explain on stderr and exit
+                    // 255 like ssh's own failures: the person sees why whatever their
+                    // LogLevel.
+                    lock_dead(&dead).insert(user_id, (channel, why, claim));
+                    reply.accept().await;
+                    return;
+                }
+            };
+            let (user_read, user_write) = channel.split();
+            let (target_read, target_write) = target.split();
+            let link = Arc::new(Link::new(
+                user_id,
+                Arc::new(target_write),
+                Arc::new(user_write),
+            ));
+            sess.add_link(user_id, link.clone());
+            reply.accept().await;
             let ended = pump::run(
                 UserSide {
                     read: user_read,
