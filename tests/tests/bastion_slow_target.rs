@@ -24,8 +24,13 @@ const EXEC_DELAY: Duration = Duration::from_secs(10);
 /// The longest echo round trip accepted on the other channel meanwhile.
 const MAX_ECHO: Duration = Duration::from_millis(100);
 
-/// A target that echoes what each session channel receives and answers `exec slow` late.
-struct SlowTarget;
+/// A target that echoes what each session channel receives and answers `exec slow` late;
+/// with `slow_open`, it also answers the opening of a connection's second session channel
+/// late.
+struct SlowTarget {
+    slow_open: bool,
+    opened: usize,
+}
 
 impl server::Handler for SlowTarget {
     type Error = russh::Error;
@@ -44,8 +49,13 @@ impl server::Handler for SlowTarget {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply.accept().await;
+        self.opened += 1;
+        let late = self.slow_open && self.opened == 2;
         tokio::spawn(async move {
+            if late {
+                tokio::time::sleep(EXEC_DELAY).await;
+            }
+            reply.accept().await;
             let (mut read, write) = channel.split();
             while let Some(msg) = read.wait().await {
                 if let ChannelMsg::Data { data } = msg
@@ -111,6 +121,17 @@ async fn next(channel: &mut Channel<client::Msg>, within: Duration) -> Option<Ch
 
 #[test]
 fn a_slow_exec_answer_delays_only_its_own_channel() {
+    slow_second_channel(false);
+}
+
+#[test]
+fn a_slow_channel_open_delays_only_that_channel() {
+    slow_second_channel(true);
+}
+
+/// The person types into a shell while a second channel waits for the target: for its exec
+/// answer, or (`slow_open`) for the target to open it at all.
+fn slow_second_channel(slow_open: bool) {
     let scratch = Scratch::new();
     let ca = Bastion::ca(scratch.path(), "");
     let host_key = keygen(scratch.path(), "slow_host_key");
@@ -133,7 +154,16 @@ fn a_slow_exec_answer_delays_only_its_own_channel() {
         while let Ok((socket, _)) = listener.accept().await {
             let config = config.clone();
             tokio::spawn(async move {
-                if let Ok(running) = server::run_stream(config, socket, SlowTarget).await {
+                if let Ok(running) = server::run_stream(
+                    config,
+                    socket,
+                    SlowTarget {
+                        slow_open,
+                        opened: 0,
+                    },
+                )
+                .await
+                {
                     let _ = running.await;
                 }
             });
@@ -168,10 +198,15 @@ fn a_slow_exec_answer_delays_only_its_own_channel() {
             "the shell starts"
         );
 
-        // A second channel whose command the target answers late.
-        let mut slow = handle.channel_open_session().await.expect("open slow");
-        slow.exec(true, "slow").await.expect("request exec");
+        // A second channel the target opens late, or whose command it answers late.
         let asked = Instant::now();
+        let opening = tokio::spawn(async move {
+            let mut slow = handle.channel_open_session().await.expect("open slow");
+            let command = if slow_open { "fast" } else { "slow" };
+            slow.exec(true, command).await.expect("request exec");
+            let answer = next(&mut slow, EXEC_DELAY * 2).await;
+            (handle, answer)
+        });
 
         // Meanwhile the shell keeps echoing.
         let mut worst = Duration::ZERO;
@@ -191,7 +226,7 @@ fn a_slow_exec_answer_delays_only_its_own_channel() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let measured_within = asked.elapsed();
-        eprintln!("worst echo round trip while exec waited: {worst:?}");
+        eprintln!("worst echo round trip while the second channel waited: {worst:?}");
         assert!(
             worst < MAX_ECHO,
             "the shell echoed within {MAX_ECHO:?} while another channel waited: worst {worst:?}"
@@ -202,7 +237,7 @@ fn a_slow_exec_answer_delays_only_its_own_channel() {
         );
 
         // The slow channel gets its answer when the target gives it.
-        let answer = next(&mut slow, EXEC_DELAY * 2).await;
+        let (_handle, answer) = opening.await.expect("second channel");
         assert!(
             matches!(answer, Some(ChannelMsg::Success)),
             "the late answer reaches the person: {answer:?}"
