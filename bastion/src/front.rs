@@ -695,29 +695,37 @@ impl russh::server::Handler for Front {
         Ok(())
     }
 
+    /// Answered through the channel's answer queue like the other requests (the patched
+    /// russh does not answer from the returned `bool`, see vendor/russh/PATCHED.md).
     async fn agent_request(
         &mut self,
         channel: ChannelId,
-        _session: &mut SshSession,
+        session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
         let (Some(sess), Some(link)) = self.session_link(channel) else {
+            reply(session, channel, false)?;
             return Ok(false);
         };
-        if !sess.admitted.permissions.agent_forwarding {
-            let reason = forwarding_refusal(&self.shared.config.forwarding.agent, "agent");
-            deny_with_notice(&sess, &link, "agent", &reason).await;
-            return Ok(false);
-        }
-        let answer = link.replies.expect();
-        let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
-        if ok {
-            sess.grant_agent();
-            sess.shared
-                .audit
-                .record_or_log(sess.event("session.forward").with("kind", "agent"))
-                .await;
-        }
-        Ok(ok)
+        let refusal = (!sess.admitted.permissions.agent_forwarding)
+            .then(|| forwarding_refusal(&self.shared.config.forwarding.agent, "agent"));
+        let job: Job = Box::pin(async move {
+            if let Some(reason) = refusal {
+                deny_with_notice(&sess, &link, "agent", &reason).await;
+                return Some(false);
+            }
+            let answer = link.replies.expect();
+            let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
+            if ok {
+                sess.grant_agent();
+                sess.shared
+                    .audit
+                    .record_or_log(sess.event("session.forward").with("kind", "agent"))
+                    .await;
+            }
+            Some(ok)
+        });
+        self.queue(channel, job, session).await?;
+        Ok(false)
     }
 
     async fn x11_request(

@@ -1754,12 +1754,9 @@ impl Session {
                         }
                         debug!("handler.agent_request {channel_num:?}");
 
-                        let response = handler.agent_request(channel_num, self).await?;
-                        if response {
-                            self.channel_success(channel_num)?
-                        } else {
-                            self.channel_failure(channel_num)?
-                        }
+                        // jitssh patch: the handler answers, like every other channel
+                        // request, possibly later and in order; its `bool` is not used.
+                        handler.agent_request(channel_num, self).await?;
                         Ok(())
                     }
                     "exec" => {
