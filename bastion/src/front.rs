@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jitssh_shared::accept::Ticket;
@@ -24,19 +24,16 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, Meth
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::{self, Admitted, Context, Refusal};
+use crate::answers::{Answers, Job};
 use crate::login::printable;
 use crate::pump::{self, TargetSide, UserSide};
 use crate::recorded;
 use crate::recording::ChannelKind;
+use crate::requests::{self, Asked, Start};
 use crate::session::{Link, Session, Shared};
 
 /// How long the bastion waits for the target to answer a forwarded request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest command line accepted in an `exec` request.
-const MAX_COMMAND: usize = 64 * 1024;
-/// Longest environment variable name and value passed on.
-const MAX_ENV_NAME: usize = 256;
-const MAX_ENV_VALUE: usize = 8 * 1024;
 /// Longest host name in a forwarding request.
 const MAX_HOST: usize = 255;
 
@@ -57,6 +54,15 @@ pub struct Slot {
     pub session: OnceLock<Arc<Session>>,
 }
 
+/// Session channels the target could not take, by id: the channel, why, and its place
+/// among the session's open channels.
+type DeadChannels =
+    std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>;
+
+fn lock_dead(dead: &Mutex<DeadChannels>) -> std::sync::MutexGuard<'_, DeadChannels> {
+    dead.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The handler of one connection.
 pub struct Front {
     shared: Arc<Shared>,
@@ -71,7 +77,10 @@ pub struct Front {
     accepted: Option<(String, Admitted, Certificate)>,
     /// Session channels accepted only to explain why the target cannot be reached, with
     /// their place among the session's open channels.
-    dead: std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>,
+    /// Filled by the task that opens the target's channel (see `channel_open_session`).
+    dead: Arc<Mutex<DeadChannels>>,
+    /// The answer queue of each relayed session channel (see [`crate::answers`]).
+    answers: std::collections::HashMap<ChannelId, Answers>,
 }
 
 impl Front {
@@ -90,7 +99,8 @@ impl Front {
             refusals: Vec::new(),
             told: false,
             accepted: None,
-            dead: std::collections::HashMap::new(),
+            dead: Arc::default(),
+            answers: std::collections::HashMap::new(),
         }
     }
 
@@ -102,12 +112,17 @@ impl Front {
         starts: bool,
         session: &mut SshSession,
     ) -> Option<Result<(), FrontError>> {
-        if !self.dead.contains_key(&channel) {
+        if !lock_dead(&self.dead).contains_key(&channel) {
             return None;
         }
         let answered = reply(session, channel, true);
         let session_handle = session.handle();
-        if starts && let Some((dead, why, claim)) = self.dead.remove(&channel) {
+        let explain = if starts {
+            lock_dead(&self.dead).remove(&channel)
+        } else {
+            None
+        };
+        if let Some((dead, why, claim)) = explain {
             tokio::spawn(async move {
                 explain_and_close(dead, session_handle, why).await;
                 drop(claim);
@@ -319,7 +334,8 @@ impl russh::server::Handler for Front {
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
         // A channel that could only explain itself frees its place when the person closes it.
-        self.dead.remove(&channel);
+        lock_dead(&self.dead).remove(&channel);
+        self.answers.remove(&channel);
         Ok(())
     }
 
@@ -336,39 +352,44 @@ impl russh::server::Handler for Front {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        let target = match sess.upstream().await {
-            Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
-                format!(
-                    "target {} refused a session channel: {err}",
-                    sess.admitted.login_target.target
-                )
-            }),
-            Err(why) => Err(why),
-        };
-        let target = match target {
-            Ok(target) => target,
-            Err(why) => {
-                // Accept, and when the command would start explain on stderr and exit 255
-                // like ssh's own failures: the person sees why whatever their LogLevel.
-                let id = channel.id();
-                reply.accept().await;
-                self.dead.insert(id, (channel, why, claim));
-                return Ok(());
-            }
-        };
         let user_id = channel.id();
-        let (user_read, user_write) = channel.split();
-        let (target_read, target_write) = target.split();
-        let link = Arc::new(Link::new(
-            user_id,
-            Arc::new(target_write),
-            Arc::new(user_write),
-        ));
-        sess.add_link(user_id, link.clone());
-        reply.accept().await;
         let handle = session.handle();
+        self.answers
+            .insert(user_id, Answers::start(user_id, handle.clone()));
+        let dead = self.dead.clone();
         let relay_buffer = self.shared.config.limits.relay_buffer;
+        // The target leg may still be connecting and the target may be slow to open a
+        // channel: wait for them here, not in the connection's loop (see crate::answers).
         tokio::spawn(async move {
+            let target = match sess.upstream().await {
+                Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
+                    format!(
+                        "target {} refused a session channel: {err}",
+                        sess.admitted.login_target.target
+                    )
+                }),
+                Err(why) => Err(why),
+            };
+            let target = match target {
+                Ok(target) => target,
+                Err(why) => {
+                    // Accept, and when the command would start explain on stderr and exit
+                    // 255 like ssh's own failures: the person sees why whatever their
+                    // LogLevel.
+                    lock_dead(&dead).insert(user_id, (channel, why, claim));
+                    reply.accept().await;
+                    return;
+                }
+            };
+            let (user_read, user_write) = channel.split();
+            let (target_read, target_write) = target.split();
+            let link = Arc::new(Link::new(
+                user_id,
+                Arc::new(target_write),
+                Arc::new(user_write),
+            ));
+            sess.add_link(user_id, link.clone());
+            reply.accept().await;
             let ended = pump::run(
                 UserSide {
                     read: user_read,
@@ -379,6 +400,7 @@ impl russh::server::Handler for Front {
                 TargetSide {
                     read: target_read,
                     write: link.target.clone(),
+                    exits: true,
                 },
                 link.replies.clone(),
                 link.tap.clone(),
@@ -535,23 +557,27 @@ impl russh::server::Handler for Front {
         let (Some(sess), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
-        if !sess.admitted.permissions.pty {
-            audit_denied(&sess, "pty", None, "certificate lacks permit-pty").await;
-            return reply(session, channel, false);
-        }
         let term = printable(term);
-        let answer = link.replies.expect();
-        let sent = link
-            .target
-            .request_pty(
-                true, &term, col_width, row_height, pix_width, pix_height, modes,
-            )
-            .await;
-        let ok = sent.is_ok() && answered(answer).await;
-        if ok && let Ok(mut pty) = link.pty.lock() {
-            *pty = Some((term, col_width, row_height));
-        }
-        reply(session, channel, ok)
+        let modes = modes.to_vec();
+        let job: Job = Box::pin(async move {
+            if !sess.admitted.permissions.pty {
+                audit_denied(&sess, "pty", None, "certificate lacks permit-pty").await;
+                return Some(false);
+            }
+            let answer = link.replies.expect();
+            let sent = link
+                .target
+                .request_pty(
+                    true, &term, col_width, row_height, pix_width, pix_height, &modes,
+                )
+                .await;
+            let ok = sent.is_ok() && answered(answer).await;
+            if ok && let Ok(mut pty) = link.pty.lock() {
+                *pty = Some((term, col_width, row_height));
+            }
+            Some(ok)
+        });
+        self.queue(channel, job, session).await
     }
 
     async fn env_request(
@@ -567,16 +593,16 @@ impl russh::server::Handler for Front {
         let (Some(_), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
-        let allowed = variable_name.len() <= MAX_ENV_NAME
-            && variable_value.len() <= MAX_ENV_VALUE
-            && jitssh_shared::pattern::list_matches(&self.shared.config.session.env, variable_name);
-        let ok = allowed
-            && link
-                .target
-                .set_env(false, variable_name, variable_value)
-                .await
-                .is_ok();
-        reply(session, channel, ok)
+        let allowed = requests::env_allowed(
+            variable_name,
+            variable_value,
+            &self.shared.config.session.env,
+        );
+        let (name, value) = (variable_name.to_string(), variable_value.to_string());
+        let job: Job = Box::pin(async move {
+            Some(allowed && link.target.set_env(false, name, value).await.is_ok())
+        });
+        self.queue(channel, job, session).await
     }
 
     async fn shell_request(
@@ -584,38 +610,7 @@ impl russh::server::Handler for Front {
         channel: ChannelId,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, true, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
-            return reply(session, channel, false);
-        };
-        let forced = sess.admitted.force_command.clone();
-        let event = channel_event(&sess, "session.shell", channel);
-        if sess.shared.audit.record(event).await.is_err() {
-            return reply(session, channel, false);
-        }
-        let pty = recorded::pty(link.requested_pty());
-        let kind = match &forced {
-            Some(command) => ChannelKind::Exec {
-                command: command.clone(),
-                pty,
-            },
-            None => ChannelKind::Shell { pty },
-        };
-        if !self.start_recording(&sess, &link, channel, kind) {
-            return reply(session, channel, false);
-        }
-        let answer = link.replies.expect();
-        let sent = match &forced {
-            Some(command) => link.target.exec(true, command.as_bytes()).await,
-            None => link.target.request_shell(true).await,
-        };
-        let ok = sent.is_ok() && answered(answer).await;
-        if ok {
-            sess.channel_started(&link);
-        }
-        reply(session, channel, ok)
+        self.start_command(channel, Asked::Shell, session).await
     }
 
     async fn exec_request(
@@ -624,36 +619,8 @@ impl russh::server::Handler for Front {
         data: &[u8],
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, true, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
-            return reply(session, channel, false);
-        };
-        if data.len() > MAX_COMMAND {
-            return reply(session, channel, false);
-        }
-        let forced = sess.admitted.force_command.clone();
-        let event =
-            channel_event(&sess, "session.exec", channel).with("command", command_text(data));
-        if sess.shared.audit.record(event).await.is_err() {
-            return reply(session, channel, false);
-        }
-        let command = forced.map_or_else(|| data.to_vec(), String::into_bytes);
-        let kind = ChannelKind::Exec {
-            command: String::from_utf8_lossy(&command).into_owned(),
-            pty: recorded::pty(link.requested_pty()),
-        };
-        if !self.start_recording(&sess, &link, channel, kind) {
-            return reply(session, channel, false);
-        }
-        let answer = link.replies.expect();
-        let sent = link.target.exec(true, command).await;
-        let ok = sent.is_ok() && answered(answer).await;
-        if ok {
-            sess.channel_started(&link);
-        }
-        reply(session, channel, ok)
+        self.start_command(channel, Asked::Exec(data.to_vec()), session)
+            .await
     }
 
     async fn subsystem_request(
@@ -662,40 +629,8 @@ impl russh::server::Handler for Front {
         name: &str,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, true, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
-            return reply(session, channel, false);
-        };
-        let forced = sess.admitted.force_command.clone();
-        let event =
-            channel_event(&sess, "session.subsystem", channel).with("name", printable(name));
-        if sess.shared.audit.record(event).await.is_err() {
-            return reply(session, channel, false);
-        }
-        let kind = match &forced {
-            Some(command) => ChannelKind::Exec {
-                command: command.clone(),
-                pty: None,
-            },
-            None => ChannelKind::Subsystem {
-                name: printable(name),
-            },
-        };
-        if !self.start_recording(&sess, &link, channel, kind) {
-            return reply(session, channel, false);
-        }
-        let answer = link.replies.expect();
-        let sent = match &forced {
-            Some(command) => link.target.exec(true, command.as_bytes()).await,
-            None => link.target.request_subsystem(true, name).await,
-        };
-        let ok = sent.is_ok() && answered(answer).await;
-        if ok {
-            sess.channel_started(&link);
-        }
-        reply(session, channel, ok)
+        self.start_command(channel, Asked::Subsystem(name.to_string()), session)
+            .await
     }
 
     async fn window_change_request(
@@ -707,7 +642,11 @@ impl russh::server::Handler for Front {
         pix_height: u32,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let (Some(_), Some(link)) = self.session_link(channel) {
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return Ok(());
+        };
+        // Queued, so it reaches the target after the pty request it resizes.
+        let job: Job = Box::pin(async move {
             if let Ok(mut pty) = link.pty.lock()
                 && let Some((_, cols, rows)) = pty.as_mut()
             {
@@ -719,7 +658,7 @@ impl russh::server::Handler for Front {
                 .lock()
                 .map_err(|_| "recorder lock poisoned".to_string())
                 .and_then(|mut tap| tap.resize(col_width, row_height));
-            if let (Err(why), Some(sess)) = (recorded, self.session()) {
+            if let Err(why) = recorded {
                 tokio::spawn(async move {
                     sess.terminate(&format!("the recording failed ({why})"))
                         .await;
@@ -729,6 +668,10 @@ impl russh::server::Handler for Front {
                 .target
                 .window_change(col_width, row_height, pix_width, pix_height)
                 .await;
+            None
+        });
+        if let Some(answers) = self.answers.get(&channel) {
+            answers.push(job).await;
         }
         Ok(())
     }
@@ -739,35 +682,50 @@ impl russh::server::Handler for Front {
         signal: Sig,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let (Some(_), Some(link)) = self.session_link(channel) {
+        let (Some(_), Some(link)) = self.session_link(channel) else {
+            return Ok(());
+        };
+        let job: Job = Box::pin(async move {
             let _ = link.target.signal(signal).await;
+            None
+        });
+        if let Some(answers) = self.answers.get(&channel) {
+            answers.push(job).await;
         }
         Ok(())
     }
 
+    /// Answered through the channel's answer queue like the other requests (the patched
+    /// russh does not answer from the returned `bool`, see vendor/russh/PATCHED.md).
     async fn agent_request(
         &mut self,
         channel: ChannelId,
-        _session: &mut SshSession,
+        session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
         let (Some(sess), Some(link)) = self.session_link(channel) else {
+            reply(session, channel, false)?;
             return Ok(false);
         };
-        if !sess.admitted.permissions.agent_forwarding {
-            let reason = forwarding_refusal(&self.shared.config.forwarding.agent, "agent");
-            deny_with_notice(&sess, &link, "agent", &reason).await;
-            return Ok(false);
-        }
-        let answer = link.replies.expect();
-        let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
-        if ok {
-            sess.grant_agent();
-            sess.shared
-                .audit
-                .record_or_log(sess.event("session.forward").with("kind", "agent"))
-                .await;
-        }
-        Ok(ok)
+        let refusal = (!sess.admitted.permissions.agent_forwarding)
+            .then(|| forwarding_refusal(&self.shared.config.forwarding.agent, "agent"));
+        let job: Job = Box::pin(async move {
+            if let Some(reason) = refusal {
+                deny_with_notice(&sess, &link, "agent", &reason).await;
+                return Some(false);
+            }
+            let answer = link.replies.expect();
+            let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
+            if ok {
+                sess.grant_agent();
+                sess.shared
+                    .audit
+                    .record_or_log(sess.event("session.forward").with("kind", "agent"))
+                    .await;
+            }
+            Some(ok)
+        });
+        self.queue(channel, job, session).await?;
+        Ok(false)
     }
 
     async fn x11_request(
@@ -782,32 +740,37 @@ impl russh::server::Handler for Front {
         let (Some(sess), Some(link)) = self.session_link(channel) else {
             return reply(session, channel, false);
         };
-        if !sess.admitted.permissions.x11_forwarding {
-            let reason = forwarding_refusal(&self.shared.config.forwarding.x11, "X11");
-            deny_with_notice(&sess, &link, "x11", &reason).await;
-            return reply(session, channel, false);
-        }
-        let answer = link.replies.expect();
-        let ok = link
-            .target
-            .request_x11(
-                true,
-                single_connection,
-                x11_auth_protocol,
-                x11_auth_cookie,
-                x11_screen_number,
-            )
-            .await
-            .is_ok()
-            && answered(answer).await;
-        if ok {
-            sess.grant_x11();
-            sess.shared
-                .audit
-                .record_or_log(sess.event("session.forward").with("kind", "x11"))
-                .await;
-        }
-        reply(session, channel, ok)
+        let refusal = (!sess.admitted.permissions.x11_forwarding)
+            .then(|| forwarding_refusal(&self.shared.config.forwarding.x11, "X11"));
+        let (protocol, cookie) = (x11_auth_protocol.to_string(), x11_auth_cookie.to_string());
+        let job: Job = Box::pin(async move {
+            if let Some(reason) = refusal {
+                deny_with_notice(&sess, &link, "x11", &reason).await;
+                return Some(false);
+            }
+            let answer = link.replies.expect();
+            let ok = link
+                .target
+                .request_x11(
+                    true,
+                    single_connection,
+                    &protocol,
+                    &cookie,
+                    x11_screen_number,
+                )
+                .await
+                .is_ok()
+                && answered(answer).await;
+            if ok {
+                sess.grant_x11();
+                sess.shared
+                    .audit
+                    .record_or_log(sess.event("session.forward").with("kind", "x11"))
+                    .await;
+            }
+            Some(ok)
+        });
+        self.queue(channel, job, session).await
     }
 
     async fn tcpip_forward(
@@ -880,33 +843,79 @@ impl russh::server::Handler for Front {
 }
 
 impl Front {
-    /// Attaches a recorder to `link` before its command starts. `false` (and the session is
-    /// ended) when the recording cannot be written and the policy forbids going on.
-    fn start_recording(
+    /// Queues `job` on the channel's answer queue (see [`crate::answers`]); a channel
+    /// without one (the connection is ending) is refused at once.
+    async fn queue(
         &self,
-        sess: &Arc<Session>,
-        link: &Arc<Link>,
         channel: ChannelId,
-        kind: ChannelKind,
-    ) -> bool {
-        let terminal = !kind.is_transfer();
-        match sess.record_channel(channel, kind) {
-            Ok(Some(tap)) => {
-                if let Ok(mut current) = link.tap.lock() {
-                    *current = sess.watched(tap, terminal);
-                }
-                true
-            }
-            Ok(None) => true,
-            Err(why) => {
-                let sess = sess.clone();
-                tokio::spawn(async move {
-                    sess.terminate(&format!("the recording failed ({why})"))
-                        .await;
-                });
-                false
-            }
+        job: Job,
+        session: &mut SshSession,
+    ) -> Result<(), FrontError> {
+        match self.answers.get(&channel) {
+            Some(answers) if answers.push(job).await => Ok(()),
+            _ => reply(session, channel, false),
         }
+    }
+
+    /// `shell`, `exec` and `subsystem`: decided by [`requests::start`], audited, recorded,
+    /// then forwarded; answered with the target's answer once it comes.
+    async fn start_command(
+        &mut self,
+        channel: ChannelId,
+        asked: Asked,
+        session: &mut SshSession,
+    ) -> Result<(), FrontError> {
+        if let Some(done) = self.answer_dead(channel, true, session) {
+            return done;
+        }
+        let (Some(sess), Some(link)) = self.session_link(channel) else {
+            return reply(session, channel, false);
+        };
+        let job: Job = Box::pin(async move {
+            let forced = sess.admitted.force_command.clone();
+            let Ok(start) = requests::start(&asked, forced.as_deref()) else {
+                return Some(false);
+            };
+            let event = channel_event(&sess, asked.event_kind(), channel);
+            let event = match &asked {
+                Asked::Shell => event,
+                Asked::Exec(command) => event.with("command", command_text(command)),
+                Asked::Subsystem(name) => event.with("name", printable(name)),
+            };
+            if sess.shared.audit.record(event).await.is_err() {
+                return Some(false);
+            }
+            let pty = recorded::pty(link.requested_pty());
+            let kind = match &start {
+                Start::Exec(command) => ChannelKind::Exec {
+                    command: String::from_utf8_lossy(command).into_owned(),
+                    pty: if matches!(asked, Asked::Subsystem(_)) {
+                        None
+                    } else {
+                        pty
+                    },
+                },
+                Start::Shell => ChannelKind::Shell { pty },
+                Start::Subsystem(name) => ChannelKind::Subsystem {
+                    name: printable(name),
+                },
+            };
+            if !start_recording(&sess, &link, channel, kind) {
+                return Some(false);
+            }
+            let answer = link.replies.expect();
+            let sent = match start {
+                Start::Shell => link.target.request_shell(true).await,
+                Start::Exec(command) => link.target.exec(true, command).await,
+                Start::Subsystem(name) => link.target.request_subsystem(true, &name).await,
+            };
+            let ok = sent.is_ok() && answered(answer).await;
+            if ok {
+                sess.channel_started(&link);
+            }
+            Some(ok)
+        });
+        self.queue(channel, job, session).await
     }
 
     fn session_link(&self, channel: ChannelId) -> (Option<Arc<Session>>, Option<Arc<Link>>) {
@@ -977,4 +986,32 @@ async fn deny_with_notice(sess: &Session, link: &Link, request: &str, reason: &s
         )
         .await;
     });
+}
+
+/// Attaches a recorder to `link` before its command starts. `false` (and the session is
+/// ended) when the recording cannot be written and the policy forbids going on.
+fn start_recording(
+    sess: &Arc<Session>,
+    link: &Arc<Link>,
+    channel: ChannelId,
+    kind: ChannelKind,
+) -> bool {
+    let terminal = !kind.is_transfer();
+    match sess.record_channel(channel, kind) {
+        Ok(Some(tap)) => {
+            if let Ok(mut current) = link.tap.lock() {
+                *current = sess.watched(tap, terminal);
+            }
+            true
+        }
+        Ok(None) => true,
+        Err(why) => {
+            let sess = sess.clone();
+            tokio::spawn(async move {
+                sess.terminate(&format!("the recording failed ({why})"))
+                    .await;
+            });
+            false
+        }
+    }
 }

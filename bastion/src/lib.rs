@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod answers;
 pub mod audit;
 pub mod auditor;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod pump;
 pub mod recorded;
 pub mod recording;
 pub mod remote;
+pub mod requests;
 pub mod server;
 pub mod session;
 pub mod upstream;

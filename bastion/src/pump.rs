@@ -123,6 +123,10 @@ pub struct TargetSide {
     pub read: ChannelReadHalf,
     /// Writes to the target (window-aware).
     pub write: Arc<ChannelWriteHalf<client::Msg>>,
+    /// A session channel, whose exit status must reach the person before its EOF: sshd
+    /// usually sends EOF first, and clients such as PuTTY close the channel as soon as both
+    /// sides sent EOF, which would lose a status still on its way.
+    pub exits: bool,
 }
 
 /// Runs both directions until one side closes the channel (or a tap fails), then closes the
@@ -143,6 +147,7 @@ pub async fn run(
     let TargetSide {
         read: target_read,
         write: target_write,
+        exits,
     } = target;
     let (up_queue, up_items) = relay(buffer);
     let (down_queue, down_items) = relay(buffer);
@@ -155,7 +160,7 @@ pub async fn run(
     };
     let down = async {
         let (ended, ()) = tokio::join!(
-            read_target(target_read, down_queue, &replies, &tap),
+            read_target(target_read, down_queue, &replies, &tap, exits),
             write_user(down_items, &user_write, user_id, &handle)
         );
         ended
@@ -276,13 +281,25 @@ async fn write_target(mut items: Items, to: &ChannelWriteHalf<client::Msg>) {
 
 /// Reads the target's channel: output (recorded), exit status and signals, EOF and close go
 /// to the person's writer; answers to forwarded requests go to the waiting handler at once.
+/// With `exits`, an EOF waits for the exit status (or signal, or close) and follows it.
 async fn read_target(
     mut from: ChannelReadHalf,
     to: Queue,
     replies: &Replies,
     tap: &SharedTap,
+    exits: bool,
 ) -> Ended {
+    let mut eof_held = false;
+    let mut exited = false;
     while let Some(msg) = from.wait().await {
+        let ends = matches!(
+            msg,
+            ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. }
+        );
+        if exits && !exited && matches!(msg, ChannelMsg::Eof) {
+            eof_held = true;
+            continue;
+        }
         let recorded = match &msg {
             ChannelMsg::Data { data } => tap_call(tap, |t| t.output(data)),
             ChannelMsg::ExtendedData { data, ext: 1 } => tap_call(tap, |t| t.stderr(data)),
@@ -314,6 +331,15 @@ async fn read_target(
         if !to.push(msg).await {
             return Ended::Closed;
         }
+        if ends {
+            exited = true;
+            if std::mem::take(&mut eof_held) && !to.push(ChannelMsg::Eof).await {
+                return Ended::Closed;
+            }
+        }
+    }
+    if eof_held {
+        to.push(ChannelMsg::Eof).await;
     }
     to.push(ChannelMsg::Close).await;
     Ended::Closed

@@ -706,6 +706,7 @@ impl Session {
             TargetSide {
                 read: target_read,
                 write: Arc::new(target_write),
+                exits: false,
             },
             Arc::new(Replies::default()),
             no_tap(),

@@ -96,3 +96,43 @@ fn channels_the_target_refused_count_towards_max_channels() {
         );
     });
 }
+
+/// Answers to a channel's requests come in the order the requests were sent, also when the
+/// bastion refuses one at once while the target still owes the answer to an earlier one
+/// (OpenSSH sends `x11-req` or `pty-req` and the agent request back to back).
+#[test]
+fn answers_keep_the_order_of_the_requests() {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    // Agent forwarding is off by the bastion's policy: refused without asking the target.
+    let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let handle = login(bastion.port, "root@web01", &alice).await;
+        for round in 0..10 {
+            let mut channel = handle.channel_open_session().await.expect("open");
+            channel
+                .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+                .await
+                .expect("pty-req");
+            channel.agent_forward(true).await.expect("agent request");
+            let mut answers = Vec::new();
+            while answers.len() < 2 {
+                match tokio::time::timeout(Duration::from_secs(10), channel.wait()).await {
+                    Ok(Some(russh::ChannelMsg::Success)) => answers.push("success"),
+                    Ok(Some(russh::ChannelMsg::Failure)) => answers.push("failure"),
+                    Ok(Some(_)) => {}
+                    other => panic!("round {round}: answers {answers:?}, then {other:?}"),
+                }
+            }
+            assert_eq!(
+                answers,
+                ["success", "failure"],
+                "round {round}: the terminal granted, then the agent refused"
+            );
+            let _ = channel.close().await;
+        }
+    });
+}

@@ -506,8 +506,10 @@ pub(crate) struct ChannelParams {
     sender_maximum_packet_size: u32,
     /// Has the other side confirmed the channel?
     pub confirmed: bool,
+    /// Whether each request still owed an answer wants one, oldest first: the handler may
+    /// answer later (through the handle), so several can be outstanding (jitssh patch).
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    wants_reply: bool,
+    wants_reply: std::collections::VecDeque<bool>,
     /// (buffer, extended stream #, data offset in buffer)
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,

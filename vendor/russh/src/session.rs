@@ -779,7 +779,7 @@ impl Encrypted {
                     sender_maximum_packet_size: maxpacket,
                     recipient_maximum_packet_size: 0,
                     confirmed: false,
-                    wants_reply: false,
+                    wants_reply: std::collections::VecDeque::new(),
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,

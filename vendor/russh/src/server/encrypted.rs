@@ -844,7 +844,7 @@ mod tests {
                 remote_to_local: Box::new(clear::Key),
                 encrypted: Some(test_auth_encrypted()),
                 config,
-                wants_reply: false,
+                wants_reply: std::collections::VecDeque::new(),
                 disconnected: false,
                 buffer: Vec::new(),
                 strict_kex: false,
@@ -1588,15 +1588,18 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 let req_type = map_err!(String::decode(r))?;
                 let wants_reply = map_err!(u8::decode(r))?;
-                if let Some(ref mut enc) = self.common.encrypted
-                    && let Some(channel) = enc.channels.get_mut(&channel_num)
-                {
-                    channel.wants_reply = wants_reply != 0;
-                }
                 if !self.common.is_established_channel(channel_num) {
                     // Request for a channel that was never opened (or whose open
                     // was denied): drop it without invoking any handler callback.
                     return Ok(());
+                }
+                // Every request but these is answered exactly once, by russh or the handler,
+                // possibly later: remember, in order, whether each one wants its answer sent.
+                if !matches!(req_type.as_str(), "window-change" | "signal")
+                    && let Some(ref mut enc) = self.common.encrypted
+                    && let Some(channel) = enc.channels.get_mut(&channel_num)
+                {
+                    channel.wants_reply.push_back(wants_reply != 0);
                 }
                 match req_type.as_str() {
                     "pty-req" => {
@@ -1751,12 +1754,9 @@ impl Session {
                         }
                         debug!("handler.agent_request {channel_num:?}");
 
-                        let response = handler.agent_request(channel_num, self).await?;
-                        if response {
-                            self.channel_success(channel_num)?
-                        } else {
-                            self.channel_failure(channel_num)?
-                        }
+                        // jitssh patch: the handler answers, like every other channel
+                        // request, possibly later and in order; its `bool` is not used.
+                        handler.agent_request(channel_num, self).await?;
                         Ok(())
                     }
                     "exec" => {
@@ -2037,7 +2037,7 @@ impl Session {
             recipient_maximum_packet_size: msg.recipient_maximum_packet_size,
             sender_maximum_packet_size: self.common.config.maximum_packet_size,
             confirmed: true,
-            wants_reply: false,
+            wants_reply: std::collections::VecDeque::new(),
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,

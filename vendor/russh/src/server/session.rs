@@ -1064,8 +1064,7 @@ impl Session {
             && let Some(channel) = enc.channels.get_mut(&channel)
         {
             assert!(channel.confirmed);
-            if channel.wants_reply {
-                channel.wants_reply = false;
+            if channel.wants_reply.pop_front() == Some(true) {
                 debug!("channel_success {channel:?}");
                 push_packet!(enc.write, {
                     msg::CHANNEL_SUCCESS.encode(&mut enc.write)?;
@@ -1082,8 +1081,7 @@ impl Session {
             && let Some(channel) = enc.channels.get_mut(&channel)
         {
             assert!(channel.confirmed);
-            if channel.wants_reply {
-                channel.wants_reply = false;
+            if channel.wants_reply.pop_front() == Some(true) {
                 push_packet!(enc.write, {
                     enc.write.push(msg::CHANNEL_FAILURE);
                     channel.recipient_channel.encode(&mut enc.write)?;
@@ -1656,7 +1654,7 @@ mod tests {
                 auth_attempts: 0,
                 packet_writer: PacketWriter::clear(),
                 remote_to_local: Box::new(cipher::clear::Key),
-                wants_reply: false,
+                wants_reply: std::collections::VecDeque::new(),
                 disconnected: false,
                 buffer: Vec::new(),
                 strict_kex: false,

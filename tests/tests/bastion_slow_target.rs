@@ -1,0 +1,250 @@
+//! A target slow to answer one channel request delays only that channel: the person's other
+//! channels keep flowing meanwhile (architecture issue, "a slow target stalls a person's whole
+//! connection").
+//!
+//! The target here is an SSH server that answers `exec` ten seconds late while it echoes on
+//! its other channels. OpenSSH's sshd cannot play that part: it serves a connection in one
+//! process that answers each request before it reads the next packet, so anything that slows
+//! its answer (a stopped monitor during `pty-req`, a slow disk) freezes all of that
+//! connection's channels at the target itself, whatever the bastion does. Servers that answer
+//! each channel on its own (Go's x/crypto/ssh, russh, appliances) do answer late while the
+//! other channels flow; the bastion must not turn that into a freeze of the person's whole
+//! connection. A delaying TCP relay would not do either: it would delay every channel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jitssh_tests::{Bastion, Scratch, keygen, user};
+use russh::keys::PublicKeyOrCertificate;
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelMsg, client};
+
+/// How late the target answers `exec slow`.
+const EXEC_DELAY: Duration = Duration::from_secs(10);
+/// The longest echo round trip accepted on the other channel meanwhile.
+const MAX_ECHO: Duration = Duration::from_millis(100);
+
+/// A target that echoes what each session channel receives and answers `exec slow` late;
+/// with `slow_open`, it also answers the opening of a connection's second session channel
+/// late.
+struct SlowTarget {
+    slow_open: bool,
+    opened: usize,
+}
+
+impl server::Handler for SlowTarget {
+    type Error = russh::Error;
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        _user: &str,
+        _certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.opened += 1;
+        let late = self.slow_open && self.opened == 2;
+        tokio::spawn(async move {
+            if late {
+                tokio::time::sleep(EXEC_DELAY).await;
+            }
+            reply.accept().await;
+            let (mut read, write) = channel.split();
+            while let Some(msg) = read.wait().await {
+                if let ChannelMsg::Data { data } = msg
+                    && write.data_bytes(data).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        command: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if command != b"slow" {
+            return session.channel_success(channel);
+        }
+        let handle = session.handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(EXEC_DELAY).await;
+            let _ = handle.channel_success(channel).await;
+        });
+        Ok(())
+    }
+}
+
+struct AnyHost;
+
+impl client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Waits for the next message on `channel` that is not window bookkeeping.
+async fn next(channel: &mut Channel<client::Msg>, within: Duration) -> Option<ChannelMsg> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, channel.wait()).await {
+            Ok(Some(ChannelMsg::WindowAdjusted { .. })) => continue,
+            Ok(msg) => return msg,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_slow_exec_answer_delays_only_its_own_channel() {
+    slow_second_channel(false);
+}
+
+#[test]
+fn a_slow_channel_open_delays_only_that_channel() {
+    slow_second_channel(true);
+}
+
+/// The person types into a shell while a second channel waits for the target: for its exec
+/// answer, or (`slow_open`) for the target to open it at all.
+fn slow_second_channel(slow_open: bool) {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let host_key = keygen(scratch.path(), "slow_host_key");
+    ca.sign(&host_key, "host", "slow", &["--ttl", "1h"]);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["slow"], &[]);
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let target_port = listener.local_addr().expect("address").port();
+    let config = Arc::new(server::Config {
+        keys: vec![russh::keys::load_secret_key(&host_key.private, None).expect("host key")],
+        certificates: vec![
+            russh::keys::load_openssh_certificate(host_key.cert_path()).expect("host cert"),
+        ],
+        ..Default::default()
+    });
+    runtime.spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(running) = server::run_stream(
+                    config,
+                    socket,
+                    SlowTarget {
+                        slow_open,
+                        opened: 0,
+                    },
+                )
+                .await
+                {
+                    let _ = running.await;
+                }
+            });
+        }
+    });
+
+    let bastion = Bastion::start(&ca, &[("slow", format!("127.0.0.1:{target_port}"))], "");
+    runtime.block_on(async {
+        let secret = russh::keys::load_secret_key(&alice.private, None).expect("load key");
+        let cert = russh::keys::load_openssh_certificate(alice.cert_path()).expect("load cert");
+        let mut handle = client::connect(
+            Arc::new(client::Config::default()),
+            ("127.0.0.1", bastion.port),
+            AnyHost,
+        )
+        .await
+        .expect("connect to the bastion");
+        let auth = handle
+            .authenticate_openssh_cert("root@slow", Arc::new(secret), cert)
+            .await
+            .expect("authenticate");
+        assert!(auth.success(), "login accepted");
+
+        // An open shell the person types into.
+        let mut shell = handle.channel_open_session().await.expect("open shell");
+        shell.request_shell(true).await.expect("request shell");
+        assert!(
+            matches!(
+                next(&mut shell, Duration::from_secs(10)).await,
+                Some(ChannelMsg::Success)
+            ),
+            "the shell starts"
+        );
+
+        // A second channel the target opens late, or whose command it answers late.
+        let asked = Instant::now();
+        let opening = tokio::spawn(async move {
+            let mut slow = handle.channel_open_session().await.expect("open slow");
+            let command = if slow_open { "fast" } else { "slow" };
+            slow.exec(true, command).await.expect("request exec");
+            let answer = next(&mut slow, EXEC_DELAY * 2).await;
+            (handle, answer)
+        });
+
+        // Meanwhile the shell keeps echoing.
+        let mut worst = Duration::ZERO;
+        for i in 0..20 {
+            let line = format!("ping {i}\n");
+            let sent = Instant::now();
+            shell.data(line.as_bytes()).await.expect("type");
+            let mut echoed = Vec::new();
+            while echoed.len() < line.len() {
+                match next(&mut shell, EXEC_DELAY * 2).await {
+                    Some(ChannelMsg::Data { data }) => echoed.extend_from_slice(&data),
+                    other => panic!("echo of {line:?}: got {other:?}"),
+                }
+            }
+            assert_eq!(echoed, line.as_bytes(), "the echo");
+            worst = worst.max(sent.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let measured_within = asked.elapsed();
+        eprintln!("worst echo round trip while the second channel waited: {worst:?}");
+        assert!(
+            worst < MAX_ECHO,
+            "the shell echoed within {MAX_ECHO:?} while another channel waited: worst {worst:?}"
+        );
+        assert!(
+            measured_within < EXEC_DELAY,
+            "the echoes were measured while the exec answer was pending ({measured_within:?})"
+        );
+
+        // The slow channel gets its answer when the target gives it.
+        let (_handle, answer) = opening.await.expect("second channel");
+        assert!(
+            matches!(answer, Some(ChannelMsg::Success)),
+            "the late answer reaches the person: {answer:?}"
+        );
+        assert!(
+            asked.elapsed() >= EXEC_DELAY,
+            "and it was the target's late answer"
+        );
+    });
+}
