@@ -396,7 +396,8 @@ mod tests {
     fn after_a_restart_the_tally_starts_from_the_index_and_the_disk() {
         use jitssh_shared::store::{SessionRecord, SqliteStore};
         let dir = tempfile::tempdir().unwrap();
-        let index = Arc::new(SqliteStore::open(&dir.path().join("sessions.db")).unwrap());
+        let index =
+            Arc::new(SqliteStore::open_session_index(&dir.path().join("sessions.db")).unwrap());
         let now = jitssh_shared::unix_now();
         for (id, started_at, bytes) in [("recent", now - 60, 700), ("old", now - 7200, 900)] {
             let rec = dir.path().join(id);
