@@ -447,3 +447,33 @@ fn apply(
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+    use std::time::Duration;
+
+    /// Past its limit the queue makes the relay wait, and lets it go once the writer drains.
+    #[tokio::test]
+    async fn a_full_backlog_waits_until_the_writer_drains_it() {
+        let backlog = std::sync::Arc::new(Backlog::new(100));
+        backlog.charge(60);
+        tokio::time::timeout(Duration::from_secs(1), backlog.room())
+            .await
+            .expect("room below the limit");
+        backlog.charge(60);
+        let waiting = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room at 120 of 100 bytes");
+        backlog.release(60);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("room after the drain")
+            .expect("task");
+        backlog.release(1000);
+        assert_eq!(backlog.queued(), 0, "never below zero");
+    }
+}
