@@ -5,6 +5,10 @@
 //! (binary) and as text, from an exec channel without a pty (where bulk output is recorded
 //! as size and SHA-256) and from a shell with a pty (always recorded in full, for
 //! comparison). Each iteration is a whole session: start, channel, output, seal.
+//!
+//! The "through the session writer" cases go the way the bastion goes: the relay's tap
+//! queues each read for the session's writer thread and waits for room in its 4 MiB queue,
+//! the writer records; measured until the seal is written.
 
 // criterion's macros generate public functions without docs.
 #![allow(missing_docs)]
@@ -13,7 +17,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jitssh_shared::keys::CaSigner;
-use ssh_bastion::recording::{ChannelKind, Pty, Recorder, RecordingPolicy, SessionMeta};
+use ssh_bastion::pump::Tap as _;
+use ssh_bastion::recorded::{RecordingSetup, SessionRecording};
+use ssh_bastion::recording::{ChannelKind, Pty, Quotas, Recorder, RecordingPolicy, SessionMeta};
 
 const TOTAL: usize = 64 << 20;
 const READ: usize = 32 << 10;
@@ -41,6 +47,23 @@ fn session(root: &std::path::Path, key: &Arc<CaSigner>, kind: ChannelKind, chunk
     }
     ch.finish().expect("finish");
     assert!(rec.finish("done").sealed);
+}
+
+/// Records `TOTAL` bytes of `chunk` through a session's writer thread, as the relay does.
+fn queued_session(setup: &RecordingSetup, rt: &tokio::runtime::Runtime, chunk: &[u8]) {
+    let rec = SessionRecording::start(setup, meta()).expect("start");
+    let kind = ChannelKind::Exec {
+        command: "head -c 64M /dev/zero".into(),
+        pty: None,
+    };
+    let mut tap = rec.channel(0, kind).expect("channel").expect("a tap");
+    let backlog = tap.backlog().expect("a queue");
+    for _ in 0..TOTAL / chunk.len() {
+        tap.output(chunk).expect("output");
+        rt.block_on(backlog.room());
+    }
+    tap.finish().expect("finish");
+    assert!(rec.finish("done").expect("summary").sealed);
 }
 
 fn recording(c: &mut Criterion) {
@@ -75,6 +98,31 @@ fn recording(c: &mut Criterion) {
     });
     group.bench_function("shell, pty, text", |b| {
         b.iter(|| session(dir.path(), &key, shell(), &text))
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // The bench's temporary disk may be small: no free-space floor.
+    let policy = RecordingPolicy {
+        min_free_bytes: 0,
+        ..RecordingPolicy::default()
+    };
+    let setup = RecordingSetup {
+        root: dir.path().to_path_buf(),
+        quotas: Arc::new(Quotas::new(dir.path(), &policy)),
+        policy,
+        seal_key: key.clone(),
+        index: Arc::new(
+            jitssh_shared::store::SqliteStore::open(&dir.path().join("sessions.db"))
+                .expect("index"),
+        ),
+        queue_bytes: ssh_bastion::recorded::DEFAULT_RECORDING_QUEUE,
+    };
+    group.bench_function("exec, no pty, zeros, through the session writer", |b| {
+        b.iter(|| queued_session(&setup, &rt, &zeros))
+    });
+    group.bench_function("exec, no pty, text, through the session writer", |b| {
+        b.iter(|| queued_session(&setup, &rt, &text))
     });
     group.finish();
 }

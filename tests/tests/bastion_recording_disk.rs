@@ -296,3 +296,88 @@ fn a_blocked_recording_disk_slows_only_its_own_session() {
     drop(children);
     bastion.wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(20));
 }
+
+/// Alice's session with her channel recorded on a 256 KiB tmpfs that fills up, under
+/// `extra` config; returns her channel's output and the bastion.
+fn alice_on_a_full_disk(extra: &str) -> (jitssh_tests::Output, Bastion, Scratch, Sshd) {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01: Sshd = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        extra,
+    );
+    let root = bastion.data_dir().join("recordings");
+    let control = scratch.path().join("alice.ctl");
+    let master = bastion
+        .ssh("root@web01", &alice)
+        .flag("-M")
+        .flag("-S")
+        .flag(&control)
+        .flag("-N")
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ssh master");
+    let _children = Children(vec![master]);
+    jitssh_tests::wait_for(
+        || control.exists() && recordings(&root).len() == 1,
+        Duration::from_secs(20),
+        "alice's session and her recording",
+    );
+    let dir = recordings(&root).remove(0);
+    sh(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(&dir));
+    let _unmount = Unmount(dir);
+    let out = bastion
+        .ssh("root@web01", &alice)
+        .flag("-S")
+        .flag(&control)
+        .flag("-tt")
+        .args(["head -c 4194304 /dev/urandom | base64; echo all-sent"])
+        .timeout(Duration::from_secs(60))
+        .run();
+    (out, bastion, scratch, web01)
+}
+
+/// Unmounts a directory on drop.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_recording_disk_that_fills_mid_session_ends_the_session_under_terminate() {
+    if !can_freeze() {
+        eprintln!("skipped: needs root and mount");
+        return;
+    }
+    let (out, bastion, _scratch, _web01) = alice_on_a_full_disk("");
+    assert!(
+        !out.stdout_str().contains("all-sent"),
+        "the session went on unrecorded: {} bytes",
+        out.stdout.len()
+    );
+    let audit = bastion.wait_for_audit("the recording failed", Duration::from_secs(20));
+    assert!(audit.contains("No space left on device"), "{audit}");
+}
+
+#[test]
+fn a_recording_disk_that_fills_mid_session_is_audited_under_continue() {
+    if !can_freeze() {
+        eprintln!("skipped: needs root and mount");
+        return;
+    }
+    let (out, bastion, _scratch, _web01) =
+        alice_on_a_full_disk("[recordings]\non_failure = \"continue\"\n");
+    assert!(out.stdout_str().contains("all-sent"), "{out}");
+    bastion.wait_for_audit("\"event\":\"recording.degraded\"", Duration::from_secs(20));
+}

@@ -74,7 +74,13 @@ impl Backlog {
     }
 
     fn release(&self, cost: usize) {
-        let before = self.queued.fetch_sub(cost, Ordering::AcqRel);
+        // Saturating: a dead writer's stop resets the count while sends may be in flight.
+        let before = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(cost))
+            })
+            .unwrap_or_else(|q| q);
         if before.saturating_sub(cost) < self.limit {
             self.room.notify_waiters();
         }
@@ -333,6 +339,7 @@ impl Writer {
 
 /// The writer thread: runs ops in order until the session is finished or dropped.
 fn run(recorder: Recorder, ops: mpsc::Receiver<(Op, usize)>, inner: &Shared) {
+    let _stopped = Stopped(inner);
     let mut channels: HashMap<u64, ChannelRecorder> = HashMap::new();
     while let Ok((op, cost)) = ops.recv() {
         let result = match op {
@@ -365,6 +372,25 @@ fn run(recorder: Recorder, ops: mpsc::Receiver<(Op, usize)>, inner: &Shared) {
         }
     }
     // Dropped without finishing: the recorder writes what it has, unsealed.
+}
+
+/// When the writer thread ends (finished, dropped, or a panic), nobody waits for room any
+/// more: a relay blocked on a dead writer would hang its channels.
+struct Stopped<'a>(&'a Shared);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let why = "the recording writer stopped".to_string();
+            let mut status = lock(&self.0.status);
+            match self.0.on_failure {
+                OnFailure::Terminate => status.failure.get_or_insert(why),
+                OnFailure::Continue => status.degraded.get_or_insert(why),
+            };
+        }
+        self.0.backlog.queued.store(0, Ordering::Release);
+        self.0.backlog.room.notify_waiters();
+    }
 }
 
 fn apply(
@@ -420,4 +446,34 @@ fn apply(
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+    use std::time::Duration;
+
+    /// Past its limit the queue makes the relay wait, and lets it go once the writer drains.
+    #[tokio::test]
+    async fn a_full_backlog_waits_until_the_writer_drains_it() {
+        let backlog = std::sync::Arc::new(Backlog::new(100));
+        backlog.charge(60);
+        tokio::time::timeout(Duration::from_secs(1), backlog.room())
+            .await
+            .expect("room below the limit");
+        backlog.charge(60);
+        let waiting = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room at 120 of 100 bytes");
+        backlog.release(60);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("room after the drain")
+            .expect("task");
+        backlog.release(1000);
+        assert_eq!(backlog.queued(), 0, "never below zero");
+    }
 }

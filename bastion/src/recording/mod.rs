@@ -85,6 +85,27 @@
 //! error (the session must end and tell the user), [`OnFailure::Continue`] stops recording
 //! data, keeps counting, tries to journal `recording.degraded` and hands the error to
 //! [`Recorder::take_degraded`] once, for the audit log.
+//!
+//! # Who does the I/O, and what is durable when
+//!
+//! In the bastion the recorder of a session lives on that session's own writer thread
+//! (`crate::recorded`'s writer): the relay queues byte chunks and never waits on the disk or
+//! on a lock held across I/O; a full queue (bounded in bytes by `[limits] recording_queue`)
+//! makes only that session's channels wait. On the writer thread:
+//!
+//! | when | written (`write`, whole lines) | made durable (`fdatasync`) |
+//! |---|---|---|
+//! | [`Recorder::start`] | `session.start` | journal, chain, and the directory entry |
+//! | a recorder call with the buffer at [`RecordingPolicy::max_buffer`], or 1 s after the last write | every buffered line, then its chain entries | nothing (page cache) |
+//! | [`Recorder::flush`] (the session asks every second; a flush still queued is not doubled) | every buffered line, then its chain entries | every open file: data files first, then the chain |
+//! | a channel closes | its lines and the journal's `channel.close` | that channel's file, before it is closed |
+//! | [`Recorder::finish`] | `session.end` and the rest | everything, then `seal.json` and its signature |
+//!
+//! So a crash loses at most what was queued plus about a second of writes; what is on
+//! disk always ends on complete lines, and the chain never covers lines that are not there.
+//! Under a blocked disk the flush simply waits its turn on the writer thread; the relay sees
+//! the failure (if the disk fails rather than blocks) at its next enqueue or at the next
+//! one-second flush, and `on_failure` decides as above.
 
 mod bulk;
 mod cast;

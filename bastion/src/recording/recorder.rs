@@ -1,11 +1,11 @@
 //! The recorder of one session and of its channels.
 //!
-//! Synchronous and cheap per call (a mutex, a UTF-8 decode, a JSON escape, a hash, a
-//! buffer append; for output recorded in bulk only a byte count and a SHA-256 update, see
-//! [`super::bulk`]), so the proxy can call it inline from its tokio tasks; the disk is touched
-//! when the buffer is full, once a second, and in [`Recorder::flush`], which also
-//! `fdatasync`s and so may block for a few milliseconds (call it from `spawn_blocking` if
-//! that matters).
+//! Synchronous (a mutex, a UTF-8 decode, a JSON escape, a hash, a buffer append; for output
+//! recorded in bulk only a byte count and a SHA-256 update, see [`super::bulk`]); the disk is
+//! touched when the buffer is full, once a second, at a channel's close (`fdatasync` of its
+//! file) and in [`Recorder::flush`], which also `fdatasync`s. Any call may therefore block
+//! as long as the disk does: the bastion calls it only from the session's writer thread
+//! (`crate::recorded`), never from a tokio worker.
 
 use std::fs::{DirBuilder, File};
 use std::os::unix::fs::DirBuilderExt;
