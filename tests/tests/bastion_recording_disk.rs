@@ -7,7 +7,7 @@
 //! channels, and the file system is frozen with `fsfreeze` (what an administrator's snapshot
 //! or a hung storage array does: every write and sync on it waits). Another session, on the
 //! unfrozen recordings disk, must then move its 64 MiB about as fast as it did before.
-//! Needs root (mount, losetup, fsfreeze); skipped otherwise.
+//! Needs root (mount, losetup, fsfreeze); fails naming what is missing otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,15 +80,31 @@ impl Drop for Children {
     }
 }
 
-fn can_freeze() -> bool {
+/// These tests mount file systems: they need root, loop devices, mkfs.ext4 and fsfreeze. A
+/// machine without them fails the test with what to install, never skips it.
+fn require_freezable_disks() {
     // SAFETY: geteuid(2) has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    root && ["mkfs.ext4", "fsfreeze", "losetup"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
+    assert!(
+        root,
+        "these tests mount file systems: run them as root (CI does)"
+    );
+    for (tool, package) in [
+        ("mkfs.ext4", "e2fsprogs"),
+        ("fsfreeze", "util-linux"),
+        ("losetup", "mount"),
+        ("mount", "mount"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
             .output()
-            .is_ok_and(|o| o.status.success())
-    }) && Path::new("/dev/loop-control").exists()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "{tool} not found: apt-get install {package}");
+    }
+    assert!(
+        Path::new("/dev/loop-control").exists(),
+        "no /dev/loop-control: this machine cannot attach loop devices (modprobe loop)"
+    );
 }
 
 /// Session directories under the recordings root (`YYYY/MM/DD/<id>`).
@@ -152,10 +168,7 @@ fn download_64m(bastion: &Bastion, key: &KeyPair, timeout: Duration) -> Duration
 
 #[test]
 fn a_blocked_recording_disk_slows_only_its_own_session() {
-    if !can_freeze() {
-        eprintln!("skipped: needs root, loop devices, mkfs.ext4 and fsfreeze");
-        return;
-    }
+    require_freezable_disks();
     let scratch = Scratch::new();
     let ca = Bastion::ca(scratch.path(), "");
     let web01: Sshd = target(&ca, scratch.path(), "web01", |b| b);
@@ -356,10 +369,7 @@ impl Drop for Unmount {
 
 #[test]
 fn a_recording_disk_that_fills_mid_session_ends_the_session_under_terminate() {
-    if !can_freeze() {
-        eprintln!("skipped: needs root and mount");
-        return;
-    }
+    require_freezable_disks();
     let (out, bastion, _scratch, _web01) = alice_on_a_full_disk("");
     assert!(
         !out.stdout_str().contains("all-sent"),
@@ -372,10 +382,7 @@ fn a_recording_disk_that_fills_mid_session_ends_the_session_under_terminate() {
 
 #[test]
 fn a_recording_disk_that_fills_mid_session_is_audited_under_continue() {
-    if !can_freeze() {
-        eprintln!("skipped: needs root and mount");
-        return;
-    }
+    require_freezable_disks();
     let (out, bastion, _scratch, _web01) =
         alice_on_a_full_disk("[recordings]\non_failure = \"continue\"\n");
     assert!(out.stdout_str().contains("all-sent"), "{out}");
