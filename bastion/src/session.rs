@@ -111,6 +111,8 @@ pub struct Session {
     channel_slots: Arc<tokio::sync::Semaphore>,
     grants: Mutex<Grants>,
     recording: std::sync::OnceLock<Arc<SessionRecording>>,
+    /// Whether `recording.degraded` was audited (once per session).
+    degraded_audited: std::sync::atomic::AtomicBool,
     live: Registration,
     end_reason: Mutex<Option<String>>,
     ended: Notify,
@@ -161,6 +163,7 @@ impl Session {
             recording: std::sync::OnceLock::new(),
             live,
             end_reason: Mutex::new(None),
+            degraded_audited: std::sync::atomic::AtomicBool::new(false),
             ended: Notify::new(),
             started: Instant::now(),
         });
@@ -334,16 +337,7 @@ impl Session {
             self.audit_quota(&recording).await;
             match flushed {
                 Ok(None) => {}
-                Ok(Some(degraded)) => {
-                    tracing::error!(session = %self.id, "recording degraded: {degraded}");
-                    self.shared
-                        .audit
-                        .record_or_log(
-                            self.event("recording.degraded")
-                                .with("reason", degraded.as_str()),
-                        )
-                        .await;
-                }
+                Ok(Some(degraded)) => self.audit_degraded(&degraded).await,
                 Err(why) => {
                     self.terminate(&format!("the recording failed ({why})"))
                         .await;
@@ -351,6 +345,22 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Audits `recording.degraded`: the recording failed and the `continue` policy lets the
+    /// session go on unrecorded.
+    async fn audit_degraded(&self, degraded: &str) {
+        if self
+            .degraded_audited
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        tracing::error!(session = %self.id, "recording degraded: {degraded}");
+        self.shared
+            .audit
+            .record_or_log(self.event("recording.degraded").with("reason", degraded))
+            .await;
     }
 
     /// Audits `recording.quota` once the session's recording reached a quota.
@@ -574,6 +584,14 @@ impl Session {
             .with("reason", reason.as_str())
             .with("duration_ms", self.started.elapsed().as_millis() as u64);
         if let Some(recording) = self.recording.get().cloned() {
+            // What the writer found since the last one-second flush (a session shorter than a
+            // second has had none) is audited before the end.
+            let flushing = recording.clone();
+            if let Ok(Ok(Some(degraded))) =
+                tokio::task::spawn_blocking(move || flushing.flush()).await
+            {
+                self.audit_degraded(&degraded).await;
+            }
             self.audit_quota(&recording).await;
             let why = reason.clone();
             let summary = tokio::task::spawn_blocking(move || recording.finish(&why))
@@ -587,6 +605,10 @@ impl Session {
                     .with("bytes_in", summary.bytes_in)
                     .with("bytes_out", summary.bytes_out);
                 if let Some(failure) = &summary.failure {
+                    // Found only while sealing (the session ended before a flush saw it).
+                    if self.shared.recording.policy.on_failure == OnFailure::Continue {
+                        self.audit_degraded(failure).await;
+                    }
                     event = event.with("recording_failure", failure.as_str());
                 }
             }

@@ -355,3 +355,25 @@ pub fn asciinema_cat(cast: &Path) -> crate::process::Output {
         "/dev/null",
     ]))
 }
+
+/// Session directories under a recordings root (`YYYY/MM/DD/<id>`, each with its
+/// `events.jsonl`), sorted.
+pub fn session_recordings(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.join("events.jsonl").exists() {
+                found.push(path);
+            } else if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -27,7 +27,7 @@ mod sshd;
 mod tmux;
 mod tools;
 
-pub use bastion::{Bastion, asciinema_cat, grant, target, user};
+pub use bastion::{Bastion, asciinema_cat, grant, session_recordings, target, user};
 pub use ca::{CaFixture, CaServer};
 pub use clock::{TEST_CLOCK_ENV, TestClock};
 pub use flood::{Flood, FloodState};

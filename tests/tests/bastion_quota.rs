@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use jitssh_tests::{
-    Bastion, CaFixture, KeyPair, Output, Scratch, Sshd, asciinema_cat, run, target, tool, user,
+    Bastion, CaFixture, KeyPair, Output, Scratch, Sshd, asciinema_cat, run, session_recordings,
+    target, tool, user,
 };
 
 struct World {
@@ -70,7 +71,7 @@ impl World {
         let mut found = None;
         jitssh_tests::wait_for(
             || {
-                found = recordings(&root).into_iter().find(|d| {
+                found = session_recordings(&root).into_iter().find(|d| {
                     d.join("seal.json").exists()
                         && std::fs::read_to_string(d.join("events.jsonl"))
                             .is_ok_and(|e| e.contains(needle))
@@ -102,26 +103,6 @@ impl World {
             .expect("sha256sum output")
             .to_owned()
     }
-}
-
-/// Session directories under the recordings root (`YYYY/MM/DD/<id>`).
-fn recordings(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.join("events.jsonl").exists() {
-                found.push(path);
-            } else if path.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// Bytes of the files in `dir`.

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use jitssh_tests::{Bastion, KeyPair, Scratch, Sshd, asciinema_cat, target, tool, user};
+use jitssh_tests::{
+    Bastion, KeyPair, Scratch, Sshd, asciinema_cat, session_recordings, target, tool, user,
+};
 
 struct World {
     scratch: Scratch,
@@ -34,32 +36,11 @@ fn world(extra: &str, prepare: impl FnOnce(&Path)) -> World {
     }
 }
 
-/// Session directories under the recordings root (`YYYY/MM/DD/<id>`).
-fn recordings(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.join("events.jsonl").exists() {
-                found.push(path);
-            } else if path.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// The recording of the only session that ended so far.
 fn only_recording(w: &World) -> PathBuf {
     w.bastion
         .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
-    let all = recordings(&w.bastion.data_dir().join("recordings"));
+    let all = session_recordings(&w.bastion.data_dir().join("recordings"));
     assert_eq!(all.len(), 1, "{all:?}");
     all.into_iter().next().expect("one recording")
 }
@@ -134,7 +115,7 @@ fn exec_output_and_transfers_are_recorded() {
         .wait_for_audit("\"name\":\"sftp\"", Duration::from_secs(5));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let sftp_dir = loop {
-        let all = recordings(&w.bastion.data_dir().join("recordings"));
+        let all = session_recordings(&w.bastion.data_dir().join("recordings"));
         if let Some(dir) = all.iter().find(|d| {
             std::fs::read_to_string(d.join("events.jsonl"))
                 .is_ok_and(|e| e.contains("sftp") && e.contains("session.end"))
@@ -267,7 +248,7 @@ fn kill_9_of_the_bastion_mid_session_leaves_a_playable_verifiable_prefix() {
     let root = w.bastion.data_dir().join("recordings");
     jitssh_tests::wait_for(
         || {
-            recordings(&root).iter().any(|dir| {
+            session_recordings(&root).iter().any(|dir| {
                 std::fs::read_to_string(dir.join("chan-1.cast"))
                     .is_ok_and(|cast| cast.contains("before-crash-42"))
             })
@@ -283,7 +264,7 @@ fn kill_9_of_the_bastion_mid_session_leaves_a_playable_verifiable_prefix() {
     let _ = ssh.kill();
     let _ = ssh.wait();
 
-    let all = recordings(&root);
+    let all = session_recordings(&root);
     assert_eq!(all.len(), 1, "{all:?}");
     let dir = &all[0];
     assert!(!dir.join("seal.json").exists(), "no seal after a crash");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jitssh_tests::{Bastion, KeyPair, Scratch, Sshd, target, tool, user};
+use jitssh_tests::{Bastion, KeyPair, Scratch, Sshd, session_recordings, target, tool, user};
 
 /// Terminal channels the stuck session streams on (more than the bastion has workers).
 const STUCK_CHANNELS: usize = 4;
@@ -107,27 +107,6 @@ fn require_freezable_disks() {
     );
 }
 
-/// Session directories under the recordings root (`YYYY/MM/DD/<id>`).
-fn recordings(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.join("events.jsonl").exists() {
-                found.push(path);
-            } else if path.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// 64 MiB of output from the target to the person, checked by SHA-256 here.
 fn download_64m(bastion: &Bastion, key: &KeyPair, timeout: Duration) -> Duration {
     let started = Instant::now();
@@ -185,7 +164,7 @@ fn a_blocked_recording_disk_slows_only_its_own_session() {
     let baseline = download_64m(&bastion, &bob, Duration::from_secs(120));
 
     // Alice connects without a channel; her recording directory gets its own disk.
-    let before = recordings(&root);
+    let before = session_recordings(&root);
     let control = scratch.path().join("alice.ctl");
     let master = bastion
         .ssh("root@web01", &alice)
@@ -201,11 +180,11 @@ fn a_blocked_recording_disk_slows_only_its_own_session() {
         .expect("spawn ssh master");
     let mut children = Children(vec![master]);
     jitssh_tests::wait_for(
-        || control.exists() && recordings(&root).len() == before.len() + 1,
+        || control.exists() && session_recordings(&root).len() == before.len() + 1,
         Duration::from_secs(20),
         "alice's session and her recording",
     );
-    let alice_dir = recordings(&root)
+    let alice_dir = session_recordings(&root)
         .into_iter()
         .find(|dir| !before.contains(dir))
         .expect("alice's recording");
@@ -338,11 +317,11 @@ fn alice_on_a_full_disk(extra: &str) -> (jitssh_tests::Output, Bastion, Scratch,
         .expect("spawn ssh master");
     let _children = Children(vec![master]);
     jitssh_tests::wait_for(
-        || control.exists() && recordings(&root).len() == 1,
+        || control.exists() && session_recordings(&root).len() == 1,
         Duration::from_secs(20),
         "alice's session and her recording",
     );
-    let dir = recordings(&root).remove(0);
+    let dir = session_recordings(&root).remove(0);
     sh(Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
         .arg(&dir));
