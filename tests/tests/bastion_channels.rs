@@ -4,47 +4,12 @@
 //! OpenSSH's client always uses a channel right after opening it, so the client here is russh:
 //! it opens session channels and leaves them idle, as a hostile client would.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jitssh_tests::{Bastion, KeyPair, Scratch, target, user};
-use russh::client;
-use russh::keys::PublicKeyOrCertificate;
+use jitssh_tests::{Bastion, Scratch, russh_login, target, user};
 
 /// The bastion's limit in this test.
 const MAX_CHANNELS: usize = 4;
-
-struct AnyHost;
-
-impl client::Handler for AnyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
-/// Logs in to the bastion on `port` as `user` with `key` and its certificate.
-async fn login(port: u16, user: &str, key: &KeyPair) -> client::Handle<AnyHost> {
-    let secret = russh::keys::load_secret_key(&key.private, None).expect("load key");
-    let cert = russh::keys::load_openssh_certificate(key.cert_path()).expect("load cert");
-    let mut handle = client::connect(
-        Arc::new(client::Config::default()),
-        ("127.0.0.1", port),
-        AnyHost,
-    )
-    .await
-    .expect("connect to the bastion");
-    let auth = handle
-        .authenticate_openssh_cert(user, Arc::new(secret), cert)
-        .await
-        .expect("authenticate");
-    assert!(auth.success(), "login accepted");
-    handle
-}
 
 #[test]
 fn channels_the_target_refused_count_towards_max_channels() {
@@ -60,7 +25,7 @@ fn channels_the_target_refused_count_towards_max_channels() {
     );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let handle = login(bastion.port, "root@web01", &alice).await;
+        let handle = russh_login(bastion.port, "root@web01", &alice).await;
         let mut open = Vec::new();
         let mut refused = 0;
         for _ in 0..MAX_CHANNELS + 3 {
@@ -110,7 +75,7 @@ fn answers_keep_the_order_of_the_requests() {
     let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let handle = login(bastion.port, "root@web01", &alice).await;
+        let handle = russh_login(bastion.port, "root@web01", &alice).await;
         for round in 0..10 {
             let mut channel = handle.channel_open_session().await.expect("open");
             channel

@@ -8,28 +8,13 @@
 //! and be lost. The client here is russh, watching the order plink depends on, many times
 //! in one test.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use jitssh_tests::{Bastion, Scratch, target, user};
-use russh::keys::PublicKeyOrCertificate;
-use russh::{ChannelMsg, client};
+use jitssh_tests::{Bastion, Scratch, russh_login, target, user};
+use russh::ChannelMsg;
 
 /// How many commands the test runs.
 const ROUNDS: usize = 30;
-
-struct AnyHost;
-
-impl client::Handler for AnyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
 
 #[test]
 fn exit_status_comes_before_eof_so_a_client_closing_on_eof_still_gets_it() {
@@ -40,20 +25,7 @@ fn exit_status_comes_before_eof_so_a_client_closing_on_eof_still_gets_it() {
     let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let secret = russh::keys::load_secret_key(&alice.private, None).expect("load key");
-        let cert = russh::keys::load_openssh_certificate(alice.cert_path()).expect("load cert");
-        let mut handle = client::connect(
-            Arc::new(client::Config::default()),
-            ("127.0.0.1", bastion.port),
-            AnyHost,
-        )
-        .await
-        .expect("connect to the bastion");
-        let auth = handle
-            .authenticate_openssh_cert("root@web01", Arc::new(secret), cert)
-            .await
-            .expect("authenticate");
-        assert!(auth.success(), "login accepted");
+        let handle = russh_login(bastion.port, "root@web01", &alice).await;
 
         for round in 0..ROUNDS {
             let mut channel = handle.channel_open_session().await.expect("open");

@@ -14,8 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jitssh_tests::{Bastion, Scratch, keygen, user};
-use russh::keys::PublicKeyOrCertificate;
+use jitssh_tests::{Bastion, Scratch, keygen, russh_login, user};
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, client};
 
@@ -94,19 +93,6 @@ impl server::Handler for SlowTarget {
     }
 }
 
-struct AnyHost;
-
-impl client::Handler for AnyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 /// Waits for the next message on `channel` that is not window bookkeeping.
 async fn next(channel: &mut Channel<client::Msg>, within: Duration) -> Option<ChannelMsg> {
     let deadline = tokio::time::Instant::now() + within;
@@ -172,20 +158,7 @@ fn slow_second_channel(slow_open: bool) {
 
     let bastion = Bastion::start(&ca, &[("slow", format!("127.0.0.1:{target_port}"))], "");
     runtime.block_on(async {
-        let secret = russh::keys::load_secret_key(&alice.private, None).expect("load key");
-        let cert = russh::keys::load_openssh_certificate(alice.cert_path()).expect("load cert");
-        let mut handle = client::connect(
-            Arc::new(client::Config::default()),
-            ("127.0.0.1", bastion.port),
-            AnyHost,
-        )
-        .await
-        .expect("connect to the bastion");
-        let auth = handle
-            .authenticate_openssh_cert("root@slow", Arc::new(secret), cert)
-            .await
-            .expect("authenticate");
-        assert!(auth.success(), "login accepted");
+        let handle = russh_login(bastion.port, "root@slow", &alice).await;
 
         // An open shell the person types into.
         let mut shell = handle.channel_open_session().await.expect("open shell");
