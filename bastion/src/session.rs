@@ -592,12 +592,14 @@ impl Session {
             {
                 self.audit_degraded(&degraded).await;
             }
-            self.audit_quota(&recording).await;
             let why = reason.clone();
-            let summary = tokio::task::spawn_blocking(move || recording.finish(&why))
+            let finishing = recording.clone();
+            let summary = tokio::task::spawn_blocking(move || finishing.finish(&why))
                 .await
                 .ok()
                 .flatten();
+            // After the writer drained its queue: a quota it reached last is known now.
+            self.audit_quota(&recording).await;
             if let Some(summary) = summary {
                 event = event
                     .with("recording", summary.dir.display().to_string())
