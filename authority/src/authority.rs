@@ -71,7 +71,7 @@ pub enum IssueError {
     Audit(#[from] AuditError),
     /// The certificate could not be recorded (store or audit log); it was not handed out.
     #[error("cannot record the certificate: {0}")]
-    Commit(String),
+    Commit(#[from] crate::commit::CommitError),
     /// The KRL file could not be written.
     #[error("cannot write KRL {path}: {source}")]
     KrlWrite {

@@ -13,8 +13,32 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use jitssh_core::audit::{AuditError, AuditEvent, AuditLog};
 use jitssh_core::store::{IssuedCert, Store, StoreError};
 
-/// A batch's outcome, shared by all its callers (errors as text: one failure fails them all).
-type Outcome = Result<(), String>;
+/// Why a batch could not be made durable. Every caller of the batch gets the same error (one
+/// failure fails them all), so the sources are shared rather than cloned.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The store failed: storing the pending rows or marking them released.
+    #[error("the store failed: {0}")]
+    Store(Arc<StoreError>),
+    /// The audit log failed (a full disk shows here, as an I/O error).
+    #[error("the audit log failed: {0}")]
+    Audit(Arc<AuditError>),
+}
+
+impl From<StoreError> for CommitError {
+    fn from(err: StoreError) -> CommitError {
+        CommitError::Store(Arc::new(err))
+    }
+}
+
+impl From<AuditError> for CommitError {
+    fn from(err: AuditError) -> CommitError {
+        CommitError::Audit(Arc::new(err))
+    }
+}
+
+/// A batch's outcome, shared by all its callers.
+type Outcome = Result<(), CommitError>;
 
 #[derive(Default)]
 struct Slot {
@@ -125,18 +149,12 @@ fn commit_batch(
     events: Vec<AuditEvent>,
 ) -> Outcome {
     let serials: Vec<u64> = records.iter().map(|r| r.serial).collect();
-    audit
-        .with_lock(|log| {
-            store
-                .record_issued_pending(records)
-                .map_err(|e| e.to_string())?;
-            log.append_batch(events).map_err(|e| e.to_string())?;
-            store
-                .settle_issued(&serials, true)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|outcome| outcome)
+    audit.with_lock(|log| -> Outcome {
+        store.record_issued_pending(records)?;
+        log.append_batch(events)?;
+        store.settle_issued(&serials, true)?;
+        Ok(())
+    })?
 }
 
 /// Errors reconciling pending certificates.

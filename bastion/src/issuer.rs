@@ -30,15 +30,58 @@ pub struct Trust {
     pub host_cas: Vec<KeyData>,
 }
 
-/// Errors from the CA.
+/// Errors from the CA. A refusal is the CA's decision, told to the person; an unavailable CA
+/// is an operational failure (a full disk, a lost connection), logged for the operator; both
+/// fail closed.
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
-    /// The CA refused (policy, revocation, a check of the person's certificate).
+    /// The CA refused (policy, revocation, a check of the person's certificate); the reason is
+    /// the CA's, for the person.
     #[error("the CA refused: {0}")]
     Denied(String),
     /// The CA could not be reached or failed.
     #[error("the CA is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why the CA could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The CA in this process failed (its store or audit log: nothing was issued).
+    #[error(transparent)]
+    Authority(#[from] IssueError),
+    /// The CA in this process could not read its revocations.
+    #[error("cannot read the revocations: {0}")]
+    Revocations(#[from] jitssh_core::store::StoreError),
+    /// The blocking task that ran the CA's call failed.
+    #[error("the CA's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The remote CA could not be reached, or the connection failed.
+    #[error(transparent)]
+    Connection(#[from] ssh_ca::client::ClientError),
+    /// The remote CA connection failed twice in a row.
+    #[error("the CA connection failed twice")]
+    Reconnect,
+    /// The remote CA's KRL is older than allowed and could not be refreshed: revocation
+    /// verdicts would be stale.
+    #[error("the KRL is {age_secs}s old and could not be refreshed")]
+    StaleKrl {
+        /// Age of the last KRL fetched, in seconds.
+        age_secs: u64,
+    },
+    /// The remote CA's answer carried no certificate.
+    #[error("the CA answered without a certificate")]
+    NoCertificate,
+    /// A certificate or key could not be encoded for the request.
+    #[error("cannot encode the request: {0}")]
+    Encode(#[from] jitssh_core::ssh_key::Error),
+}
+
+impl IssuerError {
+    /// The CA could not answer, for this reason.
+    pub fn unavailable(why: impl Into<Unavailable>) -> IssuerError {
+        IssuerError::Unavailable(why.into())
+    }
 }
 
 /// The bastion's view of its CA.
@@ -91,8 +134,8 @@ impl Issuer for EmbeddedIssuer {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || authority.revoked_reason(&cert))
                 .await
-                .map_err(|e| IssuerError::Unavailable(e.to_string()))?
-                .map_err(|e| IssuerError::Unavailable(e.to_string()))
+                .map_err(IssuerError::unavailable)?
+                .map_err(IssuerError::unavailable)
         })
     }
 
@@ -108,11 +151,11 @@ impl Issuer for EmbeddedIssuer {
                     .map(|issued| issued.certificate)
                     .map_err(|err| match err {
                         IssueError::Denied(denial) => IssuerError::Denied(denial.reason),
-                        other => IssuerError::Unavailable(other.to_string()),
+                        other => IssuerError::unavailable(other),
                     })
             })
             .await
-            .map_err(|e| IssuerError::Unavailable(e.to_string()))?
+            .map_err(IssuerError::unavailable)?
         })
     }
 }

@@ -16,7 +16,9 @@ use jitssh_core::ssh_key::{Certificate, PrivateKey, PublicKey};
 use ssh_ca::client::{CaClient, ClientError, ExecOutput};
 
 use crate::config::RemoteCa;
-use crate::issuer::{BoxFuture, Issuer, IssuerError, REQUESTER, SessionCertRequest, Trust};
+use crate::issuer::{
+    BoxFuture, Issuer, IssuerError, REQUESTER, SessionCertRequest, Trust, Unavailable,
+};
 
 /// Time allowed for one call to the CA.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -170,7 +172,6 @@ impl RemoteIssuer {
 
     /// Runs a command on the CA, reconnecting once if the connection went away.
     async fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, IssuerError> {
-        let unavailable = |e: ClientError| IssuerError::Unavailable(e.to_string());
         for attempt in 0..2 {
             let client = {
                 let mut slot = self.client.lock().await;
@@ -180,7 +181,7 @@ impl RemoteIssuer {
                         let fresh = Arc::new(
                             connect(&self.settings, &self.host_ca, &self.identity)
                                 .await
-                                .map_err(|e| IssuerError::Unavailable(e.to_string()))?,
+                                .map_err(IssuerError::unavailable)?,
                         );
                         *slot = Some(fresh.clone());
                         fresh
@@ -193,12 +194,10 @@ impl RemoteIssuer {
                     tracing::info!("CA connection lost ({err}); reconnecting");
                     *self.client.lock().await = None;
                 }
-                Err(err) => return Err(unavailable(err)),
+                Err(err) => return Err(IssuerError::unavailable(err)),
             }
         }
-        Err(IssuerError::Unavailable(
-            "the CA connection failed twice".into(),
-        ))
+        Err(IssuerError::unavailable(Unavailable::Reconnect))
     }
 }
 
@@ -287,10 +286,9 @@ impl Issuer for RemoteIssuer {
             let guard = self.krl.read().unwrap_or_else(|p| p.into_inner());
             let (revocations, fetched) = &*guard;
             if fetched.elapsed() > self.max_krl_age {
-                Err(IssuerError::Unavailable(format!(
-                    "the KRL is {}s old and could not be refreshed",
-                    fetched.elapsed().as_secs()
-                )))
+                Err(IssuerError::unavailable(Unavailable::StaleKrl {
+                    age_secs: fetched.elapsed().as_secs(),
+                }))
             } else {
                 Ok(revocations.revoked_reason(cert))
             }
@@ -319,10 +317,10 @@ impl Issuer for RemoteIssuer {
             let cert_line = request
                 .user_cert
                 .to_openssh()
-                .map_err(|e| IssuerError::Unavailable(e.to_string()))?;
+                .map_err(IssuerError::unavailable)?;
             let key_line = PublicKey::new(request.subject.clone(), "session")
                 .to_openssh()
-                .map_err(|e| IssuerError::Unavailable(e.to_string()))?;
+                .map_err(IssuerError::unavailable)?;
             let stdin = format!("{cert_line}\n{key_line}\n");
             let output = self.exec(&command, stdin.as_bytes()).await?;
             if output.status != Some(0) {
@@ -331,9 +329,7 @@ impl Issuer for RemoteIssuer {
             let text = String::from_utf8_lossy(&output.stdout);
             let line = text.lines().map(str::trim).find(|l| !l.is_empty());
             line.and_then(|l| Certificate::from_openssh(l).ok())
-                .ok_or_else(|| {
-                    IssuerError::Unavailable("the CA answered without a certificate".into())
-                })
+                .ok_or(IssuerError::Unavailable(Unavailable::NoCertificate))
         })
     }
 }
