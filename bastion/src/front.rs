@@ -466,61 +466,65 @@ impl russh::server::Handler for Front {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        let event = sess
-            .event("session.forward.connection")
-            .with("kind", "local")
-            .with("destination", where_to.as_str())
-            .with(
-                "originator",
-                format!("{}:{originator_port}", printable(originator_address)),
-            );
-        if sess.shared.audit.record(event).await.is_err() {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        }
-        let up = match sess.upstream().await {
-            Ok(up) => up,
-            Err(why) => {
+        let (host, originator) = (host_to_connect.to_string(), originator_address.to_string());
+        // The target leg and the target's answer are waited for here, not in the
+        // connection's loop (see crate::answers).
+        tokio::spawn(async move {
+            let (host_to_connect, originator_address) = (host.as_str(), originator.as_str());
+            let event = sess
+                .event("session.forward.connection")
+                .with("kind", "local")
+                .with("destination", where_to.as_str())
+                .with(
+                    "originator",
+                    format!("{}:{originator_port}", printable(originator_address)),
+                );
+            if sess.shared.audit.record(event).await.is_err() {
                 reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 2,
-                        reason: format!("bastion: {why}"),
-                    })
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
                     .await;
-                return Ok(());
+                return;
             }
-        };
-        let target = up
-            .handle
-            .channel_open_direct_tcpip(
-                host_to_connect,
-                port_to_connect,
-                originator_address,
-                originator_port,
-            )
-            .await;
-        match target {
-            Ok(target) => {
-                reply.accept().await;
-                tokio::spawn(async move {
+            let up = match sess.upstream().await {
+                Ok(up) => up,
+                Err(why) => {
+                    reply
+                        .reject(ChannelOpenFailure::Other {
+                            code: 2,
+                            reason: format!("bastion: {why}"),
+                        })
+                        .await;
+                    return;
+                }
+            };
+            let target = up
+                .handle
+                .channel_open_direct_tcpip(
+                    host_to_connect,
+                    port_to_connect,
+                    originator_address,
+                    originator_port,
+                )
+                .await;
+            match target {
+                Ok(target) => {
+                    reply.accept().await;
                     sess.relay(channel, target).await;
                     drop(claim);
-                });
+                }
+                Err(err) => {
+                    reply
+                        .reject(ChannelOpenFailure::Other {
+                            code: 2,
+                            reason: format!(
+                                "bastion: {where_to} via {}: {err}",
+                                sess.admitted.login_target.target
+                            ),
+                        })
+                        .await;
+                }
             }
-            Err(err) => {
-                reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 2,
-                        reason: format!(
-                            "bastion: {where_to} via {}: {err}",
-                            sess.admitted.login_target.target
-                        ),
-                    })
-                    .await;
-            }
-        }
+        });
         Ok(())
     }
 

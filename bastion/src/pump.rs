@@ -7,9 +7,10 @@
 //! per-channel queue fills and the sender's TCP connection is no longer read. A client that
 //! stops reading therefore stalls its target instead of growing the bastion's memory.
 //!
-//! Requests that need a reply (pty, exec, subsystem, ...) are forwarded by the front door's
-//! handler, which awaits the target's answer; the target's `SUCCESS`/`FAILURE` come back on
-//! the target channel and are routed to that waiting handler through [`Replies`].
+//! Requests that need a reply (pty, exec, subsystem, ...) are forwarded by the channel's
+//! answer task ([`crate::answers`]), which awaits the target's answer; the target's
+//! `SUCCESS`/`FAILURE` come back on the target channel and are routed to that waiting task
+//! through [`Replies`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
