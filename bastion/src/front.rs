@@ -6,7 +6,10 @@
 //! disconnects with the reason, which OpenSSH prints even at `LogLevel=ERROR`.
 //!
 //! After login, each channel request is checked against the certificate and the bastion's
-//! policy, audited, forwarded to the target and answered with the target's answer.
+//! policy ([`crate::requests`]), audited, forwarded to the target and answered with the
+//! target's answer. The callbacks only queue that work: it runs on the channel's own task
+//! ([`crate::answers`]), and session and `direct-tcpip` channels are opened on a task too, so
+//! a slow target never holds the person's connection loop (other channels, keepalives).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
