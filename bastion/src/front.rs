@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jitssh_shared::accept::Ticket;
@@ -24,16 +24,15 @@ use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::admission::{self, Admitted, Context, Refusal};
-use crate::answers::{Answers, Job};
+use crate::answers::{Answers, Job, Kind, Target, Unavailable};
+use crate::door::{Accepted, Door};
 use crate::login::printable;
-use crate::pump::{self, TargetSide, UserSide};
+use crate::pump::{self, TapError, TargetSide, UserSide};
 use crate::recorded;
 use crate::recording::ChannelKind;
 use crate::requests::{self, Asked, Start};
-use crate::session::{Link, Session, Shared};
+use crate::session::{EndReason, Grant, Link, Session, Shared};
 
 /// How long the bastion waits for the target to answer a forwarded request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,16 +56,9 @@ pub struct Slot {
     pub session: OnceLock<Arc<Session>>,
 }
 
-/// Session channels the target could not take, by id: the channel, why, and its place
-/// among the session's open channels.
-type DeadChannels =
-    std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>;
-
-fn lock_dead(dead: &Mutex<DeadChannels>) -> std::sync::MutexGuard<'_, DeadChannels> {
-    dead.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The handler of one connection.
+/// The handler of one connection: a thin adapter that checks, queues and forwards. Before
+/// login its state is a [`Door`]; after, the session's own task owns the session's state
+/// ([`crate::session`]) and each session channel's task its requests ([`crate::answers`]).
 pub struct Front {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
@@ -74,15 +66,9 @@ pub struct Front {
     /// The connection's place at the accept loop: promoted on login (see
     /// [`jitssh_shared::accept`]).
     ticket: Arc<Ticket>,
-    /// Refusals so far, to tell the person why at the end.
-    refusals: Vec<Refusal>,
-    told: bool,
-    accepted: Option<(String, Admitted, Certificate)>,
-    /// Session channels accepted only to explain why the target cannot be reached, with
-    /// their place among the session's open channels.
-    /// Filled by the task that opens the target's channel (see `channel_open_session`).
-    dead: Arc<Mutex<DeadChannels>>,
-    /// The answer queue of each relayed session channel (see [`crate::answers`]).
+    /// The way in: refusals, the accepted login.
+    door: Door,
+    /// The answer queue of each session channel (see [`crate::answers`]).
     answers: std::collections::HashMap<ChannelId, Answers>,
 }
 
@@ -99,39 +85,9 @@ impl Front {
             peer,
             slot,
             ticket,
-            refusals: Vec::new(),
-            told: false,
-            accepted: None,
-            dead: Arc::default(),
+            door: Door::default(),
             answers: std::collections::HashMap::new(),
         }
-    }
-
-    /// If `channel` is one that cannot reach the target, answers its request with success and
-    /// explains on stderr (ending the channel) when the command would start.
-    fn answer_dead(
-        &mut self,
-        channel: ChannelId,
-        starts: bool,
-        session: &mut SshSession,
-    ) -> Option<Result<(), FrontError>> {
-        if !lock_dead(&self.dead).contains_key(&channel) {
-            return None;
-        }
-        let answered = reply(session, channel, true);
-        let session_handle = session.handle();
-        let explain = if starts {
-            lock_dead(&self.dead).remove(&channel)
-        } else {
-            None
-        };
-        if let Some((dead, why, claim)) = explain {
-            tokio::spawn(async move {
-                explain_and_close(dead, session_handle, why).await;
-                drop(claim);
-            });
-        }
-        Some(answered)
     }
 
     fn session(&self) -> Option<Arc<Session>> {
@@ -141,24 +97,13 @@ impl Front {
     /// Refuses, and offers keyboard-interactive so an interactive client comes back to hear
     /// why (see the module docs).
     fn refuse(&mut self, refusal: Refusal) -> Auth {
-        self.refusals.push(refusal);
+        self.door.refuse(refusal);
         Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(
                 &[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..],
             )),
             partial_success: false,
         }
-    }
-
-    /// The message for a refused person: the last certificate refusal if there was one (it is
-    /// the most specific), otherwise the plain-key hint.
-    fn refusal_message(&self) -> String {
-        self.refusals
-            .iter()
-            .rev()
-            .find(|r| !matches!(r, Refusal::PlainKey))
-            .or(self.refusals.last())
-            .map_or_else(|| "authentication refused".to_string(), ToString::to_string)
     }
 
     fn refused_event(&self, user: &str, refusal: &Refusal) -> AuditEvent {
@@ -243,7 +188,7 @@ impl russh::server::Handler for Front {
         user: &str,
         certificate: &ssh_key::Certificate,
     ) -> Result<Auth, Self::Error> {
-        if self.accepted.is_some() {
+        if !self.door.knocking() {
             return Ok(Auth::reject());
         }
         match self.check_certificate(user, certificate).await {
@@ -269,7 +214,11 @@ impl russh::server::Handler for Front {
                     user = %admitted.login_target,
                     "login accepted"
                 );
-                self.accepted = Some((id, admitted, certificate.clone()));
+                self.door.accept(Accepted {
+                    id,
+                    admitted,
+                    cert: certificate.clone(),
+                });
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
@@ -290,12 +239,10 @@ impl russh::server::Handler for Front {
         _submethods: &str,
         _response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        if self.refusals.is_empty() || self.told {
+        let Some(message) = self.door.tell() else {
             return Ok(Auth::reject());
-        }
-        self.told = true;
+        };
         if let Some(handle) = self.slot.handle.get().cloned() {
-            let message = self.refusal_message();
             tokio::spawn(async move {
                 let _ = handle
                     .disconnect(
@@ -315,7 +262,7 @@ impl russh::server::Handler for Front {
     }
 
     async fn auth_succeeded(&mut self, session: &mut SshSession) -> Result<(), Self::Error> {
-        let Some((id, admitted, cert)) = self.accepted.take() else {
+        let Some(Accepted { id, admitted, cert }) = self.door.open() else {
             return Err(russh::Error::NotAuthenticated.into());
         };
         let started = Session::start(
@@ -336,8 +283,8 @@ impl russh::server::Handler for Front {
         channel: ChannelId,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        // A channel that could only explain itself frees its place when the person closes it.
-        lock_dead(&self.dead).remove(&channel);
+        // Its task ends once its queued answers are out; a channel that could only explain
+        // itself frees its place then.
         self.answers.remove(&channel);
         Ok(())
     }
@@ -357,29 +304,29 @@ impl russh::server::Handler for Front {
         };
         let user_id = channel.id();
         let handle = session.handle();
+        let (target_tx, target_rx) = tokio::sync::oneshot::channel();
         self.answers
-            .insert(user_id, Answers::start(user_id, handle.clone()));
-        let dead = self.dead.clone();
+            .insert(user_id, Answers::start(user_id, handle.clone(), target_rx));
         let relay_buffer = self.shared.config.limits.relay_buffer;
         // The target leg may still be connecting and the target may be slow to open a
         // channel: wait for them here, not in the connection's loop (see crate::answers).
         tokio::spawn(async move {
-            let target = match sess.upstream().await {
-                Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
-                    format!(
-                        "target {} refused a session channel: {err}",
-                        sess.admitted.login_target.target
-                    )
-                }),
-                Err(why) => Err(why),
-            };
+            let target =
+                match sess.upstream().await {
+                    Ok(up) => up.handle.channel_open_session().await.map_err(|source| {
+                        Unavailable::Refused {
+                            target: sess.admitted.login_target.target.clone(),
+                            source,
+                        }
+                    }),
+                    Err(why) => Err(Unavailable::Leg(why)),
+                };
             let target = match target {
                 Ok(target) => target,
                 Err(why) => {
-                    // Accept, and when the command would start explain on stderr and exit
-                    // 255 like ssh's own failures: the person sees why whatever their
-                    // LogLevel.
-                    lock_dead(&dead).insert(user_id, (channel, why, claim));
+                    // Accepted, and when the command would start it explains on stderr and
+                    // exits 255 (see crate::answers::verdict).
+                    let _ = target_tx.send(Target::Unreachable(channel, why, claim));
                     reply.accept().await;
                     return;
                 }
@@ -392,6 +339,7 @@ impl russh::server::Handler for Front {
                 Arc::new(user_write),
             ));
             sess.add_link(user_id, link.clone());
+            let _ = target_tx.send(Target::Relayed(link.clone()));
             reply.accept().await;
             let ended = pump::run(
                 UserSide {
@@ -415,11 +363,10 @@ impl russh::server::Handler for Front {
             let finished = link
                 .tap
                 .lock()
-                .map_err(|_| "recorder lock poisoned".to_string())
+                .map_err(|_| TapError::Poisoned)
                 .and_then(|mut tap| tap.finish());
             if let pump::Ended::TapFailed(why) = ended {
-                sess.terminate(&format!("the recording failed ({why})"))
-                    .await;
+                sess.end(EndReason::RecordingFailed(why.to_string())).await;
             } else if let Err(why) = finished {
                 tracing::warn!(session = %sess.id, "cannot close a channel's recording: {why}");
             }
@@ -558,15 +505,12 @@ impl russh::server::Handler for Front {
         modes: &[(Pty, u32)],
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, false, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };
         let term = printable(term);
         let modes = modes.to_vec();
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             if !sess.admitted.permissions.pty {
                 audit_denied(&sess, "pty", None, "certificate lacks permit-pty").await;
                 return Some(false);
@@ -594,19 +538,13 @@ impl russh::server::Handler for Front {
         variable_value: &str,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, false, session) {
-            return done;
-        }
-        let (Some(_), Some(link)) = self.session_link(channel) else {
-            return reply(session, channel, false);
-        };
         let allowed = requests::env_allowed(
             variable_name,
             variable_value,
             &self.shared.config.session.env,
         );
         let (name, value) = (variable_name.to_string(), variable_value.to_string());
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             Some(allowed && link.target.set_env(false, name, value).await.is_ok())
         });
         self.queue(channel, job, session).await
@@ -649,11 +587,11 @@ impl russh::server::Handler for Front {
         pix_height: u32,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return Ok(());
         };
         // Queued, so it reaches the target after the pty request it resizes.
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Unanswered, move |link: Arc<Link>| async move {
             if let Ok(mut pty) = link.pty.lock()
                 && let Some((_, cols, rows)) = pty.as_mut()
             {
@@ -663,13 +601,10 @@ impl russh::server::Handler for Front {
             let recorded = link
                 .tap
                 .lock()
-                .map_err(|_| "recorder lock poisoned".to_string())
+                .map_err(|_| TapError::Poisoned)
                 .and_then(|mut tap| tap.resize(col_width, row_height));
             if let Err(why) = recorded {
-                tokio::spawn(async move {
-                    sess.terminate(&format!("the recording failed ({why})"))
-                        .await;
-                });
+                sess.end(EndReason::RecordingFailed(why.to_string())).await;
             }
             let _ = link
                 .target
@@ -689,10 +624,7 @@ impl russh::server::Handler for Front {
         signal: Sig,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        let (Some(_), Some(link)) = self.session_link(channel) else {
-            return Ok(());
-        };
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Unanswered, move |link: Arc<Link>| async move {
             let _ = link.target.signal(signal).await;
             None
         });
@@ -709,13 +641,13 @@ impl russh::server::Handler for Front {
         channel: ChannelId,
         session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             reply(session, channel, false)?;
             return Ok(false);
         };
         let refusal = (!sess.admitted.permissions.agent_forwarding)
             .then(|| forwarding_refusal(&self.shared.config.forwarding.agent, "agent"));
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             if let Some(reason) = refusal {
                 deny_with_notice(&sess, &link, "agent", &reason).await;
                 return Some(false);
@@ -723,7 +655,7 @@ impl russh::server::Handler for Front {
             let answer = link.replies.expect();
             let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
             if ok {
-                sess.grant_agent();
+                sess.grant(Grant::Agent).await;
                 sess.shared
                     .audit
                     .record_or_log(sess.event("session.forward").with("kind", "agent"))
@@ -744,13 +676,13 @@ impl russh::server::Handler for Front {
         x11_screen_number: u32,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };
         let refusal = (!sess.admitted.permissions.x11_forwarding)
             .then(|| forwarding_refusal(&self.shared.config.forwarding.x11, "X11"));
         let (protocol, cookie) = (x11_auth_protocol.to_string(), x11_auth_cookie.to_string());
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             if let Some(reason) = refusal {
                 deny_with_notice(&sess, &link, "x11", &reason).await;
                 return Some(false);
@@ -769,7 +701,7 @@ impl russh::server::Handler for Front {
                 .is_ok()
                 && answered(answer).await;
             if ok {
-                sess.grant_x11();
+                sess.grant(Grant::X11).await;
                 sess.shared
                     .audit
                     .record_or_log(sess.event("session.forward").with("kind", "x11"))
@@ -804,13 +736,14 @@ impl russh::server::Handler for Front {
         // Granted before asking the target: it may forward a connection the moment it
         // listens, before its answer reaches us.
         let requested = *port;
-        sess.grant_remote_port(address, requested);
+        sess.grant(Grant::RemotePort(address.to_string(), requested))
+            .await;
         match up.handle.tcpip_forward(address, requested).await {
             Ok(bound) => {
                 if requested == 0 {
                     *port = bound;
-                    sess.grant_remote_port(address, bound);
-                    sess.revoke_remote_port(address, 0);
+                    sess.grant(Grant::RemotePortBound(address.to_string(), bound))
+                        .await;
                 }
                 sess.shared
                     .audit
@@ -823,7 +756,8 @@ impl russh::server::Handler for Front {
                 Ok(true)
             }
             Err(_) => {
-                sess.revoke_remote_port(address, requested);
+                sess.grant(Grant::RemotePortGone(address.to_string(), requested))
+                    .await;
                 Ok(false)
             }
         }
@@ -843,7 +777,8 @@ impl russh::server::Handler for Front {
         };
         let ok = up.handle.cancel_tcpip_forward(address, port).await.is_ok();
         if ok {
-            sess.revoke_remote_port(address, port);
+            sess.grant(Grant::RemotePortGone(address.to_string(), port))
+                .await;
         }
         Ok(ok)
     }
@@ -851,7 +786,7 @@ impl russh::server::Handler for Front {
 
 impl Front {
     /// Queues `job` on the channel's answer queue (see [`crate::answers`]); a channel
-    /// without one (the connection is ending) is refused at once.
+    /// without one (not a session channel, or the connection is ending) is refused at once.
     async fn queue(
         &self,
         channel: ChannelId,
@@ -864,21 +799,18 @@ impl Front {
         }
     }
 
-    /// `shell`, `exec` and `subsystem`: decided by [`requests::start`], audited, recorded,
-    /// then forwarded; answered with the target's answer once it comes.
+    /// `shell`, `exec` and `subsystem`, one path: decided by [`requests::start`], audited,
+    /// recorded, then forwarded; answered with the target's answer once it comes.
     async fn start_command(
         &mut self,
         channel: ChannelId,
         asked: Asked,
         session: &mut SshSession,
     ) -> Result<(), FrontError> {
-        if let Some(done) = self.answer_dead(channel, true, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Starts, move |link: Arc<Link>| async move {
             let forced = sess.admitted.force_command.clone();
             let Ok(start) = requests::start(&asked, forced.as_deref()) else {
                 return Some(false);
@@ -907,7 +839,7 @@ impl Front {
                     name: printable(name),
                 },
             };
-            if !start_recording(&sess, &link, channel, kind) {
+            if !start_recording(&sess, &link, channel, kind).await {
                 return Some(false);
             }
             let answer = link.replies.expect();
@@ -924,12 +856,6 @@ impl Front {
         });
         self.queue(channel, job, session).await
     }
-
-    fn session_link(&self, channel: ChannelId) -> (Option<Arc<Session>>, Option<Arc<Link>>) {
-        let sess = self.session();
-        let link = sess.as_ref().and_then(|s| s.link(channel));
-        (sess, link)
-    }
 }
 
 /// Why a kind of forwarding is refused: the bastion's policy or the certificate.
@@ -944,19 +870,6 @@ fn forwarding_refusal(policy_allows: &bool, kind: &str) -> String {
     } else {
         format!("{kind} forwarding is not permitted by the bastion's policy")
     }
-}
-
-/// Tells the person why their session channel cannot reach the target, then ends it with
-/// exit status 255.
-async fn explain_and_close(channel: Channel<Msg>, handle: russh::server::Handle, why: String) {
-    let id = channel.id();
-    let (_read, write) = channel.split();
-    let notice = format!("bastion: {why}\r\n").into_bytes();
-    let _ =
-        tokio::time::timeout(Duration::from_secs(5), write.extended_data_bytes(1, notice)).await;
-    let _ = handle.exit_status_request(id, 255).await;
-    let _ = write.eof().await;
-    let _ = write.close().await;
 }
 
 /// The audit event of a channel request (shell, exec, subsystem), with the certificate's
@@ -997,7 +910,7 @@ async fn deny_with_notice(sess: &Session, link: &Link, request: &str, reason: &s
 
 /// Attaches a recorder to `link` before its command starts. `false` (and the session is
 /// ended) when the recording cannot be written and the policy forbids going on.
-fn start_recording(
+async fn start_recording(
     sess: &Arc<Session>,
     link: &Arc<Link>,
     channel: ChannelId,
@@ -1013,11 +926,7 @@ fn start_recording(
         }
         Ok(None) => true,
         Err(why) => {
-            let sess = sess.clone();
-            tokio::spawn(async move {
-                sess.terminate(&format!("the recording failed ({why})"))
-                    .await;
-            });
+            sess.end(EndReason::RecordingFailed(why)).await;
             false
         }
     }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auditor;
 pub mod cli;
 pub mod config;
+pub mod door;
 pub mod front;
 pub mod hostcert;
 pub mod issuer;

@@ -20,34 +20,52 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use crate::recorded::Backlog;
 
+/// Why a [`Tap`] could not observe a channel's traffic. The channel is closed and the
+/// session ends (`the recording failed (...)`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TapError {
+    /// The recording cannot be written (the recorder's reason: disk, quota, writer gone).
+    #[error("{0}")]
+    Recording(String),
+    /// A task panicked while holding the channel's recorder.
+    #[error("recorder lock poisoned")]
+    Poisoned,
+}
+
+impl From<String> for TapError {
+    fn from(why: String) -> TapError {
+        TapError::Recording(why)
+    }
+}
+
 /// Observes a channel's traffic (the session recorder). A failure ends the channel.
 pub trait Tap: Send {
     /// Bytes from the person to the target.
-    fn input(&mut self, _data: &[u8]) -> Result<(), String> {
+    fn input(&mut self, _data: &[u8]) -> Result<(), TapError> {
         Ok(())
     }
     /// Bytes from the target's stdout to the person.
-    fn output(&mut self, _data: &[u8]) -> Result<(), String> {
+    fn output(&mut self, _data: &[u8]) -> Result<(), TapError> {
         Ok(())
     }
     /// Bytes from the target's stderr to the person.
-    fn stderr(&mut self, _data: &[u8]) -> Result<(), String> {
+    fn stderr(&mut self, _data: &[u8]) -> Result<(), TapError> {
         Ok(())
     }
     /// The remote command's exit status.
-    fn exit_status(&mut self, _status: u32) -> Result<(), String> {
+    fn exit_status(&mut self, _status: u32) -> Result<(), TapError> {
         Ok(())
     }
     /// The remote command was killed by a signal.
-    fn exit_signal(&mut self, _signal: &str) -> Result<(), String> {
+    fn exit_signal(&mut self, _signal: &str) -> Result<(), TapError> {
         Ok(())
     }
     /// The person's terminal changed size.
-    fn resize(&mut self, _cols: u32, _rows: u32) -> Result<(), String> {
+    fn resize(&mut self, _cols: u32, _rows: u32) -> Result<(), TapError> {
         Ok(())
     }
     /// The channel closed.
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), TapError> {
         Ok(())
     }
     /// The queue this tap hands its bytes to, if it has one: after each recorded message the
@@ -103,7 +121,7 @@ pub enum Ended {
     /// Closed normally by one side.
     Closed,
     /// The tap (recorder) failed; the channel was closed.
-    TapFailed(String),
+    TapFailed(TapError),
 }
 
 /// The person's side of a channel pair.
@@ -227,8 +245,8 @@ impl Queue {
 
 fn tap_call(
     tap: &SharedTap,
-    f: impl FnOnce(&mut dyn Tap) -> Result<(), String>,
-) -> Result<(), String> {
+    f: impl FnOnce(&mut dyn Tap) -> Result<(), TapError>,
+) -> Result<(), TapError> {
     let mut guard = tap.lock().unwrap_or_else(|p| p.into_inner());
     f(guard.as_mut())
 }

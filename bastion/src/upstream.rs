@@ -136,8 +136,6 @@ pub struct SessionCertTemplate {
 pub struct Upstream {
     /// The russh client handle.
     pub handle: client::Handle<TargetHandler>,
-    /// Channels the target opens towards us.
-    pub incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
     /// Becomes `true` when the target connection ends.
     pub closed: watch::Receiver<bool>,
     /// Serial of the session certificate used.
@@ -146,12 +144,21 @@ pub struct Upstream {
     pub local_address: IpAddr,
 }
 
+/// A target leg just opened: the connection, and the channels the target opens towards the
+/// bastion (for the session's task to route).
+pub struct Connected {
+    /// The connection.
+    pub upstream: Upstream,
+    /// Channels the target opens towards us (agent, X11, remote forwards).
+    pub incoming: mpsc::Receiver<Incoming>,
+}
+
 /// Connects, verifies the target's host certificate, obtains a session certificate and logs
 /// in. The certificate is minted while the key exchange runs, to save a round of latency.
 pub async fn connect(
     request: ConnectRequest,
     issuer: Arc<dyn Issuer>,
-) -> Result<Upstream, UpstreamError> {
+) -> Result<Connected, UpstreamError> {
     let target = request.target.clone();
     tokio::time::timeout(request.timeout, connect_inner(request, issuer))
         .await
@@ -161,7 +168,7 @@ pub async fn connect(
 async fn connect_inner(
     request: ConnectRequest,
     issuer: Arc<dyn Issuer>,
-) -> Result<Upstream, UpstreamError> {
+) -> Result<Connected, UpstreamError> {
     let target = request.target.clone();
     let stream = TcpStream::connect(&request.address)
         .await
@@ -234,12 +241,14 @@ async fn connect_inner(
             source,
         })?;
     match auth {
-        AuthResult::Success => Ok(Upstream {
-            handle,
-            incoming: tokio::sync::Mutex::new(incoming_rx),
-            closed: closed_rx,
-            session_cert_serial,
-            local_address,
+        AuthResult::Success => Ok(Connected {
+            upstream: Upstream {
+                handle,
+                closed: closed_rx,
+                session_cert_serial,
+                local_address,
+            },
+            incoming: incoming_rx,
         }),
         AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused { target, login }),
     }
