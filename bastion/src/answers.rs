@@ -190,6 +190,45 @@ impl Answers {
     }
 }
 
+/// A global request's work (`tcpip-forward`, `cancel-tcpip-forward`): `Some(port)` is
+/// success (with the port the target bound, for a request of port 0), `None` failure.
+pub type GlobalJob = Pin<Box<dyn Future<Output = Option<Option<u32>>> + Send>>;
+
+/// Global requests may have waiting for their turn.
+const GLOBAL_QUEUE: usize = 8;
+
+/// The answer queue of the connection's global requests: like a channel's [`Answers`], one
+/// task runs them in order and answers each through the handle (the patched russh keeps the
+/// order of global replies, see vendor/russh/PATCHED.md), so a slow target delays only the
+/// forwarding requests, never the connection's loop.
+pub struct GlobalAnswers {
+    jobs: mpsc::Sender<GlobalJob>,
+}
+
+impl GlobalAnswers {
+    /// Starts the task answering global requests on the person's connection `handle`.
+    pub fn start(handle: Handle) -> GlobalAnswers {
+        let (jobs, mut queued) = mpsc::channel::<GlobalJob>(GLOBAL_QUEUE);
+        tokio::spawn(async move {
+            while let Some(job) = queued.recv().await {
+                let sent = match job.await {
+                    Some(port) => handle.reply_global_request(true, port).await,
+                    None => handle.reply_global_request(false, None).await,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+        GlobalAnswers { jobs }
+    }
+
+    /// Queues `job` behind the earlier global requests. `false` if the task is gone.
+    pub async fn push(&self, job: GlobalJob) -> bool {
+        self.jobs.send(job).await.is_ok()
+    }
+}
+
 /// Tells the person why their session channel cannot reach the target, then ends it with
 /// exit status 255.
 async fn explain_and_close(channel: Channel<Msg>, handle: &Handle, why: &Unavailable) {

@@ -25,7 +25,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, Verifie
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
 
 use crate::admission::{self, Admitted, Context, Refusal};
-use crate::answers::{Answers, Job, Kind, Target, Unavailable};
+use crate::answers::{Answers, GlobalAnswers, GlobalJob, Job, Kind, Target, Unavailable};
 use crate::door::{Accepted, Door};
 use crate::login::printable;
 use crate::pump::{self, TapError, TargetSide, UserSide};
@@ -70,6 +70,8 @@ pub struct Front {
     door: Door,
     /// The answer queue of each session channel (see [`crate::answers`]).
     answers: std::collections::HashMap<ChannelId, Answers>,
+    /// The answer queue of global requests (remote forwarding), started on first use.
+    global: Option<GlobalAnswers>,
 }
 
 impl Front {
@@ -87,6 +89,7 @@ impl Front {
             ticket,
             door: Door::default(),
             answers: std::collections::HashMap::new(),
+            global: None,
         }
     }
 
@@ -712,79 +715,113 @@ impl russh::server::Handler for Front {
         self.queue(channel, job, session).await
     }
 
+    /// Answered later through the global answer queue (see [`crate::answers::GlobalAnswers`]):
+    /// the target leg and the target's answer are waited for there.
     async fn tcpip_forward(
         &mut self,
         address: &str,
         port: &mut u32,
-        _session: &mut SshSession,
+        session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
         let Some(sess) = self.session() else {
             return Ok(false);
         };
-        let listen = format!("{}:{port}", printable(address));
-        if !sess.admitted.permissions.port_forwarding {
-            let reason = forwarding_refusal(&self.shared.config.forwarding.port, "port");
-            audit_denied(&sess, "tcpip-forward", Some(("listen", &listen)), &reason).await;
-            return Ok(false);
-        }
-        if address.len() > MAX_HOST || *port > u32::from(u16::MAX) {
-            return Ok(false);
-        }
-        let Ok(up) = sess.upstream().await else {
-            return Ok(false);
-        };
-        // Granted before asking the target: it may forward a connection the moment it
-        // listens, before its answer reaches us.
-        let requested = *port;
-        sess.grant(Grant::RemotePort(address.to_string(), requested))
+        let permitted = sess.admitted.permissions.port_forwarding;
+        let refusal = forwarding_refusal(&self.shared.config.forwarding.port, "port");
+        let (address, requested) = (address.to_string(), *port);
+        let job: GlobalJob = Box::pin(async move {
+            let listen = format!("{}:{requested}", printable(&address));
+            if !permitted {
+                audit_denied(&sess, "tcpip-forward", Some(("listen", &listen)), &refusal).await;
+                return None;
+            }
+            if address.len() > MAX_HOST || requested > u32::from(u16::MAX) {
+                return None;
+            }
+            let up = sess.upstream().await.ok()?;
+            // Granted before asking the target: it may forward a connection the moment it
+            // listens, before its answer reaches us.
+            sess.grant(Grant::RemotePort(address.clone(), requested))
+                .await;
+            let answer = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                up.handle.tcpip_forward(address.as_str(), requested),
+            )
             .await;
-        match up.handle.tcpip_forward(address, requested).await {
-            Ok(bound) => {
-                if requested == 0 {
-                    *port = bound;
-                    sess.grant(Grant::RemotePortBound(address.to_string(), bound))
+            match answer {
+                Ok(Ok(bound)) => {
+                    let port = if requested == 0 {
+                        sess.grant(Grant::RemotePortBound(address.clone(), bound))
+                            .await;
+                        bound
+                    } else {
+                        requested
+                    };
+                    sess.shared
+                        .audit
+                        .record_or_log(
+                            sess.event("session.forward")
+                                .with("kind", "remote")
+                                .with("listen", format!("{}:{port}", printable(&address))),
+                        )
                         .await;
+                    Some((requested == 0).then_some(bound))
                 }
-                sess.shared
-                    .audit
-                    .record_or_log(
-                        sess.event("session.forward")
-                            .with("kind", "remote")
-                            .with("listen", format!("{}:{port}", printable(address))),
-                    )
-                    .await;
-                Ok(true)
+                _ => {
+                    sess.grant(Grant::RemotePortGone(address, requested)).await;
+                    None
+                }
             }
-            Err(_) => {
-                sess.grant(Grant::RemotePortGone(address.to_string(), requested))
-                    .await;
-                Ok(false)
-            }
-        }
+        });
+        self.queue_global(job, session).await
     }
 
+    /// Answered later through the global answer queue, like `tcpip_forward`.
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,
         port: u32,
-        _session: &mut SshSession,
+        session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
         let Some(sess) = self.session() else {
             return Ok(false);
         };
-        let Ok(up) = sess.upstream().await else {
-            return Ok(false);
-        };
-        let ok = up.handle.cancel_tcpip_forward(address, port).await.is_ok();
-        if ok {
-            sess.grant(Grant::RemotePortGone(address.to_string(), port))
-                .await;
-        }
-        Ok(ok)
+        let address = address.to_string();
+        let job: GlobalJob = Box::pin(async move {
+            let up = sess.upstream().await.ok()?;
+            let cancelled = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                up.handle.cancel_tcpip_forward(address.as_str(), port),
+            )
+            .await;
+            if !matches!(cancelled, Ok(Ok(()))) {
+                return None;
+            }
+            sess.grant(Grant::RemotePortGone(address, port)).await;
+            Some(None)
+        });
+        self.queue_global(job, session).await
     }
 }
 
 impl Front {
+    /// Queues a global request's `job` and tells russh its answer comes later; `false` (an
+    /// answer now) when the queue is gone.
+    async fn queue_global(
+        &mut self,
+        job: GlobalJob,
+        session: &mut SshSession,
+    ) -> Result<bool, FrontError> {
+        let global = self
+            .global
+            .get_or_insert_with(|| GlobalAnswers::start(session.handle()));
+        if !global.push(job).await {
+            return Ok(false);
+        }
+        session.defer_global_reply();
+        Ok(false)
+    }
+
     /// Queues `job` on the channel's answer queue (see [`crate::answers`]); a channel
     /// without one (not a session channel, or the connection is ending) is refused at once.
     async fn queue(
