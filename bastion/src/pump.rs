@@ -226,11 +226,7 @@ impl Queue {
     /// Hands `msg` to the writer once the budget has room for it. `false` when the writer
     /// is gone.
     async fn push(&self, msg: ChannelMsg) -> bool {
-        let cost = match &msg {
-            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
-            _ => 1,
-        }
-        .clamp(1, self.limit);
+        let cost = cost(&msg, self.limit);
         let Ok(permit) = self
             .budget
             .clone()
@@ -241,6 +237,17 @@ impl Queue {
         };
         self.items.send((msg, permit)).is_ok()
     }
+}
+
+/// What `msg` takes of a direction's byte budget of `limit`: its payload (at least one,
+/// so control messages are bounded too, and at most the whole budget, so one large message
+/// cannot wait forever).
+fn cost(msg: &ChannelMsg, limit: usize) -> usize {
+    match msg {
+        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+        _ => 1,
+    }
+    .clamp(1, limit.max(1))
 }
 
 fn tap_call(
@@ -419,5 +426,62 @@ pub fn signal_text(signal: &Sig) -> String {
         Sig::TERM => "TERM".into(),
         Sig::USR1 => "USR1".into(),
         Sig::Custom(name) => crate::login::printable(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_reach_the_requests_in_the_order_they_were_sent() {
+        let replies = Replies::default();
+        let mut first = replies.expect();
+        let mut second = replies.expect();
+        replies.answer(false);
+        replies.answer(true);
+        assert_eq!(first.try_recv(), Ok(false));
+        assert_eq!(second.try_recv(), Ok(true));
+        // An answer nobody waits for (the target's own) is dropped.
+        replies.answer(true);
+        let mut third = replies.expect();
+        assert!(third.try_recv().is_err(), "no answer yet");
+    }
+
+    #[test]
+    fn a_request_whose_channel_ended_sees_no_answer() {
+        let replies = Replies::default();
+        let mut waiting = replies.expect();
+        drop(replies);
+        assert!(waiting.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_budget_counts_payload_bytes_within_bounds() {
+        let data = |n: usize| ChannelMsg::Data {
+            data: vec![0u8; n].into(),
+        };
+        assert_eq!(cost(&data(100), 1024), 100);
+        assert_eq!(cost(&data(0), 1024), 1, "empty data still costs one");
+        assert_eq!(
+            cost(&data(5000), 1024),
+            1024,
+            "never more than the whole budget"
+        );
+        assert_eq!(cost(&ChannelMsg::Eof, 1024), 1);
+        let stderr = ChannelMsg::ExtendedData {
+            data: vec![0u8; 10].into(),
+            ext: 1,
+        };
+        assert_eq!(cost(&stderr, 1024), 10);
+    }
+
+    #[test]
+    fn tap_errors_read_as_the_recorders_reason() {
+        assert_eq!(
+            TapError::from("disk full".to_string()).to_string(),
+            "disk full"
+        );
+        assert_eq!(TapError::Poisoned.to_string(), "recorder lock poisoned");
     }
 }

@@ -327,3 +327,33 @@ impl HostCertSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::FrontError;
+
+    #[test]
+    fn an_undecodable_credential_is_a_refusal_to_audit() {
+        let keys = FrontError::Ssh(russh::Error::Keys(russh::keys::Error::CouldNotReadKey));
+        let reason = undecodable_credential(&keys).expect("a refusal");
+        assert!(
+            reason.starts_with(
+                "certificate refused: the offered key or certificate cannot be decoded"
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn other_connection_failures_are_not_refusals() {
+        assert_eq!(
+            undecodable_credential(&FrontError::Ssh(russh::Error::Disconnect)),
+            None
+        );
+        assert_eq!(
+            undecodable_credential(&FrontError::Ssh(russh::Error::HUP)),
+            None
+        );
+    }
+}
