@@ -1,6 +1,6 @@
 //! One person's session through the bastion: from an accepted login to its end.
 //!
-//! Each session is one task ([`task`]) that owns its state: the [`Phase`] of its life
+//! Each session is one task (module `task`) that owns its state: the [`Phase`] of its life
 //! (connecting, live, unreachable, ending, done; transitions in [`state`]), the target leg
 //! ([`Upstream`], opened in the background as soon as the login is accepted so it overlaps
 //! the client's own setup), the recording, the forwarding granted ([`grants`]) and the timers
@@ -9,7 +9,7 @@
 //! and reads what it publishes (the target leg, for channels). The audit log says why it
 //! ended.
 
-mod grants;
+pub mod grants;
 pub mod state;
 mod task;
 
@@ -108,7 +108,7 @@ impl Link {
     }
 }
 
-/// What the session's task is told (see [`task`]).
+/// What the session's task is told (see the module `task`).
 enum Message {
     /// The target leg came up (with the recording) or failed.
     Leg(task::Setup),

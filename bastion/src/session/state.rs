@@ -1,6 +1,6 @@
 //! The life of one session as a state machine: pure transitions, no I/O.
 //!
-//! The session's task ([`super::task`]) owns a [`Phase`], turns what happens (the target leg
+//! The session's task (module `session::task`) owns a [`Phase`], turns what happens (the target leg
 //! came up, the certificate expired, an auditor ended the session, the person left) into an
 //! [`Event`], and carries out the [`Effect`] that [`Phase::on`] returns. Keeping the decisions
 //! here, apart from sockets and timers, is what lets them be tested one by one (in the style
