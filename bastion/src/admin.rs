@@ -197,27 +197,27 @@ impl<T: Tap> WatchedTap<T> {
 }
 
 impl<T: Tap> Tap for WatchedTap<T> {
-    fn input(&mut self, data: &[u8]) -> Result<(), String> {
+    fn input(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
         self.inner.input(data)
     }
-    fn output(&mut self, data: &[u8]) -> Result<(), String> {
+    fn output(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
         self.publisher.publish(data);
         self.inner.output(data)
     }
-    fn stderr(&mut self, data: &[u8]) -> Result<(), String> {
+    fn stderr(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
         self.publisher.publish(data);
         self.inner.stderr(data)
     }
-    fn exit_status(&mut self, status: u32) -> Result<(), String> {
+    fn exit_status(&mut self, status: u32) -> Result<(), crate::pump::TapError> {
         self.inner.exit_status(status)
     }
-    fn exit_signal(&mut self, signal: &str) -> Result<(), String> {
+    fn exit_signal(&mut self, signal: &str) -> Result<(), crate::pump::TapError> {
         self.inner.exit_signal(signal)
     }
-    fn resize(&mut self, cols: u32, rows: u32) -> Result<(), String> {
+    fn resize(&mut self, cols: u32, rows: u32) -> Result<(), crate::pump::TapError> {
         self.inner.resize(cols, rows)
     }
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), crate::pump::TapError> {
         self.inner.finish()
     }
     fn backlog(&self) -> Option<std::sync::Arc<crate::pump::Backlog>> {

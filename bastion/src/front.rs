@@ -6,11 +6,14 @@
 //! disconnects with the reason, which OpenSSH prints even at `LogLevel=ERROR`.
 //!
 //! After login, each channel request is checked against the certificate and the bastion's
-//! policy, audited, forwarded to the target and answered with the target's answer.
+//! policy ([`crate::requests`]), audited, forwarded to the target and answered with the
+//! target's answer. The callbacks only queue that work: it runs on the channel's own task
+//! ([`crate::answers`]), and session and `direct-tcpip` channels are opened on a task too, so
+//! a slow target never holds the person's connection loop (other channels, keepalives).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jitssh_core::audit::AuditEvent;
@@ -21,16 +24,15 @@ use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::admission::{self, Admitted, Context, Refusal};
-use crate::answers::{Answers, Job};
+use crate::answers::{Answers, GlobalAnswers, GlobalJob, Job, Kind, Target, Unavailable};
+use crate::door::{Accepted, Door};
 use crate::login::printable;
-use crate::pump::{self, TargetSide, UserSide};
+use crate::pump::{self, TapError, TargetSide, UserSide};
 use crate::recorded;
 use crate::recording::ChannelKind;
 use crate::requests::{self, Asked, Start};
-use crate::session::{Link, Session, Shared};
+use crate::session::{EndReason, Grant, Link, Session, Shared};
 
 /// How long the bastion waits for the target to answer a forwarded request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,16 +56,9 @@ pub struct Slot {
     pub session: OnceLock<Arc<Session>>,
 }
 
-/// Session channels the target could not take, by id: the channel, why, and its place
-/// among the session's open channels.
-type DeadChannels =
-    std::collections::HashMap<ChannelId, (Channel<Msg>, String, OwnedSemaphorePermit)>;
-
-fn lock_dead(dead: &Mutex<DeadChannels>) -> std::sync::MutexGuard<'_, DeadChannels> {
-    dead.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The handler of one connection.
+/// The handler of one connection: a thin adapter that checks, queues and forwards. Before
+/// login its state is a [`Door`]; after, the session's own task owns the session's state
+/// ([`crate::session`]) and each session channel's task its requests ([`crate::answers`]).
 pub struct Front {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
@@ -71,16 +66,12 @@ pub struct Front {
     /// The connection's place at the accept loop: promoted on login (see
     /// [`jitssh_server::accept`]).
     ticket: Arc<Ticket>,
-    /// Refusals so far, to tell the person why at the end.
-    refusals: Vec<Refusal>,
-    told: bool,
-    accepted: Option<(String, Admitted, Certificate)>,
-    /// Session channels accepted only to explain why the target cannot be reached, with
-    /// their place among the session's open channels.
-    /// Filled by the task that opens the target's channel (see `channel_open_session`).
-    dead: Arc<Mutex<DeadChannels>>,
-    /// The answer queue of each relayed session channel (see [`crate::answers`]).
+    /// The way in: refusals, the accepted login.
+    door: Door,
+    /// The answer queue of each session channel (see [`crate::answers`]).
     answers: std::collections::HashMap<ChannelId, Answers>,
+    /// The answer queue of global requests (remote forwarding), started on first use.
+    global: Option<GlobalAnswers>,
 }
 
 impl Front {
@@ -96,39 +87,10 @@ impl Front {
             peer,
             slot,
             ticket,
-            refusals: Vec::new(),
-            told: false,
-            accepted: None,
-            dead: Arc::default(),
+            door: Door::default(),
             answers: std::collections::HashMap::new(),
+            global: None,
         }
-    }
-
-    /// If `channel` is one that cannot reach the target, answers its request with success and
-    /// explains on stderr (ending the channel) when the command would start.
-    fn answer_dead(
-        &mut self,
-        channel: ChannelId,
-        starts: bool,
-        session: &mut SshSession,
-    ) -> Option<Result<(), FrontError>> {
-        if !lock_dead(&self.dead).contains_key(&channel) {
-            return None;
-        }
-        let answered = reply(session, channel, true);
-        let session_handle = session.handle();
-        let explain = if starts {
-            lock_dead(&self.dead).remove(&channel)
-        } else {
-            None
-        };
-        if let Some((dead, why, claim)) = explain {
-            tokio::spawn(async move {
-                explain_and_close(dead, session_handle, why).await;
-                drop(claim);
-            });
-        }
-        Some(answered)
     }
 
     fn session(&self) -> Option<Arc<Session>> {
@@ -138,24 +100,13 @@ impl Front {
     /// Refuses, and offers keyboard-interactive so an interactive client comes back to hear
     /// why (see the module docs).
     fn refuse(&mut self, refusal: Refusal) -> Auth {
-        self.refusals.push(refusal);
+        self.door.refuse(refusal);
         Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(
                 &[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..],
             )),
             partial_success: false,
         }
-    }
-
-    /// The message for a refused person: the last certificate refusal if there was one (it is
-    /// the most specific), otherwise the plain-key hint.
-    fn refusal_message(&self) -> String {
-        self.refusals
-            .iter()
-            .rev()
-            .find(|r| !matches!(r, Refusal::PlainKey))
-            .or(self.refusals.last())
-            .map_or_else(|| "authentication refused".to_string(), ToString::to_string)
     }
 
     fn refused_event(&self, user: &str, refusal: &Refusal) -> AuditEvent {
@@ -240,7 +191,7 @@ impl russh::server::Handler for Front {
         user: &str,
         certificate: &ssh_key::Certificate,
     ) -> Result<Auth, Self::Error> {
-        if self.accepted.is_some() {
+        if !self.door.knocking() {
             return Ok(Auth::reject());
         }
         match self.check_certificate(user, certificate).await {
@@ -266,7 +217,11 @@ impl russh::server::Handler for Front {
                     user = %admitted.login_target,
                     "login accepted"
                 );
-                self.accepted = Some((id, admitted, certificate.clone()));
+                self.door.accept(Accepted {
+                    id,
+                    admitted,
+                    cert: certificate.clone(),
+                });
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
@@ -287,12 +242,10 @@ impl russh::server::Handler for Front {
         _submethods: &str,
         _response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        if self.refusals.is_empty() || self.told {
+        let Some(message) = self.door.tell() else {
             return Ok(Auth::reject());
-        }
-        self.told = true;
+        };
         if let Some(handle) = self.slot.handle.get().cloned() {
-            let message = self.refusal_message();
             tokio::spawn(async move {
                 let _ = handle
                     .disconnect(
@@ -312,7 +265,7 @@ impl russh::server::Handler for Front {
     }
 
     async fn auth_succeeded(&mut self, session: &mut SshSession) -> Result<(), Self::Error> {
-        let Some((id, admitted, cert)) = self.accepted.take() else {
+        let Some(Accepted { id, admitted, cert }) = self.door.open() else {
             return Err(russh::Error::NotAuthenticated.into());
         };
         let started = Session::start(
@@ -333,8 +286,8 @@ impl russh::server::Handler for Front {
         channel: ChannelId,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        // A channel that could only explain itself frees its place when the person closes it.
-        lock_dead(&self.dead).remove(&channel);
+        // Its task ends once its queued answers are out; a channel that could only explain
+        // itself frees its place then.
         self.answers.remove(&channel);
         Ok(())
     }
@@ -354,29 +307,29 @@ impl russh::server::Handler for Front {
         };
         let user_id = channel.id();
         let handle = session.handle();
+        let (target_tx, target_rx) = tokio::sync::oneshot::channel();
         self.answers
-            .insert(user_id, Answers::start(user_id, handle.clone()));
-        let dead = self.dead.clone();
+            .insert(user_id, Answers::start(user_id, handle.clone(), target_rx));
         let relay_buffer = self.shared.config.limits.relay_buffer;
         // The target leg may still be connecting and the target may be slow to open a
         // channel: wait for them here, not in the connection's loop (see crate::answers).
         tokio::spawn(async move {
-            let target = match sess.upstream().await {
-                Ok(up) => up.handle.channel_open_session().await.map_err(|err| {
-                    format!(
-                        "target {} refused a session channel: {err}",
-                        sess.admitted.login_target.target
-                    )
-                }),
-                Err(why) => Err(why),
-            };
+            let target =
+                match sess.upstream().await {
+                    Ok(up) => up.handle.channel_open_session().await.map_err(|source| {
+                        Unavailable::Refused {
+                            target: sess.admitted.login_target.target.clone(),
+                            source,
+                        }
+                    }),
+                    Err(why) => Err(Unavailable::Leg(why)),
+                };
             let target = match target {
                 Ok(target) => target,
                 Err(why) => {
-                    // Accept, and when the command would start explain on stderr and exit
-                    // 255 like ssh's own failures: the person sees why whatever their
-                    // LogLevel.
-                    lock_dead(&dead).insert(user_id, (channel, why, claim));
+                    // Accepted, and when the command would start it explains on stderr and
+                    // exits 255 (see crate::answers::verdict).
+                    let _ = target_tx.send(Target::Unreachable(channel, why, claim));
                     reply.accept().await;
                     return;
                 }
@@ -389,6 +342,7 @@ impl russh::server::Handler for Front {
                 Arc::new(user_write),
             ));
             sess.add_link(user_id, link.clone());
+            let _ = target_tx.send(Target::Relayed(link.clone()));
             reply.accept().await;
             let ended = pump::run(
                 UserSide {
@@ -412,11 +366,10 @@ impl russh::server::Handler for Front {
             let finished = link
                 .tap
                 .lock()
-                .map_err(|_| "recorder lock poisoned".to_string())
+                .map_err(|_| TapError::Poisoned)
                 .and_then(|mut tap| tap.finish());
             if let pump::Ended::TapFailed(why) = ended {
-                sess.terminate(&format!("the recording failed ({why})"))
-                    .await;
+                sess.end(EndReason::RecordingFailed(why.to_string())).await;
             } else if let Err(why) = finished {
                 tracing::warn!(session = %sess.id, "cannot close a channel's recording: {why}");
             }
@@ -466,61 +419,65 @@ impl russh::server::Handler for Front {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        let event = sess
-            .event("session.forward.connection")
-            .with("kind", "local")
-            .with("destination", where_to.as_str())
-            .with(
-                "originator",
-                format!("{}:{originator_port}", printable(originator_address)),
-            );
-        if sess.shared.audit.record(event).await.is_err() {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        }
-        let up = match sess.upstream().await {
-            Ok(up) => up,
-            Err(why) => {
+        let (host, originator) = (host_to_connect.to_string(), originator_address.to_string());
+        // The target leg and the target's answer are waited for here, not in the
+        // connection's loop (see crate::answers).
+        tokio::spawn(async move {
+            let (host_to_connect, originator_address) = (host.as_str(), originator.as_str());
+            let event = sess
+                .event("session.forward.connection")
+                .with("kind", "local")
+                .with("destination", where_to.as_str())
+                .with(
+                    "originator",
+                    format!("{}:{originator_port}", printable(originator_address)),
+                );
+            if sess.shared.audit.record(event).await.is_err() {
                 reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 2,
-                        reason: format!("bastion: {why}"),
-                    })
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
                     .await;
-                return Ok(());
+                return;
             }
-        };
-        let target = up
-            .handle
-            .channel_open_direct_tcpip(
-                host_to_connect,
-                port_to_connect,
-                originator_address,
-                originator_port,
-            )
-            .await;
-        match target {
-            Ok(target) => {
-                reply.accept().await;
-                tokio::spawn(async move {
+            let up = match sess.upstream().await {
+                Ok(up) => up,
+                Err(why) => {
+                    reply
+                        .reject(ChannelOpenFailure::Other {
+                            code: 2,
+                            reason: format!("bastion: {why}"),
+                        })
+                        .await;
+                    return;
+                }
+            };
+            let target = up
+                .handle
+                .channel_open_direct_tcpip(
+                    host_to_connect,
+                    port_to_connect,
+                    originator_address,
+                    originator_port,
+                )
+                .await;
+            match target {
+                Ok(target) => {
+                    reply.accept().await;
                     sess.relay(channel, target).await;
                     drop(claim);
-                });
+                }
+                Err(err) => {
+                    reply
+                        .reject(ChannelOpenFailure::Other {
+                            code: 2,
+                            reason: format!(
+                                "bastion: {where_to} via {}: {err}",
+                                sess.admitted.login_target.target
+                            ),
+                        })
+                        .await;
+                }
             }
-            Err(err) => {
-                reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 2,
-                        reason: format!(
-                            "bastion: {where_to} via {}: {err}",
-                            sess.admitted.login_target.target
-                        ),
-                    })
-                    .await;
-            }
-        }
+        });
         Ok(())
     }
 
@@ -551,15 +508,12 @@ impl russh::server::Handler for Front {
         modes: &[(Pty, u32)],
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, false, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };
         let term = printable(term);
         let modes = modes.to_vec();
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             if !sess.admitted.permissions.pty {
                 audit_denied(&sess, "pty", None, "certificate lacks permit-pty").await;
                 return Some(false);
@@ -587,19 +541,13 @@ impl russh::server::Handler for Front {
         variable_value: &str,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        if let Some(done) = self.answer_dead(channel, false, session) {
-            return done;
-        }
-        let (Some(_), Some(link)) = self.session_link(channel) else {
-            return reply(session, channel, false);
-        };
         let allowed = requests::env_allowed(
             variable_name,
             variable_value,
             &self.shared.config.session.env,
         );
         let (name, value) = (variable_name.to_string(), variable_value.to_string());
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             Some(allowed && link.target.set_env(false, name, value).await.is_ok())
         });
         self.queue(channel, job, session).await
@@ -642,11 +590,11 @@ impl russh::server::Handler for Front {
         pix_height: u32,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return Ok(());
         };
         // Queued, so it reaches the target after the pty request it resizes.
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Unanswered, move |link: Arc<Link>| async move {
             if let Ok(mut pty) = link.pty.lock()
                 && let Some((_, cols, rows)) = pty.as_mut()
             {
@@ -656,13 +604,10 @@ impl russh::server::Handler for Front {
             let recorded = link
                 .tap
                 .lock()
-                .map_err(|_| "recorder lock poisoned".to_string())
+                .map_err(|_| TapError::Poisoned)
                 .and_then(|mut tap| tap.resize(col_width, row_height));
             if let Err(why) = recorded {
-                tokio::spawn(async move {
-                    sess.terminate(&format!("the recording failed ({why})"))
-                        .await;
-                });
+                sess.end(EndReason::RecordingFailed(why.to_string())).await;
             }
             let _ = link
                 .target
@@ -682,10 +627,7 @@ impl russh::server::Handler for Front {
         signal: Sig,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        let (Some(_), Some(link)) = self.session_link(channel) else {
-            return Ok(());
-        };
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Unanswered, move |link: Arc<Link>| async move {
             let _ = link.target.signal(signal).await;
             None
         });
@@ -702,13 +644,13 @@ impl russh::server::Handler for Front {
         channel: ChannelId,
         session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             reply(session, channel, false)?;
             return Ok(false);
         };
         let refusal = (!sess.admitted.permissions.agent_forwarding)
             .then(|| forwarding_refusal(&self.shared.config.forwarding.agent, "agent"));
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             if let Some(reason) = refusal {
                 deny_with_notice(&sess, &link, "agent", &reason).await;
                 return Some(false);
@@ -716,7 +658,7 @@ impl russh::server::Handler for Front {
             let answer = link.replies.expect();
             let ok = link.target.agent_forward(true).await.is_ok() && answered(answer).await;
             if ok {
-                sess.grant_agent();
+                sess.grant(Grant::Agent).await;
                 sess.shared
                     .audit
                     .record_or_log(sess.event("session.forward").with("kind", "agent"))
@@ -737,13 +679,13 @@ impl russh::server::Handler for Front {
         x11_screen_number: u32,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };
         let refusal = (!sess.admitted.permissions.x11_forwarding)
             .then(|| forwarding_refusal(&self.shared.config.forwarding.x11, "X11"));
         let (protocol, cookie) = (x11_auth_protocol.to_string(), x11_auth_cookie.to_string());
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Answered, move |link: Arc<Link>| async move {
             if let Some(reason) = refusal {
                 deny_with_notice(&sess, &link, "x11", &reason).await;
                 return Some(false);
@@ -762,7 +704,7 @@ impl russh::server::Handler for Front {
                 .is_ok()
                 && answered(answer).await;
             if ok {
-                sess.grant_x11();
+                sess.grant(Grant::X11).await;
                 sess.shared
                     .audit
                     .record_or_log(sess.event("session.forward").with("kind", "x11"))
@@ -773,78 +715,115 @@ impl russh::server::Handler for Front {
         self.queue(channel, job, session).await
     }
 
+    /// Answered later through the global answer queue (see [`crate::answers::GlobalAnswers`]):
+    /// the target leg and the target's answer are waited for there.
     async fn tcpip_forward(
         &mut self,
         address: &str,
         port: &mut u32,
-        _session: &mut SshSession,
+        session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
         let Some(sess) = self.session() else {
             return Ok(false);
         };
-        let listen = format!("{}:{port}", printable(address));
-        if !sess.admitted.permissions.port_forwarding {
-            let reason = forwarding_refusal(&self.shared.config.forwarding.port, "port");
-            audit_denied(&sess, "tcpip-forward", Some(("listen", &listen)), &reason).await;
-            return Ok(false);
-        }
-        if address.len() > MAX_HOST || *port > u32::from(u16::MAX) {
-            return Ok(false);
-        }
-        let Ok(up) = sess.upstream().await else {
-            return Ok(false);
-        };
-        // Granted before asking the target: it may forward a connection the moment it
-        // listens, before its answer reaches us.
-        let requested = *port;
-        sess.grant_remote_port(address, requested);
-        match up.handle.tcpip_forward(address, requested).await {
-            Ok(bound) => {
-                if requested == 0 {
-                    *port = bound;
-                    sess.grant_remote_port(address, bound);
-                    sess.revoke_remote_port(address, 0);
+        let permitted = sess.admitted.permissions.port_forwarding;
+        let refusal = forwarding_refusal(&self.shared.config.forwarding.port, "port");
+        let (address, requested) = (address.to_string(), *port);
+        let job: GlobalJob = Box::pin(async move {
+            let listen = format!("{}:{requested}", printable(&address));
+            if !permitted {
+                audit_denied(&sess, "tcpip-forward", Some(("listen", &listen)), &refusal).await;
+                return None;
+            }
+            if address.len() > MAX_HOST || requested > u32::from(u16::MAX) {
+                return None;
+            }
+            let up = sess.upstream().await.ok()?;
+            // Granted before asking the target: it may forward a connection the moment it
+            // listens, before its answer reaches us.
+            sess.grant(Grant::RemotePort(address.clone(), requested))
+                .await;
+            let answer = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                up.handle.tcpip_forward(address.as_str(), requested),
+            )
+            .await;
+            match answer {
+                Ok(Ok(bound)) => {
+                    let port = if requested == 0 {
+                        sess.grant(Grant::RemotePortBound(address.clone(), bound))
+                            .await;
+                        bound
+                    } else {
+                        requested
+                    };
+                    sess.shared
+                        .audit
+                        .record_or_log(
+                            sess.event("session.forward")
+                                .with("kind", "remote")
+                                .with("listen", format!("{}:{port}", printable(&address))),
+                        )
+                        .await;
+                    Some((requested == 0).then_some(bound))
                 }
-                sess.shared
-                    .audit
-                    .record_or_log(
-                        sess.event("session.forward")
-                            .with("kind", "remote")
-                            .with("listen", format!("{}:{port}", printable(address))),
-                    )
-                    .await;
-                Ok(true)
+                _ => {
+                    sess.grant(Grant::RemotePortGone(address, requested)).await;
+                    None
+                }
             }
-            Err(_) => {
-                sess.revoke_remote_port(address, requested);
-                Ok(false)
-            }
-        }
+        });
+        self.queue_global(job, session).await
     }
 
+    /// Answered later through the global answer queue, like `tcpip_forward`.
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,
         port: u32,
-        _session: &mut SshSession,
+        session: &mut SshSession,
     ) -> Result<bool, Self::Error> {
         let Some(sess) = self.session() else {
             return Ok(false);
         };
-        let Ok(up) = sess.upstream().await else {
-            return Ok(false);
-        };
-        let ok = up.handle.cancel_tcpip_forward(address, port).await.is_ok();
-        if ok {
-            sess.revoke_remote_port(address, port);
-        }
-        Ok(ok)
+        let address = address.to_string();
+        let job: GlobalJob = Box::pin(async move {
+            let up = sess.upstream().await.ok()?;
+            let cancelled = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                up.handle.cancel_tcpip_forward(address.as_str(), port),
+            )
+            .await;
+            if !matches!(cancelled, Ok(Ok(()))) {
+                return None;
+            }
+            sess.grant(Grant::RemotePortGone(address, port)).await;
+            Some(None)
+        });
+        self.queue_global(job, session).await
     }
 }
 
 impl Front {
+    /// Queues a global request's `job` and tells russh its answer comes later; `false` (an
+    /// answer now) when the queue is gone.
+    async fn queue_global(
+        &mut self,
+        job: GlobalJob,
+        session: &mut SshSession,
+    ) -> Result<bool, FrontError> {
+        let global = self
+            .global
+            .get_or_insert_with(|| GlobalAnswers::start(session.handle()));
+        if !global.push(job).await {
+            return Ok(false);
+        }
+        session.defer_global_reply();
+        Ok(false)
+    }
+
     /// Queues `job` on the channel's answer queue (see [`crate::answers`]); a channel
-    /// without one (the connection is ending) is refused at once.
+    /// without one (not a session channel, or the connection is ending) is refused at once.
     async fn queue(
         &self,
         channel: ChannelId,
@@ -857,21 +836,18 @@ impl Front {
         }
     }
 
-    /// `shell`, `exec` and `subsystem`: decided by [`requests::start`], audited, recorded,
-    /// then forwarded; answered with the target's answer once it comes.
+    /// `shell`, `exec` and `subsystem`, one path: decided by [`requests::start`], audited,
+    /// recorded, then forwarded; answered with the target's answer once it comes.
     async fn start_command(
         &mut self,
         channel: ChannelId,
         asked: Asked,
         session: &mut SshSession,
     ) -> Result<(), FrontError> {
-        if let Some(done) = self.answer_dead(channel, true, session) {
-            return done;
-        }
-        let (Some(sess), Some(link)) = self.session_link(channel) else {
+        let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };
-        let job: Job = Box::pin(async move {
+        let job = Job::new(Kind::Starts, move |link: Arc<Link>| async move {
             let forced = sess.admitted.force_command.clone();
             let Ok(start) = requests::start(&asked, forced.as_deref()) else {
                 return Some(false);
@@ -900,7 +876,7 @@ impl Front {
                     name: printable(name),
                 },
             };
-            if !start_recording(&sess, &link, channel, kind) {
+            if !start_recording(&sess, &link, channel, kind).await {
                 return Some(false);
             }
             let answer = link.replies.expect();
@@ -917,12 +893,6 @@ impl Front {
         });
         self.queue(channel, job, session).await
     }
-
-    fn session_link(&self, channel: ChannelId) -> (Option<Arc<Session>>, Option<Arc<Link>>) {
-        let sess = self.session();
-        let link = sess.as_ref().and_then(|s| s.link(channel));
-        (sess, link)
-    }
 }
 
 /// Why a kind of forwarding is refused: the bastion's policy or the certificate.
@@ -937,19 +907,6 @@ fn forwarding_refusal(policy_allows: &bool, kind: &str) -> String {
     } else {
         format!("{kind} forwarding is not permitted by the bastion's policy")
     }
-}
-
-/// Tells the person why their session channel cannot reach the target, then ends it with
-/// exit status 255.
-async fn explain_and_close(channel: Channel<Msg>, handle: russh::server::Handle, why: String) {
-    let id = channel.id();
-    let (_read, write) = channel.split();
-    let notice = format!("bastion: {why}\r\n").into_bytes();
-    let _ =
-        tokio::time::timeout(Duration::from_secs(5), write.extended_data_bytes(1, notice)).await;
-    let _ = handle.exit_status_request(id, 255).await;
-    let _ = write.eof().await;
-    let _ = write.close().await;
 }
 
 /// The audit event of a channel request (shell, exec, subsystem), with the certificate's
@@ -990,7 +947,7 @@ async fn deny_with_notice(sess: &Session, link: &Link, request: &str, reason: &s
 
 /// Attaches a recorder to `link` before its command starts. `false` (and the session is
 /// ended) when the recording cannot be written and the policy forbids going on.
-fn start_recording(
+async fn start_recording(
     sess: &Arc<Session>,
     link: &Arc<Link>,
     channel: ChannelId,
@@ -1006,11 +963,7 @@ fn start_recording(
         }
         Ok(None) => true,
         Err(why) => {
-            let sess = sess.clone();
-            tokio::spawn(async move {
-                sess.terminate(&format!("the recording failed ({why})"))
-                    .await;
-            });
+            sess.end(EndReason::RecordingFailed(why)).await;
             false
         }
     }

@@ -7,9 +7,10 @@
 //! per-channel queue fills and the sender's TCP connection is no longer read. A client that
 //! stops reading therefore stalls its target instead of growing the bastion's memory.
 //!
-//! Requests that need a reply (pty, exec, subsystem, ...) are forwarded by the front door's
-//! handler, which awaits the target's answer; the target's `SUCCESS`/`FAILURE` come back on
-//! the target channel and are routed to that waiting handler through [`Replies`].
+//! Requests that need a reply (pty, exec, subsystem, ...) are forwarded by the channel's
+//! answer task ([`crate::answers`]), which awaits the target's answer; the target's
+//! `SUCCESS`/`FAILURE` come back on the target channel and are routed to that waiting task
+//! through [`Replies`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,34 +20,52 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use crate::recorded::Backlog;
 
+/// Why a [`Tap`] could not observe a channel's traffic. The channel is closed and the
+/// session ends (`the recording failed (...)`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TapError {
+    /// The recording cannot be written (the recorder's reason: disk, quota, writer gone).
+    #[error("{0}")]
+    Recording(String),
+    /// A task panicked while holding the channel's recorder.
+    #[error("recorder lock poisoned")]
+    Poisoned,
+}
+
+impl From<String> for TapError {
+    fn from(why: String) -> TapError {
+        TapError::Recording(why)
+    }
+}
+
 /// Observes a channel's traffic (the session recorder). A failure ends the channel.
 pub trait Tap: Send {
     /// Bytes from the person to the target.
-    fn input(&mut self, _data: &[u8]) -> Result<(), String> {
+    fn input(&mut self, _data: &[u8]) -> Result<(), TapError> {
         Ok(())
     }
     /// Bytes from the target's stdout to the person.
-    fn output(&mut self, _data: &[u8]) -> Result<(), String> {
+    fn output(&mut self, _data: &[u8]) -> Result<(), TapError> {
         Ok(())
     }
     /// Bytes from the target's stderr to the person.
-    fn stderr(&mut self, _data: &[u8]) -> Result<(), String> {
+    fn stderr(&mut self, _data: &[u8]) -> Result<(), TapError> {
         Ok(())
     }
     /// The remote command's exit status.
-    fn exit_status(&mut self, _status: u32) -> Result<(), String> {
+    fn exit_status(&mut self, _status: u32) -> Result<(), TapError> {
         Ok(())
     }
     /// The remote command was killed by a signal.
-    fn exit_signal(&mut self, _signal: &str) -> Result<(), String> {
+    fn exit_signal(&mut self, _signal: &str) -> Result<(), TapError> {
         Ok(())
     }
     /// The person's terminal changed size.
-    fn resize(&mut self, _cols: u32, _rows: u32) -> Result<(), String> {
+    fn resize(&mut self, _cols: u32, _rows: u32) -> Result<(), TapError> {
         Ok(())
     }
     /// The channel closed.
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), TapError> {
         Ok(())
     }
     /// The queue this tap hands its bytes to, if it has one: after each recorded message the
@@ -102,7 +121,7 @@ pub enum Ended {
     /// Closed normally by one side.
     Closed,
     /// The tap (recorder) failed; the channel was closed.
-    TapFailed(String),
+    TapFailed(TapError),
 }
 
 /// The person's side of a channel pair.
@@ -207,11 +226,7 @@ impl Queue {
     /// Hands `msg` to the writer once the budget has room for it. `false` when the writer
     /// is gone.
     async fn push(&self, msg: ChannelMsg) -> bool {
-        let cost = match &msg {
-            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
-            _ => 1,
-        }
-        .clamp(1, self.limit);
+        let cost = cost(&msg, self.limit);
         let Ok(permit) = self
             .budget
             .clone()
@@ -224,10 +239,21 @@ impl Queue {
     }
 }
 
+/// What `msg` takes of a direction's byte budget of `limit`: its payload (at least one,
+/// so control messages are bounded too, and at most the whole budget, so one large message
+/// cannot wait forever).
+fn cost(msg: &ChannelMsg, limit: usize) -> usize {
+    match msg {
+        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+        _ => 1,
+    }
+    .clamp(1, limit.max(1))
+}
+
 fn tap_call(
     tap: &SharedTap,
-    f: impl FnOnce(&mut dyn Tap) -> Result<(), String>,
-) -> Result<(), String> {
+    f: impl FnOnce(&mut dyn Tap) -> Result<(), TapError>,
+) -> Result<(), TapError> {
     let mut guard = tap.lock().unwrap_or_else(|p| p.into_inner());
     f(guard.as_mut())
 }
@@ -400,5 +426,62 @@ pub fn signal_text(signal: &Sig) -> String {
         Sig::TERM => "TERM".into(),
         Sig::USR1 => "USR1".into(),
         Sig::Custom(name) => crate::login::printable(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_reach_the_requests_in_the_order_they_were_sent() {
+        let replies = Replies::default();
+        let mut first = replies.expect();
+        let mut second = replies.expect();
+        replies.answer(false);
+        replies.answer(true);
+        assert_eq!(first.try_recv(), Ok(false));
+        assert_eq!(second.try_recv(), Ok(true));
+        // An answer nobody waits for (the target's own) is dropped.
+        replies.answer(true);
+        let mut third = replies.expect();
+        assert!(third.try_recv().is_err(), "no answer yet");
+    }
+
+    #[test]
+    fn a_request_whose_channel_ended_sees_no_answer() {
+        let replies = Replies::default();
+        let mut waiting = replies.expect();
+        drop(replies);
+        assert!(waiting.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_budget_counts_payload_bytes_within_bounds() {
+        let data = |n: usize| ChannelMsg::Data {
+            data: vec![0u8; n].into(),
+        };
+        assert_eq!(cost(&data(100), 1024), 100);
+        assert_eq!(cost(&data(0), 1024), 1, "empty data still costs one");
+        assert_eq!(
+            cost(&data(5000), 1024),
+            1024,
+            "never more than the whole budget"
+        );
+        assert_eq!(cost(&ChannelMsg::Eof, 1024), 1);
+        let stderr = ChannelMsg::ExtendedData {
+            data: vec![0u8; 10].into(),
+            ext: 1,
+        };
+        assert_eq!(cost(&stderr, 1024), 10);
+    }
+
+    #[test]
+    fn tap_errors_read_as_the_recorders_reason() {
+        assert_eq!(
+            TapError::from("disk full".to_string()).to_string(),
+            "disk full"
+        );
+        assert_eq!(TapError::Poisoned.to_string(), "recorder lock poisoned");
     }
 }

@@ -28,7 +28,7 @@ use crate::hostcert;
 use crate::issuer::{EmbeddedIssuer, Issuer};
 use crate::recorded::{RecordingSetup, SetupError};
 use crate::remote::{RemoteError, RemoteIssuer};
-use crate::session::Shared;
+use crate::session::{EndReason, Shared};
 
 /// How long a stopping bastion waits for sessions to record their end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -266,10 +266,10 @@ async fn connection(shared: Arc<Shared>, config: Arc<Config>, accepted: Connecti
     let outcome = running.await;
     if let Some(session) = slot.session.get() {
         let outcome = match outcome {
-            Ok(()) => "the client disconnected".to_string(),
-            Err(err) => format!("connection error: {err}"),
+            Ok(()) => EndReason::ClientDisconnected,
+            Err(err) => EndReason::ConnectionError(err.to_string()),
         };
-        session.finish(&outcome).await;
+        session.finish(outcome).await;
     } else if let Err(err) = outcome {
         tracing::info!(%peer, "connection failed before login: {err}");
         if let Some(reason) = undecodable_credential(&err) {
@@ -325,5 +325,35 @@ impl HostCertSource {
                 .await
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::FrontError;
+
+    #[test]
+    fn an_undecodable_credential_is_a_refusal_to_audit() {
+        let keys = FrontError::Ssh(russh::Error::Keys(russh::keys::Error::CouldNotReadKey));
+        let reason = undecodable_credential(&keys).expect("a refusal");
+        assert!(
+            reason.starts_with(
+                "certificate refused: the offered key or certificate cannot be decoded"
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn other_connection_failures_are_not_refusals() {
+        assert_eq!(
+            undecodable_credential(&FrontError::Ssh(russh::Error::Disconnect)),
+            None
+        );
+        assert_eq!(
+            undecodable_credential(&FrontError::Ssh(russh::Error::HUP)),
+            None
+        );
     }
 }

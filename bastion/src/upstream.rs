@@ -6,9 +6,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jitssh_core::cert::{self, Expectations};
+use jitssh_core::cert::{self, Expectations, Rejection};
 use jitssh_core::ssh_key::certificate::CertType;
-use jitssh_core::ssh_key::{Algorithm, HashAlg, PrivateKey};
+use jitssh_core::ssh_key::public::KeyData;
+use jitssh_core::ssh_key::{Algorithm, Certificate, HashAlg, PrivateKey};
 use jitssh_core::unix_now;
 use russh::client::{self, AuthResult, ChannelOpenHandle, DisconnectReason, Msg};
 use russh::keys::PublicKeyOrCertificate;
@@ -38,8 +39,8 @@ pub enum UpstreamError {
     #[error("timed out connecting to {0}")]
     Timeout(String),
     /// The target's host key or certificate was refused.
-    #[error("{0}")]
-    HostKey(String),
+    #[error(transparent)]
+    HostKey(#[from] HostRefusal),
     /// No session certificate.
     #[error("no session certificate for {target}: {source}")]
     Issuer {
@@ -64,6 +65,81 @@ pub enum UpstreamError {
         /// Why.
         source: russh::Error,
     },
+}
+
+/// Why a target's host key was refused: the target must prove itself with a host
+/// certificate from our host CA naming it, valid now and not revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum HostRefusal {
+    /// A plain host key (no trust on first use).
+    #[error(
+        "target {target} presented a plain host key ({fingerprint}); a host certificate from the host CA is required"
+    )]
+    PlainKey {
+        /// Target name.
+        target: String,
+        /// The key's SHA-256 fingerprint.
+        fingerprint: String,
+    },
+    /// The host certificate failed a check (CA, type, validity, principal).
+    #[error("host certificate of target {target} refused: {rejection}")]
+    Certificate {
+        /// Target name.
+        target: String,
+        /// Which check.
+        rejection: Rejection,
+    },
+    /// The host certificate was revoked.
+    #[error("host certificate of target {target} is revoked ({why})")]
+    Revoked {
+        /// Target name.
+        target: String,
+        /// The CA's reason.
+        why: String,
+    },
+    /// Revocation could not be checked (fail closed).
+    #[error("cannot check revocation of the host certificate of {target}: {source}")]
+    RevocationUnknown {
+        /// Target name.
+        target: String,
+        /// Why.
+        source: IssuerError,
+    },
+}
+
+/// The checks of a target's host key that need no I/O: a certificate (not a plain key),
+/// from a trusted host CA, of host type, valid `now`, naming `target`. Revocation is asked
+/// of the CA afterwards.
+pub fn check_host_key<'a>(
+    key: &'a PublicKeyOrCertificate,
+    trusted_cas: &[KeyData],
+    now: u64,
+    target: &str,
+) -> Result<&'a Certificate, HostRefusal> {
+    let cert = match key {
+        PublicKeyOrCertificate::PublicKey { key, .. } => {
+            return Err(HostRefusal::PlainKey {
+                target: target.to_string(),
+                fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+            });
+        }
+        PublicKeyOrCertificate::Certificate(cert) => cert,
+    };
+    cert::verify(
+        cert,
+        &Expectations {
+            trusted_cas,
+            cert_type: CertType::Host,
+            now,
+            principal: target,
+            peer: None,
+        },
+    )
+    .map_err(|rejection| HostRefusal::Certificate {
+        target: target.to_string(),
+        rejection,
+    })?;
+    Ok(cert)
 }
 
 /// A channel the target opened towards the bastion (agent, X11, remote forward), to be
@@ -136,8 +212,6 @@ pub struct SessionCertTemplate {
 pub struct Upstream {
     /// The russh client handle.
     pub handle: client::Handle<TargetHandler>,
-    /// Channels the target opens towards us.
-    pub incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
     /// Becomes `true` when the target connection ends.
     pub closed: watch::Receiver<bool>,
     /// Serial of the session certificate used.
@@ -146,12 +220,21 @@ pub struct Upstream {
     pub local_address: IpAddr,
 }
 
+/// A target leg just opened: the connection, and the channels the target opens towards the
+/// bastion (for the session's task to route).
+pub struct Connected {
+    /// The connection.
+    pub upstream: Upstream,
+    /// Channels the target opens towards us (agent, X11, remote forwards).
+    pub incoming: mpsc::Receiver<Incoming>,
+}
+
 /// Connects, verifies the target's host certificate, obtains a session certificate and logs
 /// in. The certificate is minted while the key exchange runs, to save a round of latency.
 pub async fn connect(
     request: ConnectRequest,
     issuer: Arc<dyn Issuer>,
-) -> Result<Upstream, UpstreamError> {
+) -> Result<Connected, UpstreamError> {
     let target = request.target.clone();
     tokio::time::timeout(request.timeout, connect_inner(request, issuer))
         .await
@@ -161,7 +244,7 @@ pub async fn connect(
 async fn connect_inner(
     request: ConnectRequest,
     issuer: Arc<dyn Issuer>,
-) -> Result<Upstream, UpstreamError> {
+) -> Result<Connected, UpstreamError> {
     let target = request.target.clone();
     let stream = TcpStream::connect(&request.address)
         .await
@@ -234,12 +317,14 @@ async fn connect_inner(
             source,
         })?;
     match auth {
-        AuthResult::Success => Ok(Upstream {
-            handle,
-            incoming: tokio::sync::Mutex::new(incoming_rx),
-            closed: closed_rx,
-            session_cert_serial,
-            local_address,
+        AuthResult::Success => Ok(Connected {
+            upstream: Upstream {
+                handle,
+                closed: closed_rx,
+                session_cert_serial,
+                local_address,
+            },
+            incoming: incoming_rx,
         }),
         AuthResult::Failure { .. } => Err(UpstreamError::AuthRefused { target, login }),
     }
@@ -266,49 +351,25 @@ pub struct TargetHandler {
     target: String,
     issuer: Arc<dyn Issuer>,
     /// Why the host key was refused, for the error shown to the person.
-    verdict: Arc<Mutex<Option<String>>>,
+    verdict: Arc<Mutex<Option<HostRefusal>>>,
     incoming: mpsc::Sender<Incoming>,
     closed: watch::Sender<bool>,
 }
 
 impl TargetHandler {
-    async fn host_verdict(&self, key: &PublicKeyOrCertificate) -> Result<(), String> {
-        let cert = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                return Err(format!(
-                    "target {} presented a plain host key ({}); a host certificate from the host CA is required",
-                    self.target,
-                    key.fingerprint(HashAlg::Sha256)
-                ));
-            }
-            PublicKeyOrCertificate::Certificate(cert) => cert,
-        };
-        cert::verify(
-            cert,
-            &Expectations {
-                trusted_cas: &self.issuer.trust().host_cas,
-                cert_type: CertType::Host,
-                now: unix_now(),
-                principal: &self.target,
-                peer: None,
-            },
-        )
-        .map_err(|rejection| {
-            format!(
-                "host certificate of target {} refused: {rejection}",
-                self.target
-            )
-        })?;
+    async fn host_verdict(&self, key: &PublicKeyOrCertificate) -> Result<(), HostRefusal> {
+        let trust = self.issuer.trust();
+        let cert = check_host_key(key, &trust.host_cas, unix_now(), &self.target)?;
         match self.issuer.revoked(cert).await {
             Ok(None) => Ok(()),
-            Ok(Some(why)) => Err(format!(
-                "host certificate of target {} is revoked ({why})",
-                self.target
-            )),
-            Err(err) => Err(format!(
-                "cannot check revocation of the host certificate of {}: {err}",
-                self.target
-            )),
+            Ok(Some(why)) => Err(HostRefusal::Revoked {
+                target: self.target.clone(),
+                why,
+            }),
+            Err(source) => Err(HostRefusal::RevocationUnknown {
+                target: self.target.clone(),
+                source,
+            }),
         }
     }
 
@@ -435,5 +496,69 @@ impl client::Handler for TargetHandler {
             DisconnectReason::ReceivedDisconnect(_) => Ok(()),
             DisconnectReason::Error(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> PrivateKey {
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).expect("key")
+    }
+
+    fn host_cert(ca: &PrivateKey, subject: &PrivateKey, principal: &str) -> Certificate {
+        let mut builder = jitssh_core::ssh_key::certificate::Builder::new(
+            [7u8; 16],
+            subject.public_key().key_data().clone(),
+            0,
+            u64::MAX,
+        )
+        .expect("builder");
+        builder
+            .serial(1)
+            .and_then(|b| b.key_id("target"))
+            .and_then(|b| b.cert_type(CertType::Host))
+            .and_then(|b| b.valid_principal(principal))
+            .expect("fields");
+        builder.sign(ca).expect("sign")
+    }
+
+    #[test]
+    fn a_plain_host_key_is_refused_naming_its_fingerprint() {
+        let plain = PublicKeyOrCertificate::PublicKey {
+            key: key().public_key().clone(),
+            hash_alg: None,
+        };
+        let refusal = check_host_key(&plain, &[], 1_000, "web01").expect_err("refused");
+        assert!(matches!(refusal, HostRefusal::PlainKey { .. }));
+        assert!(refusal.to_string().contains("plain host key (SHA256:"));
+    }
+
+    #[test]
+    fn a_host_certificate_from_our_ca_naming_the_target_passes() {
+        let (ca, host) = (key(), key());
+        let trusted = [ca.public_key().key_data().clone()];
+        let presented = PublicKeyOrCertificate::Certificate(host_cert(&ca, &host, "web01"));
+        assert!(check_host_key(&presented, &trusted, 1_000, "web01").is_ok());
+    }
+
+    #[test]
+    fn another_ca_or_another_name_is_refused() {
+        let (ca, other, host) = (key(), key(), key());
+        let trusted = [ca.public_key().key_data().clone()];
+        let foreign = PublicKeyOrCertificate::Certificate(host_cert(&other, &host, "web01"));
+        assert!(matches!(
+            check_host_key(&foreign, &trusted, 1_000, "web01"),
+            Err(HostRefusal::Certificate { .. })
+        ));
+        let misnamed = PublicKeyOrCertificate::Certificate(host_cert(&ca, &host, "db01"));
+        let refusal = check_host_key(&misnamed, &trusted, 1_000, "web01").expect_err("refused");
+        assert!(
+            refusal
+                .to_string()
+                .starts_with("host certificate of target web01 refused:"),
+            "{refusal}"
+        );
     }
 }

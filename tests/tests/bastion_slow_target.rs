@@ -18,14 +18,17 @@ use jitssh_tests::{Bastion, Scratch, keygen, russh_login, user};
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, client};
 
-/// How late the target answers `exec slow`.
+/// How late the target answers `exec slow` (and a remote forward of port 0).
 const EXEC_DELAY: Duration = Duration::from_secs(10);
+/// The port the target says it bound for a remote forward of port 0.
+const LATE_PORT: u32 = 40_123;
 /// The longest echo round trip accepted on the other channel meanwhile.
 const MAX_ECHO: Duration = Duration::from_millis(100);
 
 /// A target that echoes what each session channel receives and answers `exec slow` late;
 /// with `slow_open`, it also answers the opening of a connection's second session channel
-/// late.
+/// late. A remote forward of port 0 is answered late too (with [`LATE_PORT`]), any other
+/// port at once (it listens nowhere: only the answers matter here).
 struct SlowTarget {
     slow_open: bool,
     opened: usize,
@@ -91,6 +94,24 @@ impl server::Handler for SlowTarget {
         });
         Ok(())
     }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if *port != 0 {
+            return Ok(true);
+        }
+        session.defer_global_reply();
+        let handle = session.handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(EXEC_DELAY).await;
+            let _ = handle.reply_global_request(true, Some(LATE_PORT)).await;
+        });
+        Ok(false)
+    }
 }
 
 /// Waits for the next message on `channel` that is not window bookkeeping.
@@ -105,19 +126,37 @@ async fn next(channel: &mut Channel<client::Msg>, within: Duration) -> Option<Ch
     }
 }
 
+/// What waits for the target while the person types into a shell.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// A second channel's `exec` answer.
+    Exec,
+    /// The opening of a second channel.
+    Open,
+    /// A remote forward (`tcpip-forward`, a global request), followed by a second one that
+    /// the target answers at once: its answer must not overtake the first one's.
+    Forward,
+}
+
 #[test]
 fn a_slow_exec_answer_delays_only_its_own_channel() {
-    slow_second_channel(false);
+    slow_second_channel(Waiting::Exec);
 }
 
 #[test]
 fn a_slow_channel_open_delays_only_that_channel() {
-    slow_second_channel(true);
+    slow_second_channel(Waiting::Open);
 }
 
-/// The person types into a shell while a second channel waits for the target: for its exec
-/// answer, or (`slow_open`) for the target to open it at all.
-fn slow_second_channel(slow_open: bool) {
+#[test]
+fn a_slow_remote_forward_answer_delays_only_the_forwards() {
+    slow_second_channel(Waiting::Forward);
+}
+
+/// The person types into a shell while something else waits for the target: a second
+/// channel's exec answer, the target opening it at all, or a remote forward.
+fn slow_second_channel(waiting: Waiting) {
+    let slow_open = waiting == Waiting::Open;
     let scratch = Scratch::new();
     let ca = Bastion::ca(scratch.path(), "");
     let host_key = keygen(scratch.path(), "slow_host_key");
@@ -156,7 +195,11 @@ fn slow_second_channel(slow_open: bool) {
         }
     });
 
-    let bastion = Bastion::start(&ca, &[("slow", format!("127.0.0.1:{target_port}"))], "");
+    let bastion = Bastion::start(
+        &ca,
+        &[("slow", format!("127.0.0.1:{target_port}"))],
+        "[forwarding]\nport = true\n",
+    );
     runtime.block_on(async {
         let handle = russh_login(bastion.port, "root@slow", &alice).await;
 
@@ -171,9 +214,22 @@ fn slow_second_channel(slow_open: bool) {
             "the shell starts"
         );
 
-        // A second channel the target opens late, or whose command it answers late.
+        // A second channel the target opens late, or whose command it answers late; or two
+        // remote forwards, the first answered late.
         let asked = Instant::now();
         let opening = tokio::spawn(async move {
+            if waiting == Waiting::Forward {
+                let (slow, fast) = tokio::join!(
+                    handle.tcpip_forward("127.0.0.1", 0),
+                    handle.tcpip_forward("127.0.0.1", 7777)
+                );
+                assert_eq!(
+                    (slow.ok(), fast.ok()),
+                    (Some(LATE_PORT), Some(0)),
+                    "each forward gets its own answer, in order"
+                );
+                return (handle, Some(ChannelMsg::Success));
+            }
             let mut slow = handle.channel_open_session().await.expect("open slow");
             let command = if slow_open { "fast" } else { "slow" };
             slow.exec(true, command).await.expect("request exec");

@@ -172,42 +172,45 @@ pub struct ChannelTap {
 }
 
 impl ChannelTap {
-    fn call(&self, f: impl FnOnce(&Writer, u64) -> Result<(), String>) -> Result<(), String> {
+    fn call(
+        &self,
+        f: impl FnOnce(&Writer, u64) -> Result<(), String>,
+    ) -> Result<(), crate::pump::TapError> {
         match self.handle {
-            Some(handle) => f(&self.writer, handle),
+            Some(handle) => f(&self.writer, handle).map_err(Into::into),
             None => Ok(()),
         }
     }
 }
 
 impl Tap for ChannelTap {
-    fn input(&mut self, data: &[u8]) -> Result<(), String> {
+    fn input(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
         self.call(|w, h| w.data(h, Stream::In, data))
     }
 
-    fn output(&mut self, data: &[u8]) -> Result<(), String> {
+    fn output(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
         self.call(|w, h| w.data(h, Stream::Out, data))
     }
 
-    fn stderr(&mut self, data: &[u8]) -> Result<(), String> {
+    fn stderr(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
         self.call(|w, h| w.data(h, Stream::Err, data))
     }
 
-    fn exit_status(&mut self, status: u32) -> Result<(), String> {
+    fn exit_status(&mut self, status: u32) -> Result<(), crate::pump::TapError> {
         self.call(|w, h| w.exit_status(h, status))
     }
 
-    fn exit_signal(&mut self, signal: &str) -> Result<(), String> {
+    fn exit_signal(&mut self, signal: &str) -> Result<(), crate::pump::TapError> {
         self.call(|w, h| w.exit_signal(h, signal))
     }
 
-    fn resize(&mut self, cols: u32, rows: u32) -> Result<(), String> {
+    fn resize(&mut self, cols: u32, rows: u32) -> Result<(), crate::pump::TapError> {
         self.call(|w, h| w.resize(h, clamp(cols), clamp(rows)))
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), crate::pump::TapError> {
         match self.handle.take() {
-            Some(handle) => self.writer.close(handle),
+            Some(handle) => self.writer.close(handle).map_err(Into::into),
             None => Ok(()),
         }
     }

@@ -860,6 +860,8 @@ mod tests {
             channels: std::collections::HashMap::new(),
             open_global_requests: std::collections::VecDeque::new(),
             kex: SessionKexState::Idle,
+            owed_global_replies: std::collections::VecDeque::new(),
+            defer_global_reply: false,
         }
     }
 
@@ -1848,21 +1850,22 @@ impl Session {
                         map_err!(ensure_end(r))?;
                         debug!("handler.tcpip_forward {address:?} {port:?}");
                         let mut returned_port = port;
+                        self.defer_global_reply = false;
                         let result = handler
                             .tcpip_forward(&address, &mut returned_port, self)
                             .await?;
-                        if result {
-                            if self.common.wants_reply
-                                && let Some(ref mut enc) = self.common.encrypted
-                            {
-                                self.common.wants_reply = false;
-                                push_packet!(enc.write, {
-                                    enc.write.push(msg::REQUEST_SUCCESS);
-                                    if port == 0 && returned_port != 0 {
-                                        map_err!(returned_port.encode(&mut enc.write))?;
-                                    }
-                                })
-                            }
+                        if std::mem::take(&mut self.defer_global_reply) {
+                            // jitssh patch: answered later, through the handle.
+                            self.owed_global_replies
+                                .push_back(super::session::OwedGlobalReply {
+                                    wants_reply: std::mem::take(&mut self.common.wants_reply),
+                                    answer: None,
+                                });
+                        } else if result {
+                            let bound = (port == 0 && returned_port != 0).then_some(returned_port);
+                            self.answer_global_request(super::session::GlobalReply::Success(
+                                bound,
+                            ));
                         } else {
                             self.request_failure();
                         }
@@ -1873,8 +1876,16 @@ impl Session {
                         let port = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
                         debug!("handler.cancel_tcpip_forward {address:?} {port:?}");
+                        self.defer_global_reply = false;
                         let result = handler.cancel_tcpip_forward(&address, port, self).await?;
-                        if result {
+                        if std::mem::take(&mut self.defer_global_reply) {
+                            // jitssh patch: answered later, through the handle.
+                            self.owed_global_replies
+                                .push_back(super::session::OwedGlobalReply {
+                                    wants_reply: std::mem::take(&mut self.common.wants_reply),
+                                    answer: None,
+                                });
+                        } else if result {
                             self.request_success();
                         } else {
                             self.request_failure();

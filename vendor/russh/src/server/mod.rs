@@ -1126,6 +1126,8 @@ where
         channels: HashMap::new(),
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
+        owed_global_replies: VecDeque::new(),
+        defer_global_reply: false,
     };
 
     session.begin_rekey()?;

@@ -29,6 +29,29 @@ pub struct Session {
     pub(crate) channels: HashMap<ChannelId, ChannelRef>,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
+    /// jitssh patch: replies owed to the client's global requests, oldest first (see
+    /// PATCHED.md). An entry without an answer waits for `Handle::reply_global_request`.
+    pub(crate) owed_global_replies: VecDeque<OwedGlobalReply>,
+    /// jitssh patch: set by `Session::defer_global_reply` inside a handler callback.
+    pub(crate) defer_global_reply: bool,
+}
+
+/// jitssh patch: a reply owed to one of the client's global requests.
+#[derive(Debug)]
+pub(crate) struct OwedGlobalReply {
+    /// Whether the client asked for a reply at all.
+    pub(crate) wants_reply: bool,
+    /// The answer, once known.
+    pub(crate) answer: Option<GlobalReply>,
+}
+
+/// jitssh patch: the answer to a global request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GlobalReply {
+    /// `REQUEST_SUCCESS`, with the bound port when the client asked for port 0.
+    Success(Option<u32>),
+    /// `REQUEST_FAILURE`.
+    Failure,
 }
 
 #[derive(Debug)]
@@ -87,6 +110,11 @@ pub enum Msg {
     ChannelOpenReply {
         pending: PendingChannelOpen,
         result: Result<(), ChannelOpenFailure>,
+    },
+    /// jitssh patch: the answer to the oldest deferred global request.
+    GlobalRequestReply {
+        success: bool,
+        bound_port: Option<u32>,
     },
 }
 
@@ -195,6 +223,23 @@ impl Handle {
     pub async fn exit_status_request(&self, id: ChannelId, exit_status: u32) -> Result<(), ()> {
         self.sender
             .send(Msg::Channel(id, ChannelMsg::ExitStatus { exit_status }))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// jitssh patch: answers the oldest global request whose handler called
+    /// `Session::defer_global_reply`: success (with `bound_port` when the client asked for
+    /// port 0) or failure.
+    pub async fn reply_global_request(
+        &self,
+        success: bool,
+        bound_port: Option<u32>,
+    ) -> Result<(), ()> {
+        self.sender
+            .send(Msg::GlobalRequestReply {
+                success,
+                bound_port,
+            })
             .await
             .map_err(|_| ())
     }
@@ -620,6 +665,24 @@ impl Session {
             Msg::ChannelOpenReply { pending, result } => {
                 self.finalize_channel_open_reply(pending, result)?;
             }
+            Msg::GlobalRequestReply {
+                success,
+                bound_port,
+            } => {
+                let reply = if success {
+                    GlobalReply::Success(bound_port)
+                } else {
+                    GlobalReply::Failure
+                };
+                if let Some(owed) = self
+                    .owed_global_replies
+                    .iter_mut()
+                    .find(|owed| owed.answer.is_none())
+                {
+                    owed.answer = Some(reply);
+                }
+                self.flush_global_replies()?;
+            }
             other => {
                 // should be unreachable, since the receiver only gets
                 // messages from methods implemented within russh
@@ -1037,23 +1100,65 @@ impl Session {
     /// cancelling). Always call this function if the request was
     /// successful (it checks whether the client expects an answer).
     pub fn request_success(&mut self) {
-        if self.common.wants_reply
-            && let Some(ref mut enc) = self.common.encrypted
-        {
-            self.common.wants_reply = false;
-            push_packet!(enc.write, enc.write.push(msg::REQUEST_SUCCESS))
-        }
+        self.answer_global_request(GlobalReply::Success(None));
     }
 
     /// Send a "failure" reply to a global request (it checks whether the
     /// client expects an answer).
     pub fn request_failure(&mut self) {
-        if self.common.wants_reply
-            && let Some(ref mut enc) = self.common.encrypted
-        {
-            self.common.wants_reply = false;
-            push_packet!(enc.write, enc.write.push(msg::REQUEST_FAILURE))
+        self.answer_global_request(GlobalReply::Failure);
+    }
+
+    /// jitssh patch: answers the global request being handled, after the answers still
+    /// owed to earlier ones (replies to global requests go out in the order of the
+    /// requests).
+    pub(crate) fn answer_global_request(&mut self, reply: GlobalReply) {
+        if !std::mem::take(&mut self.common.wants_reply) {
+            return;
         }
+        self.owed_global_replies.push_back(OwedGlobalReply {
+            wants_reply: true,
+            answer: Some(reply),
+        });
+        let _ = self.flush_global_replies();
+    }
+
+    /// jitssh patch: called from `Handler::tcpip_forward` or `cancel_tcpip_forward`, the
+    /// request is answered later through `Handle::reply_global_request` (the handler's
+    /// returned `bool` is then ignored), in order with the other global requests.
+    pub fn defer_global_reply(&mut self) {
+        self.defer_global_reply = true;
+    }
+
+    /// jitssh patch: sends the owed global replies that are ready, oldest first, up to the
+    /// first one still waiting.
+    pub(crate) fn flush_global_replies(&mut self) -> Result<(), Error> {
+        while self
+            .owed_global_replies
+            .front()
+            .is_some_and(|owed| owed.answer.is_some())
+        {
+            let Some(owed) = self.owed_global_replies.pop_front() else {
+                break;
+            };
+            let (Some(answer), true) = (owed.answer, owed.wants_reply) else {
+                continue;
+            };
+            if let Some(ref mut enc) = self.common.encrypted {
+                match answer {
+                    GlobalReply::Success(port) => push_packet!(enc.write, {
+                        enc.write.push(msg::REQUEST_SUCCESS);
+                        if let Some(port) = port {
+                            map_err!(port.encode(&mut enc.write))?;
+                        }
+                    }),
+                    GlobalReply::Failure => {
+                        push_packet!(enc.write, enc.write.push(msg::REQUEST_FAILURE))
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Send a "success" reply to a channel request. Always call this
@@ -1670,6 +1775,8 @@ mod tests {
             channels: HashMap::new(),
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
+            owed_global_replies: VecDeque::new(),
+            defer_global_reply: false,
         }
     }
 
