@@ -233,6 +233,9 @@ fn russh_config(
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: limits.auth_rejection_time.as_duration(),
         auth_rejection_time_initial: Some(Duration::ZERO),
+        // A refused key offer reveals nothing its answer does not: no delay (see
+        // vendor/russh/PATCHED.md), so clients reach their certificate at once.
+        auth_offer_rejection_time: Some(Duration::ZERO),
         keys: vec![host_key],
         certificates: host_cert.into_iter().collect(),
         channel_buffer_size: limits.channel_buffer,
