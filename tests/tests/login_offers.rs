@@ -22,7 +22,13 @@ fn agent_plain_keys_are_refused_at_the_offer_and_the_certificate_logs_in() {
     let scratch = Scratch::new();
     let ca = Bastion::ca(scratch.path(), "");
     let web01 = target(&ca, scratch.path(), "web01", |b| b);
-    let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+    // The shipped rejection time (the harness's default is 0s): every refusal that is not
+    // made at the offer would cost a second.
+    let bastion = Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        "[limits]\nauth_rejection_time = \"1s\"\n",
+    );
     let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
 
     // Two plain keys in the agent before alice's key and certificate (`ssh-add` adds a key's
