@@ -56,6 +56,9 @@ pub enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+    /// On your machine: fetch a certificate from the CA API (over ssh) and install it
+    /// atomically next to your key; a denial leaves the old one untouched.
+    Login(crate::login::LoginArgs),
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.

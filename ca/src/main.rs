@@ -9,6 +9,7 @@ use ssh_ca::edge;
 
 mod cli;
 mod commands;
+mod login;
 mod renew;
 
 use cli::{AuditCommand, Cli, Command, HostCommand};
@@ -29,6 +30,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Client commands run on people's machines: no CA configuration there.
+    if let Command::Login(args) = &cli.command {
+        eprintln!("{}", login::login(args)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = CaConfig::load(cli.config.as_deref())?;
     match &cli.command {
         Command::Init => commands::init(&config)?,
@@ -46,6 +52,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             HostCommand::Remove { name } => commands::host_remove(&config, name)?,
             HostCommand::Renew(args) => runtime()?.block_on(commands::host_renew(args))?,
         },
+        // Handled above, before the configuration is loaded.
+        Command::Login(_) => {}
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
