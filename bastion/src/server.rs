@@ -60,6 +60,9 @@ pub enum ServeError {
     /// The admin socket could not be created.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The pid file could not be written, or another bastion runs with this data directory.
+    #[error(transparent)]
+    PidFile(#[from] jitssh_server::pidfile::PidFileError),
     /// Listening failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -152,6 +155,9 @@ pub async fn serve(
     // Auditors watch and end live sessions through this socket (see `crate::admin`).
     let live = LiveSessions::new();
     let _admin = admin::serve(&config.admin, live.clone(), audit.clone())?;
+    // For `ssh-bastion reload`; removed when serve returns.
+    let _pid_file =
+        jitssh_server::pidfile::PidFile::create(&config.pid_file_path(), "ssh-bastion")?;
     let local = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
         addr = %local,

@@ -14,6 +14,9 @@ mod renew;
 
 use cli::{AuditCommand, Cli, Command, HostCommand};
 
+/// The pid file of `ssh-ca serve` in the data directory, which `ssh-ca reload` signals.
+pub const SERVE_PID_FILE: &str = "ssh-ca.pid";
+
 fn main() -> ExitCode {
     // Before anything is created: data is for the service user only.
     jitssh_core::fsmode::restrict_umask();
@@ -54,6 +57,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         // Handled above, before the configuration is loaded.
         Command::Login(_) => {}
+        Command::Reload => {
+            let path = config.data_dir.join(SERVE_PID_FILE);
+            let pid = jitssh_server::pidfile::signal_reload(&path, "ssh-ca")?;
+            eprintln!("asked ssh-ca (pid {pid}) to reload its policy; its log says how it went");
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

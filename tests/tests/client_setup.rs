@@ -159,3 +159,76 @@ fn login_with_agent_loads_key_and_certificate_for_its_lifetime() {
     assert_eq!(out.status, 0, "{out}");
     assert_eq!(out.stdout_str().trim(), "via-agent", "{out}");
 }
+
+/// `whoami` at the CA API as `name` with `key`.
+fn whoami(port: u16, known_hosts: &Path, name: &str, key: &KeyPair) -> Output {
+    Ssh::new(port)
+        .user(name)
+        .identity(&key.private)
+        .known_hosts(known_hosts)
+        .host("localhost")
+        .args(["whoami"])
+        .run()
+}
+
+#[test]
+fn ssh_bastion_reload_makes_a_running_bastion_pick_up_a_policy_change() {
+    let w = world("");
+    let bob = keygen(w.scratch.path(), "bob");
+    let out = whoami(w.bastion.ca_port, &w.known_hosts, "bob", &bob);
+    assert_ne!(out.status, 0, "bob is not enrolled yet: {out}");
+
+    let with_bob = format!(
+        "{}\n[[users]]\nname = \"bob\"\nkeys = [\"{}\"]\nroles = [\"ops\"]\n",
+        policy(&w.alice),
+        bob.public_line()
+    );
+    std::fs::write(w.scratch.file("policy.toml"), with_bob).unwrap();
+    let mut reload = Command::new(project_bin("ssh-bastion"));
+    reload.arg("--config").arg(&w.bastion.config).arg("reload");
+    let out = run(&mut reload);
+    assert_eq!(out.status, 0, "{out}");
+    jitssh_tests::wait_for(
+        || whoami(w.bastion.ca_port, &w.known_hosts, "bob", &bob).success(),
+        Duration::from_secs(10),
+        "bob enrolled after the reload",
+    );
+}
+
+#[test]
+fn reload_without_a_running_server_says_so() {
+    let scratch = Scratch::new();
+    let ca = CaFixture::configure(scratch.path(), "", "");
+    let out = run(&mut ca.cmd(["reload"]));
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("not running"), "{out}");
+}
+
+#[test]
+fn ssh_ca_reload_makes_a_running_ca_pick_up_a_policy_change() {
+    let scratch = Scratch::new();
+    let alice = keygen(scratch.path(), "alice");
+    let bob = keygen(scratch.path(), "bob");
+    let mut server = jitssh_tests::CaServer::start(scratch.path(), &policy(&alice), "");
+    let out = whoami(server.port, &server.known_hosts, "bob", &bob);
+    assert_ne!(out.status, 0, "{out}");
+    std::fs::write(
+        scratch.file("policy.toml"),
+        format!(
+            "{}\n[[users]]\nname = \"bob\"\nkeys = [\"{}\"]\nroles = [\"ops\"]\n",
+            policy(&alice),
+            bob.public_line()
+        ),
+    )
+    .unwrap();
+    run_ok_cmd(&mut server.ca.cmd(["reload"]));
+    server
+        .daemon
+        .wait_for_log("policy reloaded", Duration::from_secs(10));
+    let out = whoami(server.port, &server.known_hosts, "bob", &bob);
+    assert_eq!(out.status, 0, "{out}");
+}
+
+fn run_ok_cmd(cmd: &mut Command) -> Output {
+    jitssh_tests::run_ok(cmd)
+}
