@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod login;
 mod renew;
+mod ssh_config;
 
 use cli::{AuditCommand, Cli, Command, HostCommand};
 
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         // Handled above, before the configuration is loaded.
         Command::Login(_) => {}
+        Command::SshConfig(args) => ssh_config::ssh_config(&config, args)?,
         Command::Reload => {
             let path = config.data_dir.join(SERVE_PID_FILE);
             let pid = jitssh_server::pidfile::signal_reload(&path, "ssh-ca")?;

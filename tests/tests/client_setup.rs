@@ -232,3 +232,195 @@ fn ssh_ca_reload_makes_a_running_ca_pick_up_a_policy_change() {
 fn run_ok_cmd(cmd: &mut Command) -> Output {
     jitssh_tests::run_ok(cmd)
 }
+
+impl World {
+    /// `ssh-ca ssh-config --bastion 127.0.0.1:PORT --user alice --target web01 ARGS`.
+    fn ssh_config(&self, args: &[&str]) -> Output {
+        let bastion = format!("127.0.0.1:{}", self.bastion.port);
+        let mut all = vec![
+            "ssh-config",
+            "--bastion",
+            &bastion,
+            "--user",
+            "alice",
+            "--target",
+            "web01",
+        ];
+        all.extend_from_slice(args);
+        jitssh_tests::run_ok(&mut self.ca.cmd(all))
+    }
+}
+
+#[test]
+fn ssh_config_installs_known_hosts_proxyjump_and_include_for_stock_ssh() {
+    let w = world("");
+    assert_eq!(w.login(&[], None).status, 0, "alice's certificate");
+    let ssh_dir = w.scratch.file("dot-ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::write(ssh_dir.join("config"), "Host other\n    User bob\n").unwrap();
+
+    // Printed: all three parts.
+    let printed = w.ssh_config(&["--dir", ssh_dir.to_str().unwrap()]);
+    let text = printed.stdout_str();
+    assert!(text.contains("@cert-authority * ssh-ed25519 "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "Host web01\n    ProxyJump alice@127.0.0.1:{}",
+            w.bastion.port
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Include "), "{text}");
+
+    // Written (twice: the Include is added once, the person's own config kept after it).
+    for _ in 0..2 {
+        w.ssh_config(&["--write", "--dir", ssh_dir.to_str().unwrap()]);
+    }
+    let main = std::fs::read_to_string(ssh_dir.join("config")).unwrap();
+    assert_eq!(main.matches("Include ").count(), 1, "{main}");
+    assert!(main.starts_with("Include "), "{main}");
+    assert!(main.contains("Host other\n    User bob"), "{main}");
+    assert_eq!(
+        files_in(&ssh_dir.join("jitssh")),
+        ["config", "known_hosts"],
+        "no temporary files left"
+    );
+
+    // Stock ssh reads it: web01 goes through the bastion...
+    let resolved = run(Command::new(jitssh_tests::tool("ssh"))
+        .arg("-G")
+        .arg("-F")
+        .arg(ssh_dir.join("config"))
+        .arg("web01"));
+    assert!(
+        resolved
+            .stdout_str()
+            .contains(&format!("proxyjump alice@[127.0.0.1]:{}", w.bastion.port)),
+        "{resolved}"
+    );
+    // ...and the bastion is trusted through the host CA line alone, no prompt, strict.
+    let mut login = Command::new(jitssh_tests::tool("ssh"));
+    login
+        .arg("-F")
+        .arg(ssh_dir.join("config"))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-i",
+        ])
+        .arg(&w.alice.private)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", w.alice.cert_path().display()))
+        .args(["-p", &w.bastion.port.to_string(), "-l", "root@web01"])
+        .args(["127.0.0.1", "echo", "trusted"]);
+    let out = run(&mut login);
+    assert_eq!(out.stdout_str().trim(), "trusted", "{out}");
+    assert!(!out.stderr.contains("Permanently added"), "{out}");
+}
+
+#[test]
+fn ssh_config_putty_entry_lets_plink_connect_without_a_host_key_prompt() {
+    let w = world("");
+    assert_eq!(w.login(&[], None).status, 0, "alice's certificate");
+    let home = w.scratch.file("putty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let plink = |w: &World| {
+        // The harness's plink command, minus the pinned -hostkey.
+        let pinned = w
+            .bastion
+            .plink("root@web01", &w.alice, &w.alice.cert_path());
+        let mut cmd = Command::new(pinned.get_program());
+        let mut skip = false;
+        for arg in pinned.get_args() {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
+            if arg == "-hostkey" {
+                skip = true;
+                continue;
+            }
+            cmd.arg(arg);
+        }
+        cmd.env("HOME", &home).args(["echo", "via-plink"]);
+        run(&mut cmd)
+    };
+    let before = plink(&w);
+    assert_ne!(before.status, 0, "unknown host key, -batch: {before}");
+
+    let putty_dir = home.join(".putty");
+    w.ssh_config(&[
+        "--format",
+        "putty",
+        "--write",
+        "--dir",
+        putty_dir.to_str().unwrap(),
+    ]);
+    let record = std::fs::read_to_string(putty_dir.join("sshhostcas/jitssh")).unwrap();
+    assert!(
+        record.starts_with("PublicKey=AAAAC3NzaC1lZDI1NTE5"),
+        "{record}"
+    );
+    assert!(record.contains("\nValidity=*\n"), "{record}");
+    let after = plink(&w);
+    assert_eq!(after.status, 0, "{after}");
+    assert_eq!(after.stdout_str().trim(), "via-plink", "{after}");
+}
+
+#[test]
+fn plain_host_keys_let_paramiko_verify_the_bastion() {
+    let w = world("");
+    assert_eq!(w.login(&[], None).status, 0, "alice's certificate");
+    let out = w.ssh_config(&["--plain-host-keys"]);
+    let lines = out.stdout_str();
+    let bastion_line = format!("[127.0.0.1]:{} ssh-ed25519 ", w.bastion.port);
+    assert!(lines.starts_with(&bastion_line), "{lines}");
+    assert!(lines.contains("\nweb01 ssh-ed25519 "), "{lines}");
+    let known_hosts = w.scratch.write("paramiko_known_hosts", &lines);
+    let script = format!(
+        r#"
+import paramiko, sys
+client = paramiko.SSHClient()
+client.load_host_keys({known_hosts:?})
+client.set_missing_host_key_policy(paramiko.RejectPolicy())
+client.connect("127.0.0.1", port={port}, username="root@web01", key_filename={key:?},
+               look_for_keys=False, allow_agent=False, timeout=20)
+_, stdout, _ = client.exec_command("echo via-paramiko")
+sys.stdout.write(stdout.read().decode())
+client.close()
+"#,
+        known_hosts = known_hosts.display().to_string(),
+        port = w.bastion.port,
+        key = w.alice.private.display().to_string(),
+    );
+    // Debian's python3 with python3-paramiko (see .ci/run).
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg("-c").arg(&script);
+    let out = run(&mut python);
+    assert_eq!(out.stdout_str().trim(), "via-paramiko", "{out}");
+
+    // A wrong pin is refused: the same script against a known_hosts of another key.
+    let other = keygen(w.scratch.path(), "other-host");
+    let wrong = w.scratch.write(
+        "wrong_known_hosts",
+        format!(
+            "[127.0.0.1]:{} {}",
+            w.bastion.port,
+            std::fs::read_to_string(&other.public).unwrap()
+        ),
+    );
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg("-c").arg(script.replace(
+        &known_hosts.display().to_string(),
+        &wrong.display().to_string(),
+    ));
+    let out = run(&mut python);
+    assert_ne!(out.status, 0, "{out}");
+}
