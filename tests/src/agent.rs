@@ -1,4 +1,5 @@
-//! A real `ssh-agent` on a socket in the test's scratch directory.
+//! A real `ssh-agent` on a socket in the test's scratch directory, in debug mode (its log
+//! says what each key was added with, e.g. its lifetime).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,11 +8,11 @@ use std::time::Duration;
 use crate::process::{Daemon, Output, run, run_ok, wait_for};
 use crate::tools::tool;
 
-/// `ssh-agent -D -a SOCKET`, stopped when dropped.
+/// `ssh-agent -d -a SOCKET`, stopped when dropped.
 pub struct Agent {
     /// The agent's socket (`SSH_AUTH_SOCK`).
     pub socket: PathBuf,
-    _daemon: Daemon,
+    daemon: Daemon,
 }
 
 impl Agent {
@@ -21,7 +22,7 @@ impl Agent {
         let daemon = Daemon::spawn(
             "ssh-agent",
             Command::new(tool("ssh-agent"))
-                .arg("-D")
+                .arg("-d")
                 .arg("-a")
                 .arg(&socket),
             &dir.join("agent.log"),
@@ -31,15 +32,17 @@ impl Agent {
             Duration::from_secs(5),
             "ssh-agent socket",
         );
-        Agent {
-            socket,
-            _daemon: daemon,
-        }
+        Agent { socket, daemon }
     }
 
     /// `ssh-add PRIVATE` (a `PRIVATE-cert.pub` next to it is added too).
     pub fn add(&self, private: &Path) {
         run_ok(self.command("ssh-add").arg(private));
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        self.daemon.log()
     }
 
     /// `ssh-add -l`.

@@ -148,6 +148,18 @@ fn login_with_agent_loads_key_and_certificate_for_its_lifetime() {
     assert!(out.stderr.contains("ssh-agent"), "{out}");
     let listed = agent.list();
     assert!(listed.stdout_str().contains("ED25519-CERT"), "{listed}");
+    // Added for the certificate's lifetime (20 minutes, less the seconds since issue).
+    let log = agent.log();
+    let lives: Vec<u64> = log
+        .split("(life: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .collect();
+    assert_eq!(lives.len(), 2, "key and certificate: {log}");
+    assert!(
+        lives.iter().all(|life| (1000..=1200).contains(life)),
+        "{lives:?}: {log}"
+    );
 
     // A real ssh through the bastion with nothing but the agent.
     let out = Ssh::new(w.bastion.port)
