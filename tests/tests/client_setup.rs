@@ -436,3 +436,25 @@ client.close()
     let out = run(&mut python);
     assert_ne!(out.status, 0, "{out}");
 }
+
+#[test]
+fn reload_of_a_remote_ca_bastion_is_refused_not_signalled() {
+    // SIGHUP would end such a bastion (only the embedded CA handles it): reload refuses.
+    let scratch = Scratch::new();
+    let id = keygen(scratch.path(), "id");
+    let config = scratch.write(
+        "bastion.toml",
+        format!(
+            "data_dir = \"d\"\nlisten = \"127.0.0.1:1\"\n[ca]\nmode = \"remote\"\n\
+             address = \"127.0.0.1:2\"\nhost_ca = \"{}\"\nidentity = \"{}\"\n",
+            id.public.display(),
+            id.private.display()
+        ),
+    );
+    let out = run(Command::new(project_bin("ssh-bastion"))
+        .arg("--config")
+        .arg(&config)
+        .arg("reload"));
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("reload the CA"), "{out}");
+}
