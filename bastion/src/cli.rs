@@ -34,6 +34,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the bastion (and, in embedded mode, the CA's SSH API) until SIGTERM or Ctrl-C.
     Serve,
+    /// Ask the running `ssh-bastion serve` of this configuration to reload (SIGHUP through
+    /// its pid file): the embedded CA re-reads its policy; a broken policy is refused, logged,
+    /// and the old one kept.
+    Reload,
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.

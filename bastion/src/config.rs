@@ -625,6 +625,11 @@ impl BastionConfig {
             .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 
+    /// The pid file of `ssh-bastion serve`, which `ssh-bastion reload` signals.
+    pub fn pid_file_path(&self) -> PathBuf {
+        self.data_dir.join("ssh-bastion.pid")
+    }
+
     /// The bastion's host key file.
     pub fn host_key_path(&self) -> PathBuf {
         self.data_dir.join("host_ed25519_key")

@@ -50,6 +50,11 @@ impl Door {
         }
     }
 
+    /// Whether this refusal was already made on this connection (so it is audited once).
+    pub fn has_refused(&self, refusal: &Refusal) -> bool {
+        matches!(self, Door::Knocking { refusals, .. } if refusals.contains(refusal))
+    }
+
     /// Whether a certificate may still be considered (one login per connection).
     pub fn knocking(&self) -> bool {
         matches!(self, Door::Knocking { .. })

@@ -21,7 +21,9 @@ use jitssh_core::ssh_key::{Certificate, HashAlg};
 use jitssh_core::unix_now;
 use jitssh_server::accept::Ticket;
 use russh::keys::ssh_key;
-use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session as SshSession, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
 
 use crate::admission::{self, Admitted, Context, Refusal};
@@ -109,6 +111,22 @@ impl Front {
         }
     }
 
+    /// Refuses a plain key (only certificates open the bastion). The first one of a
+    /// connection is audited with its fingerprint, the others are logged: offers are answered
+    /// at once, so one connection must not turn into a burst of audit records.
+    async fn refuse_plain_key(&mut self, user: &str, key: &ssh_key::PublicKey) -> Auth {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        if self.door.has_refused(&Refusal::PlainKey) {
+            tracing::info!(user = %printable(user), key = %fingerprint, "plain key refused");
+        } else {
+            let event = self
+                .refused_event(user, &Refusal::PlainKey)
+                .with("key", fingerprint);
+            self.shared.audit.record_or_log(event).await;
+        }
+        self.refuse(Refusal::PlainKey)
+    }
+
     fn refused_event(&self, user: &str, refusal: &Refusal) -> AuditEvent {
         AuditEvent::new("login.refused")
             .with("user", printable(user))
@@ -173,17 +191,30 @@ impl russh::server::Handler for Front {
         })
     }
 
+    /// A plain key is refused at its offer, before the client signs with it: a client that
+    /// offers its agent's plain keys before its certificate moves on at once (no "Server
+    /// accepts key", no rejection delay, no PuTTY "refused signature despite accepting key").
+    /// The refusal is audited and told like any other (see the module docs). Certificates
+    /// go on to [`Self::auth_openssh_certificate`] once signed.
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if offer.certificate.is_some() {
+            return Ok(Auth::Accept);
+        }
+        Ok(self.refuse_plain_key(user, offer.public_key).await)
+    }
+
+    /// Not reached for keys refused at the offer; kept so that a signed plain key (a client
+    /// that signs without asking first) is refused and audited the same way.
     async fn auth_publickey(
         &mut self,
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let event = self.refused_event(user, &Refusal::PlainKey).with(
-            "key",
-            key.public_key.fingerprint(HashAlg::Sha256).to_string(),
-        );
-        self.shared.audit.record_or_log(event).await;
-        Ok(self.refuse(Refusal::PlainKey))
+        Ok(self.refuse_plain_key(user, key.public_key).await)
     }
 
     async fn auth_openssh_certificate(

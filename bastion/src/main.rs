@@ -48,6 +48,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload => {
+            if !matches!(config.ca, ssh_bastion::config::CaSettings::Embedded(_)) {
+                anyhow::bail!(
+                    "this bastion uses a remote CA, which holds the policy: reload the CA (ssh-ca reload)"
+                );
+            }
+            let path = config.pid_file_path();
+            let pid = jitssh_server::pidfile::signal_reload(&path, "ssh-bastion")?;
+            eprintln!(
+                "asked ssh-bastion (pid {pid}) to reload its policy; its log says how it went"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => auditor(&config, |a, out| a.audit_verify(out)),

@@ -60,6 +60,9 @@ pub enum ServeError {
     /// The admin socket could not be created.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The pid file could not be written, or another bastion runs with this data directory.
+    #[error(transparent)]
+    PidFile(#[from] jitssh_server::pidfile::PidFileError),
     /// Listening failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -152,6 +155,9 @@ pub async fn serve(
     // Auditors watch and end live sessions through this socket (see `crate::admin`).
     let live = LiveSessions::new();
     let _admin = admin::serve(&config.admin, live.clone(), audit.clone())?;
+    // For `ssh-bastion reload`; removed when serve returns.
+    let _pid_file =
+        jitssh_server::pidfile::PidFile::create(&config.pid_file_path(), "ssh-bastion")?;
     let local = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(
         addr = %local,
@@ -233,6 +239,9 @@ fn russh_config(
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: limits.auth_rejection_time.as_duration(),
         auth_rejection_time_initial: Some(Duration::ZERO),
+        // A refused key offer reveals nothing its answer does not: no delay (see
+        // vendor/russh/PATCHED.md), so clients reach their certificate at once.
+        auth_offer_rejection_time: Some(Duration::ZERO),
         keys: vec![host_key],
         certificates: host_cert.into_iter().collect(),
         channel_buffer_size: limits.channel_buffer,

@@ -56,6 +56,15 @@ pub enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+    /// On your machine: fetch a certificate from the CA API (over ssh) and install it
+    /// atomically next to your key; a denial leaves the old one untouched.
+    Login(crate::login::LoginArgs),
+    /// Client setup: known_hosts line, ssh_config with ProxyJump, Include line (or PuTTY's
+    /// host-CA entry, or pinned host keys); printed, or installed with --write.
+    SshConfig(crate::ssh_config::SshConfigArgs),
+    /// Ask the running `ssh-ca serve` of this configuration to reload its policy (SIGHUP
+    /// through its pid file, `ssh-ca.pid` in the data directory).
+    Reload,
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.

@@ -411,6 +411,11 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     ssh_ca::api::spawn_policy_reloader(authority.clone())?;
     tokio::spawn(flush_join_denials(authority.clone()));
     let api = ssh_ca::api::Api::bind(authority.clone(), config.listen).await?;
+    // For `ssh-ca reload`; removed when serve returns.
+    let _pid_file = jitssh_server::pidfile::PidFile::create(
+        &config.data_dir.join(crate::SERVE_PID_FILE),
+        "ssh-ca",
+    )?;
     tracing::info!(addr = %api.local_addr()?, "CA API listening");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

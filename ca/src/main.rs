@@ -9,9 +9,14 @@ use ssh_ca::edge;
 
 mod cli;
 mod commands;
+mod login;
 mod renew;
+mod ssh_config;
 
 use cli::{AuditCommand, Cli, Command, HostCommand};
+
+/// The pid file of `ssh-ca serve` in the data directory, which `ssh-ca reload` signals.
+pub const SERVE_PID_FILE: &str = "ssh-ca.pid";
 
 fn main() -> ExitCode {
     // Before anything is created: data is for the service user only.
@@ -29,6 +34,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Client commands run on people's machines: no CA configuration there.
+    if let Command::Login(args) = &cli.command {
+        eprintln!("{}", login::login(args)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = CaConfig::load(cli.config.as_deref())?;
     match &cli.command {
         Command::Init => commands::init(&config)?,
@@ -46,6 +56,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             HostCommand::Remove { name } => commands::host_remove(&config, name)?,
             HostCommand::Renew(args) => runtime()?.block_on(commands::host_renew(args))?,
         },
+        // Handled above, before the configuration is loaded.
+        Command::Login(_) => {}
+        Command::SshConfig(args) => ssh_config::ssh_config(&config, args)?,
+        Command::Reload => {
+            let path = config.data_dir.join(SERVE_PID_FILE);
+            let pid = jitssh_server::pidfile::signal_reload(&path, "ssh-ca")?;
+            eprintln!("asked ssh-ca (pid {pid}) to reload its policy; its log says how it went");
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

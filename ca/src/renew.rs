@@ -70,7 +70,7 @@ fn file_error(path: &Path, why: impl ToString) -> RenewError {
 }
 
 /// Reads the host CA key from a file, or takes the argument as a key line.
-fn host_ca_key(arg: &str) -> Result<PublicKey, RenewError> {
+pub(crate) fn host_ca_key(arg: &str) -> Result<PublicKey, RenewError> {
     let text = if Path::new(arg).exists() {
         std::fs::read_to_string(arg).map_err(|e| file_error(Path::new(arg), e))?
     } else {

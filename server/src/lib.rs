@@ -4,7 +4,9 @@
 //!   (`max_startups`, per source) and a handshake deadline that shuts the socket itself;
 //! - [`hostkey`]: the server's host key, created private on first start;
 //! - [`host_cert`]: the server's own host certificate and its renewal at half-life.
+//! - [`pidfile`]: the pid file that `reload` signals.
 
 pub mod accept;
 pub mod host_cert;
 pub mod hostkey;
+pub mod pidfile;

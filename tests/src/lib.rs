@@ -14,6 +14,7 @@
 //! Every child process is run with a timeout (see [`DEFAULT_TIMEOUT`]) so a
 //! hung `ssh` can never hang the suite.
 
+mod agent;
 mod bastion;
 mod ca;
 mod clock;
@@ -28,6 +29,7 @@ mod sshd;
 mod tmux;
 mod tools;
 
+pub use agent::Agent;
 pub use bastion::{Bastion, asciinema_cat, grant, session_recordings, target, user};
 pub use ca::{CaFixture, CaServer};
 pub use clock::{TEST_CLOCK_ENV, TestClock};

@@ -297,6 +297,15 @@ impl Handler for ApiHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if offer.certificate.is_some() {
+            // The API takes enrolled plain keys only (certificates are refused after their
+            // signature anyway): refused at the offer, quietly, so the client moves on to the
+            // plain key without a "Server accepts key" and a rejection delay.
+            return Ok(Auth::Reject {
+                proceed_with_methods: None,
+                partial_success: false,
+            });
+        }
         Ok(match self.lookup(user, offer.public_key).await {
             Ok(_) => Auth::Accept,
             Err(why) => self.refuse(user, offer.public_key, why).await,

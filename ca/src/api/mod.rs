@@ -92,6 +92,9 @@ fn russh_config(authority: &Authority, key: PrivateKey, cert: Certificate) -> Co
         certificates: vec![cert],
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
+        // A refused key offer reveals nothing its answer does not: no delay (see
+        // vendor/russh/PATCHED.md), so clients reach their certificate at once.
+        auth_offer_rejection_time: Some(Duration::ZERO),
         inactivity_timeout: Some(limits.idle_timeout.as_duration()),
         max_auth_attempts: 6,
         nodelay: true,

@@ -58,6 +58,12 @@ impl Session {
         } else {
             rejection_wait_until
         };
+        // jitssh patch: see `Config::auth_offer_rejection_time`.
+        let offer_rejection_wait_until = self
+            .common
+            .config
+            .auth_offer_rejection_time
+            .map_or(rejection_wait_until, |t| tokio::time::Instant::now() + t);
 
         if self.common.config.max_auth_attempts > 0
             // auth request messages
@@ -108,6 +114,7 @@ impl Session {
                 enc.server_read_auth_request(
                     rejection_wait_until,
                     initial_none_rejection_wait_until,
+                    offer_rejection_wait_until,
                     handler,
                     buf,
                     &mut r,
@@ -918,6 +925,7 @@ impl Encrypted {
         &mut self,
         mut until: Instant,
         initial_auth_until: Instant,
+        offer_until: Instant,
         handler: &mut H,
         original_packet: &[u8],
         r: &mut &[u8],
@@ -992,6 +1000,7 @@ impl Encrypted {
             } else if method == "publickey" {
                 self.server_read_auth_request_pk(
                     until,
+                    offer_until,
                     handler,
                     original_packet,
                     auth_user,
@@ -1075,6 +1084,14 @@ impl Encrypted {
     }
 }
 
+/// jitssh patch: the certificate of an offer, for [`PublicKeyOffer::certificate`].
+fn offered_certificate(offered: &PublicKeyOrCertificate) -> Option<&Certificate> {
+    match offered {
+        PublicKeyOrCertificate::Certificate(cert) => Some(cert),
+        PublicKeyOrCertificate::PublicKey { .. } => None,
+    }
+}
+
 thread_local! {
     static SIGNATURE_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -1083,6 +1100,7 @@ impl Encrypted {
     async fn server_read_auth_request_pk<H: Handler + Send>(
         &mut self,
         until: Instant,
+        offer_until: Instant,
         handler: &mut H,
         original_packet: &[u8],
         auth_user: &mut String,
@@ -1191,6 +1209,7 @@ impl Encrypted {
                         let offer = PublicKeyOffer {
                             public_key: &pubkey,
                             algorithm: &algorithm,
+                            certificate: offered_certificate(&pk_or_cert),
                         };
                         let auth = handler.auth_publickey_offered(user, offer).await?;
                         auth == Auth::Accept
@@ -1255,13 +1274,14 @@ impl Encrypted {
                         // Not reached: decoding the key already parsed this
                         // name. A signed request would be rejected anyway.
                         debug!("unknown public key algorithm: {pubkey_algo:?}");
-                        reject_auth_request(until, &mut self.write, auth_request).await?;
+                        reject_auth_request(offer_until, &mut self.write, auth_request).await?;
                         return Ok(());
                     };
                     auth_user.push_str(user);
                     let offer = PublicKeyOffer {
                         public_key: &pubkey,
                         algorithm: &algorithm,
+                        certificate: offered_certificate(&pk_or_cert),
                     };
                     let auth = handler.auth_publickey_offered(user, offer).await?;
                     match auth {
@@ -1296,7 +1316,7 @@ impl Encrypted {
                                 }
                             }
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(offer_until, &mut self.write, auth_request).await?;
                         }
                     }
                     Ok(())

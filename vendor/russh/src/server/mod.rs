@@ -73,6 +73,12 @@ pub struct Config {
     /// Authentication rejection time override for the initial "none" auth attempt.
     /// OpenSSH clients will send an initial "none" auth to probe for authentication methods.
     pub auth_rejection_time_initial: Option<std::time::Duration>,
+    /// jitssh patch: rejection time of a public key *offer* (a `publickey` request without a
+    /// signature, RFC 4252 §7) that the handler refuses. `None`: [`Config::auth_rejection_time`]
+    /// as upstream. A server whose refusal of an offer depends only on the public key (which
+    /// the offer's answer reveals anyway) can set it to zero, so that a client offering several
+    /// keys reaches the one that works without waiting once per refused key.
+    pub auth_offer_rejection_time: Option<std::time::Duration>,
     /// The server's keys. The first key pair in the client's preference order will be chosen.
     pub keys: Vec<PrivateKey>,
     /// The server's host certificates.
@@ -113,6 +119,7 @@ impl Default for Config {
             methods: auth::MethodSet::server_supported(),
             auth_rejection_time: std::time::Duration::from_secs(1),
             auth_rejection_time_initial: None,
+            auth_offer_rejection_time: None,
             keys: Vec::new(),
             certificates: Vec::new(),
             window_size: 2097152,
@@ -141,6 +148,7 @@ impl Debug for Config {
                 "auth_rejection_time_initial",
                 &self.auth_rejection_time_initial,
             )
+            .field("auth_offer_rejection_time", &self.auth_offer_rejection_time)
             .field("keys", &"***")
             .field("certificates", &"***")
             .field("window_size", &self.window_size)
@@ -223,6 +231,10 @@ pub struct PublicKeyOffer<'a> {
     /// signature algorithm the certificate type maps to (for example
     /// `rsa-sha2-256` for `rsa-sha2-256-cert-v01@openssh.com`).
     pub algorithm: &'a ssh_key::Algorithm,
+    /// jitssh patch: the OpenSSH certificate offered, if the offer is one (then
+    /// `public_key` is its key). Lets a server that admits only certificates refuse a plain
+    /// key at the offer, so the client moves on to its certificate without a rejection delay.
+    pub certificate: Option<&'a Certificate>,
 }
 
 /// A public key whose ownership has been verified, passed to
