@@ -152,6 +152,9 @@ pub trait Store: Send + Sync {
     fn issued(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError>;
     /// Issued certificates, newest first, at most `limit`.
     fn list_issued(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError>;
+    /// Direct (break-glass) certificates (`details.break_glass`), newest first, at most
+    /// `limit`: what an auditor reviews after an outage.
+    fn list_break_glass(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError>;
     /// Adds a revocation; `false` if the same item was already revoked.
     fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError>;
     /// All revocations, oldest first.
@@ -518,6 +521,15 @@ impl Store for SqliteStore {
     fn list_issued(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError> {
         self.with_conn(|conn| {
             let sql = "SELECT record FROM issued ORDER BY serial DESC LIMIT ?1";
+            self.json_records(conn, sql, params![limit as i64])
+        })
+    }
+
+    fn list_break_glass(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError> {
+        self.with_conn(|conn| {
+            let sql = "SELECT record FROM issued \
+                       WHERE json_extract(record, '$.details.break_glass') = 1 \
+                       ORDER BY serial DESC LIMIT ?1";
             self.json_records(conn, sql, params![limit as i64])
         })
     }
