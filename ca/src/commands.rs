@@ -386,11 +386,7 @@ pub fn known_hosts(config: &CaConfig, args: &KnownHostsArgs) -> Result<()> {
     if args.domain.is_empty() || args.domain.chars().any(char::is_whitespace) {
         bail!("--domain must be a host pattern without spaces, e.g. *.example.com");
     }
-    println!(
-        "@cert-authority {} {}",
-        args.domain,
-        host.public_line()
-    );
+    println!("@cert-authority {} {}", args.domain, host.public_line());
     Ok(())
 }
 
@@ -427,16 +423,20 @@ fn issued_break_glass(authority: &Authority, limit: usize) -> Result<()> {
         "SERIAL", "ISSUED", "EXPIRES", "REQUESTED BY", "PRINCIPALS", "ROLES"
     );
     for cert in authority.store().list_break_glass(limit)? {
-        let roles = cert.details.get("roles").and_then(|r| r.as_array()).map_or_else(
-            || "-".to_string(),
-            |roles| {
-                roles
-                    .iter()
-                    .filter_map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
-        );
+        let roles = cert
+            .details
+            .get("roles")
+            .and_then(|r| r.as_array())
+            .map_or_else(
+                || "-".to_string(),
+                |roles| {
+                    roles
+                        .iter()
+                        .filter_map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            );
         println!(
             "{:>8}  {:<20}  {:<20}  {:<20}  {:<20}  {:<12}  {}",
             cert.serial,

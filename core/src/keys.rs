@@ -204,9 +204,10 @@ impl CaKeys {
         ]
     }
 
-    /// Are there keys in `dir`?
+    /// Are there user or host CA keys in `dir`? (A lone target CA key does not count: the
+    /// directory still needs the others, and must not get new ones next to it silently.)
     pub fn exist(dir: &Path) -> bool {
-        Self::paths(dir).iter().any(|p| p.exists())
+        Self::paths(dir)[..2].iter().any(|p| p.exists())
     }
 
     /// The signer of `kind`.
