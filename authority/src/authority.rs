@@ -178,18 +178,22 @@ impl Authority {
         let found = CaKeyFingerprints {
             user: keys.user.fingerprint(),
             host: keys.host.fingerprint(),
+            target: Some(keys.target.fingerprint()),
         };
         let recorded = store.record_ca_keys(&found)?;
         if recorded != found {
             return Err(OpenError::KeysNotOfStore(format!(
-                "the CA keys in {} (user CA {}, host CA {}) are not the ones {} belongs to \
-                 (user CA {}, host CA {}): refusing to mix them",
+                "the CA keys in {} (user CA {}, host CA {}, target CA {}) are not the ones {} \
+                 belongs to (user CA {}, host CA {}, target CA {}): refusing to mix them; \
+                 restore the recorded key files",
                 keys_dir.display(),
                 found.user,
                 found.host,
+                found.target.as_deref().unwrap_or("-"),
                 absolute(&config.store_path()).display(),
                 recorded.user,
-                recorded.host
+                recorded.host,
+                recorded.target.as_deref().unwrap_or("-"),
             )));
         }
         let policy = load_policy(&config)?;

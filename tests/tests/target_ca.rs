@@ -420,9 +420,19 @@ fn an_old_data_dir_gets_the_target_ca_on_upgrade_and_keeps_its_keys() {
     let user = keygen(scratch.path(), "user");
     ca.sign(&user, "user", "root", &[]);
     let data = ca.data_dir();
-    // As an older ssh-ca left it: no target CA key.
+    // As an older ssh-ca left it: no target CA key, and a store that records only the user
+    // and host CA (`{"user":..,"host":..}`, as the older version wrote it).
     std::fs::remove_file(data.join("target_ca")).unwrap();
     std::fs::remove_file(data.join("target_ca.pub")).unwrap();
+    let store = rusqlite::Connection::open(data.join("store.db")).unwrap();
+    let changed = store
+        .execute(
+            "UPDATE meta SET value = json_remove(value, '$.target') WHERE name = 'ca_keys'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(store);
     let old = snapshot(&data);
 
     // Any command that opens the CA upgrades it, audited.
@@ -458,6 +468,35 @@ fn an_old_data_dir_gets_the_target_ca_on_upgrade_and_keeps_its_keys() {
     assert!(ca.run_ok(["issued"]).stdout_str().contains("root"));
     ca.run_ok(["audit", "verify"]);
     assert_eq!(snapshot(&data), old);
+
+    // Fails closed: the store now records the target CA, so a lost or swapped target CA key
+    // is refused, never silently replaced (a new one would be a CA the targets do not trust
+    // and the KRL does not cover).
+    let aside = scratch.mkdir("aside");
+    std::fs::rename(data.join("target_ca"), aside.join("target_ca")).unwrap();
+    let out = ca.run(["krl"]);
+    assert_ne!(out.status, 0, "{out}");
+    assert!(
+        out.stderr.contains("refusing to mix them") && out.stderr.contains(&target_fp),
+        "{out}"
+    );
+    let mut sign = ca.cmd([
+        "sign",
+        "--target",
+        "--principals",
+        "root",
+        "--ttl",
+        "5m",
+        "--reason",
+        "x",
+        "--key",
+    ]);
+    let out = jitssh_tests::run(sign.arg(&user.public));
+    assert_ne!(out.status, 0, "nothing signed by a stray key: {out}");
+    std::fs::remove_file(data.join("target_ca")).unwrap();
+    std::fs::rename(aside.join("target_ca"), data.join("target_ca")).unwrap();
+    ca.run_ok(["krl"]);
+    ca.run_ok(["audit", "verify"]);
 }
 
 #[test]
