@@ -296,6 +296,15 @@ fn a_direct_role_gets_a_short_break_glass_certificate_for_the_targets_listed_for
         "the bastion refuses a target-CA certificate: {out}"
     );
     assert!(!out.stdout_str().contains("hi"), "{out}");
+
+    // Revoked by its serial, it is refused by the target once its KRL is refreshed (the KRL
+    // lists it under the target CA).
+    w.ca.run_ok(["revoke", "--serial", &serial, "--reason", "INC-7"]);
+    let krl = w.scratch.path().join("web01-etc-ssh/jitssh-revoked.krl");
+    assert!(krl.exists());
+    w.ca.write_krl(&krl);
+    let out = w.direct_login(&w.alice, &glass);
+    assert_eq!(out.status, 255, "revoked: {out}");
 }
 
 #[test]
