@@ -199,6 +199,13 @@ fn a_persons_own_certificate_is_refused_by_the_target_while_the_bastion_session_
 fn a_direct_role_gets_a_short_break_glass_certificate_for_the_targets_listed_for_auditors() {
     let w = World::new();
     let target_ca = w.ca.ca_pub_file("target");
+    let whoami = w.api("alice", &w.alice, &["whoami"]).stdout_str();
+    assert!(
+        whoami.contains("role oncall:") && whoami.contains("break-glass: cert --direct"),
+        "{whoami}"
+    );
+    let whoami = w.api("bob", &w.bob, &["whoami"]).stdout_str();
+    assert!(!whoami.contains("break-glass"), "{whoami}");
 
     // alice (oncall, direct = true): a break-glass certificate, capped at 1h although her role
     // defaults to 3h, signed by the target CA, its key id marked.

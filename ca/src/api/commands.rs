@@ -418,6 +418,9 @@ fn whoami(authority: &Authority, user: &str, key: &PublicKey) -> CommandOutput {
         if role.require_reason {
             out.push_str("; reason required");
         }
+        if role.direct {
+            out.push_str("; break-glass: cert --direct (at most 1h)");
+        }
         if role.approvals > 0 {
             out.push_str(&format!(
                 "; {} approval(s) from {}",
