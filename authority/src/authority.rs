@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use jitssh_core::audit::{AuditError, AuditEvent, AuditLog};
 use jitssh_core::cert::{CertError, CertSpec};
 use jitssh_core::config::ConfigError;
-use jitssh_core::keys::{CaKeys, CaSigner, KeyError};
+use jitssh_core::keys::{CaKeys, CaKind, KeyError};
 use jitssh_core::krl::Krl;
 use jitssh_core::policy::{CertRequest, Denial, Grant, Policy};
 use jitssh_core::revocation::{RevocationCache, RevocationSet};
@@ -72,6 +72,14 @@ pub enum IssueError {
     /// The certificate could not be recorded (store or audit log); it was not handed out.
     #[error("cannot record the certificate: {0}")]
     Commit(#[from] crate::commit::CommitError),
+    /// A host certificate asked of a user-kind CA, or the reverse (a bug, never signed).
+    #[error("a {cert_type} certificate cannot be signed by the {ca} CA")]
+    WrongCa {
+        /// `user` or `host`.
+        cert_type: &'static str,
+        /// The CA asked for.
+        ca: &'static str,
+    },
     /// The KRL file could not be written.
     #[error("cannot write KRL {path}: {source}")]
     KrlWrite {
@@ -146,6 +154,7 @@ impl Authority {
     pub fn open(config: CaConfig, options: OpenOptions) -> Result<Authority, OpenError> {
         let keys_dir = absolute(&config.data_dir);
         let created_keys = options.init_keys && !CaKeys::exist(&config.data_dir);
+        let mut added_target = None;
         let (keys, store) = if created_keys {
             let store = SqliteStore::open(&config.store_path())?;
             refuse_other_keys(&store, &config)?;
@@ -153,34 +162,58 @@ impl Authority {
             tracing::info!(
                 user_ca = %keys.user.fingerprint(),
                 host_ca = %keys.host.fingerprint(),
+                target_ca = %keys.target.fingerprint(),
                 dir = %keys_dir.display(),
                 "created CA keys"
             );
             (keys, store)
         } else {
             // Keys first: an offline command run in the wrong place must not create a store.
+            // A directory from before the target CA gets that key now (audited below); one
+            // without the user and host CA keys gets nothing.
+            added_target = CaKeys::add_missing_target(&config.data_dir)?;
             let keys = CaKeys::load(&config.data_dir)?;
             (keys, SqliteStore::open(&config.store_path())?)
         };
         let found = CaKeyFingerprints {
             user: keys.user.fingerprint(),
             host: keys.host.fingerprint(),
+            target: Some(keys.target.fingerprint()),
         };
         let recorded = store.record_ca_keys(&found)?;
         if recorded != found {
             return Err(OpenError::KeysNotOfStore(format!(
-                "the CA keys in {} (user CA {}, host CA {}) are not the ones {} belongs to \
-                 (user CA {}, host CA {}): refusing to mix them",
+                "the CA keys in {} (user CA {}, host CA {}, target CA {}) are not the ones {} \
+                 belongs to (user CA {}, host CA {}, target CA {}): refusing to mix them; \
+                 restore the recorded key files",
                 keys_dir.display(),
                 found.user,
                 found.host,
+                found.target.as_deref().unwrap_or("-"),
                 absolute(&config.store_path()).display(),
                 recorded.user,
-                recorded.host
+                recorded.host,
+                recorded.target.as_deref().unwrap_or("-"),
             )));
         }
         let policy = load_policy(&config)?;
         let audit = AuditLog::open(&config.audit_path())?;
+        if let Some(target) = &added_target {
+            let path = keys_dir.join(CaKind::Target.file_name());
+            tracing::warn!(
+                target_ca = %target.fingerprint(),
+                path = %path.display(),
+                "created the target CA key (upgrade): roll the targets over to it, see the operator guide"
+            );
+            audit.append(
+                AuditEvent::new("ca.key_added")
+                    .with("ca", CaKind::Target.name())
+                    .with("fingerprint", target.fingerprint())
+                    .with("path", path.display().to_string())
+                    .with("user_ca", keys.user.fingerprint())
+                    .with("host_ca", keys.host.fingerprint()),
+            )?;
+        }
         let unreleased = crate::commit::reconcile_unreleased(&store, &audit)?;
         if unreleased > 0 {
             tracing::warn!(
@@ -311,6 +344,21 @@ impl Authority {
         match self.plan(user, subject, request) {
             Ok((grant, spec)) => {
                 let roles: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
+                if grant.direct {
+                    // Break-glass: for the targets, around the bastion; said so in the record.
+                    let details = json!({
+                        "roles": roles,
+                        "request": grant.request_id,
+                        "break_glass": true,
+                    });
+                    return self.issue_signed_by(
+                        CaKind::Target,
+                        spec,
+                        user,
+                        grant.reason.as_deref(),
+                        details,
+                    );
+                }
                 let details = json!({ "roles": roles, "request": grant.request_id });
                 self.issue(spec, user, grant.reason.as_deref(), details)
             }
@@ -327,6 +375,7 @@ impl Authority {
                                 "ttl": request.ttl.map(|t| t.to_string()),
                                 "role": request.role,
                                 "reason": request.reason,
+                                "direct": request.direct,
                             }),
                         ),
                 )?;
@@ -335,8 +384,9 @@ impl Authority {
         }
     }
 
-    /// Signs `spec`, records it and audits it. The audit record is durable before this
-    /// returns, so a certificate never leaves the authority unrecorded.
+    /// Signs `spec` with the CA of its type (user or host), records it and audits it. The
+    /// audit record is durable before this returns, so a certificate never leaves the
+    /// authority unrecorded.
     pub fn issue(
         &self,
         spec: CertSpec,
@@ -344,8 +394,32 @@ impl Authority {
         reason: Option<&str>,
         details: serde_json::Value,
     ) -> Result<Issued, IssueError> {
+        let ca = if spec.cert_type.is_host() {
+            CaKind::Host
+        } else {
+            CaKind::User
+        };
+        self.issue_signed_by(ca, spec, requested_by, reason, details)
+    }
+
+    /// Like [`Authority::issue`], signed by the CA `ca` (the target CA for session and
+    /// break-glass certificates). The audit record names the CA.
+    pub fn issue_signed_by(
+        &self,
+        ca: CaKind,
+        spec: CertSpec,
+        requested_by: &str,
+        reason: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<Issued, IssueError> {
+        if spec.cert_type.is_host() != (ca == CaKind::Host) {
+            return Err(IssueError::WrongCa {
+                cert_type: type_name(spec.cert_type),
+                ca: ca.name(),
+            });
+        }
         self.deny_if_revoked(requested_by, &spec.subject, Some(&spec.key_id))?;
-        let signer = self.signer_for(spec.cert_type);
+        let signer = self.keys.signer(ca);
         let serial = self.serials.next(self.store.as_ref())?;
         let certificate = spec.sign(serial, signer)?;
         let line = certificate.to_openssh().map_err(CertError::from)?;
@@ -367,6 +441,7 @@ impl Authority {
         let event = AuditEvent::new("cert.issued")
             .with("serial", serial)
             .with("cert_type", cert_type)
+            .with("ca", ca.name())
             .with("key_id", spec.key_id.as_str())
             .with("principals", spec.principals.clone())
             .with("valid_after", spec.valid_after)
@@ -374,7 +449,13 @@ impl Authority {
             .with("requested_by", requested_by)
             .with("reason", reason)
             .with("subject", record.subject_fingerprint.as_str())
-            .with("details", details);
+            .with("details", details.clone());
+        // Break-glass certificates say so at the top of their record, for auditors' filters.
+        let event = if details.get("break_glass") == Some(&serde_json::Value::Bool(true)) {
+            event.with("break_glass", true)
+        } else {
+            event
+        };
         self.commits
             .commit(self.store.as_ref(), &self.audit, record, event)
             .map_err(IssueError::Commit)?;
@@ -483,14 +564,6 @@ impl Authority {
                 .with("reason", reason.as_str()),
         )?;
         Err(IssueError::Denied(Denial { reason }))
-    }
-
-    fn signer_for(&self, cert_type: CertType) -> &CaSigner {
-        if cert_type.is_host() {
-            &self.keys.host
-        } else {
-            &self.keys.user
-        }
     }
 }
 

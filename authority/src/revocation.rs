@@ -7,8 +7,10 @@ use jitssh_core::ssh_key::PublicKey;
 use jitssh_core::store::{Revoked, Store, StoreError};
 
 /// Builds the KRL for every revocation in the store. Serials are attributed to the CA that
-/// issued them (looked up in the store); an unknown serial, and every key id, is listed under
-/// both CAs, which is safe since serials are never reused across them.
+/// issued them (looked up in the store): host serials under the host CA, user-type ones under
+/// both the user CA and the target CA (session and break-glass certificates are user-type,
+/// signed by the target CA); an unknown serial, and every key id, is listed under all three,
+/// which is safe since serials are never reused across them. Targets keep one KRL.
 pub fn build_krl(store: &dyn Store, keys: &CaKeys, now: u64) -> Result<Krl, StoreError> {
     let revocations = store.revocations()?;
     let mut user = CertRevocations {
@@ -17,6 +19,10 @@ pub fn build_krl(store: &dyn Store, keys: &CaKeys, now: u64) -> Result<Krl, Stor
     };
     let mut host = CertRevocations {
         ca_key: Some(keys.host.key_data().clone()),
+        ..CertRevocations::default()
+    };
+    let mut target = CertRevocations {
+        ca_key: Some(keys.target.key_data().clone()),
         ..CertRevocations::default()
     };
     let mut explicit = Vec::new();
@@ -28,15 +34,18 @@ pub fn build_krl(store: &dyn Store, keys: &CaKeys, now: u64) -> Result<Krl, Stor
                 }
                 Some(_) => {
                     user.serials.insert(*serial);
+                    target.serials.insert(*serial);
                 }
                 None => {
                     user.serials.insert(*serial);
                     host.serials.insert(*serial);
+                    target.serials.insert(*serial);
                 }
             },
             Revoked::KeyId(id) => {
                 user.key_ids.insert(id.clone());
                 host.key_ids.insert(id.clone());
+                target.key_ids.insert(id.clone());
             }
             Revoked::Key(line) => {
                 if let Ok(key) = PublicKey::from_openssh(line) {
@@ -45,7 +54,7 @@ pub fn build_krl(store: &dyn Store, keys: &CaKeys, now: u64) -> Result<Krl, Stor
             }
         }
     }
-    let certificates = [user, host]
+    let certificates = [user, host, target]
         .into_iter()
         .filter(|s| !s.serials.is_empty() || !s.key_ids.is_empty())
         .collect();

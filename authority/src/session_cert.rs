@@ -4,13 +4,15 @@
 //! key and asks the CA for a certificate valid a few minutes, for one login, usable only from
 //! the bastion's address, whose key id links the person, their certificate serial and the
 //! session. The CA re-checks the person's certificate itself, so a bastion cannot mint access
-//! that the person's certificate does not grant.
+//! that the person's certificate does not grant. Session certificates are signed by the target
+//! CA, the only CA targets trust: a person's own certificate (user CA) never opens a target.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use jitssh_core::cert::{self, CertSpec, Expectations, GrantClaims};
+use jitssh_core::keys::CaKind;
 use jitssh_core::ssh_key::Certificate;
 use jitssh_core::ssh_key::certificate::CertType;
 use jitssh_core::ssh_key::public::KeyData;
@@ -124,7 +126,8 @@ impl Authority {
             critical_options,
             extensions,
         };
-        self.issue(
+        self.issue_signed_by(
+            CaKind::Target,
             spec,
             requested_by,
             None,

@@ -32,7 +32,7 @@ pub struct Cli {
 /// Sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the user CA and host CA keys (refuses to overwrite).
+    /// Create the user, host and target CA keys (refuses to overwrite).
     Init,
     /// Print a CA public key line.
     Pubkey(KindArg),
@@ -73,16 +73,20 @@ pub enum Command {
     },
 }
 
-/// `--user` or `--host`.
+/// `--user`, `--host` or `--target`.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct KindArg {
-    /// The user CA (signs user certificates).
+    /// The user CA (signs people's certificates: bastion and CA API).
     #[arg(long)]
     pub user: bool,
     /// The host CA (signs host certificates).
     #[arg(long)]
     pub host: bool,
+    /// The target CA (targets trust only it; `sign --target` is break-glass: at most 1h,
+    /// key id marked break-glass).
+    #[arg(long)]
+    pub target: bool,
 }
 
 /// `ssh-ca sign`.
@@ -152,7 +156,7 @@ pub struct SshdConfigArgs {
     /// Directory on the target where the trust files go.
     #[arg(long, default_value = "/etc/ssh", value_name = "DIR")]
     pub dir: PathBuf,
-    /// Also write the trust files (user CA key, KRL) into --dir.
+    /// Also write the trust files (target CA key, KRL) into --dir.
     #[arg(long)]
     pub write: bool,
 }
@@ -171,6 +175,9 @@ pub struct IssuedArgs {
     /// How many to show.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Only direct (break-glass) certificates, with who asked, why and their roles.
+    #[arg(long)]
+    pub break_glass: bool,
 }
 
 /// `ssh-ca audit ...`.

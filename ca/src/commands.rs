@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use jitssh_core::audit;
 use jitssh_core::cert::{CertSpec, split_extension};
-use jitssh_core::keys::CaKeys;
-use jitssh_core::policy::{MAX_REASON_LEN, check_source_address};
+use jitssh_core::keys::{CaKeys, CaKind, CaSigner, KeyError};
+use jitssh_core::policy::{BREAK_GLASS, MAX_DIRECT_TTL, MAX_REASON_LEN, check_source_address};
 use jitssh_core::ssh_key::certificate::CertType;
 use jitssh_core::ssh_key::{HashAlg, PublicKey};
 use jitssh_core::store::Revoked;
@@ -73,6 +73,30 @@ pub fn read_public_key(path: &Path) -> Result<PublicKey> {
         .map_err(|err| anyhow::anyhow!("malformed public key in {name}: {err}"))
 }
 
+fn ca_kind(arg: &KindArg) -> CaKind {
+    if arg.host {
+        CaKind::Host
+    } else if arg.target {
+        CaKind::Target
+    } else {
+        CaKind::User
+    }
+}
+
+/// One CA key, read without opening the store; a data directory from before the target CA
+/// gets that key through [`Authority::open`], which creates and audits it.
+fn load_signer(config: &CaConfig, kind: CaKind) -> Result<CaSigner> {
+    match CaKeys::load_one(&config.data_dir, kind) {
+        Err(KeyError::Missing(_))
+            if kind == CaKind::Target
+                && CaKeys::load_one(&config.data_dir, CaKind::User).is_ok() =>
+        {
+            Ok(open(config)?.keys().target.clone())
+        }
+        other => Ok(other?),
+    }
+}
+
 fn kind(arg: &KindArg) -> CertType {
     if arg.host {
         CertType::Host
@@ -101,6 +125,7 @@ pub fn init(config: &CaConfig) -> Result<()> {
         audit::AuditEvent::new("ca.init")
             .with("user_ca", keys.user.fingerprint())
             .with("host_ca", keys.host.fingerprint())
+            .with("target_ca", keys.target.fingerprint())
             .with("by", operator()),
     )?;
     authority.write_krl_file()?;
@@ -108,13 +133,14 @@ pub fn init(config: &CaConfig) -> Result<()> {
     println!("{}", keys.user.public_line());
     println!("host CA {}", keys.host.fingerprint());
     println!("{}", keys.host.public_line());
+    println!("target CA {}", keys.target.fingerprint());
+    println!("{}", keys.target.public_line());
     Ok(())
 }
 
-/// `ssh-ca pubkey --user|--host`.
+/// `ssh-ca pubkey --user|--host|--target`.
 pub fn pubkey(config: &CaConfig, arg: &KindArg) -> Result<()> {
-    let keys = CaKeys::load(&config.data_dir)?;
-    let signer = if arg.host { &keys.host } else { &keys.user };
+    let signer = load_signer(config, ca_kind(arg))?;
     println!("{}", signer.public_line());
     Ok(())
 }
@@ -143,6 +169,19 @@ pub fn sign(config: &CaConfig, args: &SignArgs) -> Result<()> {
         check_source_address(entry).map_err(|why| anyhow::anyhow!("--source-address: {why}"))?;
     }
     let cert_type = kind(&args.kind);
+    let break_glass = args.kind.target;
+    if break_glass {
+        if args.ttl.as_secs() > MAX_DIRECT_TTL.as_secs() {
+            bail!(
+                "--ttl {} is too long for a --target (break-glass) certificate: at most {}",
+                args.ttl,
+                jitssh_core::duration::HumanDuration::from_secs(MAX_DIRECT_TTL.as_secs())
+            );
+        }
+        if args.reason.is_none() {
+            bail!("--target (break-glass) needs --reason (the incident), for the audit log");
+        }
+    }
     let authority = open(config)?;
     let mut critical_options = BTreeMap::new();
     if let Some(command) = &args.force_command {
@@ -168,11 +207,14 @@ pub fn sign(config: &CaConfig, args: &SignArgs) -> Result<()> {
             .collect()
     };
     let comment = key.comment().as_str_lossy().trim().to_string();
-    let key_id = args
+    let mut key_id = args
         .key_id
         .clone()
         .or_else(|| (!comment.is_empty()).then_some(comment))
         .unwrap_or_else(|| principals[0].clone());
+    if break_glass && !key_id.split_whitespace().any(|w| w == BREAK_GLASS) {
+        key_id = format!("{key_id} {BREAK_GLASS}");
+    }
     let now = unix_now();
     let spec = CertSpec {
         cert_type,
@@ -184,12 +226,22 @@ pub fn sign(config: &CaConfig, args: &SignArgs) -> Result<()> {
         critical_options,
         extensions,
     };
-    let issued = authority.issue(
-        spec,
-        &operator(),
-        args.reason.as_deref(),
-        json!({ "offline": true }),
-    )?;
+    let issued = if break_glass {
+        authority.issue_signed_by(
+            CaKind::Target,
+            spec,
+            &operator(),
+            args.reason.as_deref(),
+            json!({ "offline": true, "break_glass": true }),
+        )?
+    } else {
+        authority.issue(
+            spec,
+            &operator(),
+            args.reason.as_deref(),
+            json!({ "offline": true }),
+        )?
+    };
     let line = format!("{}\n", issued.line);
     match &args.out {
         Some(path) => write_atomic(path, line.as_bytes(), PUBLIC_FILE)
@@ -239,12 +291,13 @@ pub fn krl(config: &CaConfig, args: &KrlArgs) -> Result<()> {
 
 /// `ssh-ca sshd-config`: what a stock sshd needs to trust our certificates, and what its host
 /// needs to renew its own certificate and refresh the KRL with nothing but `ssh` (targets
-/// install nothing of ours).
+/// install nothing of ours). Targets trust only the target CA (the bastion's session
+/// certificates and break-glass ones), never the user CA that signs people's certificates.
 pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
     let authority = open(config)?;
     let files = TargetFiles::new(&args.dir);
     let keys = authority.keys();
-    let user_ca = format!("{}\n", keys.user.public_line());
+    let target_ca = format!("{}\n", keys.target.public_line());
     let host_ca = format!("{}\n", keys.host.public_line());
     let known_hosts = format!("@cert-authority * {}\n", keys.host.public_line());
     let ca = config
@@ -261,11 +314,14 @@ pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
     );
     let cert = files.dir.join("ssh_host_ed25519_key-cert.pub");
     println!("# sshd_config lines (e.g. in /etc/ssh/sshd_config.d/50-jitssh.conf):");
-    println!("TrustedUserCAKeys {}", files.user_ca.display());
+    println!("TrustedUserCAKeys {}", files.target_ca.display());
     println!("RevokedKeys {}", files.krl.display());
     println!("HostCertificate {}", cert.display());
-    println!("# {}:", files.user_ca.display());
-    print!("{user_ca}");
+    println!(
+        "# {} (the target CA: bastion sessions and break-glass certificates only):",
+        files.target_ca.display()
+    );
+    print!("{target_ca}");
     println!(
         "# {} (trusts the CA API's host certificate; also `ssh-ca host renew --ca-key {}`):",
         files.known_hosts.display(),
@@ -290,7 +346,7 @@ pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
             .with_context(|| format!("cannot create {}", files.dir.display()))?;
         let krl = authority.krl()?.encode();
         for (path, bytes) in [
-            (&files.user_ca, user_ca.as_bytes()),
+            (&files.target_ca, target_ca.as_bytes()),
             (&files.host_ca, host_ca.as_bytes()),
             (&files.known_hosts, known_hosts.as_bytes()),
             (&files.krl, &krl[..]),
@@ -306,7 +362,7 @@ pub fn sshd_config(config: &CaConfig, args: &SshdConfigArgs) -> Result<()> {
 /// sshd.
 struct TargetFiles {
     dir: PathBuf,
-    user_ca: PathBuf,
+    target_ca: PathBuf,
     host_ca: PathBuf,
     known_hosts: PathBuf,
     krl: PathBuf,
@@ -316,7 +372,7 @@ impl TargetFiles {
     fn new(dir: &Path) -> TargetFiles {
         TargetFiles {
             dir: dir.to_path_buf(),
-            user_ca: dir.join("jitssh-user-ca.pub"),
+            target_ca: dir.join("jitssh-target-ca.pub"),
             host_ca: dir.join("jitssh-host-ca.pub"),
             known_hosts: dir.join("jitssh_known_hosts"),
             krl: dir.join("jitssh-revoked.krl"),
@@ -326,21 +382,20 @@ impl TargetFiles {
 
 /// `ssh-ca known-hosts`.
 pub fn known_hosts(config: &CaConfig, args: &KnownHostsArgs) -> Result<()> {
-    let keys = CaKeys::load(&config.data_dir)?;
+    let host = CaKeys::load_one(&config.data_dir, CaKind::Host)?;
     if args.domain.is_empty() || args.domain.chars().any(char::is_whitespace) {
         bail!("--domain must be a host pattern without spaces, e.g. *.example.com");
     }
-    println!(
-        "@cert-authority {} {}",
-        args.domain,
-        keys.host.public_line()
-    );
+    println!("@cert-authority {} {}", args.domain, host.public_line());
     Ok(())
 }
 
 /// `ssh-ca issued`.
 pub fn issued(config: &CaConfig, args: &IssuedArgs) -> Result<()> {
     let authority = open(config)?;
+    if args.break_glass {
+        return issued_break_glass(&authority, args.limit);
+    }
     println!(
         "{:>8}  {:<5}  {:<24}  {:<20}  {:<20}  REASON",
         "SERIAL", "TYPE", "KEY ID", "PRINCIPALS", "EXPIRES"
@@ -355,6 +410,42 @@ pub fn issued(config: &CaConfig, args: &IssuedArgs) -> Result<()> {
             cert.principals.join(","),
             expires,
             cert.reason.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `ssh-ca issued --break-glass`: direct certificates, who asked for them, when, why, under
+/// which roles, and whether they came from the CA API or an operator's `sign --target`.
+fn issued_break_glass(authority: &Authority, limit: usize) -> Result<()> {
+    println!(
+        "{:>8}  {:<20}  {:<20}  {:<20}  {:<20}  {:<12}  REASON",
+        "SERIAL", "ISSUED", "EXPIRES", "REQUESTED BY", "PRINCIPALS", "ROLES"
+    );
+    for cert in authority.store().list_break_glass(limit)? {
+        let roles = cert
+            .details
+            .get("roles")
+            .and_then(|r| r.as_array())
+            .map_or_else(
+                || "-".to_string(),
+                |roles| {
+                    roles
+                        .iter()
+                        .filter_map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            );
+        println!(
+            "{:>8}  {:<20}  {:<20}  {:<20}  {:<20}  {:<12}  {}",
+            cert.serial,
+            jitssh_authority::cert_text::format_time(cert.issued_at),
+            jitssh_authority::cert_text::format_time(cert.valid_before),
+            cert.requested_by,
+            cert.principals.join(","),
+            roles,
+            cert.reason.unwrap_or_else(|| "-".into())
         );
     }
     Ok(())
@@ -391,6 +482,7 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     tracing::info!(
         user_ca = %authority.keys().user.fingerprint(),
         host_ca = %authority.keys().host.fingerprint(),
+        target_ca = %authority.keys().target.fingerprint(),
         dir = %jitssh_authority::authority::absolute(&config.data_dir).display(),
         config = %config.origin,
         "{}",

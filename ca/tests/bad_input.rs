@@ -75,16 +75,18 @@ fn initialised() -> tempfile::TempDir {
 }
 
 #[test]
-fn init_prints_both_keys_and_refuses_to_overwrite() {
+fn init_prints_the_three_keys_and_refuses_to_overwrite() {
     let dir = setup(CONFIG, "");
     let out = ssh_ca(dir.path(), &["init"], b"");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
-        stdout.contains("user CA SHA256:") && stdout.contains("host CA SHA256:"),
+        stdout.contains("user CA SHA256:")
+            && stdout.contains("host CA SHA256:")
+            && stdout.contains("target CA SHA256:"),
         "{stdout}"
     );
-    assert_eq!(stdout.matches("ssh-ed25519 ").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("ssh-ed25519 ").count(), 3, "{stdout}");
     let again = ssh_ca(dir.path(), &["init"], b"");
     assert_one_line_error(&again, &["refusing to overwrite"]);
 }

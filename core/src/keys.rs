@@ -1,6 +1,6 @@
 //! CA keys: generating, storing (mode 0600, OpenSSH format) and signing with them.
 //!
-//! The two CA keys are stored in OpenSSH's own private key format, so in an emergency an
+//! The three CA keys are stored in OpenSSH's own private key format, so in an emergency an
 //! operator can still sign with `ssh-keygen -s` from the same files.
 
 use std::fs::OpenOptions;
@@ -144,31 +144,82 @@ impl From<&CaSigner> for KeyData {
     }
 }
 
-/// The authority's two keys: one signs user certificates, the other host certificates, so a
-/// compromise or mistake with one never lets a host impersonate a user or the reverse.
+/// Which of the authority's CA keys: each signs for one audience, so a certificate meant for
+/// one door never opens another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaKind {
+    /// People's certificates: they open the bastion and the CA API, never a target.
+    User,
+    /// Host certificates: clients trust it via `@cert-authority`.
+    Host,
+    /// Certificates for the targets: the bastion's per-session certificates and break-glass
+    /// (`direct = true`) ones. Targets trust only this key (`TrustedUserCAKeys`).
+    Target,
+}
+
+impl CaKind {
+    /// Short name, as in audit records (`user`, `host`, `target`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CaKind::User => "user",
+            CaKind::Host => "host",
+            CaKind::Target => "target",
+        }
+    }
+
+    /// The private key file name in the data directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            CaKind::User => USER_CA_FILE,
+            CaKind::Host => HOST_CA_FILE,
+            CaKind::Target => TARGET_CA_FILE,
+        }
+    }
+}
+
+/// The authority's three keys: one signs people's certificates, one host certificates, one the
+/// certificates targets accept, so a compromise or mistake with one never lets a host
+/// impersonate a user, nor a person's own certificate walk around the bastion to a target.
 #[derive(Debug, Clone)]
 pub struct CaKeys {
-    /// Signs user certificates; targets trust it via `TrustedUserCAKeys`.
+    /// Signs people's certificates; the bastion and the CA API trust it.
     pub user: CaSigner,
     /// Signs host certificates; clients trust it via `@cert-authority`.
     pub host: CaSigner,
+    /// Signs session and break-glass certificates; targets trust it via `TrustedUserCAKeys`.
+    pub target: CaSigner,
 }
 
 const USER_CA_FILE: &str = "user_ca";
 const HOST_CA_FILE: &str = "host_ca";
+const TARGET_CA_FILE: &str = "target_ca";
 
 impl CaKeys {
-    /// Paths of the private key files in `dir`.
-    pub fn paths(dir: &Path) -> [PathBuf; 2] {
-        [dir.join(USER_CA_FILE), dir.join(HOST_CA_FILE)]
+    /// Paths of the private key files in `dir` (user, host, target).
+    pub fn paths(dir: &Path) -> [PathBuf; 3] {
+        [
+            dir.join(USER_CA_FILE),
+            dir.join(HOST_CA_FILE),
+            dir.join(TARGET_CA_FILE),
+        ]
     }
 
-    /// Are there keys in `dir`?
+    /// Are there user or host CA keys in `dir`? (A lone target CA key does not count: the
+    /// directory still needs the others, and must not get new ones next to it silently.)
     pub fn exist(dir: &Path) -> bool {
-        Self::paths(dir).iter().any(|p| p.exists())
+        Self::paths(dir)[..2].iter().any(|p| p.exists())
     }
 
-    /// Creates both keys in `dir` (mode 0700; files 0600), refusing to overwrite existing
+    /// The signer of `kind`.
+    pub fn signer(&self, kind: CaKind) -> &CaSigner {
+        match kind {
+            CaKind::User => &self.user,
+            CaKind::Host => &self.host,
+            CaKind::Target => &self.target,
+        }
+    }
+
+    /// Creates the three keys in `dir` (mode 0700; files 0600), refusing to overwrite existing
     /// ones.
     pub fn init(dir: &Path) -> Result<CaKeys, KeyError> {
         let io = |path: &Path| {
@@ -184,42 +235,76 @@ impl CaKeys {
         let keys = CaKeys {
             user: CaSigner::generate("user-ca"),
             host: CaSigner::generate("host-ca"),
+            target: CaSigner::generate("target-ca"),
         };
-        for (name, signer) in [(USER_CA_FILE, &keys.user), (HOST_CA_FILE, &keys.host)] {
-            let path = dir.join(name);
-            write_new(&path, signer.to_openssh()?.as_bytes(), 0o600)?;
-            let public = format!("{}\n", signer.public_line());
-            // Public, but in the CA's private directory like the rest (see `fsmode`).
-            write_new(
-                &dir.join(format!("{name}.pub")),
-                public.as_bytes(),
-                crate::fsmode::PRIVATE_FILE,
-            )?;
+        for kind in [CaKind::User, CaKind::Host, CaKind::Target] {
+            write_key(dir, kind.file_name(), keys.signer(kind))?;
         }
         Ok(keys)
     }
 
-    /// Loads both keys from `dir`.
+    /// Upgrades a data directory from before the target CA: when the user and host CA keys are
+    /// there and the target CA key is not, creates it (never touching the others) and returns
+    /// it, for the caller to audit. `None` when there was nothing to do (no keys at all, or
+    /// all three there).
+    pub fn add_missing_target(dir: &Path) -> Result<Option<CaSigner>, KeyError> {
+        let [user, host, target] = Self::paths(dir);
+        if !user.exists() || !host.exists() || target.exists() {
+            return Ok(None);
+        }
+        let signer = CaSigner::generate("target-ca");
+        match write_key(dir, TARGET_CA_FILE, &signer) {
+            Ok(()) => Ok(Some(signer)),
+            // Another process upgraded the directory meanwhile: keep its key.
+            Err(KeyError::Exists(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Loads the three keys from `dir`.
     pub fn load(dir: &Path) -> Result<CaKeys, KeyError> {
-        let read = |name: &str| -> Result<CaSigner, KeyError> {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    KeyError::Missing(path.clone())
-                } else {
-                    KeyError::Io {
-                        path: path.clone(),
-                        source,
-                    }
-                }
-            })?;
-            CaSigner::from_openssh(&text, &path)
-        };
         Ok(CaKeys {
-            user: read(USER_CA_FILE)?,
-            host: read(HOST_CA_FILE)?,
+            user: Self::load_one(dir, CaKind::User)?,
+            host: Self::load_one(dir, CaKind::Host)?,
+            target: Self::load_one(dir, CaKind::Target)?,
         })
     }
+
+    /// Loads one key from `dir`.
+    pub fn load_one(dir: &Path, kind: CaKind) -> Result<CaSigner, KeyError> {
+        let path = dir.join(kind.file_name());
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                KeyError::Missing(path.clone())
+            } else {
+                KeyError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        CaSigner::from_openssh(&text, &path)
+    }
+}
+
+/// Writes a CA key (`name`, 0600) and its public half (`name.pub`) into `dir`. The private
+/// key is created exclusively, so of two processes racing only one writes a key; the winner
+/// then writes the public half, replacing any stale one.
+fn write_key(dir: &Path, name: &str, signer: &CaSigner) -> Result<(), KeyError> {
+    write_new(&dir.join(name), signer.to_openssh()?.as_bytes(), 0o600)?;
+    let public_path = dir.join(format!("{name}.pub"));
+    match std::fs::remove_file(&public_path) {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(KeyError::Io {
+                path: public_path,
+                source,
+            });
+        }
+        _ => {}
+    }
+    let public = format!("{}\n", signer.public_line());
+    // Public, but in the CA's private directory like the rest (see `fsmode`).
+    write_new(&public_path, public.as_bytes(), crate::fsmode::PRIVATE_FILE)
 }
 
 /// Writes a new file with `mode`, failing if it exists, and syncs it to disk.
@@ -257,7 +342,9 @@ mod tests {
         let loaded = CaKeys::load(dir.path()).unwrap();
         assert_eq!(loaded.user.fingerprint(), keys.user.fingerprint());
         assert_eq!(loaded.host.fingerprint(), keys.host.fingerprint());
+        assert_eq!(loaded.target.fingerprint(), keys.target.fingerprint());
         assert_ne!(keys.user.fingerprint(), keys.host.fingerprint());
+        assert_ne!(keys.user.fingerprint(), keys.target.fingerprint());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("user_ca"))
             .unwrap()

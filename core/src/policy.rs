@@ -36,6 +36,13 @@ pub const RESERVED_USER_NAMES: [&str; 2] = ["host", "bastion"];
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
 
+/// Longest lifetime of a direct (break-glass) certificate, whatever the role allows: it
+/// walks around the bastion's recording, so it should outlive the outage by little.
+pub const MAX_DIRECT_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// Marks direct (break-glass) certificates: in their key id, audit records and listings.
+pub const BREAK_GLASS: &str = "break-glass";
+
 /// Longest principal (login) we accept, as OpenSSH bounds user names too.
 pub const MAX_PRINCIPAL_LEN: usize = 256;
 
@@ -129,6 +136,11 @@ pub struct Role {
     /// When certificates for this role may be issued and used.
     #[serde(default, skip_serializing)]
     pub allowed_hours: Option<AllowedHours>,
+    /// Break-glass: members may ask for a direct certificate (`cert --direct`), signed by the
+    /// target CA, that logs straight into targets while the bastion is down. Short (at most
+    /// [`MAX_DIRECT_TTL`]), marked `break-glass`, unrecorded by the bastion. Default off.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +187,8 @@ pub struct CertRequest {
     pub role: Option<String>,
     /// An approved access request this certificate is issued under.
     pub approved: Option<ApprovedWindow>,
+    /// A direct (break-glass) certificate for the targets: only roles with `direct = true`.
+    pub direct: bool,
 }
 
 /// An approved just-in-time request: the role it unlocks and the window it is valid in.
@@ -233,8 +247,10 @@ pub struct Grant {
     pub reason: Option<String>,
     /// The access request this grant is issued under, if any.
     pub request_id: Option<String>,
-    /// Certificate key id: names the person (and the request).
+    /// Certificate key id: names the person (and the request, and `break-glass`).
     pub key_id: String,
+    /// A direct (break-glass) certificate for the targets, to be signed by the target CA.
+    pub direct: bool,
     /// Which rule decided each part.
     pub trace: Vec<Decision>,
 }
@@ -517,7 +533,21 @@ impl Policy {
         let mut trace = Vec::new();
         let reason = check_reason(request)?;
 
-        let candidates = self.candidate_roles(user, request)?;
+        let mut candidates = self.candidate_roles(user, request)?;
+        if request.direct {
+            candidates.retain(|role| role.direct);
+            if candidates.is_empty() {
+                return Err(deny(match &request.role {
+                    Some(role) => format!(
+                        "role {role} does not allow direct (break-glass) certificates (direct = true): go through the bastion"
+                    ),
+                    None => format!(
+                        "no role of user {} allows direct (break-glass) certificates (direct = true): go through the bastion",
+                        user.name
+                    ),
+                }));
+            }
+        }
         let wanted = match &request.principals {
             Some(principals) => {
                 if principals.is_empty() {
@@ -609,7 +639,15 @@ impl Policy {
             },
         });
 
-        let ttl = self.decide_ttl(request, &effective, now, &mut trace)?;
+        let mut ttl = self.decide_ttl(request, &effective, now, &mut trace)?;
+        if request.direct && ttl > MAX_DIRECT_TTL {
+            ttl = MAX_DIRECT_TTL;
+            trace.push(Decision {
+                part: "ttl",
+                value: HumanDuration::from_secs(ttl.as_secs()).to_string(),
+                rule: "cut to the break-glass maximum".into(),
+            });
+        }
         let extensions = self.decide_extensions(&effective, &mut trace);
         let force_command = decide_single(
             &effective,
@@ -637,10 +675,19 @@ impl Policy {
             })
             .collect();
         let request_id = request.approved.as_ref().map(|a| a.request_id.clone());
-        let key_id = match &request_id {
+        let mut key_id = match &request_id {
             Some(id) => format!("{} request={id}", user.name),
             None => user.name.clone(),
         };
+        if request.direct {
+            key_id.push(' ');
+            key_id.push_str(BREAK_GLASS);
+            trace.push(Decision {
+                part: "signed by",
+                value: "target CA".into(),
+                rule: "--direct (break-glass), allowed by direct = true".into(),
+            });
+        }
         Ok(Grant {
             user: user.name.clone(),
             roles,
@@ -652,6 +699,7 @@ impl Policy {
             reason,
             request_id,
             key_id,
+            direct: request.direct,
             trace,
         })
     }

@@ -152,6 +152,9 @@ pub trait Store: Send + Sync {
     fn issued(&self, serial: u64) -> Result<Option<IssuedCert>, StoreError>;
     /// Issued certificates, newest first, at most `limit`.
     fn list_issued(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError>;
+    /// Direct (break-glass) certificates (`details.break_glass`), newest first, at most
+    /// `limit`: what an auditor reviews after an outage.
+    fn list_break_glass(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError>;
     /// Adds a revocation; `false` if the same item was already revoked.
     fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError>;
     /// All revocations, oldest first.
@@ -172,7 +175,7 @@ pub trait Store: Send + Sync {
     fn issued_count(&self) -> Result<u64, StoreError>;
 }
 
-/// SHA-256 fingerprints of the two CA keys a store belongs to, so a store is never silently
+/// SHA-256 fingerprints of the CA keys a store belongs to, so a store is never silently
 /// paired with other (for instance freshly created) CA keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaKeyFingerprints {
@@ -180,6 +183,9 @@ pub struct CaKeyFingerprints {
     pub user: String,
     /// The host CA.
     pub host: String,
+    /// The target CA; `None` in stores from before it (recorded on upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// [`Store`] on a SQLite database file.
@@ -522,6 +528,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn list_break_glass(&self, limit: usize) -> Result<Vec<IssuedCert>, StoreError> {
+        self.with_conn(|conn| {
+            let sql = "SELECT record FROM issued \
+                       WHERE json_extract(record, '$.details.break_glass') = 1 \
+                       ORDER BY serial DESC LIMIT ?1";
+            self.json_records(conn, sql, params![limit as i64])
+        })
+    }
+
     fn revoke(&self, revocation: &Revocation) -> Result<bool, StoreError> {
         let item = self.encode(&revocation.item)?;
         let record = self.encode(revocation)?;
@@ -600,8 +615,27 @@ impl Store for SqliteStore {
                 params![value],
             )
             .map_err(|e| self.sqlite(e))?;
-            self.json_record(conn, "SELECT value FROM meta WHERE name = 'ca_keys'", [])?
-                .ok_or_else(|| self.corrupt("the CA keys record vanished"))
+            let recorded: CaKeyFingerprints = self
+                .json_record(conn, "SELECT value FROM meta WHERE name = 'ca_keys'", [])?
+                .ok_or_else(|| self.corrupt("the CA keys record vanished"))?;
+            // A store from before the target CA: record it once, next to the same user and
+            // host CA (compare-and-set on the old value, so two upgrading processes agree).
+            if recorded.target.is_none()
+                && keys.target.is_some()
+                && recorded.user == keys.user
+                && recorded.host == keys.host
+            {
+                let old = self.encode(&recorded)?;
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE name = 'ca_keys' AND value = ?2",
+                    params![value, old],
+                )
+                .map_err(|e| self.sqlite(e))?;
+                return self
+                    .json_record(conn, "SELECT value FROM meta WHERE name = 'ca_keys'", [])?
+                    .ok_or_else(|| self.corrupt("the CA keys record vanished"));
+            }
+            Ok(recorded)
         })
     }
 
@@ -620,6 +654,38 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use std::sync::Arc;
+
+    #[test]
+    fn the_target_ca_is_recorded_once_next_to_the_same_user_and_host_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        let keys = |user: &str, target: Option<&str>| CaKeyFingerprints {
+            user: user.into(),
+            host: "h".into(),
+            target: target.map(str::to_string),
+        };
+        // As a store from before the target CA recorded it.
+        assert_eq!(
+            store.record_ca_keys(&keys("u", None)).unwrap(),
+            keys("u", None)
+        );
+        // Upgrade: recorded once.
+        assert_eq!(
+            store.record_ca_keys(&keys("u", Some("t"))).unwrap(),
+            keys("u", Some("t"))
+        );
+        // Never replaced: another target CA, or the same next to another user CA.
+        assert_eq!(
+            store.record_ca_keys(&keys("u", Some("t2"))).unwrap(),
+            keys("u", Some("t"))
+        );
+        let other = SqliteStore::open(&dir.path().join("other.db")).unwrap();
+        other.record_ca_keys(&keys("u", None)).unwrap();
+        assert_eq!(
+            other.record_ca_keys(&keys("x", Some("t"))).unwrap(),
+            keys("u", None)
+        );
+    }
 
     fn issued(serial: u64) -> IssuedCert {
         IssuedCert {

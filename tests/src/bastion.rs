@@ -216,7 +216,8 @@ impl Bastion {
 }
 
 /// A real sshd target called `name`: host key with a host certificate from `ca`'s host CA
-/// naming `name`, trusting `ca`'s user CA. `configure` may add sshd settings.
+/// naming `name`, trusting what `ssh-ca sshd-config` sets up (the target CA and the KRL, files
+/// in `dir/<name>-etc-ssh`), as operators set targets up. `configure` may add sshd settings.
 pub fn target(
     ca: &CaFixture,
     dir: &Path,
@@ -225,10 +226,12 @@ pub fn target(
 ) -> Sshd {
     let key = keygen(dir, &format!("{name}_host_key"));
     ca.sign(&key, "host", name, &["--ttl", "1h"]);
-    let builder = Sshd::builder()
+    let mut builder = Sshd::builder()
         .host_key(&key.private)
-        .host_cert(key.cert_path())
-        .trusted_user_ca(ca.ca_pub_file("user"));
+        .host_cert(key.cert_path());
+    for line in ca.sshd_trust_lines(&dir.join(format!("{name}-etc-ssh"))) {
+        builder = builder.config(&line);
+    }
     configure(builder).start()
 }
 

@@ -92,7 +92,7 @@ impl CaFixture {
         run_ok(&mut self.cmd(args))
     }
 
-    /// Writes `ssh-ca pubkey --user|--host` to a file next to the config and returns it.
+    /// Writes `ssh-ca pubkey --user|--host|--target` to a file next to the config and returns it.
     pub fn ca_pub_file(&self, kind: &str) -> PathBuf {
         let out = self.run_ok(["pubkey", &format!("--{kind}")]);
         let path = self.dir.join(format!("{kind}_ca.pub"));
@@ -115,6 +115,24 @@ impl CaFixture {
         }
         run_ok(&mut cmd);
         cert
+    }
+
+    /// Sets a target's trust up the documented way: runs `ssh-ca sshd-config --write --dir DIR`
+    /// (the trust files go into `dir`) and returns the printed `TrustedUserCAKeys` and
+    /// `RevokedKeys` lines, for [`crate::SshdBuilder::config`]. Targets so set up trust only
+    /// the target CA.
+    pub fn sshd_trust_lines(&self, dir: &Path) -> Vec<String> {
+        std::fs::create_dir_all(dir).expect("create the target's trust dir");
+        let mut cmd = self.cmd(["sshd-config", "--write", "--dir"]);
+        cmd.arg(dir);
+        let printed = run_ok(&mut cmd).stdout_str();
+        let lines: Vec<String> = printed
+            .lines()
+            .filter(|l| l.starts_with("TrustedUserCAKeys ") || l.starts_with("RevokedKeys "))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lines.len(), 2, "sshd-config printed:\n{printed}");
+        lines
     }
 
     /// Writes the current KRL to `path`.

@@ -281,17 +281,17 @@ fn targets_must_present_a_host_certificate_from_our_ca_naming_them() {
         let web02 = Sshd::builder()
             .host_key(&foreign_key.private)
             .host_cert(foreign_cert)
-            .trusted_user_ca(ca.ca_pub_file("user"))
+            .trusted_user_ca(ca.ca_pub_file("target"))
             .start();
         let misnamed_key = keygen(scratch.path(), "web03_host_key");
         ca.sign(&misnamed_key, "host", "web99", &["--ttl", "1h"]);
         let web03 = Sshd::builder()
             .host_key(&misnamed_key.private)
             .host_cert(misnamed_key.cert_path())
-            .trusted_user_ca(ca.ca_pub_file("user"))
+            .trusted_user_ca(ca.ca_pub_file("target"))
             .start();
         let web04 = Sshd::builder()
-            .trusted_user_ca(ca.ca_pub_file("user"))
+            .trusted_user_ca(ca.ca_pub_file("target"))
             .start();
         vec![("web02", web02), ("web03", web03), ("web04", web04)]
     });

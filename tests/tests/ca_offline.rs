@@ -316,8 +316,13 @@ fn sshd_config_helper_output_configures_a_working_target() {
         builder = builder.config(line);
     }
     let sshd = builder.start();
+    // Targets trust the target CA only: a break-glass certificate gets in, a person's own
+    // (user CA) certificate does not.
     let user = keygen(scratch.path(), "user");
     ca.sign(&user, "user", "root", &[]);
+    let out = ssh_as(&sshd, "root", &user).args(["echo", "ok"]).run();
+    assert_eq!(out.status, 255, "{out}");
+    ca.sign(&user, "target", "root", &["--reason", "INC-1"]);
     let out = ssh_as(&sshd, "root", &user).args(["echo", "ok"]).run();
     assert_eq!(out.stdout_str(), "ok\n", "{out}");
 }

@@ -31,7 +31,7 @@ fn a_stock_sshd_target_is_set_up_renewed_and_refreshed_with_plain_ssh() {
     let scratch = Scratch::new();
     let alice = keygen(scratch.path(), "alice");
     let policy = format!(
-        "[[roles]]\nname = \"ops\"\nlogins = [\"root\"]\nhosts = [\"web*\"]\nmax_ttl = \"1h\"\n\n\
+        "[[roles]]\nname = \"ops\"\nlogins = [\"root\"]\nhosts = [\"web*\"]\nmax_ttl = \"1h\"\ndirect = true\n\n\
          [[users]]\nname = \"alice\"\nkeys = [\"{}\"]\nroles = [\"ops\"]\n",
         alice.public_line()
     );
@@ -52,7 +52,7 @@ fn a_stock_sshd_target_is_set_up_renewed_and_refreshed_with_plain_ssh() {
     cmd.arg(&etc);
     let printed = run_ok(&mut cmd).stdout_str();
     for file in [
-        "jitssh-user-ca.pub",
+        "jitssh-target-ca.pub",
         "jitssh-host-ca.pub",
         "jitssh_known_hosts",
         "jitssh-revoked.krl",
@@ -78,7 +78,8 @@ fn a_stock_sshd_target_is_set_up_renewed_and_refreshed_with_plain_ssh() {
     );
     let first_serial = serial(&info);
 
-    // sshd with exactly the printed lines serves it, and accepts alice's certificate.
+    // sshd with exactly the printed lines serves it, and accepts alice's break-glass
+    // certificate (target CA), but not her own (user CA: the bastion's door only).
     let mut builder = Sshd::builder().host_key(&host_key.private);
     for line in printed.lines().filter(|l| {
         ["TrustedUserCAKeys ", "RevokedKeys ", "HostCertificate "]
@@ -93,17 +94,36 @@ fn a_stock_sshd_target_is_set_up_renewed_and_refreshed_with_plain_ssh() {
         .args(["cert", "--principals", "root"])
         .run();
     assert_eq!(cert.status, 0, "{cert}");
+    let own_cert = scratch.write("alice-own-cert.pub", cert.stdout_str());
+    let cert = server
+        .ssh("alice", &alice)
+        .args([
+            "cert",
+            "--principals",
+            "root",
+            "--direct",
+            "--reason",
+            "INC-1",
+        ])
+        .run();
+    assert_eq!(cert.status, 0, "{cert}");
     let alice_cert = scratch.write("alice-cert.pub", cert.stdout_str());
-    let login = || {
+    let login_with = |cert: &std::path::Path| {
         Ssh::new(sshd.port())
             .user("root")
             .identity(&alice.private)
-            .cert(&alice_cert)
+            .cert(cert)
             .known_hosts(etc.join("jitssh_known_hosts"))
             .host("web01")
             .args(["echo", "target-ok"])
             .run()
     };
+    let login = || login_with(&alice_cert);
+    let out = login_with(&own_cert);
+    assert_eq!(
+        out.status, 255,
+        "a person's own certificate is refused: {out}"
+    );
     let out = login();
     assert_eq!(out.stdout_str(), "target-ok\n", "{out}");
 

@@ -45,7 +45,7 @@ pub enum ApiCommand {
     Cert(CertArgs),
     /// Who you are, your roles and what each grants.
     Whoami,
-    /// The user and host CA public keys.
+    /// The user, host and target CA public keys.
     CaKeys,
     /// The current KRL (binary) for sshd's RevokedKeys.
     Krl,
@@ -89,6 +89,11 @@ pub struct CertArgs {
     /// Sign nothing: show what would be issued and which rule decided each part.
     #[arg(long)]
     pub dry_run: bool,
+    /// Break-glass, for when the bastion is down: a certificate the targets accept directly
+    /// (signed by the target CA), at most 1h, marked break-glass; only roles with
+    /// `direct = true`.
+    #[arg(long)]
+    pub direct: bool,
 }
 
 /// `request`.
@@ -297,9 +302,10 @@ fn host_result(result: Result<jitssh_authority::authority::Issued, HostError>) -
 fn ca_keys(authority: &Authority) -> CommandOutput {
     let keys = authority.keys();
     CommandOutput::ok(format!(
-        "user-ca {}\nhost-ca {}\n",
+        "user-ca {}\nhost-ca {}\ntarget-ca {}\n",
         keys.user.public_line(),
-        keys.host.public_line()
+        keys.host.public_line(),
+        keys.target.public_line()
     ))
 }
 
@@ -343,6 +349,7 @@ fn cert(
         reason: args.reason.clone(),
         role: args.role.clone(),
         approved,
+        direct: args.direct,
     };
     if args.dry_run {
         return match authority.plan(user, subject.key_data().clone(), &request) {
@@ -410,6 +417,9 @@ fn whoami(authority: &Authority, user: &str, key: &PublicKey) -> CommandOutput {
         ));
         if role.require_reason {
             out.push_str("; reason required");
+        }
+        if role.direct {
+            out.push_str("; break-glass: cert --direct (at most 1h)");
         }
         if role.approvals > 0 {
             out.push_str(&format!(

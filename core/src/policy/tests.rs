@@ -22,6 +22,7 @@ logins = ["{{user}}", "deploy"]
 hosts = ["web*", "!web-secret"]
 max_ttl = "8h"
 default_ttl = "1h"
+direct = true
 
 [[roles]]
 name = "ops"
@@ -516,4 +517,39 @@ fn the_api_s_own_user_names_are_reserved() {
         assert!(err.starts_with("policy.toml:2: key users[0].name"), "{err}");
         assert!(err.contains("reserved"), "{err}");
     }
+}
+
+#[test]
+fn direct_certificates_only_from_direct_roles_capped_and_marked() {
+    let direct = |role: Option<&str>, ttl: Option<&str>| CertRequest {
+        direct: true,
+        role: role.map(str::to_string),
+        ttl: ttl.map(|t| t.parse().unwrap()),
+        ..request()
+    };
+    let grant = eval("alice", direct(None, None)).unwrap();
+    assert!(grant.direct);
+    assert_eq!(grant.key_id, "alice break-glass");
+    let names: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["dev"], "only the direct role");
+    assert_eq!(grant.principals, ["alice", "deploy"]);
+    assert_eq!(grant.ttl, Duration::from_secs(3600));
+
+    let grant = eval("alice", direct(None, Some("4h"))).unwrap();
+    assert_eq!(grant.ttl, MAX_DIRECT_TTL, "cut to the break-glass cap");
+    assert!(grant.trace.iter().any(|d| d.rule.contains("break-glass")));
+    assert!(denial("alice", direct(None, Some("9h"))).contains("exceeds max_ttl 8h"));
+
+    assert_eq!(
+        denial("bob", direct(None, None)),
+        "no role of user bob allows direct (break-glass) certificates (direct = true): go through the bastion"
+    );
+    assert!(
+        denial("alice", direct(Some("office"), None))
+            .starts_with("role office does not allow direct")
+    );
+
+    let plain = eval("alice", request()).unwrap();
+    assert!(!plain.direct);
+    assert_eq!(plain.key_id, "alice");
 }
