@@ -13,7 +13,7 @@ use jitssh_core::ssh_key::{Algorithm, Certificate, HashAlg, PrivateKey};
 use jitssh_core::unix_now;
 use russh::client::{self, AuthResult, ChannelOpenHandle, DisconnectReason, Msg};
 use russh::keys::PublicKeyOrCertificate;
-use russh::{Channel, Preferred};
+use russh::{Channel, Preferred, cipher};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -330,9 +330,23 @@ async fn connect_inner(
     }
 }
 
+/// Ciphers the target leg offers, AES-GCM first. On the target leg the bastion is the client,
+/// so its order decides; every OpenSSH since 6.2 has AES-GCM, and with AES-NI it costs both the
+/// bastion and the target's sshd a fraction of chacha20-poly1305 (the bench's CPU seconds per
+/// GiB, docs/benchmarks.md). chacha20 and CTR stay as fallbacks for targets without GCM.
+const TARGET_LEG_CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
+
 fn client_config(channel_buffer: usize) -> client::Config {
     let preferred = Preferred {
         host_key_certificates: Preferred::DEFAULT.key.clone(),
+        cipher: std::borrow::Cow::Borrowed(TARGET_LEG_CIPHERS),
         ..Preferred::default()
     };
     client::Config {

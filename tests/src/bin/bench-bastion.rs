@@ -5,8 +5,10 @@
 //! * (b) OpenSSH `ProxyJump` through a second sshd,
 //! * (c) `ssh-bastion` (embedded CA, recording on),
 //!
-//! and the bastion's memory per idle session with 200 sessions open (with the jump host's
-//! for comparison). Not a test: it prints figures.
+//! the pty path (`ssh -tt HOST cat big.txt`, 34 MB of text, every byte recorded), the CPU
+//! seconds the bastion process spends per GiB relayed, and the bastion's memory per idle
+//! session with 200 sessions open (with the jump host's for comparison; `--sessions 0` skips
+//! it). Not a test: it prints figures.
 //!
 //! ```text
 //! cargo build --release --workspace
@@ -22,6 +24,9 @@ use jitssh_tests::{Bastion, Scratch, Sshd, run_ok, run_with, target, tool, user}
 
 const GIB: u64 = 1 << 30;
 
+/// A throughput case: its title, the bytes it moves, and how to run it through a route.
+type Case<'a> = (&'a str, u64, &'a dyn Fn(&str));
+
 struct Setup {
     scratch: Scratch,
     bastion: Bastion,
@@ -32,6 +37,8 @@ struct Setup {
     jump: Sshd,
     ssh_config: PathBuf,
     big_file: PathBuf,
+    /// 34 MB of text lines, for the pty path.
+    text_file: PathBuf,
 }
 
 fn main() {
@@ -60,26 +67,55 @@ fn main() {
         ),
     ];
 
-    println!("## Throughput: 1 GiB download, `head -c 1G /dev/zero` (MiB/s, best of 3)\n");
-    println!("| route | MiB/s |\n|---|---|");
-    for (name, host) in routes {
-        let best = (0..3)
-            .map(|_| {
-                mib_per_s(GIB, || {
-                    ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
-                })
-            })
-            .fold(0.0, f64::max);
-        println!("| {name} | {best:.0} |");
-    }
-
-    println!("\n## Throughput: scp download of a 1 GiB file (MiB/s, best of 3)\n");
-    println!("| route | MiB/s |\n|---|---|");
-    for (name, host) in routes {
-        let best = (0..3)
-            .map(|_| mib_per_s(GIB, || scp_ok(&setup, host)))
-            .fold(0.0, f64::max);
-        println!("| {name} | {best:.0} |");
+    let bastion_pid = setup.bastion.daemon.pid();
+    let unrecorded_pid = setup._unrecorded.daemon.pid();
+    let pid_of = |host: &str| match host {
+        "bastion" => Some(bastion_pid),
+        "unrecorded" => Some(unrecorded_pid),
+        _ => None,
+    };
+    let text_bytes = fs::metadata(&setup.text_file).map(|m| m.len()).unwrap_or(0);
+    let text = setup.text_file.display().to_string();
+    let cases: [Case; 3] = [
+        ("1 GiB download, `head -c 1G /dev/zero`", GIB, &|host| {
+            ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
+        }),
+        ("scp download of a 1 GiB file", GIB, &|host| {
+            scp_ok(&setup, host)
+        }),
+        (
+            "pty path, `ssh -tt HOST cat big.txt` (34 MB of text)",
+            text_bytes,
+            &|host| ssh_tty_ok(&setup, host, &["cat", &text]),
+        ),
+    ];
+    for (title, bytes, run) in cases {
+        println!("## Throughput: {title} (MiB/s, best of 3; bastion CPU s/GiB)\n");
+        println!("| route | MiB/s | × direct | bastion CPU s/GiB |\n|---|---|---|---|");
+        let mut direct = 0.0;
+        for (name, host) in routes {
+            let mut best = 0.0f64;
+            let mut cpu = f64::MAX;
+            for _ in 0..3 {
+                let before = pid_of(host).map(cpu_seconds);
+                let rate = mib_per_s(bytes, || run(host));
+                if let (Some(pid), Some(before)) = (pid_of(host), before) {
+                    let used = cpu_seconds(pid) - before;
+                    cpu = cpu.min(used * GIB as f64 / bytes as f64);
+                }
+                best = best.max(rate);
+            }
+            if host == "direct" {
+                direct = best;
+            }
+            let cpu = if cpu == f64::MAX {
+                "–".to_string()
+            } else {
+                format!("{cpu:.2}")
+            };
+            println!("| {name} | {best:.0} | {:.2} | {cpu} |", best / direct);
+        }
+        println!();
     }
 
     println!("\n## Connect + exec `true` + close ({runs} runs, ms)\n");
@@ -101,11 +137,13 @@ fn main() {
         );
     }
 
+    if sessions == 0 {
+        return;
+    }
     println!("\n## Memory per idle session, {sessions} sessions open\n");
     println!(
         "| route | process RSS before | with {sessions} sessions | per session |\n|---|---|---|---|"
     );
-    let bastion_pid = setup.bastion.daemon.pid();
     let (before, during) = idle_sessions(&setup, "bastion", sessions, || rss_kib(bastion_pid));
     println!(
         "| ssh-bastion (one process; includes its target connections) | {} MiB | {} MiB | {:.0} KiB |",
@@ -184,7 +222,14 @@ fn setup() -> Setup {
         "head -c 1G /dev/urandom > '{}'",
         big_file.display()
     )));
+    let text_file = scratch.file("big.txt");
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("seq 1 4500000 > '{}'", text_file.display())),
+    );
     Setup {
+        text_file,
         scratch,
         bastion,
         _unrecorded: unrecorded,
@@ -210,6 +255,50 @@ fn ssh_ok(setup: &Setup, host: &str, remote: &[&str]) {
         .status()
         .expect("run ssh");
     assert!(status.success(), "ssh {host} {remote:?} failed: {status}");
+}
+
+/// `ssh -tt`: a pty on the target, so the output takes the recorded terminal path.
+fn ssh_tty_ok(setup: &Setup, host: &str, remote: &[&str]) {
+    let mut cmd = Command::new(tool("ssh"));
+    cmd.arg("-F")
+        .arg(&setup.ssh_config)
+        .arg("-tt")
+        .arg(host)
+        .args(remote);
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ssh -tt");
+    assert!(
+        status.success(),
+        "ssh -tt {host} {remote:?} failed: {status}"
+    );
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn scp_ok(setup: &Setup, host: &str) {
