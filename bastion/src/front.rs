@@ -25,7 +25,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::{self, Admitted, Context, Refusal};
 use crate::answers::{Answers, Job};
-use crate::login::printable;
+use crate::names::printable;
 use crate::pump::{self, TargetSide, UserSide};
 use crate::recorded;
 use crate::recording::ChannelKind;

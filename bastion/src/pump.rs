@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client, server};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-pub use crate::recorded::Backlog;
+pub use crate::recording::Backlog;
 
 /// Observes a channel's traffic (the session recorder). A failure ends the channel.
 pub trait Tap: Send {
@@ -399,6 +399,6 @@ pub fn signal_text(signal: &Sig) -> String {
         Sig::SEGV => "SEGV".into(),
         Sig::TERM => "TERM".into(),
         Sig::USR1 => "USR1".into(),
-        Sig::Custom(name) => crate::login::printable(name),
+        Sig::Custom(name) => crate::names::printable(name),
     }
 }

@@ -14,10 +14,10 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::model::{BulkReason, BulkSwitch, ChannelSummary};
-use super::super::seal::Manifest;
 use super::{LineReader, ProblemKind, Verifier};
-use crate::recording::{EVENTS_FILE, RecordingError};
+use crate::model::{BulkReason, BulkSwitch, ChannelSummary};
+use crate::seal::Manifest;
+use crate::{EVENTS_FILE, RecordingError};
 
 /// One output stream recorded in bulk, as the seal (or, unsealed, the journal) tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]

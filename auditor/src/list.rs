@@ -9,10 +9,10 @@ use jitssh_shared::store::SessionRecord;
 use serde_json::{Map, Value, json};
 
 use super::args::ListArgs;
-use super::reader::{ChannelEntry, Recording, SEAL_FILE};
 use super::termfilter::C1Escaper;
 use super::timefmt::{format_bytes, format_duration, format_unix};
 use super::{Auditor, AuditorError, Liveness, Outcome, Status, output};
+use jitssh_recording::{BulkEntry, BulkReason, ChannelEntry, Recording, SEAL_FILE};
 
 /// Audit record members already shown in the session's header.
 const SHOWN: [&str; 9] = [
@@ -96,7 +96,7 @@ impl Auditor {
 
     /// Where the recording of an indexed session is.
     fn dir_of(&self, s: &SessionRecord) -> std::path::PathBuf {
-        match crate::recording::session_dir(&self.recordings, &s.id) {
+        match jitssh_recording::session_dir(&self.recordings, &s.id) {
             Ok(dir) if dir.is_dir() => dir,
             _ => s.recording.clone().into(),
         }
@@ -251,7 +251,7 @@ impl Auditor {
                 writeln!(w, "  #{} {}", ch.seq, printable(&channel_line(ch))).map_err(output)?;
                 // Output kept as size and digest only (a download through `ssh host cmd`).
                 for bulk in &ch.bulk {
-                    writeln!(w, "      {}", printable(&bulk.describe())).map_err(output)?;
+                    writeln!(w, "      {}", printable(&describe_bulk(bulk))).map_err(output)?;
                 }
             }
             writeln!(w, "\nTransfers").map_err(output)?;
@@ -365,6 +365,33 @@ fn channel_line(ch: &ChannelEntry) -> String {
 fn read_seal(dir: &Path) -> Option<Value> {
     let bytes = std::fs::read(dir.join(SEAL_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// `stdout: 1073741824 bytes after the first 1.0 MiB not stored (over the limit); sha256
+/// of all 1074790400 bytes: <hex>`.
+pub(crate) fn describe_bulk(bulk: &BulkEntry) -> String {
+    let why = match bulk.reason {
+        Some(BulkReason::Limit) => "over the limit",
+        Some(BulkReason::Binary) => "binary",
+        Some(BulkReason::Quota) => "over the recording quota",
+        None => "reason unknown",
+    };
+    let first = if bulk.offset == 0 {
+        "from the first byte".to_owned()
+    } else {
+        format!("after the first {}", format_bytes(bulk.offset))
+    };
+    match (bulk.bytes, &bulk.sha256) {
+        (Some(total), Some(sha)) => format!(
+            "{}: {} bytes {first} recorded as size and SHA-256 only ({why}); sha256 of all {total} bytes: {sha}",
+            bulk.stream,
+            total.saturating_sub(bulk.offset)
+        ),
+        _ => format!(
+            "{}: {first} recorded as size and SHA-256 only ({why}); size and digest lost (the channel never closed)",
+            bulk.stream
+        ),
+    }
 }
 
 /// `text` safe to print on the auditor's terminal: control characters (escape sequences

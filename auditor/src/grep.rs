@@ -16,10 +16,10 @@ use regex::RegexBuilder;
 use super::args::GrepArgs;
 use super::export::render;
 use super::rawtext::RawLines;
-use super::reader::Segment;
 use super::screen::TextLine;
 use super::timefmt::format_offset;
 use super::{Auditor, AuditorError, Outcome, output};
+use jitssh_recording::Segment;
 
 /// Longest regex program accepted (the `regex` crate's size limit); patterns are typed by
 /// people, but a huge one should fail clearly rather than eat memory.
@@ -48,7 +48,7 @@ impl Auditor {
                 Err(AuditorError::NoRecording { .. }) if args.ids.is_empty() => continue,
                 Err(e) => return Err(e),
             };
-            let segments = match recording.timeline(None) {
+            let segments = match super::timeline(&recording, None) {
                 Ok(s) => s,
                 Err(AuditorError::NoRecording { .. }) => continue,
                 Err(e) => return Err(e),

@@ -1,6 +1,13 @@
 //! Session recordings: what happened in each session, written as it happens, tamper-evident,
 //! and playable by stock `asciinema`.
 //!
+//! This crate is everything about a recording that is not SSH: the format and the
+//! [`Recorder`] that writes it, the per-session [`Writer`] thread that owns the recorder's
+//! files, hash chain and `fdatasync`s, the quotas, the one reader ([`reader`], on the line
+//! reader both it and the verifier use) and the verifier ([`verify_session`]). The bastion
+//! feeds it (its relay glue implements the pump's tap on top of [`Writer`]); the auditor
+//! (`jitssh-auditor`) reads it.
+//!
 //! # On disk
 //!
 //! One directory per session, `<root>/YYYY/MM/DD/<id>/` (the date is the session's start,
@@ -89,7 +96,7 @@
 //! # Who does the I/O, and what is durable when
 //!
 //! In the bastion the recorder of a session lives on that session's own writer thread
-//! (`crate::recorded`'s writer): the relay queues byte chunks and never waits on the disk or
+//! ([`writer`]): the relay queues byte chunks and never waits on the disk or
 //! on a lock held across I/O; a full queue (bounded in bytes by `[limits] recording_queue`)
 //! makes only that session's channels wait. On the writer thread:
 //!
@@ -113,13 +120,16 @@ mod chain;
 mod error;
 mod files;
 mod id;
+mod lines;
 mod model;
 mod quota;
+pub mod reader;
 mod recorder;
 mod seal;
 mod transfer;
 mod utf8;
 pub mod verify;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -139,17 +149,19 @@ pub use quota::{
     DEFAULT_MAX_PERSON_BYTES, DEFAULT_MAX_SESSION_BYTES, DEFAULT_MIN_FREE_BYTES,
     DEFAULT_PERSON_WINDOW_SECS, LowDisk, PersonAccount, QuotaHit, QuotaKind, Quotas,
 };
+pub use reader::{BulkEntry, CastEvent, CastHeader, CastReader, ChannelEntry, Recording, Segment};
 pub use recorder::{ChannelRecorder, Recorder};
 pub use seal::{Manifest, SEAL_NAMESPACE};
 pub use verify::{
     BulkStatus, FileStatus, Problem, ProblemKind, SealStatus, VerifyReport, verify_session,
 };
+pub use writer::{Backlog, DEFAULT_RECORDING_QUEUE, Stream, WriteError, Writer};
 
 /// The session journal.
-const EVENTS_FILE: &str = "events.jsonl";
+pub const EVENTS_FILE: &str = "events.jsonl";
 /// The hash chain.
 const CHAIN_FILE: &str = "chain.jsonl";
 /// The signed manifest.
-const SEAL_FILE: &str = "seal.json";
+pub const SEAL_FILE: &str = "seal.json";
 /// Its SSHSIG signature.
 const SEAL_SIG_FILE: &str = "seal.json.sig";

@@ -17,6 +17,14 @@ pub enum RecordingError {
         #[source]
         source: io::Error,
     },
+    /// An asciicast file whose header cannot be read.
+    #[error("{}: cannot read the asciicast header: {why}", path.display())]
+    BadHeader {
+        /// The cast.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A session id that is not one of ours (also keeps ids from naming paths elsewhere).
     #[error("invalid session id {0:?}: expected YYYYMMDDTHHMMSSZ-<8 hex digits>")]
     InvalidId(String),
@@ -46,10 +54,25 @@ pub enum RecordingError {
         id: String,
         /// The first failure.
         reason: String,
+        /// That failure was the disk being full.
+        disk_full: bool,
     },
 }
 
 impl RecordingError {
+    /// True when the failure is the recordings disk being full (`ENOSPC`, or `EDQUOT`: the
+    /// bastion user's disk quota), so a caller can tell it from every other failure.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            RecordingError::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull
+                    || matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            RecordingError::Failed { disk_full, .. } => *disk_full,
+            _ => false,
+        }
+    }
+
     /// A closure turning an `io::Error` into [`RecordingError::Io`] for `path`.
     pub(crate) fn io(
         path: impl Into<PathBuf>,

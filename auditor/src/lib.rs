@@ -1,5 +1,11 @@
 //! The auditor's tools: find, show, replay, export, search and verify sessions; watch and
-//! end live ones; prune old recordings.
+//! end live ones; prune old recordings. A library: `ssh-bastion sessions ...` (and the other
+//! auditor commands of `ssh-bastion`) call it, and so can a web console. An [`Auditor`] is
+//! only paths (`ssh-bastion` fills them from its configuration); each command takes a plain
+//! request struct ([`args`], which are also clap argument structs), writes to a `Write` and
+//! returns an [`Outcome`] or an [`AuditorError`]. Recordings are read through
+//! `jitssh-recording`'s one reader; the live commands speak [`protocol`] to the bastion's
+//! admin socket.
 //!
 //! Auditors are the third kind of user. They answer "who did what, where, when" and must be
 //! able to prove it without trusting the bastion's operators, so every command works from the
@@ -13,7 +19,7 @@
 //! | `export` | [`export`] (text rendering in [`screen`]) |
 //! | `sessions grep` | [`grep`] |
 //! | `verify`, `audit verify` | [`integrity`] |
-//! | `sessions watch`, `sessions kill` | [`live`] (the bastion's side is [`crate::admin`]) |
+//! | `sessions watch`, `sessions kill` | [`live`] (the protocol is [`protocol`]; the bastion serves it) |
 //! | `prune` | [`prune`] |
 //!
 //! What `replay` and `watch` write to the auditor's terminal goes through [`termfilter`]: a
@@ -30,9 +36,9 @@ pub mod grep;
 pub mod integrity;
 pub mod list;
 pub mod live;
+pub mod protocol;
 pub mod prune;
 mod rawtext;
-mod reader;
 pub mod replay;
 mod screen;
 mod termfilter;
@@ -48,10 +54,8 @@ use jitssh_shared::store::{SessionFilter, SessionIndex, SessionRecord, SqliteSto
 
 pub use error::AuditorError;
 
-use crate::config::{BastionConfig, CaSettings};
-use crate::recording::session_dir;
 use args::FilterArgs;
-use reader::Recording;
+use jitssh_recording::{Recording, Segment, session_dir};
 
 /// What a command found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,24 +86,6 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// The paths of the bastion configured by `config`.
-    pub fn from_config(config: &BastionConfig) -> Auditor {
-        let mut seal_key = config.host_key_path().into_os_string();
-        seal_key.push(".pub");
-        Auditor {
-            recordings: config.recordings_dir(),
-            index: config.session_index_path(),
-            audit_log: config.audit_path(),
-            ca_audit_log: match &config.ca {
-                CaSettings::Embedded(ca) => Some(ca.audit_path()),
-                CaSettings::Remote(_) => None,
-            },
-            seal_key: PathBuf::from(seal_key),
-            admin_socket: config.admin.socket.clone(),
-            retain: config.recordings.retain.map(|d| d.as_duration()),
-        }
-    }
-
     /// `sessions ...`.
     pub fn sessions_command(
         &self,
@@ -204,8 +190,28 @@ impl Auditor {
     /// Session `id`'s recording, journal read.
     fn recording(&self, id: &str) -> Result<Recording, AuditorError> {
         let dir = self.recording_dir(id)?;
-        Recording::open(id, &dir)
+        Ok(Recording::open(id, &dir)?)
     }
+}
+
+/// The terminal channels of `recording` to play (all, or channel `only`): an error saying
+/// why when there is none.
+pub(crate) fn timeline(
+    recording: &Recording,
+    only: Option<u32>,
+) -> Result<Vec<Segment>, AuditorError> {
+    let segments = recording.timeline(only)?;
+    if segments.is_empty() {
+        let why = match only {
+            Some(n) => format!("channel {n} has no terminal recording"),
+            None => "no terminal channel was recorded (transfers are recorded as sizes and digests; see `sessions show`)".into(),
+        };
+        return Err(AuditorError::NoRecording {
+            id: recording.id.clone(),
+            why,
+        });
+    }
+    Ok(segments)
 }
 
 /// Which sessions are live, if the bastion could be asked.

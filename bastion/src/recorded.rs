@@ -1,9 +1,16 @@
-//! Connecting sessions to the recorder ([`crate::recording`]) and the session index.
+//! Connecting sessions to the recorder ([`crate::recording`], the `jitssh-recording` crate)
+//! and the session index: the relay glue.
 //!
 //! A session's [`SessionRecording`] starts with the session, gets a [`ChannelTap`] for every
 //! shell, exec and subsystem, is flushed every second, and is sealed when the session ends.
-//! Its recorder lives on the session's own writer thread ([`writer`]): taps only queue what
-//! they see, and a full queue makes that session's relay wait, never another's.
+//! Its recorder lives on the session's own writer thread ([`Writer`], in the recording
+//! crate, which owns the files, hash chain and `fdatasync`s): taps only queue what they see,
+//! and a full queue makes that session's relay wait, never another's. What stays here is
+//! what knows the bastion: the pump's [`Tap`], the session index, the quotas' admission.
+//!
+//! Errors are typed up to this module ([`StartError`], [`WriteError`]); the session and the
+//! pump's [`Tap`] still take text, so they become text here, once, on their way to the audit
+//! log (the session's retyping will take the types through).
 //! The recorder's own policy decides what a write failure means: under `terminate` every
 //! later call fails and the session is ended with a message; under `continue` the recorder
 //! hands over the failure once and the session goes on, audited as `recording.degraded`.
@@ -12,8 +19,6 @@
 //! not started while the recordings disk is below its free-space floor, and one that reaches
 //! a quota hands the hit over once ([`SessionRecording::take_quota`]) for `recording.quota`.
 
-mod writer;
-
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,14 +26,11 @@ use jitssh_shared::keys::CaSigner;
 use jitssh_shared::store::{SessionIndex, SqliteStore};
 
 use crate::pump::Tap;
+pub use crate::recording::{Backlog, DEFAULT_RECORDING_QUEUE};
 use crate::recording::{
-    ChannelKind, Pty, QuotaHit, Quotas, Recorder, RecordingPolicy, SessionMeta, SessionSummary,
+    ChannelKind, LowDisk, Pty, QuotaHit, Quotas, Recorder, RecordingError, RecordingPolicy,
+    SessionMeta, SessionSummary, Stream, WriteError, Writer,
 };
-pub use writer::Backlog;
-use writer::{Stream, Writer};
-
-/// Default bytes a session may queue for its recording writer (`[limits] recording_queue`).
-pub const DEFAULT_RECORDING_QUEUE: usize = 4 << 20;
 
 /// Everything sessions need to record: where, how, the seal key and the index.
 pub struct RecordingSetup {
@@ -91,6 +93,35 @@ impl RecordingSetup {
     }
 }
 
+/// Why a session's recording could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The recordings disk is below its free-space floor: sessions are refused.
+    #[error(transparent)]
+    LowDisk(#[from] LowDisk),
+    /// The recording's files could not be created (disk full, permissions...).
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    /// The session could not be indexed.
+    #[error("session index: {0}")]
+    Index(#[from] jitssh_shared::store::StoreError),
+    /// The writer thread could not be started.
+    #[error(transparent)]
+    Writer(#[from] WriteError),
+}
+
+impl StartError {
+    /// True when the recordings disk is full or below its floor.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StartError::LowDisk(_) => true,
+            StartError::Recording(e) => e.is_disk_full(),
+            StartError::Writer(e) => e.is_disk_full(),
+            StartError::Index(_) => false,
+        }
+    }
+}
+
 /// One session's recording, shared by its channels: the relay's end of the session's
 /// [`writer`] (every call but [`SessionRecording::finish`] returns at once).
 pub struct SessionRecording {
@@ -101,9 +132,18 @@ pub struct SessionRecording {
 
 impl SessionRecording {
     /// Starts recording `meta` and indexes the session; refused while the recordings disk is
-    /// below `min_free_bytes`. Blocking I/O: run it off the async workers.
+    /// below `min_free_bytes`. Blocking I/O: run it off the async workers. The error as text
+    /// (for the session, which audits it); [`SessionRecording::try_start`] keeps its type.
     pub fn start(setup: &RecordingSetup, meta: SessionMeta) -> Result<SessionRecording, String> {
-        setup.quotas.admit().map_err(|e| e.to_string())?;
+        SessionRecording::try_start(setup, meta).map_err(|e| e.to_string())
+    }
+
+    /// [`SessionRecording::start`] with the reason as a type.
+    pub fn try_start(
+        setup: &RecordingSetup,
+        meta: SessionMeta,
+    ) -> Result<SessionRecording, StartError> {
+        setup.quotas.admit()?;
         let id = meta.id.clone();
         let record = meta.clone();
         let person = meta.user.clone();
@@ -112,13 +152,11 @@ impl SessionRecording {
             meta,
             setup.policy.clone(),
             setup.seal_key.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         recorder.account_to(setup.quotas.account(&person));
         setup
             .index
-            .insert_session(&record.index_record(&recorder.dir()))
-            .map_err(|e| e.to_string())?;
+            .insert_session(&record.index_record(&recorder.dir()))?;
         let writer = Writer::spawn(recorder, setup.policy.on_failure, setup.queue_bytes)?;
         Ok(SessionRecording {
             writer,
@@ -129,7 +167,7 @@ impl SessionRecording {
 
     /// A tap recording channel `channel` as `kind` (its file is created by the writer).
     pub fn channel(&self, channel: u32, kind: ChannelKind) -> Result<Option<ChannelTap>, String> {
-        let handle = self.writer.open(channel, kind)?;
+        let handle = self.writer.open(channel, kind).map_err(|e| e.to_string())?;
         Ok(Some(ChannelTap {
             writer: self.writer.clone(),
             handle: Some(handle),
@@ -139,7 +177,17 @@ impl SessionRecording {
     /// Asks the writer to write out and sync what is buffered (every second) and reports
     /// what it found so far: `Ok(Some(why))` once when recording degraded under the
     /// `continue` policy; `Err` when the session must end. Does not wait for the disk.
+    /// As text, for the session's audit records; [`SessionRecording::try_flush`] keeps the
+    /// types.
     pub fn flush(&self) -> Result<Option<String>, String> {
+        match self.try_flush() {
+            Ok(degraded) => Ok(degraded.map(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// [`SessionRecording::flush`] with the reasons as types.
+    pub fn try_flush(&self) -> Result<Option<WriteError>, WriteError> {
         self.writer.flush()
     }
 
@@ -172,9 +220,10 @@ pub struct ChannelTap {
 }
 
 impl ChannelTap {
-    fn call(&self, f: impl FnOnce(&Writer, u64) -> Result<(), String>) -> Result<(), String> {
+    /// Runs `f` on the channel's handle; the pump's [`Tap`] takes the error as text.
+    fn call(&self, f: impl FnOnce(&Writer, u64) -> Result<(), WriteError>) -> Result<(), String> {
         match self.handle {
-            Some(handle) => f(&self.writer, handle),
+            Some(handle) => f(&self.writer, handle).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }
@@ -207,7 +256,7 @@ impl Tap for ChannelTap {
 
     fn finish(&mut self) -> Result<(), String> {
         match self.handle.take() {
-            Some(handle) => self.writer.close(handle),
+            Some(handle) => self.writer.close(handle).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }

@@ -1,5 +1,6 @@
 //! `sessions watch` and `sessions kill`: the auditor's side of the bastion's admin socket
-//! (see [`crate::admin`] for the protocol and who may use it). Watched output goes through
+//! (see [`crate::protocol`] for the protocol; the bastion's `admin` module says who may
+//! use it). Watched output goes through
 //! [`super::termfilter`], like `replay`.
 
 use std::io::{BufRead, BufReader, ErrorKind, IsTerminal, Write};
@@ -7,11 +8,10 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::Value;
 
 use super::termfilter::TermFilter;
 use super::{Auditor, AuditorError, Outcome, output};
-use crate::admin::{LiveInfo, Request};
+use crate::protocol::{LiveInfo, Reply, Request};
 
 /// How long `kill` waits for the bastion's answer (it answers once the session ended).
 const KILL_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -34,36 +34,39 @@ impl Auditor {
             }
         };
         while let Some(reply) = lines.next_reply()? {
-            if let Some(info) = reply.get("watching") {
-                let who = serde_json::from_value::<LiveInfo>(info.clone())
-                    .map(|i| {
-                        super::list::printable(&format!(
-                            " ({} as {}@{})",
-                            i.user, i.login, i.target
-                        ))
-                    })
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    err,
-                    "watching session {id}{who}, read-only; Ctrl-C stops watching\r"
-                );
-            } else if let Some(data) = reply["data"].as_str() {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(data)
-                    .map_err(|e| self.admin_error(format!("bad data from the bastion: {e}")))?;
-                out.write_all(&filter.filter(&bytes)).map_err(output)?;
-                out.flush().map_err(output)?;
-            } else if let Some(n) = reply["lagged"].as_u64() {
-                // Output was lost: a sequence in progress is not continued.
-                filter.reset();
-                let _ = writeln!(
-                    err,
-                    "\r\n[watch: fell behind, {n} chunks of output not shown]\r"
-                );
-            } else if reply.get("ended").is_some() {
-                restore(out);
-                let _ = writeln!(err, "\r\n[watch: session {id} ended]\r");
-                return Ok(Outcome::Ok);
+            match reply {
+                Reply::Watching(i) => {
+                    let who = super::list::printable(&format!(
+                        " ({} as {}@{})",
+                        i.user, i.login, i.target
+                    ));
+                    let _ = writeln!(
+                        err,
+                        "watching session {id}{who}, read-only; Ctrl-C stops watching\r"
+                    );
+                }
+                Reply::Data(data) => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .map_err(|e| self.admin_error(format!("bad data from the bastion: {e}")))?;
+                    out.write_all(&filter.filter(&bytes)).map_err(output)?;
+                    out.flush().map_err(output)?;
+                }
+                Reply::Lagged(n) => {
+                    // Output was lost: a sequence in progress is not continued.
+                    filter.reset();
+                    let _ = writeln!(
+                        err,
+                        "\r\n[watch: fell behind, {n} chunks of output not shown]\r"
+                    );
+                }
+                Reply::Ended(_) => {
+                    restore(out);
+                    let _ = writeln!(err, "\r\n[watch: session {id} ended]\r");
+                    return Ok(Outcome::Ok);
+                }
+                // Not part of a watch: ignored, as unknown lines always were.
+                Reply::Sessions(_) | Reply::Killed(_) | Reply::Error(_) => {}
             }
         }
         restore(out);
@@ -87,7 +90,7 @@ impl Auditor {
             .set_read_timeout(Some(KILL_REPLY_TIMEOUT))
             .map_err(|e| self.admin_error(e.to_string()))?;
         match lines.next_reply()? {
-            Some(reply) if reply.get("killed").is_some() => {
+            Some(Reply::Killed(_)) => {
                 writeln!(
                     out,
                     "session {id} ended; the person was told: ended by an auditor: {reason}"
@@ -114,9 +117,8 @@ impl Auditor {
             .set_read_timeout(Some(LIST_REPLY_TIMEOUT))
             .map_err(|e| self.admin_error(e.to_string()))?;
         match lines.next_reply()? {
-            Some(reply) => serde_json::from_value(reply["sessions"].clone())
-                .map(Some)
-                .map_err(|e| self.admin_error(format!("bad answer: {e}"))),
+            Some(Reply::Sessions(list)) => Ok(Some(list)),
+            Some(_) => Err(self.admin_error("bad answer: not a session list".into())),
             None => Err(self.admin_error("the bastion gave no answer".into())),
         }
     }
@@ -143,8 +145,7 @@ impl Auditor {
             };
             self.admin_error(why)
         })?;
-        let mut line = serde_json::to_vec(request).unwrap_or_default();
-        line.push(b'\n');
+        let line = request.to_line();
         stream
             .write_all(&line)
             .map_err(|e| self.admin_error(format!("cannot send the request: {e}")))?;
@@ -180,7 +181,7 @@ struct Replies {
 
 impl Replies {
     /// The next reply; an `{"error":..}` reply becomes an error.
-    fn next_reply(&mut self) -> Result<Option<Value>, AuditorError> {
+    fn next_reply(&mut self) -> Result<Option<Reply>, AuditorError> {
         let fail = |why: String| AuditorError::Admin {
             path: self.socket.clone(),
             why,
@@ -193,11 +194,11 @@ impl Replies {
         if n == 0 {
             return Ok(None);
         }
-        let value: Value =
+        let reply: Reply =
             serde_json::from_str(&line).map_err(|e| fail(format!("bad answer: {e}")))?;
-        if let Some(error) = value["error"].as_str() {
-            return Err(fail(error.to_owned()));
+        if let Reply::Error(error) = reply {
+            return Err(fail(error));
         }
-        Ok(Some(value))
+        Ok(Some(reply))
     }
 }

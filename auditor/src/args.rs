@@ -1,5 +1,5 @@
 //! The auditor's command-line arguments (`sessions ...`, `replay`, `export`, `verify`,
-//! `prune`); `crate::cli` embeds them.
+//! `prune`); `ssh-bastion`'s command line embeds them.
 
 use std::path::PathBuf;
 

@@ -12,17 +12,17 @@
 //!
 //! Times are recording time: `--from` skips to an offset (what came before is written at
 //! once, so the screen is right), `--max-idle` shortens long pauses, `--speed` divides every
-//! wait. Channels play one after the other (see [`super::reader`]'s timeline).
+//! wait. Channels play one after the other (see [`jitssh_recording::reader`]'s timeline).
 
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::args::ReplayArgs;
-use super::reader::{Segment, total};
 use super::termfilter::TermFilter;
 use super::timefmt::{format_offset, parse_offset};
 use super::{Auditor, AuditorError, Outcome, output, tty};
+use jitssh_recording::reader::{Segment, total};
 
 /// How often progress is shown while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -78,7 +78,7 @@ impl Auditor {
             .transpose()?
             .unwrap_or(0.0);
         let recording = self.recording(&args.id)?;
-        let segments = recording.timeline(args.channel)?;
+        let segments = super::timeline(&recording, args.channel)?;
         let length = total(&segments);
         if from > length {
             return Err(AuditorError::BadArgument(format!(
@@ -163,7 +163,7 @@ impl Auditor {
                     "replay {}: channel {} {}{after}",
                     args.id,
                     ch.seq,
-                    super::list::printable(&bulk.describe())
+                    super::list::printable(&super::list::describe_bulk(bulk))
                 );
             }
         }

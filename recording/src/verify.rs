@@ -22,13 +22,13 @@ mod bulk;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use jitssh_shared::ssh_key::PublicKey;
-use sha2::{Digest, Sha256};
 
 use super::chain::{LineHash, genesis, line_hash, parse_entry};
+use super::lines::LineReader;
 use super::seal::{Manifest, read_seal};
 use super::{CHAIN_FILE, EVENTS_FILE, RecordingError, SEAL_FILE, SEAL_SIG_FILE};
 
@@ -36,8 +36,6 @@ pub use bulk::BulkStatus;
 
 /// How far ahead in the chain a mismatching line is looked for (see the module docs).
 const LOOKAHEAD: usize = 4096;
-/// Longest line read whole; longer lines are hashed on their first part (and so mismatch).
-const MAX_LINE: u64 = 64 << 20;
 
 /// The seal's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,7 +503,7 @@ impl Verifier {
         let path = dir.join(name);
         let file = File::open(&path).map_err(RecordingError::io(&path, "open"))?;
         let mut lines_in = HashedLines {
-            reader: LineReader::new(file),
+            reader: LineReader::digesting(file),
             torn: None,
         };
         let before = self.problems.len();
@@ -619,86 +617,4 @@ fn valid_file_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-}
-
-/// One line read by [`LineReader`].
-struct Line {
-    no: u64,
-    bytes: Vec<u8>,
-    complete: bool,
-}
-
-/// Reads lines with bounded memory, hashing everything it reads.
-struct LineReader<R> {
-    inner: BufReader<R>,
-    no: u64,
-    bytes: u64,
-    sha: Sha256,
-}
-
-impl<R: Read> LineReader<R> {
-    fn new(inner: R) -> Self {
-        LineReader {
-            inner: BufReader::new(inner),
-            no: 0,
-            bytes: 0,
-            sha: Sha256::new(),
-        }
-    }
-
-    /// The next line without its `\n`; `complete` is false for a last line without one.
-    fn next_line(&mut self) -> std::io::Result<Option<Line>> {
-        let mut buf = Vec::new();
-        let n = (&mut self.inner)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        self.account(&buf);
-        let mut complete = buf.last() == Some(&b'\n');
-        if complete {
-            buf.pop();
-        } else if n as u64 == MAX_LINE {
-            // Too long: skip (and hash) the rest of the line.
-            loop {
-                let chunk = self.inner.fill_buf()?;
-                if chunk.is_empty() {
-                    break;
-                }
-                let (len, end) = match chunk.iter().position(|&b| b == b'\n') {
-                    Some(i) => (i + 1, true),
-                    None => (chunk.len(), false),
-                };
-                self.sha.update(&chunk[..len]);
-                self.bytes += len as u64;
-                self.inner.consume(len);
-                if end {
-                    complete = true;
-                    break;
-                }
-            }
-        }
-        self.no += 1;
-        Ok(Some(Line {
-            no: self.no,
-            bytes: buf,
-            complete,
-        }))
-    }
-
-    fn account(&mut self, bytes: &[u8]) {
-        self.sha.update(bytes);
-        self.bytes += bytes.len() as u64;
-    }
-
-    /// Size and SHA-256 of everything read.
-    fn totals(&mut self) -> (u64, String) {
-        // Whatever was not read yet (after a torn line there is nothing).
-        let mut rest = Vec::new();
-        if self.inner.read_to_end(&mut rest).is_ok() {
-            self.account(&rest);
-        }
-        (self.bytes, hex::encode(self.sha.clone().finalize()))
-    }
 }

@@ -23,10 +23,10 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::args::{ExportArgs, ExportFormat};
-use super::reader::{Recording, Segment};
 use super::screen::{Screen, TextLine};
 use super::termfilter::C1Escaper;
 use super::{Auditor, AuditorError, Outcome, output};
+use jitssh_recording::{Recording, Segment};
 
 impl Auditor {
     /// `export ID`: to `--out FILE` (created with mode 0600: it is as sensitive as the
@@ -75,11 +75,11 @@ fn export_to(
     match args.format {
         ExportFormat::Asciicast => {
             let mut out = C1Escaper::new(out);
-            asciicast(&recording.timeline(args.channel)?, &mut out)?;
+            asciicast(&super::timeline(recording, args.channel)?, &mut out)?;
             out.finish().map_err(output)
         }
         ExportFormat::Text => {
-            let segments = recording.timeline(args.channel)?;
+            let segments = super::timeline(recording, args.channel)?;
             let many = segments.len() > 1;
             for segment in &segments {
                 if many {
@@ -205,7 +205,7 @@ fn json_document(
         Value::Array(recording.journal.clone())
     )
     .map_err(output)?;
-    let segments = match recording.timeline(only) {
+    let segments = match super::timeline(recording, only) {
         Ok(s) => s,
         // Transfers only: the journal says it all.
         Err(AuditorError::NoRecording { .. }) => Vec::new(),

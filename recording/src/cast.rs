@@ -106,7 +106,7 @@ pub(crate) fn resize(at: Duration, cols: u16, rows: u16) -> Result<Vec<u8>, serd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recording::model::Pty;
+    use crate::model::Pty;
 
     #[test]
     fn events_are_three_element_arrays_with_escaped_data() {

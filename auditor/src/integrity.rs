@@ -2,7 +2,7 @@
 //! inserted or cut off, and where.
 //!
 //! Recordings are checked against the hash chain written with them and the seal signed by
-//! the bastion's key (see [`crate::recording::verify`]); the key is the bastion's
+//! the bastion's key (see [`jitssh_recording::verify`]); the key is the bastion's
 //! (`host_ed25519_key.pub` in its data directory) unless `--key` names one, which is how an
 //! outside auditor checks a copied recording against a key they obtained independently. A
 //! recording without a seal is reported as unsealed with what the chain still vouches for; it
@@ -18,7 +18,7 @@ use jitssh_shared::ssh_key::PublicKey;
 
 use super::args::VerifyArgs;
 use super::{Auditor, AuditorError, Outcome, output};
-use crate::recording::{SealStatus, verify_session};
+use jitssh_recording::{SealStatus, verify_session};
 
 impl Auditor {
     /// `verify [ID...]`: every named recording, or every one on disk.
@@ -145,7 +145,7 @@ pub(crate) fn all_recordings(root: &Path) -> Result<Vec<(String, PathBuf)>, Audi
             let name = entry.file_name().to_string_lossy().into_owned();
             if depth == 3 {
                 // Only names that are session ids.
-                if crate::recording::session_dir(root, &name).is_ok() {
+                if jitssh_recording::session_dir(root, &name).is_ok() {
                     found.push((name, entry.path()));
                 }
             } else if name.bytes().all(|b| b.is_ascii_digit()) {

@@ -1,5 +1,6 @@
 //! The auditor's commands on recordings made with the real [`Recorder`], a real session
-//! index and audit log, the real `asciinema` and a real admin socket.
+//! index and audit log and the real `asciinema`. (Those that need the bastion's admin socket
+//! are the bastion's tests: `bastion/tests/auditor_live.rs`.)
 
 use std::fs;
 use std::io::Write;
@@ -15,8 +16,7 @@ use serde_json::Value;
 
 use super::args::*;
 use super::*;
-use crate::admin::{self, AdminSettings, LiveInfo, LiveSessions};
-use crate::recording::{ChannelKind, Pty, Recorder, RecordingPolicy, SessionMeta, new_session_id};
+use jitssh_recording::{ChannelKind, Pty, Recorder, RecordingPolicy, SessionMeta, new_session_id};
 
 struct World {
     _dir: tempfile::TempDir,
@@ -137,7 +137,7 @@ impl World {
     }
 
     fn dir(&self, id: &str) -> PathBuf {
-        crate::recording::session_dir(&self.auditor.recordings, id).unwrap()
+        jitssh_recording::session_dir(&self.auditor.recordings, id).unwrap()
     }
 
     fn run(
@@ -440,7 +440,7 @@ fn replay_plays_output_in_order_and_from_an_offset() {
     let timing = replay::Timing {
         speed: 1.0,
         max_idle: None,
-        from: reader::total(&segments),
+        from: jitssh_recording::reader::total(&segments),
     };
     let started = std::time::Instant::now();
     let mut again = Vec::new();
@@ -547,165 +547,6 @@ fn audit_verify_reports_a_truncated_log() {
     assert_eq!(outcome, Outcome::Failed);
     assert!(text.contains("DAMAGED"), "{text}");
     assert!(text.to_lowercase().contains("truncated"), "{text}");
-}
-
-/// Ages a recording by setting its files' modification times `days` back.
-fn age(dir: &Path, days: u64) {
-    let then = jitssh_shared::unix_now() - days * 86_400;
-    for entry in fs::read_dir(dir).unwrap() {
-        prune::set_mtime(&entry.unwrap().path(), then);
-    }
-    prune::set_mtime(dir, then);
-}
-
-#[test]
-fn prune_deletes_old_recordings_audited_and_keeps_live_ones() {
-    let mut w = world();
-    let old = w.session("alice");
-    let live_old = w.session("bob");
-    let recent = w.session("carol");
-    age(&w.dir(&old), 100);
-    age(&w.dir(&live_old), 100);
-    w.auditor.retain = Some(Duration::from_secs(90 * 86_400));
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let live = LiveSessions::new();
-    let _registration = live.register(LiveInfo {
-        id: live_old.clone(),
-        user: "bob".into(),
-        login: "deploy".into(),
-        target: "web01".into(),
-        started_at: 1,
-    });
-    let audit = crate::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
-    let settings = AdminSettings {
-        socket: w.auditor.admin_socket.clone(),
-        allow_uids: Vec::new(),
-    };
-    let _server = runtime
-        .block_on(async { admin::serve(&settings, live.clone(), audit) })
-        .unwrap();
-
-    let args = PruneArgs {
-        dry_run: true,
-        retain: None,
-    };
-    let (_, text) = w.run(|a, out| a.prune(&args, out));
-    assert!(text.contains(&format!("would prune {old}")), "{text}");
-    assert!(text.contains(&format!("kept   {live_old}: live")), "{text}");
-    assert!(!text.contains(&recent), "{text}");
-    assert!(w.dir(&old).exists(), "dry run deletes nothing");
-
-    let args = PruneArgs {
-        dry_run: false,
-        retain: None,
-    };
-    let (_, text) = w.run(|a, out| a.prune(&args, out));
-    assert!(text.contains(&format!("pruned {old}")), "{text}");
-    assert!(!w.dir(&old).exists());
-    assert!(w.dir(&live_old).exists() && w.dir(&recent).exists());
-    let log = fs::read_to_string(&w.auditor.audit_log).unwrap();
-    let record = log
-        .lines()
-        .find(|l| l.contains("recording.pruned"))
-        .unwrap_or_else(|| panic!("no recording.pruned in {log}"));
-    assert!(
-        record.contains(&old) && record.contains("chain_last_hash"),
-        "{record}"
-    );
-    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
-    let row = table.lines().find(|l| l.starts_with(&old)).unwrap();
-    assert!(row.ends_with("pruned"), "{row}");
-    let err = w.auditor.replay(&ReplayArgs {
-        id: old.clone(),
-        speed: 1.0,
-        max_idle: None,
-        from: None,
-        channel: None,
-    });
-    assert!(err.unwrap_err().to_string().contains("gone"));
-
-    w.auditor.retain = None;
-    let err = w.auditor.prune(&args, &mut Vec::new()).unwrap_err();
-    assert!(err.to_string().contains("no retention set"), "{err}");
-}
-
-#[test]
-fn watch_follows_a_live_session_and_kill_ends_it() {
-    let w = world();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let live = LiveSessions::new();
-    let audit = crate::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
-    let settings = AdminSettings {
-        socket: w.auditor.admin_socket.clone(),
-        allow_uids: Vec::new(),
-    };
-    let _server = runtime
-        .block_on(async { admin::serve(&settings, live.clone(), audit) })
-        .unwrap();
-    let registration = Arc::new(live.register(LiveInfo {
-        id: "20261123T180000Z-0a1b2c3d".into(),
-        user: "alice".into(),
-        login: "root".into(),
-        target: "web01".into(),
-        started_at: 1,
-    }));
-    // The session: publishes output until killed.
-    let session = registration.clone();
-    let ended = runtime.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tokio::select! {
-                request = session.kill_requested() => {
-                    let message = request.message();
-                    session.close();
-                    request.done();
-                    return message;
-                }
-                _ = tick.tick() => session.publish(b"tick\r\n"),
-            }
-        }
-    });
-    let watcher = {
-        let auditor = w.auditor.clone();
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let outcome = auditor.watch("20261123T180000Z-0a1b2c3d", &mut out);
-            (outcome.map_err(|e| e.to_string()), out)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let (_, text) = w.run(|a, out| a.kill("20261123T180000Z-0a1b2c3d", "policy check", out));
-    assert!(text.contains("ended"), "{text}");
-    let message = runtime.block_on(ended).unwrap();
-    assert_eq!(message, "ended by an auditor: policy check");
-    let (outcome, seen) = watcher.join().unwrap();
-    assert_eq!(outcome.unwrap(), Outcome::Ok);
-    assert!(String::from_utf8(seen).unwrap().contains("tick\r\n"));
-    let log = fs::read_to_string(&w.auditor.audit_log).unwrap();
-    assert!(log.contains("\"event\":\"session.watch\""), "{log}");
-    assert!(
-        log.contains("\"event\":\"session.kill\"") && log.contains("policy check"),
-        "{log}"
-    );
-
-    let err = w
-        .auditor
-        .kill("20261123T180000Z-0a1b2c3d", "again", &mut Vec::new());
-    assert!(err.unwrap_err().to_string().contains("no live session"));
-    drop(_server);
-    let err = w
-        .auditor
-        .watch("20261123T180000Z-0a1b2c3d", &mut Vec::new());
-    assert!(err.unwrap_err().to_string().contains("not running"));
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! Reading a recording back: the journal, each terminal channel's asciicast, and the
-//! timeline that puts the channels one after the other.
+//! timeline that puts the channels one after the other. The auditor's commands (replay,
+//! export, grep, show) and a later web console read recordings only through this module; it
+//! and the verifier ([`crate::verify`]) read lines through the same line reader
+//! (`crate::lines`: bounded memory, torn and overlong lines handled one way).
 //!
 //! Reading is streaming (a cast can be large) and forgiving: a torn last line (the bastion
 //! was killed mid-write) is left out, and a line that is not an event is skipped and
@@ -13,27 +16,22 @@
 //! channels in the order they opened, each starting where the previous one's last event was.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::AuditorError;
-use crate::recording::{BulkReason, ChannelKind, ChannelSummary, SessionMeta};
+use crate::lines::LineReader;
+use crate::{
+    BulkReason, ChannelKind, ChannelSummary, EVENTS_FILE, RecordingError, SEAL_FILE, SessionMeta,
+};
 
-/// The session journal.
-pub(crate) const EVENTS_FILE: &str = "events.jsonl";
-/// The seal.
-pub(crate) const SEAL_FILE: &str = "seal.json";
-/// Longest line read; a longer one is skipped (a cast event is at most one read's worth).
-const MAX_LINE: u64 = 64 << 20;
 /// Largest terminal the text rendering emulates, whatever a header claims.
 const MAX_COLS: u16 = 1000;
 const MAX_ROWS: u16 = 500;
 
 /// A session's recording directory, with its journal read.
 #[derive(Debug)]
-pub(crate) struct Recording {
+pub struct Recording {
     /// Session id.
     pub id: String,
     /// The directory.
@@ -46,7 +44,7 @@ pub(crate) struct Recording {
 
 /// One channel as the journal tells it.
 #[derive(Debug, Clone)]
-pub(crate) struct ChannelEntry {
+pub struct ChannelEntry {
     /// Order of opening (1-based), as in `chan-<seq>.cast`.
     pub seq: u32,
     /// What it was, if the journal says.
@@ -62,9 +60,9 @@ pub(crate) struct ChannelEntry {
 }
 
 /// An output stream that stopped going to the cast (journal `output.bulk`, and
-/// `output.bulk.end` once the channel closed; see `crate::recording`'s bulk module).
+/// `output.bulk.end` once the channel closed; see `crate`'s bulk module).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BulkEntry {
+pub struct BulkEntry {
     /// `stdout` or `stderr`.
     pub stream: String,
     /// Why.
@@ -75,38 +73,6 @@ pub(crate) struct BulkEntry {
     pub bytes: Option<u64>,
     /// SHA-256 of the whole stream, once known.
     pub sha256: Option<String>,
-}
-
-impl BulkEntry {
-    /// `stdout: 1073741824 bytes after the first 1.0 MiB not stored (over the limit); sha256
-    /// of all 1074790400 bytes: <hex>`.
-    pub fn describe(&self) -> String {
-        let why = match self.reason {
-            Some(BulkReason::Limit) => "over the limit",
-            Some(BulkReason::Binary) => "binary",
-            Some(BulkReason::Quota) => "over the recording quota",
-            None => "reason unknown",
-        };
-        let first = if self.offset == 0 {
-            "from the first byte".to_owned()
-        } else {
-            format!(
-                "after the first {}",
-                super::timefmt::format_bytes(self.offset)
-            )
-        };
-        match (self.bytes, &self.sha256) {
-            (Some(total), Some(sha)) => format!(
-                "{}: {} bytes {first} recorded as size and SHA-256 only ({why}); sha256 of all {total} bytes: {sha}",
-                self.stream,
-                total.saturating_sub(self.offset)
-            ),
-            _ => format!(
-                "{}: {first} recorded as size and SHA-256 only ({why}); size and digest lost (the channel never closed)",
-                self.stream
-            ),
-        }
-    }
 }
 
 impl ChannelEntry {
@@ -139,14 +105,17 @@ impl ChannelEntry {
 
 impl Recording {
     /// Reads the recording in `dir` (the journal only; casts are streamed when needed).
-    pub fn open(id: &str, dir: &Path) -> Result<Recording, AuditorError> {
+    pub fn open(id: &str, dir: &Path) -> Result<Recording, RecordingError> {
         let path = dir.join(EVENTS_FILE);
-        let file = File::open(&path).map_err(AuditorError::io(&path, "open"))?;
+        let file = File::open(&path).map_err(RecordingError::io(&path, "open"))?;
         let mut lines = LineReader::new(file);
         let mut journal = Vec::new();
-        while let Some(line) = lines.next().map_err(AuditorError::io(&path, "read"))? {
-            if let Line::Complete(bytes) = line
-                && let Ok(value) = serde_json::from_slice::<Value>(&bytes)
+        while let Some(line) = lines
+            .next_line()
+            .map_err(RecordingError::io(&path, "read"))?
+        {
+            if let Some(bytes) = line.whole()
+                && let Ok(value) = serde_json::from_slice::<Value>(bytes)
             {
                 journal.push(value);
             }
@@ -223,8 +192,9 @@ impl Recording {
         self.dir.join(SEAL_FILE).exists()
     }
 
-    /// The terminal channels to play, in order: all of them, or only channel `only`.
-    pub fn timeline(&self, only: Option<u32>) -> Result<Vec<Segment>, AuditorError> {
+    /// The terminal channels to play, in order: all of them, or only channel `only`. Empty
+    /// when there is none (the caller says why, in its words).
+    pub fn timeline(&self, only: Option<u32>) -> Result<Vec<Segment>, RecordingError> {
         let mut segments = Vec::new();
         let mut offset = 0.0;
         for ch in &self.channels {
@@ -252,23 +222,13 @@ impl Recording {
             });
             offset += duration;
         }
-        if segments.is_empty() {
-            let why = match only {
-                Some(n) => format!("channel {n} has no terminal recording"),
-                None => "no terminal channel was recorded (transfers are recorded as sizes and digests; see `sessions show`)".into(),
-            };
-            return Err(AuditorError::NoRecording {
-                id: self.id.clone(),
-                why,
-            });
-        }
         Ok(segments)
     }
 }
 
 /// One channel's place in the timeline.
 #[derive(Debug, Clone)]
-pub(crate) struct Segment {
+pub struct Segment {
     /// The channel.
     pub seq: u32,
     /// It had a pty. Without one, the remote side writes bare `\n` and the person's own
@@ -287,19 +247,19 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Reads the cast again from the first event.
-    pub fn events(&self) -> Result<CastReader, AuditorError> {
+    pub fn events(&self) -> Result<CastReader, RecordingError> {
         CastReader::open(&self.path)
     }
 }
 
 /// Total length of a timeline.
-pub(crate) fn total(segments: &[Segment]) -> f64 {
+pub fn total(segments: &[Segment]) -> f64 {
     segments.last().map_or(0.0, |s| s.offset + s.duration)
 }
 
 /// An asciicast v2 header.
 #[derive(Debug, Clone)]
-pub(crate) struct CastHeader {
+pub struct CastHeader {
     /// Columns (clamped to what the text rendering emulates).
     pub width: u16,
     /// Rows (clamped likewise).
@@ -311,18 +271,14 @@ pub(crate) struct CastHeader {
 }
 
 impl CastHeader {
-    fn parse(line: Vec<u8>, path: &Path) -> Result<CastHeader, AuditorError> {
-        let value: Value = serde_json::from_slice(&line).map_err(|e| AuditorError::Io {
+    fn parse(line: Vec<u8>, path: &Path) -> Result<CastHeader, RecordingError> {
+        let bad = |why: String| RecordingError::BadHeader {
             path: path.to_path_buf(),
-            action: "read the asciicast header",
-            source: std::io::Error::other(e),
-        })?;
+            why,
+        };
+        let value: Value = serde_json::from_slice(&line).map_err(|e| bad(e.to_string()))?;
         if value["version"] != 2 {
-            return Err(AuditorError::Io {
-                path: path.to_path_buf(),
-                action: "read the asciicast header",
-                source: std::io::Error::other("not asciicast version 2"),
-            });
+            return Err(bad("not asciicast version 2".into()));
         }
         // 0 is a pty of unknown size (`ssh -tt` without a terminal): programs then assume
         // the usual 80x24, and so does the rendering.
@@ -345,7 +301,7 @@ impl CastHeader {
 
 /// One asciicast event.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CastEvent {
+pub struct CastEvent {
     /// Seconds since the channel opened.
     pub time: f64,
     /// `o`, `i`, `r`, ...
@@ -357,7 +313,7 @@ pub(crate) struct CastEvent {
 }
 
 /// Streams the events of a `.cast`.
-pub(crate) struct CastReader {
+pub struct CastReader {
     lines: LineReader<File>,
     path: PathBuf,
     /// The header.
@@ -370,16 +326,18 @@ pub(crate) struct CastReader {
 
 impl CastReader {
     /// Opens a cast and reads its header.
-    pub fn open(path: &Path) -> Result<CastReader, AuditorError> {
-        let file = File::open(path).map_err(AuditorError::io(path, "open"))?;
+    pub fn open(path: &Path) -> Result<CastReader, RecordingError> {
+        let file = File::open(path).map_err(RecordingError::io(path, "open"))?;
         let mut lines = LineReader::new(file);
-        let header = match lines.next().map_err(AuditorError::io(path, "read"))? {
-            Some(Line::Complete(bytes)) => CastHeader::parse(bytes, path)?,
+        let header = match lines
+            .next_line()
+            .map_err(RecordingError::io(path, "read"))?
+        {
+            Some(line) if line.whole().is_some() => CastHeader::parse(line.bytes, path)?,
             _ => {
-                return Err(AuditorError::Io {
+                return Err(RecordingError::BadHeader {
                     path: path.to_path_buf(),
-                    action: "read the asciicast header",
-                    source: std::io::Error::other("no complete header line"),
+                    why: "no complete header line".into(),
                 });
             }
         };
@@ -393,26 +351,26 @@ impl CastReader {
     }
 
     /// The next event, skipping lines that are not events.
-    pub fn next_event(&mut self) -> Result<Option<CastEvent>, AuditorError> {
+    pub fn next_event(&mut self) -> Result<Option<CastEvent>, RecordingError> {
         loop {
             let line = self
                 .lines
-                .next()
-                .map_err(AuditorError::io(&self.path, "read"))?;
+                .next_line()
+                .map_err(RecordingError::io(&self.path, "read"))?;
             match line {
                 None => return Ok(None),
-                Some(Line::Partial) => {
+                Some(line) if !line.complete => {
                     self.torn = true;
                     return Ok(None);
                 }
-                Some(Line::TooLong) => self.skipped += 1,
-                Some(Line::Complete(bytes)) => match parse_event(&bytes) {
+                Some(line) if line.overlong => self.skipped += 1,
+                Some(line) => match parse_event(&line.bytes) {
                     Some((time, code, data)) => {
                         return Ok(Some(CastEvent {
                             time,
                             code,
                             data,
-                            line: bytes,
+                            line: line.bytes,
                         }));
                     }
                     None => self.skipped += 1,
@@ -426,57 +384,4 @@ impl CastReader {
 fn parse_event(bytes: &[u8]) -> Option<(f64, String, String)> {
     let (time, code, data): (f64, String, String) = serde_json::from_slice(bytes).ok()?;
     (time.is_finite() && time >= 0.0).then_some((time, code, data))
-}
-
-/// A line read by [`LineReader`].
-enum Line {
-    /// A whole line, without its `\n`.
-    Complete(Vec<u8>),
-    /// The file ends without a `\n`: a torn write.
-    Partial,
-    /// Longer than [`MAX_LINE`]; skipped.
-    TooLong,
-}
-
-/// Reads lines with bounded memory.
-struct LineReader<R> {
-    inner: BufReader<R>,
-}
-
-impl<R: Read> LineReader<R> {
-    fn new(inner: R) -> Self {
-        LineReader {
-            inner: BufReader::new(inner),
-        }
-    }
-
-    fn next(&mut self) -> std::io::Result<Option<Line>> {
-        let mut buf = Vec::new();
-        let n = (&mut self.inner)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            return Ok(Some(Line::Complete(buf)));
-        }
-        if (n as u64) < MAX_LINE {
-            return Ok(Some(Line::Partial));
-        }
-        // Skip the rest of an overlong line.
-        loop {
-            let chunk = self.inner.fill_buf()?;
-            if chunk.is_empty() {
-                return Ok(Some(Line::Partial));
-            }
-            if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-                self.inner.consume(i + 1);
-                return Ok(Some(Line::TooLong));
-            }
-            let len = chunk.len();
-            self.inner.consume(len);
-        }
-    }
 }

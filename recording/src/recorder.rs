@@ -5,7 +5,7 @@
 //! touched when the buffer is full, once a second, at a channel's close (`fdatasync` of its
 //! file) and in [`Recorder::flush`], which also `fdatasync`s. Any call may therefore block
 //! as long as the disk does: the bastion calls it only from the session's writer thread
-//! (`crate::recorded`), never from a tokio worker.
+//! ([`crate::writer`]), never from a tokio worker.
 
 use std::fs::{DirBuilder, File};
 use std::os::unix::fs::DirBuilderExt;
@@ -176,6 +176,8 @@ struct Session {
     channels: Vec<Channel>,
     /// The first write failure; from then on no data is recorded.
     failure: Option<String>,
+    /// That first failure was the disk being full.
+    failure_disk_full: bool,
     /// Under [`OnFailure::Continue`], that failure until [`Recorder::take_degraded`].
     untaken: Option<RecordingError>,
     last_write: Instant,
@@ -235,6 +237,7 @@ impl Recorder {
             chain_file,
             channels: Vec::new(),
             failure: None,
+            failure_disk_full: false,
             untaken: None,
             last_write: Instant::now(),
             channel_pending: 0,
@@ -416,6 +419,7 @@ impl Session {
             (Some(reason), OnFailure::Terminate) => Err(RecordingError::Failed {
                 id: self.meta.id.clone(),
                 reason: reason.clone(),
+                disk_full: self.failure_disk_full,
             }),
             _ => Ok(()),
         }
@@ -956,6 +960,7 @@ impl Session {
     /// The first failure: stop recording data, then follow the policy.
     fn fail(&mut self, err: RecordingError) -> Result<(), RecordingError> {
         self.failure = Some(err.to_string());
+        self.failure_disk_full = err.is_disk_full();
         for ch in &mut self.channels {
             if let Some(file) = &mut ch.file {
                 file.discard_pending();

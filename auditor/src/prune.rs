@@ -22,9 +22,9 @@ use jitssh_shared::duration::HumanDuration;
 use super::args::PruneArgs;
 use super::integrity::all_recordings;
 use super::list::dir_size;
-use super::reader::SEAL_FILE;
 use super::timefmt::{format_bytes, format_duration, format_unix};
 use super::{Auditor, AuditorError, Outcome, output};
+use jitssh_recording::SEAL_FILE;
 
 impl Auditor {
     /// `prune [--dry-run]`.
@@ -161,17 +161,5 @@ fn remove_empty_parents(dir: &Path, root: &Path) {
             break;
         }
         current = parent.parent();
-    }
-}
-
-/// Sets a file's modification time (tests age recordings with it).
-#[cfg(test)]
-pub(crate) fn set_mtime(path: &Path, unix: u64) {
-    let file = std::fs::File::options()
-        .write(true)
-        .open(path)
-        .or_else(|_| std::fs::File::open(path));
-    if let Ok(file) = file {
-        let _ = file.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(unix));
     }
 }

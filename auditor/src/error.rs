@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use jitssh_shared::audit::AuditError;
 use jitssh_shared::store::StoreError;
 
-use crate::recording::RecordingError;
+use jitssh_recording::RecordingError;
 
 /// Why an auditor command could not do its job (as opposed to finding damage, which is a
 /// result, reported and turned into a non-zero exit by the command).

@@ -25,9 +25,45 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::recording::{
+use crate::{
     ChannelKind, ChannelRecorder, OnFailure, QuotaHit, Recorder, RecordingError, SessionSummary,
 };
+
+/// Default bytes a session may queue for its recording writer (`[limits] recording_queue`).
+pub const DEFAULT_RECORDING_QUEUE: usize = 4 << 20;
+
+/// Why a session's recording cannot go on (or, under `continue`, why it degraded).
+///
+/// Cheap to clone: the writer keeps the first failure and hands it to every later call. Turned
+/// into text once, where the session audits it or tells the person.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The recorder failed: the disk (full, read-only, gone), or the seal.
+    #[error(transparent)]
+    Recording(Arc<RecordingError>),
+    /// The queue stayed full past twice its limit: the disk is not keeping up.
+    #[error("the recording disk is not keeping up (queue full)")]
+    QueueFull,
+    /// The writer thread is gone (it panicked).
+    #[error("the recording writer stopped")]
+    Stopped,
+    /// The writer thread could not be started.
+    #[error("cannot start the recording writer: {0}")]
+    Spawn(Arc<std::io::Error>),
+}
+
+impl WriteError {
+    /// True when the recordings disk is full (as opposed to any other failure).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, WriteError::Recording(e) if e.is_disk_full())
+    }
+}
+
+impl From<RecordingError> for WriteError {
+    fn from(err: RecordingError) -> WriteError {
+        WriteError::Recording(Arc::new(err))
+    }
+}
 
 /// What an op costs in the queue beyond its data (its own size, roughly).
 const OP_OVERHEAD: usize = 64;
@@ -89,9 +125,12 @@ impl Backlog {
 
 /// Which stream of a channel bytes belong to.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Stream {
+pub enum Stream {
+    /// What the person typed or sent.
     In,
+    /// What the target wrote to stdout.
     Out,
+    /// What the target wrote to stderr.
     Err,
 }
 
@@ -144,16 +183,17 @@ impl Op {
 #[derive(Debug, Default)]
 struct Status {
     /// Under `terminate`: the failure that ends the session.
-    failure: Option<String>,
+    failure: Option<WriteError>,
     /// Under `continue`: the failure that degraded the recording, until taken.
-    degraded: Option<String>,
+    degraded: Option<WriteError>,
     /// The quota reached, until taken.
     quota: Option<QuotaHit>,
 }
 
-/// The relay's end of a session's writer. Cheap to clone; every call returns at once.
+/// The relay's end of a session's writer. Cheap to clone; every call but
+/// [`Writer::finish`] returns at once.
 #[derive(Clone)]
-pub(crate) struct Writer {
+pub struct Writer {
     inner: Arc<Inner>,
 }
 
@@ -176,11 +216,11 @@ struct Shared {
 
 impl Writer {
     /// Starts the writer thread of `recorder` with a queue of `limit` bytes.
-    pub(crate) fn spawn(
+    pub fn spawn(
         recorder: Recorder,
         on_failure: OnFailure,
         limit: usize,
-    ) -> Result<Writer, String> {
+    ) -> Result<Writer, WriteError> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             backlog: Arc::new(Backlog::new(limit)),
@@ -199,18 +239,18 @@ impl Writer {
             .name("recording".into())
             .stack_size(WRITER_STACK)
             .spawn(move || run(recorder, rx, &worker))
-            .map_err(|e| format!("cannot start the recording writer: {e}"))?;
+            .map_err(|e| WriteError::Spawn(Arc::new(e)))?;
         *lock(&inner.thread) = Some(thread);
         Ok(Writer { inner })
     }
 
     /// The session's queue, for the pump to wait on.
-    pub(crate) fn backlog(&self) -> Arc<Backlog> {
+    pub fn backlog(&self) -> Arc<Backlog> {
         Arc::clone(&self.inner.shared.backlog)
     }
 
     /// Opens a channel's recording; returns its handle for later ops.
-    pub(crate) fn open(&self, channel: u32, kind: ChannelKind) -> Result<u64, String> {
+    pub fn open(&self, channel: u32, kind: ChannelKind) -> Result<u64, WriteError> {
         let handle = self.inner.next_handle.fetch_add(1, Ordering::Relaxed) as u64;
         self.send(
             Op::Open {
@@ -223,7 +263,8 @@ impl Writer {
         Ok(handle)
     }
 
-    pub(crate) fn data(&self, handle: u64, stream: Stream, data: &[u8]) -> Result<(), String> {
+    /// Queues bytes of one stream of channel `handle`.
+    pub fn data(&self, handle: u64, stream: Stream, data: &[u8]) -> Result<(), WriteError> {
         self.send(
             Op::Data {
                 handle,
@@ -234,15 +275,18 @@ impl Writer {
         )
     }
 
-    pub(crate) fn resize(&self, handle: u64, cols: u16, rows: u16) -> Result<(), String> {
+    /// Queues a window change of channel `handle`.
+    pub fn resize(&self, handle: u64, cols: u16, rows: u16) -> Result<(), WriteError> {
         self.send(Op::Resize { handle, cols, rows }, false)
     }
 
-    pub(crate) fn exit_status(&self, handle: u64, status: u32) -> Result<(), String> {
+    /// Queues channel `handle`'s exit status.
+    pub fn exit_status(&self, handle: u64, status: u32) -> Result<(), WriteError> {
         self.send(Op::ExitStatus { handle, status }, false)
     }
 
-    pub(crate) fn exit_signal(&self, handle: u64, signal: &str) -> Result<(), String> {
+    /// Queues the signal that ended channel `handle`.
+    pub fn exit_signal(&self, handle: u64, signal: &str) -> Result<(), WriteError> {
         self.send(
             Op::ExitSignal {
                 handle,
@@ -252,14 +296,15 @@ impl Writer {
         )
     }
 
-    pub(crate) fn close(&self, handle: u64) -> Result<(), String> {
+    /// Queues the end of channel `handle` (its file is synced and closed).
+    pub fn close(&self, handle: u64) -> Result<(), WriteError> {
         self.send(Op::Close { handle }, false)
     }
 
     /// Asks for a write-out and `fdatasync` (one at a time: a flush still queued is not
     /// doubled) and reports what the writer found so far: `Ok(Some(why))` once when the
     /// recording degraded, `Err` when the session must end.
-    pub(crate) fn flush(&self) -> Result<Option<String>, String> {
+    pub fn flush(&self) -> Result<Option<WriteError>, WriteError> {
         if !self.inner.shared.flush_queued.swap(true, Ordering::AcqRel) {
             self.send(Op::Flush, false)?;
         }
@@ -271,13 +316,13 @@ impl Writer {
     }
 
     /// The quota reached, once.
-    pub(crate) fn take_quota(&self) -> Option<QuotaHit> {
+    pub fn take_quota(&self) -> Option<QuotaHit> {
         lock(&self.inner.shared.status).quota.take()
     }
 
     /// Seals the recording after everything queued is written. Blocks until the writer is
     /// done: call it off the async workers. `None` if the writer is gone (it panicked).
-    pub(crate) fn finish(&self, reason: &str) -> Option<SessionSummary> {
+    pub fn finish(&self, reason: &str) -> Option<SessionSummary> {
         let (reply, summary) = mpsc::sync_channel(1);
         let sender = lock(&self.inner.ops).take()?;
         let op = Op::Finish {
@@ -297,14 +342,13 @@ impl Writer {
 
     /// Queues `op`; `data` ops may pass the limit (the pump then waits for room), the others
     /// are refused past twice the limit (a writer that long stuck has failed).
-    fn send(&self, op: Op, data: bool) -> Result<(), String> {
+    fn send(&self, op: Op, data: bool) -> Result<(), WriteError> {
         if let Some(why) = &lock(&self.inner.shared.status).failure {
             return Err(why.clone());
         }
         let backlog = &self.inner.shared.backlog;
         if !data && backlog.queued() >= backlog.limit.saturating_mul(2) {
-            let why = "the recording disk is not keeping up (queue full)".to_string();
-            return self.failed(why);
+            return self.failed(WriteError::QueueFull);
         }
         let ops = lock(&self.inner.ops);
         let Some(sender) = ops.as_ref() else {
@@ -316,13 +360,13 @@ impl Writer {
         if sender.send((op, cost)).is_err() {
             backlog.release(cost);
             drop(ops);
-            return self.failed("the recording writer stopped".into());
+            return self.failed(WriteError::Stopped);
         }
         Ok(())
     }
 
     /// A failure found on the relay side, handled by the policy.
-    fn failed(&self, why: String) -> Result<(), String> {
+    fn failed(&self, why: WriteError) -> Result<(), WriteError> {
         let mut status = lock(&self.inner.shared.status);
         match self.inner.shared.on_failure {
             OnFailure::Terminate => {
@@ -357,15 +401,15 @@ fn run(recorder: Recorder, ops: mpsc::Receiver<(Op, usize)>, inner: &Shared) {
         if let Err(err) = result {
             match inner.on_failure {
                 OnFailure::Terminate => {
-                    status.failure.get_or_insert_with(|| err.to_string());
+                    status.failure.get_or_insert_with(|| err.into());
                 }
                 OnFailure::Continue => {
-                    status.degraded.get_or_insert_with(|| err.to_string());
+                    status.degraded.get_or_insert_with(|| err.into());
                 }
             }
         }
         if let Some(err) = recorder.take_degraded() {
-            status.degraded.get_or_insert_with(|| err.to_string());
+            status.degraded.get_or_insert_with(|| err.into());
         }
         if let Some(hit) = recorder.take_quota() {
             status.quota = Some(hit);
@@ -381,7 +425,7 @@ struct Stopped<'a>(&'a Shared);
 impl Drop for Stopped<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let why = "the recording writer stopped".to_string();
+            let why = WriteError::Stopped;
             let mut status = lock(&self.0.status);
             match self.0.on_failure {
                 OnFailure::Terminate => status.failure.get_or_insert(why),
