@@ -121,11 +121,22 @@ struct RawEntry {
     hash: String,
 }
 
+/// Why a line of `chain.jsonl` is not a chain entry at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum NotAnEntry {
+    /// Not the entry's JSON object.
+    #[error("not a chain entry ({0})")]
+    Json(String),
+    /// A line hash that is not 32 hex digits.
+    #[error("not a chain entry (bad line hash: {0})")]
+    LineHash(hex::FromHexError),
+}
+
 /// Parses one stored entry (without its newline) and checks its hash. `Err` says why the
 /// line is not an entry at all.
-pub(crate) fn parse_entry(line: &[u8]) -> Result<ChainEntry, String> {
+pub(crate) fn parse_entry(line: &[u8]) -> Result<ChainEntry, NotAnEntry> {
     let raw: RawEntry =
-        serde_json::from_slice(line).map_err(|e| format!("not a chain entry ({e})"))?;
+        serde_json::from_slice(line).map_err(|e| NotAnEntry::Json(e.to_string()))?;
     let lines = raw
         .lines
         .iter()
@@ -134,7 +145,7 @@ pub(crate) fn parse_entry(line: &[u8]) -> Result<ChainEntry, String> {
             hex::decode_to_slice(h, &mut out).map(|()| out)
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a chain entry (bad line hash: {e})"))?;
+        .map_err(NotAnEntry::LineHash)?;
     // The hash is defined on the stored bytes: drop `,"hash":"<64 hex>"}` and close the
     // object again.
     let suffix_len = ",\"hash\":\"\"}".len() + HASH_HEX_LEN;

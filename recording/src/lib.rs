@@ -151,7 +151,7 @@ pub use quota::{
 };
 pub use reader::{BulkEntry, CastEvent, CastHeader, CastReader, ChannelEntry, Recording, Segment};
 pub use recorder::{ChannelRecorder, Recorder};
-pub use seal::{Manifest, SEAL_NAMESPACE};
+pub use seal::{Manifest, SEAL_NAMESPACE, SealError};
 pub use verify::{
     BulkStatus, FileStatus, Problem, ProblemKind, SealStatus, VerifyReport, verify_session,
 };

@@ -122,29 +122,52 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), RecordingErr
     std::fs::rename(&tmp, &path).map_err(RecordingError::io(&path, "rename into place"))
 }
 
+/// Why a seal that is there cannot be trusted (the verifier's [`crate::SealStatus::Invalid`]).
+/// Each reason is its own variant, so a caller can tell a seal by another key from an
+/// altered one; the details are the underlying library's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// `seal.json` is there but cannot be read.
+    #[error("{SEAL_FILE} unreadable: {0}")]
+    Unreadable(String),
+    /// `seal.json.sig` is missing or cannot be read.
+    #[error("{SEAL_SIG_FILE} unreadable (seal without signature): {0}")]
+    NoSignature(String),
+    /// `seal.json.sig` is not an SSHSIG signature.
+    #[error("{SEAL_SIG_FILE} is not an SSHSIG: {0}")]
+    NotSshSig(String),
+    /// Signed, but by a key that is not the trusted one (its SHA-256 fingerprint).
+    #[error("seal signed by an untrusted key {0}")]
+    UntrustedKey(String),
+    /// The signature does not match the bytes of `seal.json`: the seal was altered.
+    #[error("seal signature does not match {SEAL_FILE} (seal altered): {0}")]
+    Altered(String),
+    /// Signed by the trusted key, but not a manifest this version reads.
+    #[error("{SEAL_FILE} is signed but not a manifest: {0}")]
+    NotManifest(String),
+}
+
 /// Reads the seal of `dir`: `Ok(None)` when there is none (unsealed), `Err` with the reason
 /// when it is there but not a valid seal by `trusted`.
-pub(crate) fn read_seal(dir: &Path, trusted: &PublicKey) -> Result<Option<Manifest>, String> {
+pub(crate) fn read_seal(dir: &Path, trusted: &PublicKey) -> Result<Option<Manifest>, SealError> {
     let bytes = match std::fs::read(dir.join(SEAL_FILE)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{SEAL_FILE} unreadable: {e}")),
+        Err(e) => return Err(SealError::Unreadable(e.to_string())),
     };
     let pem = std::fs::read(dir.join(SEAL_SIG_FILE))
-        .map_err(|e| format!("{SEAL_SIG_FILE} unreadable (seal without signature): {e}"))?;
-    let signature =
-        SshSig::from_pem(&pem).map_err(|e| format!("{SEAL_SIG_FILE} is not an SSHSIG: {e}"))?;
+        .map_err(|e| SealError::NoSignature(e.to_string()))?;
+    let signature = SshSig::from_pem(&pem).map_err(|e| SealError::NotSshSig(e.to_string()))?;
     if signature.public_key() != trusted.key_data() {
         let other = PublicKey::new(signature.public_key().clone(), "");
-        return Err(format!(
-            "seal signed by an untrusted key {}",
-            other.fingerprint(HashAlg::Sha256)
+        return Err(SealError::UntrustedKey(
+            other.fingerprint(HashAlg::Sha256).to_string(),
         ));
     }
     trusted
         .verify(SEAL_NAMESPACE, &bytes, &signature)
-        .map_err(|e| format!("seal signature does not match {SEAL_FILE} (seal altered): {e}"))?;
+        .map_err(|e| SealError::Altered(e.to_string()))?;
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| format!("{SEAL_FILE} is signed but not a manifest: {e}"))
+        .map_err(|e| SealError::NotManifest(e.to_string()))
 }

@@ -456,7 +456,7 @@ fn altered_seal_or_foreign_key_is_invalid() {
     let (dir, key) = sealed_session(root.path());
     let report = verify_session(&dir, &CaSigner::generate("other").public_key()).unwrap();
     assert!(
-        matches!(&report.seal, SealStatus::Invalid(why) if why.contains("untrusted key")),
+        matches!(&report.seal, SealStatus::Invalid(why) if why.to_string().contains("untrusted key")),
         "{report}"
     );
     let seal = dir.join("seal.json");
@@ -464,7 +464,7 @@ fn altered_seal_or_foreign_key_is_invalid() {
     fs::write(&seal, text.replace("client closed", "client closex")).unwrap();
     let report = verify(&dir, &key);
     assert!(
-        matches!(&report.seal, SealStatus::Invalid(why) if why.contains("seal altered")),
+        matches!(&report.seal, SealStatus::Invalid(why) if why.to_string().contains("seal altered")),
         "{report}"
     );
     assert!(!report.is_intact());
@@ -852,4 +852,34 @@ fn unsealed_recording_still_names_damage_and_unchained_lines() {
             "chan-1.cast line 7: not covered by the chain (written after the last chain entry, before the bastion stopped)",
         ]
     );
+}
+
+/// A caller tells a full disk from every other failure by type, not by reading the message:
+/// the first write error, the refusals after it, and the writer's error all say so.
+#[test]
+fn a_full_disk_is_told_apart_from_other_failures() {
+    let root = tempfile::tempdir().unwrap();
+    let (rec, _) = start(root.path(), RecordingPolicy::default());
+    let mut ch = rec.channel(0, shell()).unwrap();
+    rec.redirect_channel_file(1, OpenOptions::new().write(true).open("/dev/full").unwrap());
+    ch.output(b"lost\r\n").unwrap();
+    let err = rec.flush().unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    let again = ch.output(b"more").unwrap_err();
+    assert!(
+        matches!(again, RecordingError::Failed { .. }) && again.is_disk_full(),
+        "{again}"
+    );
+    let write = crate::WriteError::from(again);
+    assert!(write.is_disk_full(), "{write}");
+    assert!(!crate::WriteError::QueueFull.is_disk_full());
+    rec.finish("disk full");
+
+    // A directory that cannot be made is not a full disk.
+    let m = meta();
+    let dir = session_dir(root.path(), &m.id).unwrap();
+    fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    fs::write(&dir, b"a file where the directory goes").unwrap();
+    let err = Recorder::start(root.path(), m, RecordingPolicy::default(), key()).unwrap_err();
+    assert!(!err.is_disk_full(), "{err}");
 }

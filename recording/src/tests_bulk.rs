@@ -295,7 +295,7 @@ fn tampering_with_the_digest_is_detected() {
     fs::write(&seal, original_seal.replace(&digest, &forged)).unwrap();
     let report = verify(&dir, &key);
     assert!(
-        matches!(&report.seal, SealStatus::Invalid(why) if why.contains("seal altered")),
+        matches!(&report.seal, SealStatus::Invalid(why) if why.to_string().contains("seal altered")),
         "{report}"
     );
     fs::write(&seal, &original_seal).unwrap();

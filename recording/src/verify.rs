@@ -29,7 +29,7 @@ use jitssh_shared::ssh_key::PublicKey;
 
 use super::chain::{LineHash, genesis, line_hash, parse_entry};
 use super::lines::LineReader;
-use super::seal::{Manifest, read_seal};
+use super::seal::{Manifest, SealError, read_seal};
 use super::{CHAIN_FILE, EVENTS_FILE, RecordingError, SEAL_FILE, SEAL_SIG_FILE};
 
 pub use bulk::BulkStatus;
@@ -45,7 +45,7 @@ pub enum SealStatus {
     /// No `seal.json`: the session did not end cleanly (crash, `kill -9`), or is running.
     Unsealed,
     /// A seal is there but cannot be trusted; the reason.
-    Invalid(String),
+    Invalid(SealError),
 }
 
 /// What kind of damage a [`Problem`] is.
@@ -343,6 +343,7 @@ impl Verifier {
             let entry = match parse_entry(&line.bytes) {
                 Ok(entry) => entry,
                 Err(why) => {
+                    let why = why.to_string();
                     self.push(CHAIN_FILE, Some((n, n)), ProblemKind::ChainBroken, why);
                     prev = None;
                     continue;
