@@ -67,8 +67,36 @@ pub enum AuditorError {
         /// The socket.
         path: PathBuf,
         /// What went wrong.
-        why: String,
+        why: AdminFailure,
     },
+}
+
+/// What went wrong talking to the bastion's admin socket.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminFailure {
+    /// Nothing serves the socket: no bastion is running (for `sessions list`, nothing is
+    /// live then).
+    #[error("the bastion is not running ({0})")]
+    NotRunning(io::Error),
+    /// The socket's permissions keep this user out.
+    #[error(
+        "permission denied: run as the bastion's user or root, or be listed in [admin] allow_uids ({0})"
+    )]
+    PermissionDenied(io::Error),
+    /// The bastion answered with an error (no such live session, uid not allowed...).
+    #[error("{0}")]
+    Refused(String),
+    /// The connection failed (or timed out) while sending or waiting for the answer.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The bastion said something this auditor does not understand, or nothing at all.
+    #[error("{0}")]
+    BadAnswer(String),
 }
 
 impl AuditorError {

@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use jitssh_shared::store::{SessionFilter, SessionIndex, SessionRecord, SqliteStore};
 
-pub use error::AuditorError;
+pub use error::{AdminFailure, AuditorError};
 
 use args::FilterArgs;
 use jitssh_recording::{Recording, Segment, session_dir};

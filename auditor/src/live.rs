@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::termfilter::TermFilter;
-use super::{Auditor, AuditorError, Outcome, output};
+use super::{AdminFailure, Auditor, AuditorError, Outcome, output};
 use crate::protocol::{LiveInfo, Reply, Request};
 
 /// How long `kill` waits for the bastion's answer (it answers once the session ended).
@@ -48,7 +48,11 @@ impl Auditor {
                 Reply::Data(data) => {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(data)
-                        .map_err(|e| self.admin_error(format!("bad data from the bastion: {e}")))?;
+                        .map_err(|e| {
+                            self.admin_error(AdminFailure::BadAnswer(format!(
+                                "bad data from the bastion: {e}"
+                            )))
+                        })?;
                     out.write_all(&filter.filter(&bytes)).map_err(output)?;
                     out.flush().map_err(output)?;
                 }
@@ -88,7 +92,7 @@ impl Auditor {
         lines
             .stream
             .set_read_timeout(Some(KILL_REPLY_TIMEOUT))
-            .map_err(|e| self.admin_error(e.to_string()))?;
+            .map_err(|source| self.admin_io("set a timeout", source))?;
         match lines.next_reply()? {
             Some(Reply::Killed(_)) => {
                 writeln!(
@@ -98,7 +102,9 @@ impl Auditor {
                 .map_err(output)?;
                 Ok(Outcome::Ok)
             }
-            Some(_) | None => Err(self.admin_error("the bastion gave no answer".into())),
+            Some(_) | None => {
+                Err(self.admin_error(AdminFailure::BadAnswer("the bastion gave no answer".into())))
+            }
         }
     }
 
@@ -106,7 +112,10 @@ impl Auditor {
     pub(crate) fn live_sessions(&self) -> Result<Option<Vec<LiveInfo>>, AuditorError> {
         let mut lines = match self.request(&Request::List) {
             Ok(lines) => lines,
-            Err(AuditorError::Admin { why, .. }) if why.starts_with(NOT_RUNNING) => {
+            Err(AuditorError::Admin {
+                why: AdminFailure::NotRunning(_),
+                ..
+            }) => {
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -115,11 +124,15 @@ impl Auditor {
         lines
             .stream
             .set_read_timeout(Some(LIST_REPLY_TIMEOUT))
-            .map_err(|e| self.admin_error(e.to_string()))?;
+            .map_err(|source| self.admin_io("set a timeout", source))?;
         match lines.next_reply()? {
             Some(Reply::Sessions(list)) => Ok(Some(list)),
-            Some(_) => Err(self.admin_error("bad answer: not a session list".into())),
-            None => Err(self.admin_error("the bastion gave no answer".into())),
+            Some(_) => Err(self.admin_error(AdminFailure::BadAnswer(
+                "bad answer: not a session list".into(),
+            ))),
+            None => {
+                Err(self.admin_error(AdminFailure::BadAnswer("the bastion gave no answer".into())))
+            }
         }
     }
 
@@ -135,24 +148,23 @@ impl Auditor {
     fn request(&self, request: &Request) -> Result<Replies, AuditorError> {
         let mut stream = UnixStream::connect(&self.admin_socket).map_err(|e| {
             let why = match e.kind() {
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                    format!("{NOT_RUNNING} ({e})")
-                }
-                ErrorKind::PermissionDenied => format!(
-                    "permission denied: run as the bastion's user or root, or be listed in [admin] allow_uids ({e})"
-                ),
-                _ => e.to_string(),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => AdminFailure::NotRunning(e),
+                ErrorKind::PermissionDenied => AdminFailure::PermissionDenied(e),
+                _ => AdminFailure::Io {
+                    action: "connect",
+                    source: e,
+                },
             };
             self.admin_error(why)
         })?;
         let line = request.to_line();
         stream
             .write_all(&line)
-            .map_err(|e| self.admin_error(format!("cannot send the request: {e}")))?;
+            .map_err(|source| self.admin_io("cannot send the request", source))?;
         let reader = BufReader::new(
             stream
                 .try_clone()
-                .map_err(|e| self.admin_error(e.to_string()))?,
+                .map_err(|source| self.admin_io("connect", source))?,
         );
         Ok(Replies {
             stream,
@@ -161,16 +173,17 @@ impl Auditor {
         })
     }
 
-    fn admin_error(&self, why: String) -> AuditorError {
+    fn admin_io(&self, action: &'static str, source: std::io::Error) -> AuditorError {
+        self.admin_error(AdminFailure::Io { action, source })
+    }
+
+    fn admin_error(&self, why: AdminFailure) -> AuditorError {
         AuditorError::Admin {
             path: self.admin_socket.clone(),
             why,
         }
     }
 }
-
-/// Start of the error when no bastion serves the socket.
-const NOT_RUNNING: &str = "the bastion is not running";
 
 /// Reply lines from the bastion.
 struct Replies {
@@ -182,22 +195,24 @@ struct Replies {
 impl Replies {
     /// The next reply; an `{"error":..}` reply becomes an error.
     fn next_reply(&mut self) -> Result<Option<Reply>, AuditorError> {
-        let fail = |why: String| AuditorError::Admin {
+        let fail = |why: AdminFailure| AuditorError::Admin {
             path: self.socket.clone(),
             why,
         };
         let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let n = self.reader.read_line(&mut line).map_err(|source| {
+            fail(AdminFailure::Io {
+                action: "no answer",
+                source,
+            })
+        })?;
         if n == 0 {
             return Ok(None);
         }
-        let reply: Reply =
-            serde_json::from_str(&line).map_err(|e| fail(format!("bad answer: {e}")))?;
+        let reply: Reply = serde_json::from_str(&line)
+            .map_err(|e| fail(AdminFailure::BadAnswer(format!("bad answer: {e}"))))?;
         if let Reply::Error(error) = reply {
-            return Err(fail(error));
+            return Err(fail(AdminFailure::Refused(error)));
         }
         Ok(Some(reply))
     }

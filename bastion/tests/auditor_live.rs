@@ -328,3 +328,47 @@ fn watch_follows_a_live_session_and_kill_ends_it() {
         .watch("20261123T180000Z-0a1b2c3d", &mut Vec::new());
     assert!(err.unwrap_err().to_string().contains("not running"));
 }
+
+/// The auditor tells, by type, a bastion that is not running from one that refuses.
+#[test]
+fn the_auditor_tells_a_refusal_from_a_bastion_not_running() {
+    use ssh_bastion::auditor::AdminFailure;
+    let w = world();
+    let err = w
+        .auditor
+        .watch("20261123T180000Z-0a1b2c3d", &mut Vec::new());
+    assert!(
+        matches!(
+            err,
+            Err(AuditorError::Admin {
+                why: AdminFailure::NotRunning(_),
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let live = LiveSessions::new();
+    let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
+    let settings = AdminSettings {
+        socket: w.auditor.admin_socket.clone(),
+        allow_uids: Vec::new(),
+    };
+    let _server = runtime
+        .block_on(async { admin::serve(&settings, live.clone(), audit) })
+        .unwrap();
+    let err = w
+        .auditor
+        .kill("20261123T180000Z-0a1b2c3d", "why", &mut Vec::new());
+    match err {
+        Err(AuditorError::Admin {
+            why: AdminFailure::Refused(why),
+            ..
+        }) => assert!(why.contains("no live session"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
