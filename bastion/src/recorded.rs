@@ -123,7 +123,7 @@ impl StartError {
 }
 
 /// One session's recording, shared by its channels: the relay's end of the session's
-/// [`writer`] (every call but [`SessionRecording::finish`] returns at once).
+/// [`Writer`] (every call but [`SessionRecording::finish`] returns at once).
 pub struct SessionRecording {
     writer: Writer,
     index: Arc<SqliteStore>,

@@ -2,14 +2,14 @@
 //! (its files, hash chain and `fdatasync`s); the relay only enqueues.
 //!
 //! The relay's tokio tasks never touch the disk and never wait for a lock held across I/O:
-//! they push an [`Op`] onto the session's queue and go on. The queue is bounded in bytes
+//! they push an `Op` onto the session's queue and go on. The queue is bounded in bytes
 //! ([`Backlog`]): past its limit the pump of *that* session's channels stops reading (it
 //! awaits [`Backlog::room`]), so a recording disk that blocks slows only its own session,
 //! and memory stays bounded (the limit plus one SSH packet per channel direction). Ops that
 //! do not carry data (window changes, exits, channel opens and closes) are never waited on;
 //! past twice the limit they are refused, which counts as a recording failure.
 //!
-//! Failures are found by the writer and handed back through [`Status`]: under
+//! Failures are found by the writer and handed back through `Status`: under
 //! `on_failure = "terminate"` the next enqueue (or the one-second flush) returns the error
 //! and the session is ended; under `"continue"` the recorder degrades and the flush reports
 //! it once for `recording.degraded`.
