@@ -60,7 +60,7 @@ pub struct ChannelEntry {
 }
 
 /// An output stream that stopped going to the cast (journal `output.bulk`, and
-/// `output.bulk.end` once the channel closed; see `crate`'s bulk module).
+/// `output.bulk.end` once the channel closed; see the crate docs on bulk output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkEntry {
     /// `stdout` or `stderr`.
