@@ -27,7 +27,10 @@
 //!
 //! Every command writes to a `dyn Write` it is given (standard output in `ssh-bastion`) and
 //! returns an [`Outcome`]: `Failed` when it found something wrong (damage, no match), which
-//! `ssh-bastion` turns into a non-zero exit.
+//! `ssh-bastion` turns into a non-zero exit. What a program other than a terminal wants as
+//! values is public too: [`Auditor::sessions`], [`Auditor::indexed`], [`Auditor::liveness`],
+//! [`Auditor::recording`] (then `jitssh_recording`'s reader and verifier), and
+//! [`Auditor::live_sessions`].
 
 pub mod args;
 mod error;
@@ -112,15 +115,16 @@ impl Auditor {
     }
 
     /// The index row of session `id`, if any.
-    fn indexed(&self, id: &str) -> Result<Option<SessionRecord>, AuditorError> {
+    pub fn indexed(&self, id: &str) -> Result<Option<SessionRecord>, AuditorError> {
         match self.index()? {
             Some(index) => Ok(index.session(id)?),
             None => Ok(None),
         }
     }
 
-    /// Sessions matching `filter`, newest first.
-    fn sessions(
+    /// Sessions matching `filter`, newest first, at most `limit` (what `sessions list`
+    /// shows, as values).
+    pub fn sessions(
         &self,
         filter: &FilterArgs,
         limit: Option<usize>,
@@ -156,7 +160,7 @@ impl Auditor {
 
     /// What the running bastion says is live, to tell a running session from one whose end
     /// is not (yet) in the index.
-    fn liveness(&self) -> Liveness {
+    pub fn liveness(&self) -> Liveness {
         match self.live_sessions() {
             Ok(Some(list)) => Liveness::Known(list.into_iter().map(|i| i.id).collect()),
             // No bastion running: nothing is live.
@@ -169,7 +173,7 @@ impl Auditor {
 impl Auditor {
     /// The recording directory of session `id`: where ids put it, or where the index says
     /// it is. An error naming the session if there is none.
-    fn recording_dir(&self, id: &str) -> Result<PathBuf, AuditorError> {
+    pub fn recording_dir(&self, id: &str) -> Result<PathBuf, AuditorError> {
         let dir = session_dir(&self.recordings, id)?;
         if dir.is_dir() {
             return Ok(dir);
@@ -187,8 +191,9 @@ impl Auditor {
         }
     }
 
-    /// Session `id`'s recording, journal read.
-    fn recording(&self, id: &str) -> Result<Recording, AuditorError> {
+    /// Session `id`'s recording, journal read (casts are read as needed, see
+    /// [`Recording::timeline`]).
+    pub fn recording(&self, id: &str) -> Result<Recording, AuditorError> {
         let dir = self.recording_dir(id)?;
         Ok(Recording::open(id, &dir)?)
     }
@@ -216,7 +221,7 @@ pub(crate) fn timeline(
 
 /// Which sessions are live, if the bastion could be asked.
 #[derive(Debug)]
-pub(crate) enum Liveness {
+pub enum Liveness {
     /// The ids the running bastion has live (none if it is not running).
     Known(Vec<String>),
     /// The admin socket could not be used (permissions): only the index is known.
@@ -225,7 +230,7 @@ pub(crate) enum Liveness {
 
 /// A session's state as `sessions list` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
+pub enum Status {
     /// Its end is recorded.
     Ended,
     /// No end recorded, and the bastion has it live.
@@ -241,7 +246,7 @@ impl Liveness {
     /// The state of indexed session `s`. The index row is completed only after the
     /// recording is sealed, a moment after the person's client has exited; the live list is
     /// what says whether the session is still running.
-    pub(crate) fn status(&self, s: &SessionRecord) -> Status {
+    pub fn status(&self, s: &SessionRecord) -> Status {
         if s.ended_at.is_some() {
             return Status::Ended;
         }

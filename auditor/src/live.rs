@@ -109,7 +109,7 @@ impl Auditor {
     }
 
     /// The sessions the running bastion says are live: `None` if no bastion is running.
-    pub(crate) fn live_sessions(&self) -> Result<Option<Vec<LiveInfo>>, AuditorError> {
+    pub fn live_sessions(&self) -> Result<Option<Vec<LiveInfo>>, AuditorError> {
         let mut lines = match self.request(&Request::List) {
             Ok(lines) => lines,
             Err(AuditorError::Admin {
