@@ -149,7 +149,9 @@ pub use quota::{
     DEFAULT_MAX_PERSON_BYTES, DEFAULT_MAX_SESSION_BYTES, DEFAULT_MIN_FREE_BYTES,
     DEFAULT_PERSON_WINDOW_SECS, LowDisk, PersonAccount, QuotaHit, QuotaKind, Quotas,
 };
-pub use reader::{BulkEntry, CastEvent, CastHeader, CastReader, ChannelEntry, Recording, Segment};
+pub use reader::{
+    BulkEntry, CastEvent, CastHeader, CastReader, ChannelEntry, JournalReader, Recording, Segment,
+};
 pub use recorder::{ChannelRecorder, Recorder};
 pub use seal::{Manifest, SEAL_NAMESPACE, SealError};
 pub use verify::{

@@ -1,8 +1,9 @@
 //! Reading a recording back: the journal, each terminal channel's asciicast, and the
 //! timeline that puts the channels one after the other. The auditor's commands (replay,
-//! export, grep, show) and a later web console read recordings only through this module; it
-//! and the verifier ([`crate::verify`]) read lines through the same line reader
-//! (`crate::lines`: bounded memory, torn and overlong lines handled one way).
+//! export, grep, show) and a later web console read recordings only through this module,
+//! and the verifier ([`crate::verify`]) reads the journal through its [`JournalReader`] too;
+//! underneath, every file is read by one line reader (`crate::lines`: bounded memory, torn
+//! and overlong lines handled one way, line numbers as the chain counts them).
 //!
 //! Reading is streaming (a cast can be large) and forgiving: a torn last line (the bastion
 //! was killed mid-write) is left out, and a line that is not an event is skipped and
@@ -106,19 +107,10 @@ impl ChannelEntry {
 impl Recording {
     /// Reads the recording in `dir` (the journal only; casts are streamed when needed).
     pub fn open(id: &str, dir: &Path) -> Result<Recording, RecordingError> {
-        let path = dir.join(EVENTS_FILE);
-        let file = File::open(&path).map_err(RecordingError::io(&path, "open"))?;
-        let mut lines = LineReader::new(file);
+        let mut events = JournalReader::open(dir)?;
         let mut journal = Vec::new();
-        while let Some(line) = lines
-            .next_line()
-            .map_err(RecordingError::io(&path, "read"))?
-        {
-            if let Some(bytes) = line.whole()
-                && let Ok(value) = serde_json::from_slice::<Value>(bytes)
-            {
-                journal.push(value);
-            }
+        while let Some(value) = events.next_event(|_| true)? {
+            journal.push(value);
         }
         let mut channels: Vec<ChannelEntry> = Vec::new();
         for event in &journal {
@@ -223,6 +215,48 @@ impl Recording {
             offset += duration;
         }
         Ok(segments)
+    }
+}
+
+/// Streams the events of a session journal (`events.jsonl`): each complete line that is
+/// JSON, in order; a torn last line, an overlong line and a line that is not JSON are
+/// skipped. The auditor's [`Recording::open`] keeps them all; the verifier picks the few it
+/// checks without holding the rest.
+pub struct JournalReader {
+    lines: LineReader<File>,
+    path: PathBuf,
+}
+
+impl JournalReader {
+    /// Opens the journal of the recording in `dir`.
+    pub fn open(dir: &Path) -> Result<JournalReader, RecordingError> {
+        let path = dir.join(EVENTS_FILE);
+        let file = File::open(&path).map_err(RecordingError::io(&path, "open"))?;
+        Ok(JournalReader {
+            lines: LineReader::new(file),
+            path,
+        })
+    }
+
+    /// The next event whose stored line passes `wanted` (a cheap test on the raw bytes, so
+    /// lines of no interest are not parsed); `None` at the end.
+    pub fn next_event(
+        &mut self,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<Option<Value>, RecordingError> {
+        while let Some(line) = self
+            .lines
+            .next_line()
+            .map_err(RecordingError::io(&self.path, "read"))?
+        {
+            if let Some(bytes) = line.whole()
+                && wanted(bytes)
+                && let Ok(value) = serde_json::from_slice::<Value>(bytes)
+            {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -8,14 +8,13 @@
 //! a seal mismatch.
 
 use std::fmt;
-use std::fs::File;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::{LineReader, ProblemKind, Verifier};
+use super::{ProblemKind, Verifier};
 use crate::model::{BulkReason, BulkSwitch, ChannelSummary};
+use crate::reader::JournalReader;
 use crate::seal::Manifest;
 use crate::{EVENTS_FILE, RecordingError};
 
@@ -90,26 +89,20 @@ pub(super) struct Journal {
 impl Journal {
     /// Reads the bulk events of `dir`'s journal (a missing journal is reported elsewhere).
     pub fn read(dir: &Path) -> Result<Journal, RecordingError> {
-        let path = dir.join(EVENTS_FILE);
         let mut journal = Journal::default();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(journal),
-            Err(e) => return Err(RecordingError::io(&path, "open")(e)),
-        };
-        let mut lines = LineReader::new(file);
-        while let Some(line) = lines
-            .next_line()
-            .map_err(RecordingError::io(&path, "read"))?
-        {
-            // Cheap test first: most lines are other events.
-            const MARK: &[u8] = b"\"output.bulk";
-            if !line.complete || !line.bytes.windows(MARK.len()).any(|w| w == MARK) {
-                continue;
+        let mut events = match JournalReader::open(dir) {
+            Ok(events) => events,
+            Err(RecordingError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(journal);
             }
-            let Ok(value) = serde_json::from_slice::<Value>(&line.bytes) else {
-                continue;
-            };
+            Err(e) => return Err(e),
+        };
+        // Cheap test first: most lines are other events.
+        const MARK: &[u8] = b"\"output.bulk";
+        let bulk = |line: &[u8]| line.windows(MARK.len()).any(|w| w == MARK);
+        while let Some(value) = events.next_event(bulk)? {
             match value["event"].as_str() {
                 Some("output.bulk") => journal.switches.extend(serde_json::from_value(value).ok()),
                 Some("output.bulk.end") => journal.ends.extend(serde_json::from_value(value).ok()),
