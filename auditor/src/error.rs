@@ -4,8 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use jitssh_shared::audit::AuditError;
-use jitssh_shared::store::StoreError;
+use jitssh_core::audit::AuditError;
+use jitssh_core::store::StoreError;
 
 use jitssh_recording::RecordingError;
 

@@ -8,13 +8,13 @@
 //! recording without a seal is reported as unsealed with what the chain still vouches for; it
 //! counts as a failure unless the running bastion says the session is still live.
 //!
-//! Audit logs are checked with [`jitssh_shared::audit::verify`]: the bastion's, and in
+//! Audit logs are checked with [`jitssh_core::audit::verify`]: the bastion's, and in
 //! all-in-one mode the embedded CA's too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use jitssh_shared::ssh_key::PublicKey;
+use jitssh_core::ssh_key::PublicKey;
 
 use super::args::VerifyArgs;
 use super::{Auditor, AuditorError, Outcome, output};
@@ -80,7 +80,7 @@ impl Auditor {
 
 /// Verifies one audit log and says what it found.
 fn verify_log(path: &Path, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
-    let report = match jitssh_shared::audit::verify(path) {
+    let report = match jitssh_core::audit::verify(path) {
         Ok(report) => report,
         Err(err) => {
             writeln!(out, "{}: cannot verify: {err}", path.display()).map_err(output)?;

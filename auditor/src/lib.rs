@@ -53,7 +53,7 @@ mod tty;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jitssh_shared::store::{SessionFilter, SessionIndex, SessionRecord, SqliteStore};
+use jitssh_core::store::{SessionFilter, SessionIndex, SessionRecord, SqliteStore};
 
 pub use error::{AdminFailure, AuditorError};
 
@@ -129,7 +129,7 @@ impl Auditor {
         filter: &FilterArgs,
         limit: Option<usize>,
     ) -> Result<Vec<SessionRecord>, AuditorError> {
-        let now = jitssh_shared::unix_now();
+        let now = jitssh_core::unix_now();
         let instant = |t: &Option<String>| {
             t.as_deref()
                 .map(|t| timefmt::parse_instant(t, now))

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use jitssh_shared::store::SessionRecord;
+use jitssh_core::store::SessionRecord;
 use serde_json::{Map, Value, json};
 
 use super::args::ListArgs;
@@ -23,7 +23,7 @@ impl Auditor {
     /// `sessions list`: a table (or JSON lines), newest first.
     pub fn list(&self, args: &ListArgs, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
         let sessions = self.sessions(&args.filter, args.limit)?;
-        let now = jitssh_shared::unix_now();
+        let now = jitssh_core::unix_now();
         let live = if sessions.iter().any(|s| s.ended_at.is_none()) {
             self.liveness()
         } else {

@@ -16,8 +16,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use jitssh_shared::audit::{AuditEvent, AuditLog};
-use jitssh_shared::duration::HumanDuration;
+use jitssh_core::audit::{AuditEvent, AuditLog};
+use jitssh_core::duration::HumanDuration;
 
 use super::args::PruneArgs;
 use super::integrity::all_recordings;
@@ -41,7 +41,7 @@ impl Auditor {
                 ));
             }
         };
-        let now = jitssh_shared::unix_now();
+        let now = jitssh_core::unix_now();
         let cutoff = now.saturating_sub(retain.as_secs());
         let live = self.live_sessions().map_err(|e| {
             AuditorError::BadArgument(format!(

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitssh_shared::audit::{AuditEvent, AuditLog};
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::store::{SessionIndex, SqliteStore};
+use jitssh_core::audit::{AuditEvent, AuditLog};
+use jitssh_core::keys::CaSigner;
+use jitssh_core::store::{SessionIndex, SqliteStore};
 use serde_json::Value;
 
 use super::args::*;
@@ -55,7 +55,7 @@ fn meta(user: &str) -> SessionMeta {
         login: "deploy".into(),
         target: "web01".into(),
         client_addr: "192.0.2.10:50022".into(),
-        started_at: jitssh_shared::unix_now(),
+        started_at: jitssh_core::unix_now(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! (`83.5`) or a duration (`1m23s`), so what `grep` prints can be pasted into `replay --from`.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use jitssh_shared::duration::HumanDuration;
+use jitssh_core::duration::HumanDuration;
 
 use super::AuditorError;
 
@@ -42,7 +42,7 @@ fn unix_of(at: NaiveDateTime) -> Option<u64> {
 }
 
 /// Instants and durations print as the CA prints them (one format for both programs).
-pub use jitssh_shared::timefmt::{format_duration, format_utc as format_unix};
+pub use jitssh_core::timefmt::{format_duration, format_utc as format_unix};
 
 /// An offset in a recording as `M:SS.s` (or `H:MM:SS.s`), rounded down to a tenth, so that
 /// replaying from it never starts after the event it points at.

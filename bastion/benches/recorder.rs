@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use jitssh_shared::keys::CaSigner;
+use jitssh_core::keys::CaSigner;
 use ssh_bastion::pump::Tap as _;
 use ssh_bastion::recorded::{RecordingSetup, SessionRecording};
 use ssh_bastion::recording::{ChannelKind, Pty, Quotas, Recorder, RecordingPolicy, SessionMeta};
@@ -33,7 +33,7 @@ fn meta() -> SessionMeta {
         login: "deploy".into(),
         target: "web01".into(),
         client_addr: "127.0.0.1:1".into(),
-        started_at: jitssh_shared::unix_now(),
+        started_at: jitssh_core::unix_now(),
     }
 }
 
@@ -113,8 +113,7 @@ fn recording(c: &mut Criterion) {
         policy,
         seal_key: key.clone(),
         index: Arc::new(
-            jitssh_shared::store::SqliteStore::open(&dir.path().join("sessions.db"))
-                .expect("index"),
+            jitssh_core::store::SqliteStore::open(&dir.path().join("sessions.db")).expect("index"),
         ),
         queue_bytes: ssh_bastion::recorded::DEFAULT_RECORDING_QUEUE,
     };

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jitssh_shared::audit::AuditEvent;
+use jitssh_core::audit::AuditEvent;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, oneshot, watch};
@@ -369,7 +369,7 @@ fn bind(path: &Path, open_to_all: bool) -> Result<UnixListener, AdminError> {
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
-        jitssh_shared::fsmode::create_private_dir_all(dir).map_err(io("create its directory"))?;
+        jitssh_core::fsmode::create_private_dir_all(dir).map_err(io("create its directory"))?;
         if open_to_all {
             // Other uids must reach the socket: traverse, not list.
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))

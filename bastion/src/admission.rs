@@ -10,10 +10,10 @@
 
 use std::net::IpAddr;
 
-use jitssh_shared::cert::{self, Expectations, GrantClaims, Rejection};
-use jitssh_shared::ssh_key::Certificate;
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::public::KeyData;
+use jitssh_core::cert::{self, Expectations, GrantClaims, Rejection};
+use jitssh_core::ssh_key::Certificate;
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::public::KeyData;
 
 use crate::config::Forwarding;
 use crate::login::{BadUserString, LoginTarget};
@@ -165,7 +165,7 @@ pub fn admit(user: &str, cert: &Certificate, ctx: &Context<'_>) -> Result<Admitt
         .iter()
         .filter(|role| {
             role.logins.contains(&login_target.login)
-                && jitssh_shared::pattern::host_list_matches(&role.hosts, &login_target.target)
+                && jitssh_core::pattern::host_list_matches(&role.hosts, &login_target.target)
         })
         .map(|role| role.name.clone())
         .collect();
@@ -183,9 +183,9 @@ pub fn admit(user: &str, cert: &Certificate, ctx: &Context<'_>) -> Result<Admitt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jitssh_shared::cert::{CertSpec, GRANT_EXTENSION};
-    use jitssh_shared::keys::CaSigner;
-    use jitssh_shared::ssh_key::{Algorithm, PrivateKey};
+    use jitssh_core::cert::{CertSpec, GRANT_EXTENSION};
+    use jitssh_core::keys::CaSigner;
+    use jitssh_core::ssh_key::{Algorithm, PrivateKey};
     use std::collections::BTreeMap;
 
     const NOW: u64 = 1_700_000_000;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use jitssh_shared::audit::{AuditError, AuditEvent, AuditLog};
+use jitssh_core::audit::{AuditError, AuditEvent, AuditLog};
 
 /// The audit log, shareable across tasks.
 #[derive(Clone, Debug)]

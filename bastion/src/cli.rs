@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// `--version`: the package version, marked `(test-clock)` in builds whose clock tests can
-/// shift (see `jitssh_shared::clock`), so nobody deploys one unknowingly.
-const VERSION: &str = if jitssh_shared::clock::TEST_CLOCK_BUILT {
+/// shift (see `jitssh_core::clock`), so nobody deploys one unknowingly.
+const VERSION: &str = if jitssh_core::clock::TEST_CLOCK_BUILT {
     concat!(env!("CARGO_PKG_VERSION"), " (test-clock)")
 } else {
     env!("CARGO_PKG_VERSION")

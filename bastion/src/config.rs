@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jitssh_shared::accept::Startups;
-use jitssh_shared::config::{self, ConfigError};
-use jitssh_shared::duration::HumanDuration;
+use jitssh_authority::config::CaConfig;
+use jitssh_core::config::{self, ConfigError};
+use jitssh_core::duration::HumanDuration;
+use jitssh_server::accept::Startups;
 use serde::Deserialize;
-use ssh_ca::config::CaConfig;
 
 use crate::recording::{OnFailure, RecordingPolicy};
 

@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use jitssh_shared::accept::Ticket;
-use jitssh_shared::audit::AuditEvent;
-use jitssh_shared::ssh_key::{Certificate, HashAlg};
-use jitssh_shared::unix_now;
+use jitssh_core::audit::AuditEvent;
+use jitssh_core::ssh_key::{Certificate, HashAlg};
+use jitssh_core::unix_now;
+use jitssh_server::accept::Ticket;
 use russh::keys::ssh_key;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session as SshSession, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
@@ -69,7 +69,7 @@ pub struct Front {
     peer: Option<SocketAddr>,
     slot: Arc<Slot>,
     /// The connection's place at the accept loop: promoted on login (see
-    /// [`jitssh_shared::accept`]).
+    /// [`jitssh_server::accept`]).
     ticket: Arc<Ticket>,
     /// Refusals so far, to tell the person why at the end.
     refusals: Vec<Refusal>,

@@ -10,10 +10,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use jitssh_shared::ssh_key::Certificate;
-use jitssh_shared::ssh_key::public::KeyData;
-use ssh_ca::authority::{Authority, IssueError};
-pub use ssh_ca::session_cert::SessionCertRequest;
+use jitssh_authority::authority::{Authority, IssueError};
+pub use jitssh_authority::session_cert::SessionCertRequest;
+use jitssh_core::ssh_key::Certificate;
+use jitssh_core::ssh_key::public::KeyData;
 
 /// A boxed future, so [`Issuer`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -12,7 +12,7 @@ use ssh_ca::edge;
 
 fn main() -> ExitCode {
     // Before anything is created: data is for the service user only.
-    jitssh_shared::fsmode::restrict_umask();
+    jitssh_core::fsmode::restrict_umask();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return edge::usage_error("ssh-bastion", err),

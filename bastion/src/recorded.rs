@@ -22,8 +22,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::store::{SessionIndex, SqliteStore};
+use jitssh_core::keys::CaSigner;
+use jitssh_core::store::{SessionIndex, SqliteStore};
 
 use crate::pump::Tap;
 pub use crate::recording::{Backlog, DEFAULT_RECORDING_QUEUE};
@@ -53,10 +53,10 @@ pub struct RecordingSetup {
 pub enum SetupError {
     /// The seal key could not be read.
     #[error(transparent)]
-    Key(#[from] jitssh_shared::keys::KeyError),
+    Key(#[from] jitssh_core::keys::KeyError),
     /// The session index could not be opened.
     #[error(transparent)]
-    Index(#[from] jitssh_shared::store::StoreError),
+    Index(#[from] jitssh_core::store::StoreError),
 }
 
 impl RecordingSetup {
@@ -68,7 +68,7 @@ impl RecordingSetup {
         index: &Path,
     ) -> Result<RecordingSetup, SetupError> {
         let text = std::fs::read_to_string(host_key).map_err(|source| {
-            jitssh_shared::keys::KeyError::Io {
+            jitssh_core::keys::KeyError::Io {
                 path: host_key.to_path_buf(),
                 source,
             }
@@ -104,7 +104,7 @@ pub enum StartError {
     Recording(#[from] RecordingError),
     /// The session could not be indexed.
     #[error("session index: {0}")]
-    Index(#[from] jitssh_shared::store::StoreError),
+    Index(#[from] jitssh_core::store::StoreError),
     /// The writer thread could not be started.
     #[error(transparent)]
     Writer(#[from] WriteError),

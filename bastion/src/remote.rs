@@ -9,10 +9,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jitssh_shared::krl::Krl;
-use jitssh_shared::revocation::RevocationSet;
-use jitssh_shared::ssh_key::public::KeyData;
-use jitssh_shared::ssh_key::{Certificate, PrivateKey, PublicKey};
+use jitssh_core::krl::Krl;
+use jitssh_core::revocation::RevocationSet;
+use jitssh_core::ssh_key::public::KeyData;
+use jitssh_core::ssh_key::{Certificate, PrivateKey, PublicKey};
 use ssh_ca::client::{CaClient, ClientError, ExecOutput};
 
 use crate::config::RemoteCa;
@@ -341,7 +341,7 @@ impl Issuer for RemoteIssuer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jitssh_shared::keys::CaSigner;
+    use jitssh_core::keys::CaSigner;
 
     #[test]
     fn ca_keys_output_parses_and_garbage_does_not() {

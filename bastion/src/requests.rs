@@ -70,7 +70,7 @@ pub fn start(asked: &Asked, forced: Option<&str>) -> Result<Start, StartRefused>
 pub fn env_allowed(name: &str, value: &str, allowed: &[String]) -> bool {
     name.len() <= MAX_ENV_NAME
         && value.len() <= MAX_ENV_VALUE
-        && jitssh_shared::pattern::list_matches(allowed, name)
+        && jitssh_core::pattern::list_matches(allowed, name)
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jitssh_shared::accept::{self, Connection, Gate, GateLimits};
-use jitssh_shared::audit::{AuditError, AuditLog};
-use jitssh_shared::hostkey::{self, HostKeyError};
-use jitssh_shared::ssh_key::HashAlg;
+use jitssh_authority::authority::{Authority, OpenError, OpenOptions};
+use jitssh_core::audit::{AuditError, AuditLog};
+use jitssh_core::ssh_key::HashAlg;
+use jitssh_server::accept::{self, Connection, Gate, GateLimits};
+use jitssh_server::hostkey::{self, HostKeyError};
 use russh::server::Config;
 use russh::{MethodKind, MethodSet, SshId};
-use ssh_ca::authority::{Authority, OpenError, OpenOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -221,8 +221,8 @@ pub async fn serve(
 /// an embedded CA) its host certificate.
 fn russh_config(
     config: &BastionConfig,
-    host_key: jitssh_shared::ssh_key::PrivateKey,
-    host_cert: Option<jitssh_shared::ssh_key::Certificate>,
+    host_key: jitssh_core::ssh_key::PrivateKey,
+    host_cert: Option<jitssh_core::ssh_key::Certificate>,
 ) -> Config {
     let limits = &config.limits;
     let idle = limits.idle_timeout.as_duration();
@@ -273,7 +273,7 @@ async fn connection(shared: Arc<Shared>, config: Arc<Config>, accepted: Connecti
     } else if let Err(err) = outcome {
         tracing::info!(%peer, "connection failed before login: {err}");
         if let Some(reason) = undecodable_credential(&err) {
-            let event = jitssh_shared::audit::AuditEvent::new("login.refused")
+            let event = jitssh_core::audit::AuditEvent::new("login.refused")
                 .with("peer", peer.to_string())
                 .with("reason", reason);
             shared.audit.record_or_log(event).await;
@@ -309,9 +309,9 @@ enum HostCertSource {
 impl HostCertSource {
     async fn obtain(
         &self,
-        key: &jitssh_shared::ssh_key::PrivateKey,
+        key: &jitssh_core::ssh_key::PrivateKey,
         names: &[String],
-    ) -> Result<jitssh_shared::ssh_key::Certificate, String> {
+    ) -> Result<jitssh_core::ssh_key::Certificate, String> {
         match self {
             HostCertSource::Embedded(authority) => {
                 let (authority, key, names) = (authority.clone(), key.clone(), names.to_vec());

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use jitssh_shared::audit::AuditEvent;
-use jitssh_shared::ssh_key::Certificate;
+use jitssh_core::audit::AuditEvent;
+use jitssh_core::ssh_key::Certificate;
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelWriteHalf, Disconnect, client, server};
 use tokio::sync::{Notify, watch};
 
@@ -144,7 +144,7 @@ impl Session {
             user: admitted.person.clone(),
             login: admitted.login_target.login.clone(),
             target: admitted.login_target.target.clone(),
-            started_at: jitssh_shared::unix_now(),
+            started_at: jitssh_core::unix_now(),
         });
         let channel_slots = Arc::new(tokio::sync::Semaphore::new(
             shared.config.limits.max_channels,
@@ -262,7 +262,7 @@ impl Session {
     /// Starts the session's recording (and its one-second flush). `Err` when the session must
     /// not go on unrecorded.
     async fn start_recording(self: &Arc<Self>) -> Result<(), String> {
-        let started_at = jitssh_shared::unix_now();
+        let started_at = jitssh_core::unix_now();
         let person = self.admitted.person.clone();
         let meta = SessionMeta {
             id: self.id.clone(),
@@ -845,6 +845,6 @@ async fn target_gone(state: &mut watch::Receiver<UpstreamState>) -> bool {
 fn until_unix(at: u64) -> Duration {
     let target = UNIX_EPOCH + Duration::from_secs(at);
     target
-        .duration_since(jitssh_shared::clock::now())
+        .duration_since(jitssh_core::clock::now())
         .unwrap_or(Duration::ZERO)
 }

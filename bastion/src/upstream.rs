@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jitssh_shared::cert::{self, Expectations};
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::{Algorithm, HashAlg, PrivateKey};
-use jitssh_shared::unix_now;
+use jitssh_core::cert::{self, Expectations};
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::{Algorithm, HashAlg, PrivateKey};
+use jitssh_core::unix_now;
 use russh::client::{self, AuthResult, ChannelOpenHandle, DisconnectReason, Msg};
 use russh::keys::PublicKeyOrCertificate;
 use russh::{Channel, Preferred};
@@ -121,7 +121,7 @@ pub struct ConnectRequest {
 /// The parts of a [`SessionCertRequest`] known before connecting.
 pub struct SessionCertTemplate {
     /// The person's certificate.
-    pub user_cert: jitssh_shared::ssh_key::Certificate,
+    pub user_cert: jitssh_core::ssh_key::Certificate,
     /// The person's address.
     pub client: Option<IpAddr>,
     /// Login on the target.

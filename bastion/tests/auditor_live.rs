@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitssh_shared::audit::{AuditEvent, AuditLog};
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::store::{SessionIndex, SqliteStore};
+use jitssh_core::audit::{AuditEvent, AuditLog};
+use jitssh_core::keys::CaSigner;
+use jitssh_core::store::{SessionIndex, SqliteStore};
 
 use ssh_bastion::admin::{self, AdminSettings, LiveInfo, LiveSessions};
 use ssh_bastion::auditor::args::*;
@@ -56,7 +56,7 @@ fn meta(user: &str) -> SessionMeta {
         login: "deploy".into(),
         target: "web01".into(),
         client_addr: "192.0.2.10:50022".into(),
-        started_at: jitssh_shared::unix_now(),
+        started_at: jitssh_core::unix_now(),
     }
 }
 
@@ -172,7 +172,7 @@ fn set_mtime(path: &Path, unix: u64) {
 
 /// Ages a recording by setting its files' modification times `days` back.
 fn age(dir: &Path, days: u64) {
-    let then = jitssh_shared::unix_now() - days * 86_400;
+    let then = jitssh_core::unix_now() - days * 86_400;
     for entry in fs::read_dir(dir).unwrap() {
         set_mtime(&entry.unwrap().path(), then);
     }

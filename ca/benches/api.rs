@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::ssh_key::PrivateKey;
+use jitssh_authority::authority::{Authority, OpenOptions};
+use jitssh_authority::config::CaConfig;
+use jitssh_core::keys::CaSigner;
+use jitssh_core::ssh_key::PrivateKey;
 use ssh_ca::api::Api;
-use ssh_ca::authority::{Authority, OpenOptions};
 use ssh_ca::client::CaClient;
-use ssh_ca::config::CaConfig;
 
 const CLIENTS: usize = 32;
 

@@ -13,14 +13,14 @@
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use jitssh_shared::cert::CertSpec;
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::revocation::RevocationSet;
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::{Certificate, PublicKey};
-use jitssh_shared::store::{Revocation, Revoked, SqliteStore, Store};
-use ssh_ca::authority::{Authority, OpenOptions};
-use ssh_ca::config::CaConfig;
+use jitssh_authority::authority::{Authority, OpenOptions};
+use jitssh_authority::config::CaConfig;
+use jitssh_core::cert::CertSpec;
+use jitssh_core::keys::CaSigner;
+use jitssh_core::revocation::RevocationSet;
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::{Certificate, PublicKey};
+use jitssh_core::store::{Revocation, Revoked, SqliteStore, Store};
 
 /// Revocations in the loaded store: a third each by serial, key id and key.
 const LOADED: u64 = 10_000;

@@ -10,18 +10,18 @@
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use jitssh_shared::cert::CertSpec;
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::ssh_key::PublicKey;
-use jitssh_shared::ssh_key::certificate::CertType;
-use ssh_ca::authority::{Authority, OpenOptions};
-use ssh_ca::config::CaConfig;
+use jitssh_authority::authority::{Authority, OpenOptions};
+use jitssh_authority::config::CaConfig;
+use jitssh_core::cert::CertSpec;
+use jitssh_core::keys::CaSigner;
+use jitssh_core::ssh_key::PublicKey;
+use jitssh_core::ssh_key::certificate::CertType;
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH9IXZUqz/ePREb8+Ij4fs6tI6Qe7x5eBNYb+/WV9ni6 alice";
 
 fn spec() -> CertSpec {
-    let now = jitssh_shared::unix_now();
+    let now = jitssh_core::unix_now();
     CertSpec {
         cert_type: CertType::User,
         subject: PublicKey::from_openssh(KEY)

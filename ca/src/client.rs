@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitssh_shared::cert::{self, Expectations};
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::public::KeyData;
-use jitssh_shared::ssh_key::{Algorithm, PrivateKey};
-use jitssh_shared::unix_now;
+use jitssh_core::cert::{self, Expectations};
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::public::KeyData;
+use jitssh_core::ssh_key::{Algorithm, PrivateKey};
+use jitssh_core::unix_now;
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
@@ -139,7 +139,7 @@ impl CaClient {
         config.preferred.host_key_certificates = std::borrow::Cow::Owned(vec![
             Algorithm::Ed25519,
             Algorithm::Ecdsa {
-                curve: jitssh_shared::ssh_key::EcdsaCurve::NistP256,
+                curve: jitssh_core::ssh_key::EcdsaCurve::NistP256,
             },
         ]);
         let rejection = Arc::new(std::sync::Mutex::new(None));

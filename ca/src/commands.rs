@@ -5,25 +5,25 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use jitssh_shared::audit;
-use jitssh_shared::cert::{CertSpec, split_extension};
-use jitssh_shared::keys::CaKeys;
-use jitssh_shared::policy::{MAX_REASON_LEN, check_source_address};
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::{HashAlg, PublicKey};
-use jitssh_shared::store::Revoked;
-use jitssh_shared::unix_now;
+use jitssh_core::audit;
+use jitssh_core::cert::{CertSpec, split_extension};
+use jitssh_core::keys::CaKeys;
+use jitssh_core::policy::{MAX_REASON_LEN, check_source_address};
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::{HashAlg, PublicKey};
+use jitssh_core::store::Revoked;
+use jitssh_core::unix_now;
 use serde_json::json;
 
-use crate::authority::{Authority, OpenOptions, write_atomic};
 use crate::cli::{
     HostAddArgs, IssuedArgs, KindArg, KnownHostsArgs, KrlArgs, RenewArgs, RevokeArgs, SignArgs,
     SshdConfigArgs,
 };
-use crate::config::CaConfig;
-use crate::hosts;
 use crate::renew::{self, RenewOutcome};
-use jitssh_shared::fsmode::PUBLIC_FILE;
+use jitssh_authority::authority::{Authority, OpenOptions, write_atomic};
+use jitssh_authority::config::CaConfig;
+use jitssh_authority::hosts;
+use jitssh_core::fsmode::PUBLIC_FILE;
 
 /// Longest public key input we read; real keys are a few hundred bytes.
 const MAX_KEY_INPUT: u64 = 64 * 1024;
@@ -87,7 +87,7 @@ pub fn init(config: &CaConfig) -> Result<()> {
         .into_iter()
         .find(|p| p.exists())
     {
-        return Err(jitssh_shared::keys::KeyError::Exists(existing).into());
+        return Err(jitssh_core::keys::KeyError::Exists(existing).into());
     }
     let authority = Authority::open(
         config.clone(),
@@ -346,7 +346,7 @@ pub fn issued(config: &CaConfig, args: &IssuedArgs) -> Result<()> {
         "SERIAL", "TYPE", "KEY ID", "PRINCIPALS", "EXPIRES"
     );
     for cert in authority.store().list_issued(args.limit)? {
-        let expires = crate::cert_text::format_time(cert.valid_before);
+        let expires = jitssh_authority::cert_text::format_time(cert.valid_before);
         println!(
             "{:>8}  {:<5}  {:<24}  {:<20}  {:<20}  {}",
             cert.serial,
@@ -391,7 +391,7 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     tracing::info!(
         user_ca = %authority.keys().user.fingerprint(),
         host_ca = %authority.keys().host.fingerprint(),
-        dir = %crate::authority::absolute(&config.data_dir).display(),
+        dir = %jitssh_authority::authority::absolute(&config.data_dir).display(),
         config = %config.origin,
         "{}",
         if authority.created_keys() {
@@ -404,13 +404,13 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
     tracing::info!(
         users = policy.users().count(),
         roles = policy.roles().count(),
-        policy = %crate::authority::absolute(&config.policy).display(),
+        policy = %jitssh_authority::authority::absolute(&config.policy).display(),
         "policy loaded"
     );
     authority.write_krl_file()?;
-    crate::api::spawn_policy_reloader(authority.clone())?;
+    ssh_ca::api::spawn_policy_reloader(authority.clone())?;
     tokio::spawn(flush_join_denials(authority.clone()));
-    let api = crate::api::Api::bind(authority.clone(), config.listen).await?;
+    let api = ssh_ca::api::Api::bind(authority.clone(), config.listen).await?;
     tracing::info!(addr = %api.local_addr()?, "CA API listening");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -468,7 +468,7 @@ pub fn host_list(config: &CaConfig) -> Result<()> {
         println!(
             "{:<24}  {:<8}  {:<7}  {:<30}  {key}",
             host.name,
-            jitssh_shared::duration::HumanDuration::from_secs(host.ttl_secs).to_string(),
+            jitssh_core::duration::HumanDuration::from_secs(host.ttl_secs).to_string(),
             if host.key.is_some() { "yes" } else { "no" },
             host.aliases.join(",")
         );
@@ -492,7 +492,7 @@ pub async fn host_renew(args: &RenewArgs) -> Result<()> {
         RenewOutcome::StillValid { valid_before } => println!(
             "{} is valid until {}; more than a third of its life is left, nothing to do (--force to renew)",
             args.out.display(),
-            crate::cert_text::format_time(valid_before)
+            jitssh_authority::cert_text::format_time(valid_before)
         ),
         RenewOutcome::Renewed {
             serial,
@@ -500,7 +500,7 @@ pub async fn host_renew(args: &RenewArgs) -> Result<()> {
         } => println!(
             "wrote {} (serial {serial}, valid until {})",
             args.out.display(),
-            crate::cert_text::format_time(valid_before)
+            jitssh_authority::cert_text::format_time(valid_before)
         ),
     }
     Ok(())

@@ -1,21 +1,10 @@
-//! ssh-ca: the certificate authority of jitssh.
+//! ssh-ca: the certificate authority of jitssh, as a program.
 //!
-//! [`authority::Authority`] issues and revokes; [`api`] serves it over SSH; [`commands`] are the
-//! operator's offline commands; [`cli`] parses them; [`renew`] is the host-side renewal client.
+//! The authority itself is the `jitssh-authority` crate; this crate serves it over SSH
+//! ([`api`]), speaks to that API as a client ([`client`]) and holds the binaries' edge
+//! ([`edge`]: one-line errors, quiet on a closed pipe). The operator's command line (`cli`,
+//! `commands`, `renew`) lives in the binary.
 
 pub mod api;
-pub mod authority;
-pub mod cert_text;
-pub mod cli;
 pub mod client;
-pub mod commands;
-pub mod commit;
-pub mod config;
-pub mod denials;
 pub mod edge;
-pub mod hosts;
-pub mod join_guard;
-pub mod renew;
-pub mod requests;
-pub mod revocation;
-pub mod session_cert;

@@ -4,14 +4,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ssh_ca::cli::{AuditCommand, Cli, Command, HostCommand};
-use ssh_ca::commands;
-use ssh_ca::config::CaConfig;
+use jitssh_authority::config::CaConfig;
 use ssh_ca::edge;
+
+mod cli;
+mod commands;
+mod renew;
+
+use cli::{AuditCommand, Cli, Command, HostCommand};
 
 fn main() -> ExitCode {
     // Before anything is created: data is for the service user only.
-    jitssh_shared::fsmode::restrict_umask();
+    jitssh_core::fsmode::restrict_umask();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return edge::usage_error("ssh-ca", err),

@@ -9,13 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::{Certificate, PrivateKey, PublicKey};
-use jitssh_shared::unix_now;
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::{Certificate, PrivateKey, PublicKey};
+use jitssh_core::unix_now;
 
-use crate::authority::write_atomic;
 use crate::cli::RenewArgs;
-use crate::client::{CaClient, ClientError};
+use jitssh_authority::authority::write_atomic;
+use ssh_ca::client::{CaClient, ClientError};
 
 /// Why renewal failed.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +139,7 @@ pub async fn renew(args: &RenewArgs) -> Result<RenewOutcome, RenewError> {
     write_atomic(
         &args.out,
         format!("{text}\n").as_bytes(),
-        jitssh_shared::fsmode::PUBLIC_FILE,
+        jitssh_core::fsmode::PUBLIC_FILE,
     )
     .map_err(|e| file_error(&args.out, e))?;
     if let Some(command) = &args.reload_cmd {

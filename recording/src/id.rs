@@ -15,7 +15,7 @@ const ID_LEN: usize = STAMP_LEN + 1 + 8;
 
 /// A fresh session id for a session starting now.
 pub fn new_session_id() -> String {
-    new_session_id_at(jitssh_shared::unix_now())
+    new_session_id_at(jitssh_core::unix_now())
 }
 
 /// A fresh session id for a session starting at Unix time `unix`.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use jitssh_shared::store::{SessionEnd, SessionRecord};
+use jitssh_core::store::{SessionEnd, SessionRecord};
 use serde::{Deserialize, Serialize};
 
 /// What to do when the recording cannot be written (disk full, I/O error).

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use jitssh_shared::store::{SessionFilter, SessionIndex};
+use jitssh_core::store::{SessionFilter, SessionIndex};
 use serde::{Deserialize, Serialize};
 
 use super::model::{BulkSwitch, RecordingPolicy};
@@ -197,7 +197,7 @@ impl Quotas {
     /// Opens `person`'s account for a session starting now (call it before the session is
     /// in the index). Blocking I/O the first time a person is seen.
     pub fn account(self: &Arc<Self>, person: &str) -> PersonAccount {
-        let now = jitssh_shared::unix_now();
+        let now = jitssh_core::unix_now();
         let used = Arc::new(AtomicU64::new(0));
         let cutoff = now.saturating_sub(self.window_secs);
         let known = self.lock().get(person).is_some_and(|e| !e.is_empty());
@@ -257,7 +257,7 @@ impl Quotas {
 
     /// Bytes recorded by `person`'s sessions in the window.
     fn person_total(&self, person: &str) -> u64 {
-        let cutoff = jitssh_shared::unix_now().saturating_sub(self.window_secs);
+        let cutoff = jitssh_core::unix_now().saturating_sub(self.window_secs);
         self.lock().get(person).map_or(0, |entries| {
             entries
                 .iter()
@@ -394,11 +394,11 @@ mod tests {
 
     #[test]
     fn after_a_restart_the_tally_starts_from_the_index_and_the_disk() {
-        use jitssh_shared::store::{SessionRecord, SqliteStore};
+        use jitssh_core::store::{SessionRecord, SqliteStore};
         let dir = tempfile::tempdir().unwrap();
         let index =
             Arc::new(SqliteStore::open_session_index(&dir.path().join("sessions.db")).unwrap());
-        let now = jitssh_shared::unix_now();
+        let now = jitssh_core::unix_now();
         for (id, started_at, bytes) in [("recent", now - 60, 700), ("old", now - 7200, 900)] {
             let rec = dir.path().join(id);
             std::fs::create_dir(&rec).unwrap();

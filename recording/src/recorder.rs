@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jitssh_shared::keys::CaSigner;
+use jitssh_core::keys::CaSigner;
 use serde_json::{Map, Value, json};
 
 use super::bulk::{OutputStream, end_note, stream_name, switch_note};
@@ -461,18 +461,13 @@ impl Session {
             match LineFile::create(&self.dir, name) {
                 Ok(mut f) => {
                     if !transfer {
-                        let header = cast::header(
-                            &self.meta,
-                            seq,
-                            channel,
-                            &kind,
-                            jitssh_shared::unix_now(),
-                        )
-                        .map_err(|source| RecordingError::Encode {
-                            path: f.path().to_path_buf(),
-                            what: "the asciicast header",
-                            source,
-                        })?;
+                        let header =
+                            cast::header(&self.meta, seq, channel, &kind, jitssh_core::unix_now())
+                                .map_err(|source| RecordingError::Encode {
+                                    path: f.path().to_path_buf(),
+                                    what: "the asciicast header",
+                                    source,
+                                })?;
                         f.push(&header);
                         self.channel_pending += header.len() + 1;
                     }
@@ -739,7 +734,7 @@ impl Session {
             // Failures are recorded in `self.failure`; the seal reports them.
             let _ = self.close_channel(slot);
         }
-        let ended_at = jitssh_shared::unix_now();
+        let ended_at = jitssh_core::unix_now();
         let (bytes_in, bytes_out) = self.channels.iter().fold((0, 0), |(i, o), ch| {
             (i + ch.bytes[0], o + ch.bytes[1] + ch.bytes[2])
         });
@@ -808,7 +803,7 @@ impl Session {
         line.insert("event".into(), event.into());
         line.insert(
             "time".into(),
-            chrono::DateTime::<chrono::Utc>::from(jitssh_shared::clock::now())
+            chrono::DateTime::<chrono::Utc>::from(jitssh_core::clock::now())
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 .into(),
         );

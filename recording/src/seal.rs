@@ -10,8 +10,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::ssh_key::{HashAlg, LineEnding, PublicKey, SshSig};
+use jitssh_core::keys::CaSigner;
+use jitssh_core::ssh_key::{HashAlg, LineEnding, PublicKey, SshSig};
 use serde::{Deserialize, Serialize};
 
 use super::files::FileSeal;
@@ -91,7 +91,7 @@ pub(crate) fn write_seal(
             source,
         })?;
     bytes.push(b'\n');
-    let sign_err = |e: jitssh_shared::ssh_key::Error| RecordingError::Sign {
+    let sign_err = |e: jitssh_core::ssh_key::Error| RecordingError::Sign {
         path: seal_path.clone(),
         why: e.to_string(),
     };

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use jitssh_shared::keys::CaSigner;
-use jitssh_shared::store::{SessionIndex, SqliteStore};
+use jitssh_core::keys::CaSigner;
+use jitssh_core::store::{SessionIndex, SqliteStore};
 use serde_json::Value;
 
 use super::*;
@@ -27,7 +27,7 @@ pub(super) fn meta() -> SessionMeta {
         login: "deploy".into(),
         target: "web01".into(),
         client_addr: "192.0.2.10:50022".into(),
-        started_at: jitssh_shared::unix_now(),
+        started_at: jitssh_core::unix_now(),
     }
 }
 
@@ -537,7 +537,7 @@ fn kill_9_leaves_a_playable_verifiable_prefix() {
     assert_eq!(printed, "before the crash é\r\n");
 
     let key_line = fs::read_to_string(root.path().join("key.pub")).unwrap();
-    let key = jitssh_shared::ssh_key::PublicKey::from_openssh(key_line.trim()).unwrap();
+    let key = jitssh_core::ssh_key::PublicKey::from_openssh(key_line.trim()).unwrap();
     let report = verify_session(&dir, &key).unwrap();
     assert_eq!(report.seal, SealStatus::Unsealed, "{report}");
     assert!(report.problems.is_empty(), "{report}");

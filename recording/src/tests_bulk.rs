@@ -268,7 +268,7 @@ fn bulk_session(
     root: &Path,
 ) -> (
     std::path::PathBuf,
-    std::sync::Arc<jitssh_shared::keys::CaSigner>,
+    std::sync::Arc<jitssh_core::keys::CaSigner>,
 ) {
     let (rec, key) = start(root, RecordingPolicy::default());
     let mut ch = rec.channel(0, exec("cat /bin/ls")).unwrap();

@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use jitssh_shared::ssh_key::PublicKey;
+use jitssh_core::ssh_key::PublicKey;
 
 use super::chain::{LineHash, genesis, line_hash, parse_entry};
 use super::lines::LineReader;

@@ -2,7 +2,7 @@
 //!
 //! Every `ssh-ca` and `ssh-bastion` the harness starts from a scratch directory gets
 //! `JITSSH_TEST_CLOCK=<dir>/test-clock`; binaries built with the `test-clock` feature (what
-//! `cargo test --workspace` builds, see `jitssh_shared::clock`) add the seconds in that file to
+//! `cargo test --workspace` builds, see `jitssh_core::clock`) add the seconds in that file to
 //! every time they read. Only our own decisions move: `sshd`, `ssh` and russh's own
 //! certificate checks still use the real clock.
 
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use crate::tools::project_bin;
 
-/// The variable naming the offset file (`jitssh_shared::clock::TEST_CLOCK_ENV`).
+/// The variable naming the offset file (`jitssh_core::clock::TEST_CLOCK_ENV`).
 pub const TEST_CLOCK_ENV: &str = "JITSSH_TEST_CLOCK";
 
 /// The offset file of the project binaries started from one scratch directory.

@@ -8,7 +8,7 @@ use std::process::Command;
 use jitssh_tests::{Bastion, Scratch, keygen, project_bin, run, target, user};
 
 /// Every table, as the release before versioned schemas created it in *every* database
-/// (`shared/src/store.rs`, `store/hosts.rs`, `store/requests.rs`, `store/sessions.rs` at
+/// (`shared/src/store.rs`, now `core/src/store.rs`, `store/hosts.rs`, `store/requests.rs`, `store/sessions.rs` at
 /// df65db2), with `journal_mode` as it set it.
 const LEGACY_SCHEMA: &str = "
 PRAGMA journal_mode = WAL;

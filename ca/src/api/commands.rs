@@ -6,17 +6,17 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use jitssh_shared::duration::HumanDuration;
-use jitssh_shared::policy::{CertRequest, Grant};
-use jitssh_shared::ssh_key::{Certificate, HashAlg, PublicKey};
-use jitssh_shared::unix_now;
+use jitssh_core::duration::HumanDuration;
+use jitssh_core::policy::{CertRequest, Grant};
+use jitssh_core::ssh_key::{Certificate, HashAlg, PublicKey};
+use jitssh_core::unix_now;
 
 use super::Identity;
-use crate::authority::{Authority, IssueError};
-use crate::cert_text::{format_time, spec_summary};
-use crate::hosts::{self, HostError};
-use crate::requests::{self, Outcome, RequestError};
-use crate::session_cert::SessionCertRequest;
+use jitssh_authority::authority::{Authority, IssueError};
+use jitssh_authority::cert_text::{format_time, spec_summary};
+use jitssh_authority::hosts::{self, HostError};
+use jitssh_authority::requests::{self, Outcome, RequestError};
+use jitssh_authority::session_cert::SessionCertRequest;
 
 /// Longest command line accepted.
 pub const MAX_COMMAND_LEN: usize = 4096;
@@ -286,7 +286,7 @@ fn request_error(err: &RequestError) -> CommandOutput {
     }
 }
 
-fn host_result(result: Result<crate::authority::Issued, HostError>) -> CommandOutput {
+fn host_result(result: Result<jitssh_authority::authority::Issued, HostError>) -> CommandOutput {
     match result {
         Ok(issued) => CommandOutput::ok(format!("{}\n", issued.line)),
         Err(HostError::Refused(why)) => CommandOutput::fail(why),
@@ -368,7 +368,7 @@ fn cert(
     }
 }
 
-fn dry_run_text(grant: &Grant, spec: &jitssh_shared::cert::CertSpec) -> String {
+fn dry_run_text(grant: &Grant, spec: &jitssh_core::cert::CertSpec) -> String {
     let mut out = String::from("dry run: nothing was signed; this certificate would be issued:\n");
     out.push_str(&spec_summary(spec));
     out.push_str("decided by:\n");

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use jitssh_shared::accept::{Connection, Ticket};
-use jitssh_shared::ssh_key::{HashAlg, PublicKey};
+use jitssh_core::ssh_key::{HashAlg, PublicKey};
+use jitssh_server::accept::{Connection, Ticket};
 use russh::server::ChannelOpenHandle;
 use russh::server::{
     Auth, Config, Handle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
@@ -17,7 +17,7 @@ use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
 use super::Identity;
 use super::commands::{self, CommandOutput};
 use super::stdin::Stdin;
-use crate::authority::Authority;
+use jitssh_authority::authority::Authority;
 
 /// How long `cert` waits for a key on stdin before using the authenticated key.
 const STDIN_GRACE: Duration = Duration::from_millis(700);
@@ -179,7 +179,7 @@ fn undecodable_credential(err: &russh::Error) -> Option<String> {
 /// Writes an `api.login_refused` audit record (or logs why it cannot).
 async fn audit_refusal(authority: &Arc<Authority>, peer: SocketAddr, reason: String) {
     let authority = authority.clone();
-    let event = jitssh_shared::audit::AuditEvent::new("api.login_refused")
+    let event = jitssh_core::audit::AuditEvent::new("api.login_refused")
         .with("peer", peer.to_string())
         .with("reason", reason);
     let written = tokio::task::spawn_blocking(move || authority.audit().append(event)).await;
@@ -223,7 +223,7 @@ impl ApiHandler {
             .unwrap_or_else(|_| Err(LoginRefusal::unknown("internal error")))
     }
 
-    /// Refuses a login: logs it, audits it (aggregated per source, see [`crate::denials`];
+    /// Refuses a login: logs it, audits it (aggregated per source, see [`jitssh_authority::denials`];
     /// a known key, e.g. a revoked one, gets its own full record), and offers
     /// keyboard-interactive so an interactive client comes back to hear why (the answer is a
     /// disconnect carrying the reason, which OpenSSH prints even at `LogLevel=ERROR`).
@@ -241,7 +241,7 @@ impl ApiHandler {
                 refusal.known_key,
                 std::time::Instant::now(),
                 || {
-                    jitssh_shared::audit::AuditEvent::new("api.login_refused")
+                    jitssh_core::audit::AuditEvent::new("api.login_refused")
                         .with("user", printable(user))
                         .with("reason", why.as_str())
                 },
@@ -449,8 +449,9 @@ impl Handler for ApiHandler {
         let peer = self.peer.ip();
         let who = self.who();
         let parsed = commands::parse(data);
-        let line =
-            crate::hosts::redact_tokens(&String::from_utf8_lossy(&data[..data.len().min(200)]));
+        let line = jitssh_authority::hosts::redact_tokens(&String::from_utf8_lossy(
+            &data[..data.len().min(200)],
+        ));
         let command_stdin = stdin.clone();
         tokio::spawn(async move {
             let stdin = command_stdin;

@@ -5,24 +5,21 @@
 //! and no trust-on-first-use. Only publickey authentication is offered. Connections are
 //! limited, unauthenticated ones have their own budget (overall and per source), and each must
 //! authenticate within the handshake timeout or have its socket closed
-//! ([`jitssh_shared::accept`]), so a flood of garbage or stalled connections cannot take the
+//! ([`jitssh_server::accept`]), so a flood of garbage or stalled connections cannot take the
 //! service down.
 
 mod commands;
 mod handler;
 mod stdin;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jitssh_shared::accept::{self, Gate, GateLimits};
-use jitssh_shared::cert::CertSpec;
-use jitssh_shared::hostkey::{self, HostKeyError};
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::{Certificate, PrivateKey, PublicKey};
-use jitssh_shared::unix_now;
+use jitssh_core::ssh_key::{Certificate, PrivateKey, PublicKey};
+use jitssh_server::accept::{self, Gate, GateLimits};
+use jitssh_server::host_cert;
+use jitssh_server::hostkey::{self, HostKeyError};
 use russh::MethodKind;
 use russh::server::Config;
 use serde_json::json;
@@ -30,10 +27,7 @@ use tokio::net::TcpListener;
 
 pub use commands::{ApiCli, ApiCommand, CommandOutput};
 
-use crate::authority::{Authority, IssueError};
-
-/// Lifetime of the API's own host certificate; it is renewed at half-life while serving.
-const API_HOST_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+use jitssh_authority::authority::{Authority, IssueError};
 
 /// Who is on the other end of a connection, once authenticated.
 #[derive(Debug, Clone)]
@@ -78,17 +72,13 @@ pub enum ServeError {
 
 /// Issues the API's host certificate: principals are the config's `names`.
 fn api_host_cert(authority: &Authority, key: &PrivateKey) -> Result<Certificate, IssueError> {
-    let now = unix_now();
-    let spec = CertSpec {
-        cert_type: CertType::Host,
-        subject: key.public_key().key_data().clone(),
-        key_id: "ssh-ca-api".to_string(),
-        principals: authority.config().names.clone(),
-        valid_after: now.saturating_sub(authority.config().clock_skew.as_secs()),
-        valid_before: now + API_HOST_CERT_TTL.as_secs(),
-        critical_options: BTreeMap::new(),
-        extensions: BTreeMap::new(),
-    };
+    let config = authority.config();
+    let spec = host_cert::host_cert_spec(
+        key,
+        "ssh-ca-api",
+        &config.names,
+        config.clock_skew.as_duration(),
+    );
     Ok(authority
         .issue(spec, "ssh-ca", None, json!({ "api_host_cert": true }))?
         .certificate)
@@ -115,6 +105,8 @@ pub struct Api {
     listener: TcpListener,
     config: Arc<RwLock<Arc<Config>>>,
     key: PrivateKey,
+    /// When the host certificate in use ends (renewed at half its remaining life).
+    host_cert_valid_before: u64,
 }
 
 impl Api {
@@ -125,6 +117,7 @@ impl Api {
             "ssh-ca-api",
         )?;
         let cert = api_host_cert(&authority, &key)?;
+        let host_cert_valid_before = cert.valid_before();
         let config = russh_config(&authority, key.clone(), cert);
         let listener = TcpListener::bind(addr)
             .await
@@ -134,6 +127,7 @@ impl Api {
             listener,
             config: Arc::new(RwLock::new(Arc::new(config))),
             key,
+            host_cert_valid_before,
         })
     }
 
@@ -155,6 +149,7 @@ impl Api {
         tokio::spawn(renew_host_cert(
             self.authority.clone(),
             self.key.clone(),
+            self.host_cert_valid_before,
             self.config.clone(),
         ));
         accept::accept_loop(&self.listener, gate, std::future::pending(), |accepted| {
@@ -177,25 +172,23 @@ impl Api {
 async fn renew_host_cert(
     authority: Arc<Authority>,
     key: PrivateKey,
+    valid_before: u64,
     config: Arc<RwLock<Arc<Config>>>,
 ) {
-    loop {
-        tokio::time::sleep(API_HOST_CERT_TTL / 2).await;
-        let issued = {
-            let authority = authority.clone();
-            let key = key.clone();
-            tokio::task::spawn_blocking(move || api_host_cert(&authority, &key)).await
-        };
-        match issued {
-            Ok(Ok(cert)) => {
-                let fresh = Arc::new(russh_config(&authority, key.clone(), cert));
-                *config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-                tracing::info!("renewed the API host certificate");
+    let obtain = || {
+        let (authority, key) = (authority.clone(), key.clone());
+        async move {
+            match tokio::task::spawn_blocking(move || api_host_cert(&authority, &key)).await {
+                Ok(issued) => issued.map_err(|err| err.to_string()),
+                Err(err) => Err(format!("renewal task failed: {err}")),
             }
-            Ok(Err(err)) => tracing::error!(%err, "cannot renew the API host certificate"),
-            Err(err) => tracing::error!(%err, "renewal task failed"),
         }
-    }
+    };
+    let install = |cert| {
+        let fresh = Arc::new(russh_config(&authority, key.clone(), cert));
+        *config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    };
+    host_cert::renew_at_half_life(valid_before, "the API host certificate", obtain, install).await;
 }
 
 /// Reloads the policy on SIGHUP. A broken policy is refused with its error logged, and the old
@@ -214,7 +207,7 @@ pub fn spawn_policy_reloader(authority: Arc<Authority>) -> std::io::Result<()> {
                         roles = policy.roles().count(),
                         "policy reloaded"
                     );
-                    let event = jitssh_shared::audit::AuditEvent::new("policy.reloaded")
+                    let event = jitssh_core::audit::AuditEvent::new("policy.reloaded")
                         .with("policy", authority.config().policy.display().to_string());
                     if let Err(err) = authority.audit().append(event) {
                         tracing::error!(%err, "cannot audit the policy reload");

@@ -10,8 +10,8 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use jitssh_shared::audit::{AuditError, AuditEvent, AuditLog};
-use jitssh_shared::store::{IssuedCert, Store, StoreError};
+use jitssh_core::audit::{AuditError, AuditEvent, AuditLog};
+use jitssh_core::store::{IssuedCert, Store, StoreError};
 
 /// A batch's outcome, shared by all its callers (errors as text: one failure fails them all).
 type Outcome = Result<(), String>;

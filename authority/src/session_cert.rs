@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use jitssh_shared::cert::{self, CertSpec, Expectations, GrantClaims};
-use jitssh_shared::ssh_key::Certificate;
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::public::KeyData;
-use jitssh_shared::unix_now;
+use jitssh_core::cert::{self, CertSpec, Expectations, GrantClaims};
+use jitssh_core::ssh_key::Certificate;
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::public::KeyData;
+use jitssh_core::unix_now;
 use serde_json::json;
 
 use crate::authority::{Authority, IssueError, Issued};
@@ -59,7 +59,7 @@ impl Authority {
                 requested_by,
                 &format!("session certificate for {}: {why}", user_cert.key_id()),
             )?;
-            Err(IssueError::Denied(jitssh_shared::policy::Denial {
+            Err(IssueError::Denied(jitssh_core::policy::Denial {
                 reason: why,
             }))
         };

@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use jitssh_shared::accept::Startups;
-use jitssh_shared::config::{self, ConfigError};
-use jitssh_shared::duration::HumanDuration;
-use jitssh_shared::ssh_key::PublicKey;
+use jitssh_core::config::{self, ConfigError};
+use jitssh_core::duration::HumanDuration;
+use jitssh_core::ssh_key::PublicKey;
+use jitssh_server::accept::Startups;
 use serde::Deserialize;
 
 /// The CA's configuration, with paths resolved.

@@ -1,17 +1,16 @@
-//! The shared core of ssh-ca and ssh-bastion: configuration loading, access policy,
-//! certificate signing and verification, CA keys, and the small building blocks they use.
+//! The domain of jitssh, below both programs: certificates (build, verify), CA keys, the KRL
+//! and the cached revocation set, access policy, the store, the hash-chained audit log,
+//! configuration loading and the clock every decision reads.
 //!
 //! Everything here that decides something (policy evaluation, certificate verification,
 //! pattern matching) is a pure function, so it can be tested in isolation.
 
-pub mod accept;
 pub mod audit;
 pub mod cert;
 pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod fsmode;
-pub mod hostkey;
 pub mod hours;
 pub mod keys;
 pub mod krl;

@@ -1,10 +1,10 @@
 //! From the store's revocations to a KRL that sshd enforces. Checks against revocations go
-//! through [`jitssh_shared::revocation::RevocationSet`].
+//! through [`jitssh_core::revocation::RevocationSet`].
 
-use jitssh_shared::keys::CaKeys;
-use jitssh_shared::krl::{CertRevocations, Krl};
-use jitssh_shared::ssh_key::PublicKey;
-use jitssh_shared::store::{Revoked, Store, StoreError};
+use jitssh_core::keys::CaKeys;
+use jitssh_core::krl::{CertRevocations, Krl};
+use jitssh_core::ssh_key::PublicKey;
+use jitssh_core::store::{Revoked, Store, StoreError};
 
 /// Builds the KRL for every revocation in the store. Serials are attributed to the CA that
 /// issued them (looked up in the store); an unknown serial, and every key id, is listed under

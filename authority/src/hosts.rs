@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use jitssh_shared::audit::AuditEvent;
-use jitssh_shared::cert::CertSpec;
-use jitssh_shared::duration::HumanDuration;
-use jitssh_shared::policy::check_principal;
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::{HashAlg, PublicKey};
-use jitssh_shared::store::HostRecord;
-use jitssh_shared::unix_now;
+use jitssh_core::audit::AuditEvent;
+use jitssh_core::cert::CertSpec;
+use jitssh_core::duration::HumanDuration;
+use jitssh_core::policy::check_principal;
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::{HashAlg, PublicKey};
+use jitssh_core::store::HostRecord;
+use jitssh_core::unix_now;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -33,14 +33,14 @@ pub enum HostError {
     Internal(#[from] IssueError),
 }
 
-impl From<jitssh_shared::store::StoreError> for HostError {
-    fn from(err: jitssh_shared::store::StoreError) -> Self {
+impl From<jitssh_core::store::StoreError> for HostError {
+    fn from(err: jitssh_core::store::StoreError) -> Self {
         HostError::Internal(err.into())
     }
 }
 
-impl From<jitssh_shared::audit::AuditError> for HostError {
-    fn from(err: jitssh_shared::audit::AuditError) -> Self {
+impl From<jitssh_core::audit::AuditError> for HostError {
+    fn from(err: jitssh_core::audit::AuditError) -> Self {
         HostError::Internal(err.into())
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jitssh_shared::audit::AuditEvent;
+use jitssh_core::audit::AuditEvent;
 
 /// One summary per source per window.
 pub const WINDOW: Duration = Duration::from_secs(60);

@@ -5,11 +5,11 @@
 //! `approvers` roles and may never approve their own request; N distinct people must approve;
 //! an undecided request expires; every step is an audit record.
 
-use jitssh_shared::audit::AuditEvent;
-use jitssh_shared::duration::HumanDuration;
-use jitssh_shared::policy::{ApprovedWindow, MAX_REASON_LEN, Policy};
-use jitssh_shared::store::{AccessRequest, RequestDecision, RequestStatus};
-use jitssh_shared::unix_now;
+use jitssh_core::audit::AuditEvent;
+use jitssh_core::duration::HumanDuration;
+use jitssh_core::policy::{ApprovedWindow, MAX_REASON_LEN, Policy};
+use jitssh_core::store::{AccessRequest, RequestDecision, RequestStatus};
+use jitssh_core::unix_now;
 
 use crate::authority::{Authority, IssueError};
 
@@ -24,14 +24,14 @@ pub enum RequestError {
     Internal(#[from] IssueError),
 }
 
-impl From<jitssh_shared::store::StoreError> for RequestError {
-    fn from(err: jitssh_shared::store::StoreError) -> Self {
+impl From<jitssh_core::store::StoreError> for RequestError {
+    fn from(err: jitssh_core::store::StoreError) -> Self {
         RequestError::Internal(err.into())
     }
 }
 
-impl From<jitssh_shared::audit::AuditError> for RequestError {
-    fn from(err: jitssh_shared::audit::AuditError) -> Self {
+impl From<jitssh_core::audit::AuditError> for RequestError {
+    fn from(err: jitssh_core::audit::AuditError) -> Self {
         RequestError::Internal(err.into())
     }
 }

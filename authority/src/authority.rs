@@ -8,21 +8,21 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use jitssh_shared::audit::{AuditError, AuditEvent, AuditLog};
-use jitssh_shared::cert::{CertError, CertSpec};
-use jitssh_shared::config::ConfigError;
-use jitssh_shared::keys::{CaKeys, CaSigner, KeyError};
-use jitssh_shared::krl::Krl;
-use jitssh_shared::policy::{CertRequest, Denial, Grant, Policy};
-use jitssh_shared::revocation::{RevocationCache, RevocationSet};
-use jitssh_shared::ssh_key::certificate::CertType;
-use jitssh_shared::ssh_key::public::KeyData;
-use jitssh_shared::ssh_key::{Certificate, HashAlg, PublicKey};
-use jitssh_shared::store::{
+use jitssh_core::audit::{AuditError, AuditEvent, AuditLog};
+use jitssh_core::cert::{CertError, CertSpec};
+use jitssh_core::config::ConfigError;
+use jitssh_core::keys::{CaKeys, CaSigner, KeyError};
+use jitssh_core::krl::Krl;
+use jitssh_core::policy::{CertRequest, Denial, Grant, Policy};
+use jitssh_core::revocation::{RevocationCache, RevocationSet};
+use jitssh_core::ssh_key::certificate::CertType;
+use jitssh_core::ssh_key::public::KeyData;
+use jitssh_core::ssh_key::{Certificate, HashAlg, PublicKey};
+use jitssh_core::store::{
     CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore,
     Store, StoreError,
 };
-use jitssh_shared::unix_now;
+use jitssh_core::unix_now;
 use serde_json::json;
 
 use crate::commit::GroupCommit;
@@ -438,8 +438,8 @@ impl Authority {
     pub fn write_krl_file(&self) -> Result<(), IssueError> {
         let bytes = self.krl()?.encode();
         // 0644: public, read by the targets' sshd and whatever distributes it (see
-        // `jitssh_shared::fsmode`).
-        let mode = jitssh_shared::fsmode::PUBLIC_FILE;
+        // `jitssh_core::fsmode`).
+        let mode = jitssh_core::fsmode::PUBLIC_FILE;
         write_atomic(&self.config.krl_path(), &bytes, mode).map_err(|source| IssueError::KrlWrite {
             path: self.config.krl_path().display().to_string(),
             source,

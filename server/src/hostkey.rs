@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::keys::{KeyError, write_new};
-use crate::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
+use jitssh_core::keys::{KeyError, write_new};
+use jitssh_core::ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
 
 /// Errors loading or creating the host key.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +39,11 @@ pub fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, HostKeyE
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                crate::fsmode::create_private_dir_all(dir).map_err(|source| KeyError::Io {
-                    path: dir.to_path_buf(),
-                    source,
+                jitssh_core::fsmode::create_private_dir_all(dir).map_err(|source| {
+                    KeyError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    }
                 })?;
             }
             let mut key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
@@ -60,7 +62,7 @@ pub fn load_or_create(path: &Path, comment: &str) -> Result<PrivateKey, HostKeyE
             write_new(
                 Path::new(&pub_path),
                 format!("{public}\n").as_bytes(),
-                crate::fsmode::PRIVATE_FILE,
+                jitssh_core::fsmode::PRIVATE_FILE,
             )?;
             tracing::info!(
                 fingerprint = %key.public_key().fingerprint(HashAlg::Sha256),

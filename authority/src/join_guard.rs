@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use jitssh_shared::audit::AuditEvent;
+use jitssh_core::audit::AuditEvent;
 
 use crate::denials::Denials;
 

@@ -1,10 +1,10 @@
 //! Human-readable renderings of certificates and times, shared by the CLI and the SSH API.
 
-use jitssh_shared::cert::CertSpec;
-use jitssh_shared::timefmt::format_duration;
+use jitssh_core::cert::CertSpec;
+use jitssh_core::timefmt::format_duration;
 
 /// Unix seconds as `2026-11-23T18:00:00Z`, the format the auditor prints and reads too.
-pub use jitssh_shared::timefmt::format_utc as format_time;
+pub use jitssh_core::timefmt::format_utc as format_time;
 
 /// The parts of a certificate a person checks: type, key id, principals, validity, options.
 pub fn spec_summary(spec: &CertSpec) -> String {

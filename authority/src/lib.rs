@@ -1,0 +1,18 @@
+//! The certificate authority's core, used by the `ssh-ca` program and linked by the bastion
+//! (its all-in-one mode and its embedded issuer) without any command-line parsing.
+//!
+//! [`authority::Authority`] issues and revokes, with every decision audited; [`requests`] are
+//! approval requests; [`hosts`] joins hosts and renews their certificates;
+//! [`session_cert`] is what the bastion asks for a session; [`revocation`] keeps the cached
+//! revocation set and the KRL; [`commit`] writes a certificate and its audit record together.
+
+pub mod authority;
+pub mod cert_text;
+pub mod commit;
+pub mod config;
+pub mod denials;
+pub mod hosts;
+pub mod join_guard;
+pub mod requests;
+pub mod revocation;
+pub mod session_cert;
