@@ -18,17 +18,11 @@
 //!
 //! # Protocol
 //!
-//! One JSON request line from the client, JSON lines back:
-//!
-//! | request | replies |
-//! |---|---|
-//! | `{"op":"list"}` | `{"sessions":[{"id","user","login","target","started_at"},...]}` |
-//! | `{"op":"watch","session":ID}` | `{"watching":{...}}`, then `{"data":"<base64>"}`... and `{"lagged":N}` when the watcher fell behind, finally `{"ended":"..."}` |
-//! | `{"op":"kill","session":ID,"reason":TEXT}` | `{"killed":ID}` once the person was told and disconnected |
-//!
-//! Any failure is `{"error":"..."}`. Watching and killing are audited (`session.watch`,
-//! `session.kill`, with the auditor's uid); the kill record is durable before the session is
-//! ended, and if it cannot be written the session is not ended.
+//! One JSON request line from the client, JSON lines back; the types and the table are in
+//! the auditor crate ([`jitssh_auditor::protocol`]), which both sides use. Watching and
+//! killing are audited (`session.watch`, `session.kill`, with the auditor's uid); the kill
+//! record is durable before the session is ended, and if it cannot be written the session is
+//! not ended.
 //!
 //! # The registry
 //!
@@ -43,16 +37,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use jitssh_core::audit::AuditEvent;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::audit::Audit;
+pub use crate::config::AdminSettings;
 use crate::pump::Tap;
+pub use jitssh_auditor::protocol::{LiveInfo, Reply, Request};
 
 /// Output chunks buffered per session for watchers; a slower watcher loses the oldest.
 const WATCH_BUFFER: usize = 256;
@@ -64,21 +57,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest kill reason (it is shown on the person's terminal).
 const MAX_REASON: usize = 200;
-
-/// What watchers and `list` see of a live session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveInfo {
-    /// Session id.
-    pub id: String,
-    /// The person.
-    pub user: String,
-    /// Login on the target.
-    pub login: String,
-    /// The target.
-    pub target: String,
-    /// Unix time it started.
-    pub started_at: u64,
-}
 
 /// A request to end a session, handed to the session by [`Registration::kill_requested`].
 #[derive(Debug)]
@@ -287,15 +265,6 @@ impl Drop for Registration {
     }
 }
 
-/// Settings of the admin socket (`[admin]` in bastion.toml).
-#[derive(Debug, Clone)]
-pub struct AdminSettings {
-    /// The socket's path.
-    pub socket: PathBuf,
-    /// Uids allowed besides the bastion's own and root.
-    pub allow_uids: Vec<u32>,
-}
-
 /// Errors starting the admin socket.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -331,26 +300,6 @@ impl Drop for AdminServer {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// A request on the socket.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// The live sessions.
-    List,
-    /// Follow a session's output.
-    Watch {
-        /// Session id.
-        session: String,
-    },
-    /// End a session.
-    Kill {
-        /// Session id.
-        session: String,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// Creates the socket and serves it in the background.
@@ -453,7 +402,7 @@ async fn connection(
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
     if !matches!(got, Ok(Ok(n)) if n > 0) {
-        return reply(&mut write, json!({"error": "no request"})).await;
+        return reply(&mut write, Reply::Error("no request".into())).await;
     }
     if !allowed.contains(&uid) {
         audit
@@ -465,17 +414,19 @@ async fn connection(
             .await;
         return reply(
             &mut write,
-            json!({"error": format!("uid {uid} may not use the admin socket (see [admin] allow_uids)")}),
+            Reply::Error(format!(
+                "uid {uid} may not use the admin socket (see [admin] allow_uids)"
+            )),
         )
         .await;
     }
     let request: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
-        Err(e) => return reply(&mut write, json!({"error": format!("bad request: {e}")})).await,
+        Err(e) => return reply(&mut write, Reply::Error(format!("bad request: {e}"))).await,
     };
     let by = format!("uid {uid}");
     match request {
-        Request::List => reply(&mut write, json!({"sessions": live.list()})).await,
+        Request::List => reply(&mut write, Reply::Sessions(live.list())).await,
         Request::Kill { session, reason } => {
             let answer = kill(live, audit, &session, &reason, &by, uid).await;
             reply(&mut write, answer).await
@@ -484,7 +435,7 @@ async fn connection(
             let Some(entry) = live.get(&session) else {
                 return reply(
                     &mut write,
-                    json!({"error": format!("no live session {session}")}),
+                    Reply::Error(format!("no live session {session}")),
                 )
                 .await;
             };
@@ -508,21 +459,21 @@ async fn kill(
     reason: &str,
     by: &str,
     uid: u32,
-) -> serde_json::Value {
+) -> Reply {
     let reason = clean_reason(reason);
     let Some(entry) = live.get(session) else {
-        return json!({"error": format!("no live session {session}")});
+        return Reply::Error(format!("no live session {session}"));
     };
     let sender = entry.kill.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(sender) = sender else {
-        return json!({"error": format!("session {session} is already being ended")});
+        return Reply::Error(format!("session {session} is already being ended"));
     };
     let event = AuditEvent::new("session.kill")
         .with("session", session)
         .with("uid", uid)
         .with("reason", reason.as_str());
     if let Err(err) = audit.record(event).await {
-        return json!({"error": format!("not ended: the audit log cannot be written: {err}")});
+        return Reply::Error(format!("not ended: the audit log cannot be written: {err}"));
     }
     let (done_tx, done_rx) = oneshot::channel();
     let request = KillRequest {
@@ -531,13 +482,14 @@ async fn kill(
         done: done_tx,
     };
     if sender.send(request).is_err() {
-        return json!({"error": format!("session {session} ended meanwhile")});
+        return Reply::Error(format!("session {session} ended meanwhile"));
     }
     match tokio::time::timeout(KILL_TIMEOUT, done_rx).await {
-        Ok(_) => json!({"killed": session}),
-        Err(_) => {
-            json!({"error": format!("session {session} did not end within {}s", KILL_TIMEOUT.as_secs())})
-        }
+        Ok(_) => Reply::Killed(session.to_owned()),
+        Err(_) => Reply::Error(format!(
+            "session {session} did not end within {}s",
+            KILL_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -549,7 +501,7 @@ async fn watch_session(
 ) -> std::io::Result<()> {
     let mut output = entry.output.subscribe();
     let mut ended = entry.ended.clone();
-    reply(write, json!({"watching": entry.info})).await?;
+    reply(write, Reply::Watching(entry.info.clone())).await?;
     let mut ignored = [0u8; 64];
     loop {
         tokio::select! {
@@ -560,12 +512,9 @@ async fn watch_session(
                 }
             }
             chunk = output.recv() => match chunk {
-                Ok(data) => {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(&*data);
-                    reply(write, json!({"data": b64})).await?;
-                }
+                Ok(data) => reply(write, Reply::data(&data)).await?,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    reply(write, json!({"lagged": n})).await?;
+                    reply(write, Reply::Lagged(n)).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -573,24 +522,18 @@ async fn watch_session(
                 if changed.is_err() || *ended.borrow() {
                     // Whatever was published before the end still goes out.
                     while let Ok(data) = output.try_recv() {
-                        let b64 = base64::engine::general_purpose::STANDARD.encode(&*data);
-                        reply(write, json!({"data": b64})).await?;
+                        reply(write, Reply::data(&data)).await?;
                     }
                     break;
                 }
             }
         }
     }
-    reply(write, json!({"ended": "the session ended"})).await
+    reply(write, Reply::Ended("the session ended".into())).await
 }
 
-async fn reply(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    value: serde_json::Value,
-) -> std::io::Result<()> {
-    let mut line = value.to_string().into_bytes();
-    line.push(b'\n');
-    write.write_all(&line).await
+async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, reply: Reply) -> std::io::Result<()> {
+    write.write_all(&reply.to_line()).await
 }
 
 /// A kill reason safe to print on the person's terminal: no control characters (no escape

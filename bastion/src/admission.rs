@@ -16,7 +16,8 @@ use jitssh_core::ssh_key::certificate::CertType;
 use jitssh_core::ssh_key::public::KeyData;
 
 use crate::config::Forwarding;
-use crate::login::{BadUserString, LoginTarget, printable};
+use crate::login::{BadUserString, LoginTarget};
+use crate::names::printable;
 
 /// Why a login was refused. The message is shown to the person and written to the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

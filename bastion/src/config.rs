@@ -48,7 +48,7 @@ pub struct BastionConfig {
     /// What session recordings keep.
     pub recordings: Recordings,
     /// The admin socket auditors use to watch and end live sessions.
-    pub admin: crate::admin::AdminSettings,
+    pub admin: AdminSettings,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
 }
@@ -326,7 +326,7 @@ fn default_relay_buffer() -> usize {
     8 << 20
 }
 fn default_recording_queue() -> usize {
-    crate::recorded::DEFAULT_RECORDING_QUEUE
+    crate::recording::DEFAULT_RECORDING_QUEUE
 }
 
 /// The file as written.
@@ -353,6 +353,15 @@ struct BastionFile {
     recordings: Recordings,
     #[serde(default)]
     admin: AdminFile,
+}
+
+/// Settings of the admin socket (`[admin]` in bastion.toml; served by [`crate::admin`]).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// The socket's path.
+    pub socket: PathBuf,
+    /// Uids allowed besides the bastion's own and root.
+    pub allow_uids: Vec<u32>,
 }
 
 /// `[admin]`: the admin socket (see [`crate::admin`]).
@@ -401,19 +410,29 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 2222))
 }
 
-/// Longest target name; names go into host certificate checks and audit records.
-const MAX_TARGET_NAME: usize = 253;
-
-/// Is `name` a plausible target (host) name: letters, digits, `.`, `-`, `_`?
-pub fn valid_target_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_TARGET_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
+pub use crate::names::valid_target_name;
 
 impl BastionConfig {
+    /// Where the auditor's inputs are for this bastion (recordings, index, audit logs, seal
+    /// key, admin socket, retention): what `ssh-bastion sessions ...` and the other auditor
+    /// commands run on.
+    pub fn auditor(&self) -> jitssh_auditor::Auditor {
+        let mut seal_key = self.host_key_path().into_os_string();
+        seal_key.push(".pub");
+        jitssh_auditor::Auditor {
+            recordings: self.recordings_dir(),
+            index: self.session_index_path(),
+            audit_log: self.audit_path(),
+            ca_audit_log: match &self.ca {
+                CaSettings::Embedded(ca) => Some(ca.audit_path()),
+                CaSettings::Remote(_) => None,
+            },
+            seal_key: PathBuf::from(seal_key),
+            admin_socket: self.admin.socket.clone(),
+            retain: self.recordings.retain.map(|d| d.as_duration()),
+        }
+    }
+
     /// Loads `path`, or the embedded defaults when `None`.
     pub fn load(path: Option<&Path>) -> Result<BastionConfig, ConfigError> {
         match path {
@@ -535,7 +554,7 @@ impl BastionConfig {
                 "must be at least 4096 bytes".into(),
             ));
         }
-        let admin = crate::admin::AdminSettings {
+        let admin = AdminSettings {
             socket: file
                 .admin
                 .socket

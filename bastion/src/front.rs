@@ -29,7 +29,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, Meth
 use crate::admission::{self, Admitted, Context, Refusal};
 use crate::answers::{Answers, GlobalAnswers, GlobalJob, Job, Kind, Target, Unavailable};
 use crate::door::{Accepted, Door};
-use crate::login::printable;
+use crate::names::printable;
 use crate::pump::{self, TapError, TargetSide, UserSide};
 use crate::recorded;
 use crate::recording::ChannelKind;

@@ -7,12 +7,15 @@
 //! state (a [`session::Phase`], pure transitions) and ends it when the certificate expires or
 //! is revoked; [`answers`] answers requests later so a slow target delays only its own
 //! channel; [`server`] ties it together for `ssh-bastion serve`.
+//!
+//! Recordings are the `jitssh-recording` crate ([`recording`]; the relay glue feeding it is
+//! [`recorded`]) and the auditor's commands the `jitssh-auditor` crate ([`auditor`]; the
+//! server side of its admin socket is [`admin`]).
 
 pub mod admin;
 pub mod admission;
 pub mod answers;
 pub mod audit;
-pub mod auditor;
 pub mod cli;
 pub mod config;
 pub mod door;
@@ -20,11 +23,17 @@ pub mod front;
 pub mod hostcert;
 pub mod issuer;
 pub mod login;
+pub mod names;
 pub mod pump;
 pub mod recorded;
-pub mod recording;
 pub mod remote;
 pub mod requests;
 pub mod server;
 pub mod session;
 pub mod upstream;
+
+/// The recording crate, under the name the bastion's modules have always used.
+pub use jitssh_recording as recording;
+
+/// The auditor crate (`ssh-bastion sessions ...`, `replay`, `export`, `verify`, `prune`).
+pub use jitssh_auditor as auditor;

@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-use crate::config::valid_target_name;
+pub use crate::names::printable;
+use crate::names::valid_target_name;
 
 /// Longest accepted user string (login, `@`, target).
 pub const MAX_USER_STRING: usize = 320;
@@ -74,20 +75,6 @@ fn valid_login(login: &str) -> bool {
         && body
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
-
-/// A bounded, escaped rendering of untrusted text for messages and logs.
-pub fn printable(text: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = text
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_default)
-        .collect();
-    if text.chars().count() > MAX {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client, server};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-pub use crate::recorded::Backlog;
+pub use crate::recording::Backlog;
 
 /// Why a [`Tap`] could not observe a channel's traffic. The channel is closed and the
 /// session ends (`the recording failed (...)`).
@@ -425,7 +425,7 @@ pub fn signal_text(signal: &Sig) -> String {
         Sig::SEGV => "SEGV".into(),
         Sig::TERM => "TERM".into(),
         Sig::USR1 => "USR1".into(),
-        Sig::Custom(name) => crate::login::printable(name),
+        Sig::Custom(name) => crate::names::printable(name),
     }
 }
 

@@ -1,0 +1,158 @@
+//! `verify` (recordings) and `audit verify` (audit logs): is anything altered, removed,
+//! inserted or cut off, and where.
+//!
+//! Recordings are checked against the hash chain written with them and the seal signed by
+//! the bastion's key (see [`jitssh_recording::verify`]); the key is the bastion's
+//! (`host_ed25519_key.pub` in its data directory) unless `--key` names one, which is how an
+//! outside auditor checks a copied recording against a key they obtained independently. A
+//! recording without a seal is reported as unsealed with what the chain still vouches for; it
+//! counts as a failure unless the running bastion says the session is still live.
+//!
+//! Audit logs are checked with [`jitssh_core::audit::verify`]: the bastion's, and in
+//! all-in-one mode the embedded CA's too.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jitssh_core::ssh_key::PublicKey;
+
+use super::args::VerifyArgs;
+use super::{Auditor, AuditorError, Outcome, output};
+use jitssh_recording::{SealStatus, verify_session};
+
+impl Auditor {
+    /// `verify [ID...]`: every named recording, or every one on disk.
+    pub fn verify(&self, args: &VerifyArgs, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
+        let key_path = args.key.clone().unwrap_or_else(|| self.seal_key.clone());
+        let key = read_public_key(&key_path)?;
+        let dirs: Vec<(String, PathBuf)> = if args.ids.is_empty() {
+            all_recordings(&self.recordings)?
+        } else {
+            args.ids
+                .iter()
+                .map(|id| Ok((id.clone(), self.recording_dir(id)?)))
+                .collect::<Result<_, AuditorError>>()?
+        };
+        if dirs.is_empty() {
+            writeln!(out, "no recordings in {}", self.recordings.display()).map_err(output)?;
+            return Ok(Outcome::Ok);
+        }
+        let live = self.live_ids();
+        let mut outcome = Outcome::Ok;
+        let (mut intact, mut bad) = (0usize, 0usize);
+        for (id, dir) in &dirs {
+            let report = verify_session(dir, &key)?;
+            write!(out, "{report}").map_err(output)?;
+            let still_live = report.seal == SealStatus::Unsealed
+                && report.problems.is_empty()
+                && live.iter().any(|l| l == id);
+            if still_live {
+                writeln!(
+                    out,
+                    "  (the session is still running: it is sealed when it ends)"
+                )
+                .map_err(output)?;
+            }
+            if report.is_intact() || still_live {
+                intact += 1;
+            } else {
+                bad += 1;
+                outcome = Outcome::Failed;
+            }
+        }
+        if dirs.len() > 1 {
+            writeln!(out, "{intact} intact, {bad} not").map_err(output)?;
+        }
+        Ok(outcome)
+    }
+
+    /// `audit verify`: the bastion's audit log, and the embedded CA's.
+    pub fn audit_verify(&self, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
+        let mut outcome = Outcome::Ok;
+        for path in std::iter::once(&self.audit_log).chain(self.ca_audit_log.as_ref()) {
+            if verify_log(path, out)? == Outcome::Failed {
+                outcome = Outcome::Failed;
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Verifies one audit log and says what it found.
+fn verify_log(path: &Path, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
+    let report = match jitssh_core::audit::verify(path) {
+        Ok(report) => report,
+        Err(err) => {
+            writeln!(out, "{}: cannot verify: {err}", path.display()).map_err(output)?;
+            return Ok(Outcome::Failed);
+        }
+    };
+    for problem in &report.problems {
+        writeln!(out, "{}: {problem}", path.display()).map_err(output)?;
+    }
+    if report.is_intact() {
+        writeln!(
+            out,
+            "{}: intact, {} records, last hash {}",
+            path.display(),
+            report.records,
+            report.last_hash
+        )
+        .map_err(output)?;
+        Ok(Outcome::Ok)
+    } else {
+        writeln!(
+            out,
+            "{}: DAMAGED, {} problem(s) in {} records",
+            path.display(),
+            report.problems.len(),
+            report.records
+        )
+        .map_err(output)?;
+        Ok(Outcome::Failed)
+    }
+}
+
+/// An OpenSSH public key file (`ssh-ed25519 AAAA... comment`).
+pub(crate) fn read_public_key(path: &Path) -> Result<PublicKey, AuditorError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AuditorError::Key {
+        path: path.to_path_buf(),
+        why: format!("cannot read the seal key ({e}); name one with --key"),
+    })?;
+    PublicKey::from_openssh(text.trim()).map_err(|e| AuditorError::Key {
+        path: path.to_path_buf(),
+        why: format!("not an OpenSSH public key: {e}"),
+    })
+}
+
+/// Every recording directory under `root` (`YYYY/MM/DD/<id>`), oldest first.
+pub(crate) fn all_recordings(root: &Path) -> Result<Vec<(String, PathBuf)>, AuditorError> {
+    let mut found = Vec::new();
+    let mut dirs = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && depth == 0 => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(AuditorError::io(&dir, "read directory")(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(AuditorError::io(&dir, "read directory"))?;
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if depth == 3 {
+                // Only names that are session ids.
+                if jitssh_recording::session_dir(root, &name).is_ok() {
+                    found.push((name, entry.path()));
+                }
+            } else if name.bytes().all(|b| b.is_ascii_digit()) {
+                dirs.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
