@@ -169,7 +169,16 @@ fn setup() -> Setup {
     let many =
         |b: jitssh_tests::SshdBuilder| b.config("MaxStartups 1000").config("MaxSessions 1000");
     let web01 = target(&ca, scratch.path(), "web01", many);
-    let jump = many(Sshd::builder().trusted_user_ca(ca.ca_pub_file("user"))).start();
+    let jump = many(Sshd::builder().trusted_user_ca(ca.ca_pub_file("target"))).start();
+    // Targets trust only the target CA: the direct and jump-host routes log in with a
+    // break-glass certificate from it, the bastion routes with alice's own.
+    let oncall = jitssh_tests::keygen(scratch.path(), "oncall");
+    let oncall_cert = ca.sign(
+        &oncall,
+        "target",
+        "root",
+        &["--ttl", "1h", "--reason", "bench-bastion"],
+    );
     let alice = user(
         &ca,
         scratch.path(),
@@ -196,17 +205,21 @@ fn setup() -> Setup {
         "[limits]\nmax_connections = 2048\n[recordings]\non_failure = \"continue\"\n",
     );
     let ssh_config = scratch.file("ssh_config");
-    let common = format!(
-        "  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n",
-        alice.private.display(),
-        alice.cert_path().display()
-    );
+    let identity = |private: &Path, cert: &Path| {
+        format!(
+            "  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+            private.display(),
+            cert.display()
+        )
+    };
+    let common = identity(&alice.private, &alice.cert_path());
+    let direct = identity(&oncall.private, &oncall_cert);
     fs::write(
         &ssh_config,
         format!(
-            "Host direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{common}\n\
-             Host jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{common}\n\
-             Host jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump jump\n{common}\n\
+            "Host direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{direct}\n\
+             Host jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{direct}\n\
+             Host jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump jump\n{direct}\n\
              Host bastion\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
              Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n",
             web01.port(),
