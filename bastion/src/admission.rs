@@ -48,6 +48,16 @@ pub enum Refusal {
     /// No target by that name is configured.
     #[error("unknown target {0:?}")]
     UnknownTarget(String),
+    /// The inner login of a jump connection is not the outer login's person and key.
+    #[error(
+        "certificate refused: the login through this jump must be {outer:?}'s own certificate (got {inner:?}'s, or another key)"
+    )]
+    NotSamePerson {
+        /// The person of the jump login.
+        outer: String,
+        /// The person of the inner login.
+        inner: String,
+    },
     /// The grant does not let this login reach this target.
     #[error("certificate does not grant login {login:?} on target {target:?}")]
     NotGranted {
@@ -56,6 +66,81 @@ pub enum Refusal {
         /// The target asked for.
         target: String,
     },
+}
+
+/// A jump login (`ssh -J PERSON@bastion ...`): no target yet; each target is reached by an
+/// inner login through it, admitted on its own (see [`same_person`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpAdmitted {
+    /// The person: the certificate's key id.
+    pub person: String,
+    /// The certificate's serial.
+    pub serial: u64,
+    /// The user string: the person's name or one of the certificate's principals.
+    pub login: String,
+    /// Unix time the certificate expires.
+    pub valid_before: u64,
+}
+
+/// The person a key id names: its first word (`alice request=7`, `alice break-glass`).
+pub fn person_of(cert: &Certificate) -> &str {
+    cert.key_id().split_whitespace().next().unwrap_or("")
+}
+
+/// Decides whether `cert` admits the jump login `user` (a bare login): every check of
+/// [`admit`] that does not depend on a target. The user string must be the person's name
+/// (the key id's first word) or one of the certificate's principals.
+pub fn admit_jump(
+    user: &str,
+    cert: &Certificate,
+    ctx: &Context<'_>,
+) -> Result<JumpAdmitted, Refusal> {
+    let login = crate::login::parse_login(user)?;
+    let principals = cert.valid_principals();
+    // The principal checked is the user string when it is one; the person's own name is
+    // accepted too (it is what `ssh -J alice@bastion` says), checked against any principal
+    // so that every other part of the check (CA, type, validity, options) still runs.
+    let principal = if principals.contains(&login) {
+        login.clone()
+    } else if login == person_of(cert) {
+        principals.first().cloned().unwrap_or_default()
+    } else {
+        login.clone()
+    };
+    cert::verify(
+        cert,
+        &Expectations {
+            trusted_cas: ctx.trusted_user_cas,
+            cert_type: CertType::User,
+            now: ctx.now,
+            principal: &principal,
+            peer: ctx.peer,
+        },
+    )?;
+    match GrantClaims::from_certificate(cert) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Refusal::NoGrant),
+        Err(err) => return Err(Refusal::BadGrant(err.to_string())),
+    }
+    Ok(JumpAdmitted {
+        person: cert.key_id().to_string(),
+        serial: cert.serial(),
+        login,
+        valid_before: cert.valid_before(),
+    })
+}
+
+/// The inner login through a jump connection must be the outer login's person with the
+/// same key: a jump connection is never a way for one person to carry another's login.
+pub fn same_person(outer: &Certificate, inner: &Certificate) -> Result<(), Refusal> {
+    if person_of(outer) == person_of(inner) && outer.public_key() == inner.public_key() {
+        Ok(())
+    } else {
+        Err(Refusal::NotSamePerson {
+            outer: printable(person_of(outer)),
+            inner: printable(person_of(inner)),
+        })
+    }
 }
 
 /// What the certificate allows beyond a plain session, after the bastion's own policy.

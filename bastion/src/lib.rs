@@ -19,6 +19,7 @@ pub mod door;
 pub mod front;
 pub mod hostcert;
 pub mod issuer;
+pub mod jump;
 pub mod login;
 pub mod pump;
 pub mod recorded;

@@ -26,6 +26,7 @@ use crate::config::{BastionConfig, CaSettings};
 use crate::front::{Front, Slot};
 use crate::hostcert;
 use crate::issuer::{EmbeddedIssuer, Issuer};
+use crate::jump::{TargetCertSource, TargetCerts};
 use crate::recorded::{RecordingSetup, SetupError};
 use crate::remote::{RemoteError, RemoteIssuer};
 use crate::session::{EndReason, Shared};
@@ -90,6 +91,9 @@ pub async fn serve(
     .with_queue(config.limits.recording_queue);
     let mut host_cert = None;
     let mut renewal = None;
+    let mut target_source = TargetCertSource::Unavailable(
+        "the remote CA issues the bastion only its own host certificate".into(),
+    );
     let mut policy = None; // (users, roles): the policy is here only with the embedded CA
     let issuer: Arc<dyn Issuer> = match &config.ca {
         CaSettings::Embedded(ca_config) => {
@@ -128,6 +132,7 @@ pub async fn serve(
             .map_err(|e| ServeError::HostCert(e.to_string()))?;
             host_cert = Some(cert);
             renewal = Some(HostCertSource::Embedded(authority.clone()));
+            target_source = TargetCertSource::Embedded(authority.clone());
             Arc::new(EmbeddedIssuer::new(authority))
         }
         CaSettings::Remote(remote) => {
@@ -195,7 +200,20 @@ pub async fn serve(
         per_source: limits.max_startups_per_source,
         auth_timeout: limits.auth_timeout.as_duration(),
     });
+    let target_certs = {
+        let (build_config, key) = (config.clone(), host_key.clone());
+        let fallback = ssh_config.clone();
+        Arc::new(TargetCerts::new(
+            host_key.clone(),
+            target_source,
+            move |cert| match cert {
+                Some(cert) => Arc::new(russh_config(&build_config, key.clone(), Some(cert))),
+                None => fallback.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            },
+        ))
+    };
     let shared = Arc::new(Shared {
+        target_certs,
         config,
         issuer,
         audit,
@@ -263,7 +281,22 @@ async fn connection(shared: Arc<Shared>, config: Arc<Config>, accepted: Connecti
         ticket,
     } = accepted;
     let slot = Arc::new(Slot::default());
-    let front = Front::new(shared.clone(), Some(peer), slot.clone(), ticket);
+    let front = Front::new(shared.clone(), Some(peer), slot.clone(), Some(ticket));
+    serve_front(shared, config, stream, peer, slot, front).await;
+}
+
+/// Runs `front` over `stream` (a TCP connection, or the channel of a terminated `ssh -J`,
+/// see [`crate::jump`]) until it ends, then records the end of its session if it had one.
+pub(crate) async fn serve_front<S>(
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    stream: S,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    front: Front,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let running = match russh::server::run_stream(config, stream, front).await {
         Ok(running) => running,
         Err(err) => {
