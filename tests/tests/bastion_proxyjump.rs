@@ -1,0 +1,232 @@
+//! ProxyJump through `ssh-bastion`, terminated and recorded: `ssh -J alice@bastion
+//! root@web01` with stock OpenSSH is admitted, recorded and listed like
+//! `ssh root@web01@bastion`, with host trust only through the host CA (no TOFU); the inner
+//! login must be the jump's own person and within their grant.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use jitssh_tests::{
+    Bastion, CaFixture, JumpConfig, KeyPair, Output, Scratch, Sshd, free_port, project_bin, run,
+    run_ok, run_with, target, tool, user,
+};
+
+struct World {
+    scratch: Scratch,
+    ca: CaFixture,
+    bastion: Bastion,
+    web01: Sshd,
+    _alice: KeyPair,
+    jump: JumpConfig,
+}
+
+/// web01 (a real sshd) and db01 (configured, outside alice's grant); alice may log in as
+/// `root` (the harness's sshd maps it to the test user) on `web*`.
+fn world(extra: &str) -> World {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(
+        &ca,
+        &[
+            ("web01", format!("127.0.0.1:{}", web01.port())),
+            ("db01", format!("127.0.0.2:{}", web01.port())),
+        ],
+        extra,
+    );
+    let jump = JumpConfig::new(scratch.path(), "alice", &ca, &bastion, &alice);
+    World {
+        scratch,
+        ca,
+        bastion,
+        web01,
+        _alice: alice,
+        jump,
+    }
+}
+
+impl World {
+    /// `ssh -F CONFIG -J alice@bastion -p WEB01 root@HOST ARGS`.
+    fn ssh_j(&self, host: &str, args: &[&str]) -> Output {
+        let mut ssh = self.jump.command("ssh", "alice");
+        ssh.arg("-p")
+            .arg(self.web01.port().to_string())
+            .arg(format!("root@{host}"))
+            .args(args);
+        run(&mut ssh)
+    }
+
+    /// `ssh-bastion --config bastion.toml ARGS`, which must succeed.
+    fn cli_ok(&self, args: &[&str]) -> Output {
+        run_ok(
+            Command::new(project_bin("ssh-bastion"))
+                .arg("--config")
+                .arg(&self.bastion.config)
+                .args(args),
+        )
+    }
+
+    fn session_end(&self) {
+        self.bastion
+            .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run_ok(Command::new(tool("sha256sum")).arg(path));
+    out.stdout_str()
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_owned()
+}
+
+#[test]
+fn ssh_j_runs_a_session_recorded_listed_and_searchable_like_a_direct_login() {
+    let w = world("");
+    let out = w.ssh_j("web01", &["echo pj-marker-$((40+2)); exit 3"]);
+    assert_eq!(out.status, 3, "{out}");
+    assert_eq!(out.stdout_str(), "pj-marker-42\n", "{out}");
+    w.session_end();
+
+    let audit = w.bastion.audit();
+    assert!(audit.contains("\"event\":\"login.jump\""), "{audit}");
+    assert!(audit.contains("\"event\":\"jump.connection\""), "{audit}");
+    let accepted = audit
+        .lines()
+        .find(|l| l.contains("\"event\":\"login.accepted\""))
+        .expect("the inner login is audited as a login");
+    assert!(
+        accepted.contains("\"target\":\"web01\"") && accepted.contains("\"jump\":"),
+        "{accepted}"
+    );
+
+    let listed = w.cli_ok(&["sessions", "list", "--json"]).stdout_str();
+    let line = listed.lines().next().expect("one session listed");
+    let session: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+    let id = session["id"].as_str().expect("id").to_owned();
+    assert!(line.contains("web01") && line.contains("alice"), "{line}");
+    let text = w.cli_ok(&["export", &id, "--format", "text"]).stdout_str();
+    assert!(text.contains("pj-marker-42"), "{text}");
+    let found = w
+        .cli_ok(&["sessions", "grep", "pj-marker-4[0-9]"])
+        .stdout_str();
+    assert!(found.contains(&id), "{found}");
+}
+
+#[test]
+fn scp_j_and_sftp_j_move_64_mib_intact_and_are_recorded_as_transfers() {
+    let w = world("");
+    let source = w.scratch.file("source.bin");
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c 64M /dev/urandom > '{}'", source.display())),
+    );
+    let digest = sha256(&source);
+    let port = w.web01.port().to_string();
+
+    let uploaded = w.scratch.file("up-scp.bin");
+    let mut scp = w.jump.command("scp", "alice");
+    scp.args(["-P", &port])
+        .arg(&source)
+        .arg(format!("root@web01:{}", uploaded.display()));
+    let out = run_with(&mut scp, None, Duration::from_secs(120));
+    assert!(out.success(), "{out}");
+    assert_eq!(sha256(&uploaded), digest, "scp -J upload");
+
+    let downloaded = w.scratch.file("down-sftp.bin");
+    let mut sftp = w.jump.command("sftp", "alice");
+    sftp.args(["-P", &port, "-b", "-", "root@web01"]);
+    let batch = format!("get {} {}\n", uploaded.display(), downloaded.display());
+    let out = run_with(&mut sftp, Some(batch.as_bytes()), Duration::from_secs(120));
+    assert!(out.success(), "{out}");
+    assert_eq!(sha256(&downloaded), digest, "sftp -J download");
+
+    let audit = w
+        .bastion
+        .wait_for_audit("\"name\":\"sftp\"", Duration::from_secs(10));
+    let transfers = audit
+        .lines()
+        .filter(|l| l.contains("\"event\":\"session.subsystem\"") && l.contains("sftp"))
+        .count();
+    assert_eq!(
+        transfers, 2,
+        "scp and sftp are both sftp sessions:\n{audit}"
+    );
+}
+
+#[test]
+fn ssh_j_to_a_target_outside_the_grant_is_refused_with_the_reason() {
+    let w = world("");
+    let out = w.ssh_j("db01", &["true"]);
+    assert_eq!(out.status, 255, "{out}");
+    assert!(
+        out.stderr
+            .contains("certificate does not grant login \"root\" on target \"db01\""),
+        "{out}"
+    );
+    let audit = w.bastion.audit();
+    assert!(!audit.contains("\"event\":\"login.accepted\""), "{audit}");
+}
+
+#[test]
+fn an_inner_login_with_another_persons_certificate_is_refused() {
+    let w = world("");
+    let bob = user(&w.ca, w.scratch.path(), "bob", &["root"], &["web*"], &[]);
+    let bob_config = JumpConfig::new(w.scratch.path(), "bob", &w.ca, &w.bastion, &bob);
+    // The outer connection is alice's; the inner login offers bob's certificate.
+    let proxy = format!(
+        "ProxyCommand=ssh -F {} -W %h:%p -p {} alice@127.0.0.1",
+        w.jump.path.display(),
+        w.bastion.port
+    );
+    let mut ssh = Command::new(tool("ssh"));
+    ssh.arg("-F")
+        .arg(&bob_config.path)
+        .args(["-o", &proxy, "-p", &w.web01.port().to_string()])
+        .args(["root@web01", "echo", "should-not-run"]);
+    let out = run(&mut ssh);
+    assert_eq!(out.status, 255, "{out}");
+    assert!(!out.stdout_str().contains("should-not-run"), "{out}");
+    assert!(
+        out.stderr
+            .contains("must be \"alice\"'s own certificate (got \"bob\"'s"),
+        "{out}"
+    );
+    let audit = w.bastion.audit();
+    assert!(!audit.contains("\"event\":\"login.accepted\""), "{audit}");
+}
+
+#[test]
+fn a_jump_login_opens_no_session_and_reaches_only_configured_targets() {
+    let w = world("[forwarding]\nport = true\n");
+    // A session on the jump login itself: refused, with how to use it.
+    let mut ssh = Command::new(tool("ssh"));
+    ssh.arg("-F").arg(&w.jump.path).args([
+        "-p",
+        &w.bastion.port.to_string(),
+        "alice@127.0.0.1",
+        "true",
+    ]);
+    let out = run(&mut ssh);
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("a jump login (no target)"), "{out}");
+
+    // -W to something that is not a configured target: refused and audited.
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    let mut ssh = Command::new(tool("ssh"));
+    ssh.arg("-F")
+        .arg(&w.jump.path)
+        .args(["-W", &elsewhere, "-p", &w.bastion.port.to_string()])
+        .arg("alice@127.0.0.1");
+    let out = run(&mut ssh);
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("not a configured target"), "{out}");
+    let audit = w
+        .bastion
+        .wait_for_audit("\"event\":\"jump.denied\"", Duration::from_secs(10));
+    assert!(audit.contains(&elsewhere), "{audit}");
+}
