@@ -1032,8 +1032,11 @@ impl Front {
                 jump_id: jump.id.clone(),
             };
             let front = Front::inner(shared.clone(), Some(peer), slot.clone(), inner);
-            crate::server::serve_front(shared, config, channel.into_stream(), peer, slot, front)
-                .await;
+            let buffer = shared.config.limits.relay_buffer;
+            crate::jump::carry(channel.into_stream(), buffer, |stream| {
+                crate::server::serve_front(shared, config, stream, peer, slot, front)
+            })
+            .await;
             drop(permit);
         });
     }

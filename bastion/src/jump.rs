@@ -162,3 +162,39 @@ mod tests {
         assert_eq!(TargetCerts::principals(&target), ["web01", "127.0.0.1"]);
     }
 }
+
+/// How long the end of an inner connection waits for its last bytes (the refusal message,
+/// the session's last output) to reach the person.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves an inner connection over the `direct-tcpip` channel `stream` with `serve`, which
+/// gets the bastion's end of a buffered pipe (`buffer` bytes each way).
+///
+/// The buffer is what keeps both connections moving: russh's server loop stops reading
+/// while a write is pending, and the outer connection's loop stops when this channel's
+/// queue is full; with the channel's window closed the two would wait for each other. The
+/// inner server's output in flight is bounded by the inner channel windows (a few MiB), so
+/// a buffer that covers them (`limits.relay_buffer`) means its writes never wait on the
+/// outer window, and the outer channel is always read.
+pub async fn carry<S, F, Fut>(stream: S, buffer: usize, serve: F)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    F: FnOnce(tokio::io::DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use tokio::io::AsyncWriteExt;
+    let (inner_end, carried) = tokio::io::duplex(buffer.max(64 * 1024));
+    let (mut from_inner, mut to_inner) = tokio::io::split(carried);
+    let (mut from_client, mut to_client) = tokio::io::split(stream);
+    let inbound = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_client, &mut to_inner).await;
+        let _ = to_inner.shutdown().await;
+    });
+    let outbound = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_inner, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    });
+    serve(inner_end).await;
+    let _ = tokio::time::timeout(DRAIN, outbound).await;
+    inbound.abort();
+}

@@ -206,6 +206,8 @@ fn a_jump_login_opens_no_session_and_reaches_only_configured_targets() {
     // A session on the jump login itself: refused, with how to use it.
     let mut ssh = Command::new(tool("ssh"));
     ssh.arg("-F").arg(&w.jump.path).args([
+        "-o",
+        "LogLevel=INFO",
         "-p",
         &w.bastion.port.to_string(),
         "alice@127.0.0.1",
