@@ -50,7 +50,16 @@ fn world(extra: &str) -> World {
 impl World {
     /// `ssh -F CONFIG -J alice@bastion -p WEB01 root@HOST ARGS`.
     fn ssh_j(&self, host: &str, args: &[&str]) -> Output {
+        self.ssh_j_with(&[], host, args)
+    }
+
+    /// Like [`World::ssh_j`] with more `-o` options (`BatchMode=no` lets the client come
+    /// back to hear why it was refused, as an interactive user's does).
+    fn ssh_j_with(&self, options: &[&str], host: &str, args: &[&str]) -> Output {
         let mut ssh = self.jump.command("ssh", "alice");
+        for option in options {
+            ssh.arg("-o").arg(option);
+        }
         ssh.arg("-p")
             .arg(self.web01.port().to_string())
             .arg(format!("root@{host}"))
@@ -161,7 +170,7 @@ fn scp_j_and_sftp_j_move_64_mib_intact_and_are_recorded_as_transfers() {
 #[test]
 fn ssh_j_to_a_target_outside_the_grant_is_refused_with_the_reason() {
     let w = world("");
-    let out = w.ssh_j("db01", &["true"]);
+    let out = w.ssh_j_with(&["BatchMode=no"], "db01", &["true"]);
     assert_eq!(out.status, 255, "{out}");
     assert!(
         out.stderr
@@ -186,7 +195,8 @@ fn an_inner_login_with_another_persons_certificate_is_refused() {
     let mut ssh = Command::new(tool("ssh"));
     ssh.arg("-F")
         .arg(&bob_config.path)
-        .args(["-o", &proxy, "-p", &w.web01.port().to_string()])
+        .args(["-o", &proxy, "-o", "BatchMode=no"])
+        .args(["-p", &w.web01.port().to_string()])
         .args(["root@web01", "echo", "should-not-run"]);
     let out = run(&mut ssh);
     assert_eq!(out.status, 255, "{out}");
@@ -222,7 +232,8 @@ fn a_jump_login_opens_no_session_and_reaches_only_configured_targets() {
     let mut ssh = Command::new(tool("ssh"));
     ssh.arg("-F")
         .arg(&w.jump.path)
-        .args(["-W", &elsewhere, "-p", &w.bastion.port.to_string()])
+        .args(["-o", "LogLevel=INFO", "-W", &elsewhere])
+        .args(["-p", &w.bastion.port.to_string()])
         .arg("alice@127.0.0.1");
     let out = run(&mut ssh);
     assert_ne!(out.status, 0, "{out}");
