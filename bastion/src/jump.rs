@@ -145,24 +145,6 @@ pub fn target_at<'a>(config: &'a BastionConfig, host: &str, port: u32) -> Option
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_split_into_host_and_port() {
-        assert_eq!(address_host("10.0.0.5:22"), Some("10.0.0.5"));
-        assert_eq!(address_host("[::1]:2222"), Some("::1"));
-        assert_eq!(address_port("[::1]:2222"), Some(2222));
-        assert_eq!(address_host("web01"), None);
-        let target = Target {
-            name: "web01".into(),
-            address: "127.0.0.1:2222".into(),
-        };
-        assert_eq!(TargetCerts::principals(&target), ["web01", "127.0.0.1"]);
-    }
-}
-
 /// How long the end of an inner connection waits for its last bytes (the refusal message,
 /// the session's last output) to reach the person.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -197,4 +179,22 @@ where
     serve(inner_end).await;
     let _ = tokio::time::timeout(DRAIN, outbound).await;
     inbound.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(address_host("10.0.0.5:22"), Some("10.0.0.5"));
+        assert_eq!(address_host("[::1]:2222"), Some("::1"));
+        assert_eq!(address_port("[::1]:2222"), Some(2222));
+        assert_eq!(address_host("web01"), None);
+        let target = Target {
+            name: "web01".into(),
+            address: "127.0.0.1:2222".into(),
+        };
+        assert_eq!(TargetCerts::principals(&target), ["web01", "127.0.0.1"]);
+    }
 }
