@@ -467,4 +467,86 @@ mod tests {
         let admitted = f.admit("deploy@web01", &f.cert(&spec)).unwrap();
         assert_eq!(admitted.force_command.as_deref(), Some("/usr/bin/uptime"));
     }
+
+    fn admit_jump_as(
+        f: &Fixture,
+        user: &str,
+        cert: &Certificate,
+        now: u64,
+    ) -> Result<JumpAdmitted, Refusal> {
+        let trusted = [f.ca.key_data().clone()];
+        let none = |_: &str| None;
+        admit_jump(
+            user,
+            cert,
+            &Context {
+                trusted_user_cas: &trusted,
+                now,
+                peer: Some("127.0.0.1".parse().unwrap()),
+                configured_target: &none,
+                forwarding: &Forwarding::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_jump_login_is_the_person_or_a_principal_and_passes_every_other_check() {
+        let f = Fixture::new();
+        let mut spec = f.spec();
+        spec.principals = vec!["deploy".into()];
+        let cert = f.cert(&spec);
+        assert_eq!(
+            admit_jump_as(&f, "alice", &cert, NOW).unwrap().person,
+            "alice"
+        );
+        assert_eq!(
+            admit_jump_as(&f, "deploy", &cert, NOW).unwrap().login,
+            "deploy"
+        );
+        assert!(matches!(
+            admit_jump_as(&f, "mallory", &cert, NOW),
+            Err(Refusal::Certificate(Rejection::PrincipalNotAllowed(..)))
+        ));
+        assert!(matches!(
+            admit_jump_as(&f, "alice", &cert, NOW + 7200),
+            Err(Refusal::Certificate(Rejection::Expired(_)))
+        ));
+        let other_ca = CaSigner::generate("other");
+        let foreign = spec.sign(7, &other_ca).unwrap();
+        assert!(matches!(
+            admit_jump_as(&f, "alice", &foreign, NOW),
+            Err(Refusal::Certificate(Rejection::UntrustedCa(_)))
+        ));
+        spec.extensions.remove(GRANT_EXTENSION);
+        assert_eq!(
+            admit_jump_as(&f, "alice", &f.cert(&spec), NOW),
+            Err(Refusal::NoGrant)
+        );
+    }
+
+    #[test]
+    fn the_inner_login_must_be_the_same_person_and_key() {
+        let f = Fixture::new();
+        let alice = f.cert(&f.spec());
+        let renewed = {
+            let mut spec = f.spec();
+            spec.key_id = "alice request=9".into();
+            f.cert(&spec)
+        };
+        assert_eq!(same_person(&alice, &renewed), Ok(()));
+        let mut bob_spec = f.spec();
+        bob_spec.key_id = "bob".into();
+        assert!(matches!(
+            same_person(&alice, &f.cert(&bob_spec)),
+            Err(Refusal::NotSamePerson { .. })
+        ));
+        let other_key = Fixture::new();
+        let mut spec = other_key.spec();
+        spec.key_id = "alice".into();
+        let same_name_other_key = spec.sign(8, &f.ca).unwrap();
+        assert!(matches!(
+            same_person(&alice, &same_name_other_key),
+            Err(Refusal::NotSamePerson { .. })
+        ));
+    }
 }
