@@ -17,7 +17,7 @@ struct World {
     ca: CaFixture,
     bastion: Bastion,
     web01: Sshd,
-    _alice: KeyPair,
+    alice: KeyPair,
     jump: JumpConfig,
 }
 
@@ -42,7 +42,7 @@ fn world(extra: &str) -> World {
         ca,
         bastion,
         web01,
-        _alice: alice,
+        alice,
         jump,
     }
 }
@@ -242,4 +242,60 @@ fn a_jump_login_opens_no_session_and_reaches_only_configured_targets() {
         .bastion
         .wait_for_audit("\"event\":\"jump.denied\"", Duration::from_secs(10));
     assert!(audit.contains(&elsewhere), "{audit}");
+}
+
+/// paramiko (no host certificates) through the jump with `sock=`: host keys pinned as plain
+/// lines (the bastion's key, for the bastion and for the target it answers for); the inner
+/// session is recorded like any other.
+#[test]
+fn paramiko_through_sock_reaches_the_target_with_pinned_host_keys() {
+    let w = world("");
+    let host_key = std::fs::read_to_string(w.bastion.data_dir().join("host_ed25519_key.pub"))
+        .expect("the bastion's host key");
+    let key = host_key
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let known_hosts = w.scratch.write(
+        "paramiko_known_hosts",
+        format!(
+            "[127.0.0.1]:{} {key}\n[web01]:{} {key}\n",
+            w.bastion.port,
+            w.web01.port()
+        ),
+    );
+    let script = format!(
+        r#"
+import paramiko, sys
+def client():
+    c = paramiko.SSHClient()
+    c.load_host_keys({known_hosts:?})
+    c.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return c
+outer = client()
+outer.connect("127.0.0.1", port={bastion}, username="alice", key_filename={key:?},
+              look_for_keys=False, allow_agent=False, timeout=20)
+sock = outer.get_transport().open_channel("direct-tcpip", ("web01", {web01}), ("127.0.0.1", 0))
+inner = client()
+inner.connect("web01", port={web01}, username="root", key_filename={key:?}, sock=sock,
+              look_for_keys=False, allow_agent=False, timeout=20)
+_, stdout, _ = inner.exec_command("echo via-paramiko-jump")
+sys.stdout.write(stdout.read().decode())
+inner.close()
+outer.close()
+"#,
+        known_hosts = known_hosts.display().to_string(),
+        bastion = w.bastion.port,
+        web01 = w.web01.port(),
+        key = w.alice.private.display().to_string(),
+    );
+    // Debian's python3 with python3-paramiko (see .ci/run).
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg("-c").arg(&script);
+    let out = run(&mut python);
+    assert_eq!(out.stdout_str().trim(), "via-paramiko-jump", "{out}");
+    w.session_end();
+    let listed = w.cli_ok(&["sessions", "list", "--json"]).stdout_str();
+    assert!(listed.contains("web01"), "{listed}");
 }
