@@ -299,3 +299,46 @@ outer.close()
     let listed = w.cli_ok(&["sessions", "list", "--json"]).stdout_str();
     assert!(listed.contains("web01"), "{listed}");
 }
+
+/// AsyncSSH's `tunnel=`: the inner connection's host certificate (naming the target) is
+/// checked against the `@cert-authority` line, and the exit status comes back.
+#[test]
+fn asyncssh_tunnel_reaches_the_target_verifying_the_host_certificate() {
+    let w = world("");
+    let known_hosts = std::fs::read_to_string(&w.jump.path)
+        .expect("ssh_config")
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("UserKnownHostsFile ")
+                .map(str::to_owned)
+        })
+        .expect("known_hosts path");
+    let script = format!(
+        r#"
+import asyncio, sys, asyncssh
+async def main():
+    key = asyncssh.read_private_key({key:?})
+    cert = asyncssh.read_certificate({cert:?})
+    common = dict(client_keys=[(key, cert)], known_hosts={known_hosts:?}, agent_path=None)
+    async with asyncssh.connect("127.0.0.1", port={bastion}, username="alice", **common) as outer:
+        async with asyncssh.connect("web01", port={web01}, username="root", tunnel=outer,
+                                    **common) as inner:
+            result = await inner.run("echo via-asyncssh-jump; exit 3")
+            sys.stdout.write(result.stdout)
+            return result.exit_status
+sys.exit(asyncio.run(main()))
+"#,
+        key = w.alice.private.display().to_string(),
+        cert = w.alice.cert_path().display().to_string(),
+        known_hosts = known_hosts,
+        bastion = w.bastion.port,
+        web01 = w.web01.port(),
+    );
+    // Debian's python3 with python3-asyncssh (see .ci/run).
+    let mut python = Command::new("/usr/bin/python3");
+    python.args(["-W", "ignore", "-c"]).arg(&script);
+    let out = run(&mut python);
+    assert_eq!(out.status, 3, "{out}");
+    assert_eq!(out.stdout_str(), "via-asyncssh-jump\n", "{out}");
+}
