@@ -342,3 +342,82 @@ sys.exit(asyncio.run(main()))
     assert_eq!(out.status, 3, "{out}");
     assert_eq!(out.stdout_str(), "via-asyncssh-jump\n", "{out}");
 }
+
+/// Ansible `ping` and `copy` through the ssh_config `ssh-ca ssh-config --write` generates
+/// (a `Host` block with `ProxyJump`, the host CA line): recorded sessions through the jump.
+#[test]
+fn ansible_ping_and_copy_through_the_generated_ssh_config() {
+    let w = world("");
+    let dir = w.scratch.file("dot-ssh");
+    std::fs::create_dir_all(&dir).expect("ssh dir");
+    let bastion = format!("127.0.0.1:{}", w.bastion.port);
+    let dir_arg = dir.to_str().expect("utf-8");
+    run_ok(&mut w.ca.cmd([
+        "ssh-config",
+        "--bastion",
+        &bastion,
+        "--user",
+        "alice",
+        "--target",
+        "web01",
+        "--write",
+        "--dir",
+        dir_arg,
+    ]));
+    // The person's own settings, after the Include the command put first.
+    let config = dir.join("config");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "Host *\n  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  \
+         IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking yes\n  \
+         GlobalKnownHostsFile /dev/null\n  ConnectTimeout 10\n",
+        w.alice.private.display(),
+        w.alice.cert_path().display()
+    ));
+    std::fs::write(&config, text).expect("write config");
+    let inventory = w.scratch.write(
+        "inventory",
+        format!(
+            "web01 ansible_port={} ansible_user=root ansible_python_interpreter=/usr/bin/python3 \
+             ansible_ssh_common_args='-F {}'\n",
+            w.web01.port(),
+            config.display()
+        ),
+    );
+    let copied = w.scratch.file("copied-by-ansible.txt");
+    let source = w
+        .scratch
+        .write("ansible-source.txt", "copied through the jump\n");
+    let ansible = |module: &str, args: Option<String>| {
+        let mut cmd = Command::new(tool("ansible"));
+        cmd.arg("web01")
+            .arg("-i")
+            .arg(&inventory)
+            .args(["-m", module])
+            .args(args.map(|a| vec!["-a".to_string(), a]).unwrap_or_default())
+            // No ControlPersist master left behind; Ansible's files in the scratch dir.
+            .env("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+            .env("ANSIBLE_HOME", w.scratch.file("ansible-home"))
+            .env("ANSIBLE_NOCOLOR", "1");
+        run_with(&mut cmd, None, Duration::from_secs(120))
+    };
+    let out = ansible("ping", None);
+    assert!(out.success(), "{out}");
+    assert!(out.stdout_str().contains("\"ping\": \"pong\""), "{out}");
+    let out = ansible(
+        "copy",
+        Some(format!(
+            "src={} dest={}",
+            source.display(),
+            copied.display()
+        )),
+    );
+    assert!(out.success(), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&copied).expect("copied file"),
+        "copied through the jump\n"
+    );
+    let audit = w.bastion.audit();
+    assert!(audit.contains("\"event\":\"login.jump\""), "{audit}");
+    assert!(audit.contains("\"target\":\"web01\""), "{audit}");
+}
