@@ -1033,10 +1033,33 @@ impl Front {
             };
             let front = Front::inner(shared.clone(), Some(peer), slot.clone(), inner);
             let buffer = shared.config.limits.relay_buffer;
-            crate::jump::carry(channel.into_stream(), buffer, |stream| {
+            let auth_timeout = shared.config.limits.auth_timeout.as_duration();
+            let watched = slot.clone();
+            let serving = crate::jump::carry(channel.into_stream(), buffer, |stream| {
                 crate::server::serve_front(shared, config, stream, peer, slot, front)
-            })
-            .await;
+            });
+            tokio::pin!(serving);
+            // The inner connection has the front door's pre-authentication deadline too.
+            let finished = tokio::select! {
+                () = &mut serving => true,
+                () = tokio::time::sleep(auth_timeout) => false,
+            };
+            if !finished && watched.session.get().is_some() {
+                serving.await;
+            } else if !finished {
+                tracing::info!(%peer, "inner connection of a jump: no login in time");
+                // Told, when the SSH session is up; otherwise dropping `serving` ends it.
+                if let Some(handle) = watched.handle.get().cloned() {
+                    let _ = handle
+                        .disconnect(
+                            Disconnect::ByApplication,
+                            "authentication timed out".into(),
+                            String::new(),
+                        )
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut serving).await;
+                }
+            }
             drop(permit);
         });
     }

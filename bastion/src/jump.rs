@@ -168,17 +168,26 @@ where
     let (inner_end, carried) = tokio::io::duplex(buffer.max(64 * 1024));
     let (mut from_inner, mut to_inner) = tokio::io::split(carried);
     let (mut from_client, mut to_client) = tokio::io::split(stream);
-    let inbound = tokio::spawn(async move {
+    // Aborted when this future ends or is dropped (e.g. by the caller's deadline).
+    let _inbound = AbortOnDrop(tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_client, &mut to_inner).await;
         let _ = to_inner.shutdown().await;
-    });
-    let outbound = tokio::spawn(async move {
+    }));
+    let mut outbound = AbortOnDrop(tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_inner, &mut to_client).await;
         let _ = to_client.shutdown().await;
-    });
+    }));
     serve(inner_end).await;
-    let _ = tokio::time::timeout(DRAIN, outbound).await;
-    inbound.abort();
+    let _ = tokio::time::timeout(DRAIN, &mut outbound.0).await;
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

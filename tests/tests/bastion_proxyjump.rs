@@ -421,3 +421,41 @@ fn ansible_ping_and_copy_through_the_generated_ssh_config() {
     assert!(audit.contains("\"event\":\"login.jump\""), "{audit}");
     assert!(audit.contains("\"target\":\"web01\""), "{audit}");
 }
+
+/// An inner connection that never logs in is ended at the front door's pre-authentication
+/// deadline (`limits.auth_timeout`), like a TCP connection would be.
+#[test]
+fn an_inner_connection_without_a_login_is_ended_at_the_auth_deadline() {
+    let w = world("[limits]\nauth_timeout = \"2s\"\nauth_rejection_time = \"0s\"\n");
+    let mut ssh = Command::new(tool("ssh"));
+    ssh.arg("-F")
+        .arg(&w.jump.path)
+        .args(["-W", &format!("web01:{}", w.web01.port())])
+        .args(["-p", &w.bastion.port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = ssh.spawn().expect("spawn ssh -W");
+    // Nothing is sent on stdin (kept open): the inner SSH never starts its login.
+    let _stdin = child.stdin.take();
+    let started = std::time::Instant::now();
+    let ended = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ended.is_some(), "ssh -W still connected after 20s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before the deadline"
+    );
+    let mut banner = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut banner)
+        .expect("read");
+    assert!(banner.starts_with("SSH-2.0-jitssh_bastion"), "{banner:?}");
+}
