@@ -142,7 +142,9 @@ fn scp_j_and_sftp_j_move_64_mib_intact_and_are_recorded_as_transfers() {
     scp.args(["-P", &port])
         .arg(&source)
         .arg(format!("root@web01:{}", uploaded.display()));
+    let started = std::time::Instant::now();
     let out = run_with(&mut scp, None, Duration::from_secs(120));
+    eprintln!("scp -J: 64 MiB up in {:?}", started.elapsed());
     assert!(out.success(), "{out}");
     assert_eq!(sha256(&uploaded), digest, "scp -J upload");
 
