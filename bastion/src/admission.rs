@@ -49,6 +49,16 @@ pub enum Refusal {
     /// No target by that name is configured.
     #[error("unknown target {0:?}")]
     UnknownTarget(String),
+    /// The inner login of a jump connection is not the outer login's person and key.
+    #[error(
+        "certificate refused: the login through this jump must be {outer:?}'s own certificate (got {inner:?}'s, or another key)"
+    )]
+    NotSamePerson {
+        /// The person of the jump login.
+        outer: String,
+        /// The person of the inner login.
+        inner: String,
+    },
     /// The grant does not let this login reach this target.
     #[error("certificate does not grant login {login:?} on target {target:?}")]
     NotGranted {
@@ -57,6 +67,81 @@ pub enum Refusal {
         /// The target asked for.
         target: String,
     },
+}
+
+/// A jump login (`ssh -J PERSON@bastion ...`): no target yet; each target is reached by an
+/// inner login through it, admitted on its own (see [`same_person`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpAdmitted {
+    /// The person: the certificate's key id.
+    pub person: String,
+    /// The certificate's serial.
+    pub serial: u64,
+    /// The user string: the person's name or one of the certificate's principals.
+    pub login: String,
+    /// Unix time the certificate expires.
+    pub valid_before: u64,
+}
+
+/// The person a key id names: its first word (`alice request=7`, `alice break-glass`).
+pub fn person_of(cert: &Certificate) -> &str {
+    cert.key_id().split_whitespace().next().unwrap_or("")
+}
+
+/// Decides whether `cert` admits the jump login `user` (a bare login): every check of
+/// [`admit`] that does not depend on a target. The user string must be the person's name
+/// (the key id's first word) or one of the certificate's principals.
+pub fn admit_jump(
+    user: &str,
+    cert: &Certificate,
+    ctx: &Context<'_>,
+) -> Result<JumpAdmitted, Refusal> {
+    let login = crate::login::parse_login(user)?;
+    let principals = cert.valid_principals();
+    // The principal checked is the user string when it is one; the person's own name is
+    // accepted too (it is what `ssh -J alice@bastion` says), checked against any principal
+    // so that every other part of the check (CA, type, validity, options) still runs.
+    let principal = if principals.contains(&login) {
+        login.clone()
+    } else if login == person_of(cert) {
+        principals.first().cloned().unwrap_or_default()
+    } else {
+        login.clone()
+    };
+    cert::verify(
+        cert,
+        &Expectations {
+            trusted_cas: ctx.trusted_user_cas,
+            cert_type: CertType::User,
+            now: ctx.now,
+            principal: &principal,
+            peer: ctx.peer,
+        },
+    )?;
+    match GrantClaims::from_certificate(cert) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Refusal::NoGrant),
+        Err(err) => return Err(Refusal::BadGrant(err.to_string())),
+    }
+    Ok(JumpAdmitted {
+        person: cert.key_id().to_string(),
+        serial: cert.serial(),
+        login,
+        valid_before: cert.valid_before(),
+    })
+}
+
+/// The inner login through a jump connection must be the outer login's person with the
+/// same key: a jump connection is never a way for one person to carry another's login.
+pub fn same_person(outer: &Certificate, inner: &Certificate) -> Result<(), Refusal> {
+    if person_of(outer) == person_of(inner) && outer.public_key() == inner.public_key() {
+        Ok(())
+    } else {
+        Err(Refusal::NotSamePerson {
+            outer: printable(person_of(outer)),
+            inner: printable(person_of(inner)),
+        })
+    }
 }
 
 /// What the certificate allows beyond a plain session, after the bastion's own policy.
@@ -382,5 +467,87 @@ mod tests {
             .insert("force-command".into(), "/usr/bin/uptime".into());
         let admitted = f.admit("deploy@web01", &f.cert(&spec)).unwrap();
         assert_eq!(admitted.force_command.as_deref(), Some("/usr/bin/uptime"));
+    }
+
+    fn admit_jump_as(
+        f: &Fixture,
+        user: &str,
+        cert: &Certificate,
+        now: u64,
+    ) -> Result<JumpAdmitted, Refusal> {
+        let trusted = [f.ca.key_data().clone()];
+        let none = |_: &str| None;
+        admit_jump(
+            user,
+            cert,
+            &Context {
+                trusted_user_cas: &trusted,
+                now,
+                peer: Some("127.0.0.1".parse().unwrap()),
+                configured_target: &none,
+                forwarding: &Forwarding::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_jump_login_is_the_person_or_a_principal_and_passes_every_other_check() {
+        let f = Fixture::new();
+        let mut spec = f.spec();
+        spec.principals = vec!["deploy".into()];
+        let cert = f.cert(&spec);
+        assert_eq!(
+            admit_jump_as(&f, "alice", &cert, NOW).unwrap().person,
+            "alice"
+        );
+        assert_eq!(
+            admit_jump_as(&f, "deploy", &cert, NOW).unwrap().login,
+            "deploy"
+        );
+        assert!(matches!(
+            admit_jump_as(&f, "mallory", &cert, NOW),
+            Err(Refusal::Certificate(Rejection::PrincipalNotAllowed(..)))
+        ));
+        assert!(matches!(
+            admit_jump_as(&f, "alice", &cert, NOW + 7200),
+            Err(Refusal::Certificate(Rejection::Expired(_)))
+        ));
+        let other_ca = CaSigner::generate("other");
+        let foreign = spec.sign(7, &other_ca).unwrap();
+        assert!(matches!(
+            admit_jump_as(&f, "alice", &foreign, NOW),
+            Err(Refusal::Certificate(Rejection::UntrustedCa(_)))
+        ));
+        spec.extensions.remove(GRANT_EXTENSION);
+        assert_eq!(
+            admit_jump_as(&f, "alice", &f.cert(&spec), NOW),
+            Err(Refusal::NoGrant)
+        );
+    }
+
+    #[test]
+    fn the_inner_login_must_be_the_same_person_and_key() {
+        let f = Fixture::new();
+        let alice = f.cert(&f.spec());
+        let renewed = {
+            let mut spec = f.spec();
+            spec.key_id = "alice request=9".into();
+            f.cert(&spec)
+        };
+        assert_eq!(same_person(&alice, &renewed), Ok(()));
+        let mut bob_spec = f.spec();
+        bob_spec.key_id = "bob".into();
+        assert!(matches!(
+            same_person(&alice, &f.cert(&bob_spec)),
+            Err(Refusal::NotSamePerson { .. })
+        ));
+        let other_key = Fixture::new();
+        let mut spec = other_key.spec();
+        spec.key_id = "alice".into();
+        let same_name_other_key = spec.sign(8, &f.ca).unwrap();
+        assert!(matches!(
+            same_person(&alice, &same_name_other_key),
+            Err(Refusal::NotSamePerson { .. })
+        ));
     }
 }

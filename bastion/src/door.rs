@@ -4,7 +4,7 @@
 
 use jitssh_core::ssh_key::Certificate;
 
-use crate::admission::{Admitted, Refusal};
+use crate::admission::{Admitted, JumpAdmitted, Refusal};
 
 /// A login the front door accepted, waiting for the SSH layer to confirm authentication.
 #[derive(Debug)]
@@ -15,6 +15,26 @@ pub struct Accepted {
     pub admitted: Admitted,
     /// The person's certificate.
     pub cert: Certificate,
+}
+
+/// A jump login the front door accepted (no target: see [`crate::jump`]).
+#[derive(Debug)]
+pub struct JumpAccepted {
+    /// The jump connection's id (in its audit records and its inner logins').
+    pub id: String,
+    /// What the login was admitted for.
+    pub admitted: JumpAdmitted,
+    /// The person's certificate.
+    pub cert: Certificate,
+}
+
+/// What a confirmed login opens.
+#[derive(Debug)]
+pub enum Opened {
+    /// A session to a target.
+    Session(Accepted),
+    /// A jump connection.
+    Jump(JumpAccepted),
 }
 
 /// Where a connection is on its way in.
@@ -29,6 +49,8 @@ pub enum Door {
     },
     /// A certificate was accepted; the session starts once the login is confirmed.
     Accepted(Box<Accepted>),
+    /// A jump login was accepted; the connection opens once the login is confirmed.
+    Jumping(Box<JumpAccepted>),
     /// The session started.
     Open,
 }
@@ -67,6 +89,13 @@ impl Door {
         }
     }
 
+    /// A jump login was accepted.
+    pub fn accept_jump(&mut self, accepted: JumpAccepted) {
+        if self.knocking() {
+            *self = Door::Jumping(Box::new(accepted));
+        }
+    }
+
     /// The person came back (keyboard-interactive) to hear why they were refused: the
     /// message, once, if there was a refusal.
     pub fn tell(&mut self) -> Option<String> {
@@ -80,9 +109,10 @@ impl Door {
     }
 
     /// The login was confirmed: the accepted login, to start its session.
-    pub fn open(&mut self) -> Option<Accepted> {
+    pub fn open(&mut self) -> Option<Opened> {
         match std::mem::replace(self, Door::Open) {
-            Door::Accepted(accepted) => Some(*accepted),
+            Door::Accepted(accepted) => Some(Opened::Session(*accepted)),
+            Door::Jumping(accepted) => Some(Opened::Jump(*accepted)),
             other => {
                 *self = other;
                 None

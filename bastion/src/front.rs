@@ -26,9 +26,11 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Pty, Sig};
 
-use crate::admission::{self, Admitted, Context, Refusal};
+use crate::admission::{self, Admitted, Context, JumpAdmitted, Refusal};
 use crate::answers::{Answers, GlobalAnswers, GlobalJob, Job, Kind, Target, Unavailable};
-use crate::door::{Accepted, Door};
+use crate::config::Target as ConfiguredTarget;
+use crate::door::{Accepted, Door, JumpAccepted, Opened};
+use crate::login::BadUserString;
 use crate::names::printable;
 use crate::pump::{self, TapError, TargetSide, UserSide};
 use crate::recorded;
@@ -66,8 +68,12 @@ pub struct Front {
     peer: Option<SocketAddr>,
     slot: Arc<Slot>,
     /// The connection's place at the accept loop: promoted on login (see
-    /// [`jitssh_server::accept`]).
-    ticket: Arc<Ticket>,
+    /// [`jitssh_server::accept`]); `None` for the inner connection of a jump.
+    ticket: Option<Arc<Ticket>>,
+    /// Set when this is the inner connection of a jump: the target and the outer login.
+    inner: Option<Inner>,
+    /// Set once a jump login (no target) was confirmed on this connection.
+    jump: Option<Arc<JumpConn>>,
     /// The way in: refusals, the accepted login.
     door: Door,
     /// The answer queue of each session channel (see [`crate::answers`]).
@@ -82,17 +88,31 @@ impl Front {
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
         slot: Arc<Slot>,
-        ticket: Arc<Ticket>,
+        ticket: Option<Arc<Ticket>>,
     ) -> Front {
         Front {
             shared,
             peer,
             slot,
             ticket,
+            inner: None,
+            jump: None,
             door: Door::default(),
             answers: std::collections::HashMap::new(),
             global: None,
         }
+    }
+
+    /// The handler of the inner connection of a jump to `inner.target` (see [`crate::jump`]).
+    pub fn inner(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        slot: Arc<Slot>,
+        inner: Inner,
+    ) -> Front {
+        let mut front = Front::new(shared, peer, slot, None);
+        front.inner = Some(inner);
+        front
     }
 
     fn session(&self) -> Option<Arc<Session>> {
@@ -151,6 +171,75 @@ impl Front {
         admission::revocation_verdict(self.shared.issuer.revoked(cert).await)?;
         Ok(admitted)
     }
+
+    /// A jump login: every check that does not depend on a target.
+    async fn check_jump(&self, user: &str, cert: &Certificate) -> Result<JumpAdmitted, Refusal> {
+        let config = &self.shared.config;
+        let configured = |name: &str| config.target(name).map(|t| t.name.clone());
+        let admitted = admission::admit_jump(
+            user,
+            cert,
+            &Context {
+                trusted_user_cas: &self.shared.issuer.trust().user_cas,
+                now: unix_now(),
+                peer: self.peer.map(|p| p.ip()),
+                configured_target: &configured,
+                forwarding: &config.forwarding,
+            },
+        )?;
+        admission::revocation_verdict(self.shared.issuer.revoked(cert).await)?;
+        Ok(admitted)
+    }
+
+    /// Admits a login: the inner login of a jump (just LOGIN, the target is the jump's
+    /// destination, and the same person and key as the outer login), a jump login (no
+    /// target), or `LOGIN@TARGET`.
+    async fn check_login(&self, user: &str, cert: &Certificate) -> Result<Login, Refusal> {
+        if let Some(inner) = &self.inner {
+            if user.contains('@') {
+                return Err(BadUserString::TargetGiven.into());
+            }
+            let login = crate::login::parse_login(user)?;
+            admission::same_person(&inner.outer, cert)?;
+            let wanted = format!("{login}@{}", inner.target.name);
+            return self
+                .check_certificate(&wanted, cert)
+                .await
+                .map(Login::Session);
+        }
+        if user.contains('@') {
+            self.check_certificate(user, cert).await.map(Login::Session)
+        } else {
+            self.check_jump(user, cert).await.map(Login::Jump)
+        }
+    }
+}
+
+/// What a certificate was admitted for.
+enum Login {
+    /// A session to a target.
+    Session(Admitted),
+    /// A jump connection (no target yet).
+    Jump(JumpAdmitted),
+}
+
+/// The inner connection of a jump: where it goes and who opened the jump.
+pub struct Inner {
+    /// The target, from the `direct-tcpip` destination.
+    pub target: ConfiguredTarget,
+    /// The outer (jump) login's certificate: the inner login must be the same person's.
+    pub outer: Certificate,
+    /// The jump connection's id, in the inner login's audit record.
+    pub jump_id: String,
+}
+
+/// A confirmed jump login on this connection.
+struct JumpConn {
+    id: String,
+    cert: Certificate,
+    person: String,
+    /// Inner connections open at once are bounded like a session's channels.
+    inner_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Waits for the target's answer to a forwarded request; no answer counts as a refusal.
@@ -225,8 +314,29 @@ impl russh::server::Handler for Front {
         if !self.door.knocking() {
             return Ok(Auth::reject());
         }
-        match self.check_certificate(user, certificate).await {
-            Ok(admitted) => {
+        match self.check_login(user, certificate).await {
+            Ok(Login::Jump(admitted)) => {
+                let id = crate::recording::new_session_id();
+                let event = AuditEvent::new("login.jump")
+                    .with("jump", id.as_str())
+                    .with("person", admitted.person.as_str())
+                    .with("serial", admitted.serial)
+                    .with("login", admitted.login.as_str())
+                    .with("peer", self.peer.map(|p| p.to_string()))
+                    .with("valid_before", admitted.valid_before);
+                if let Err(err) = self.shared.audit.record(event).await {
+                    tracing::error!("cannot write audit record, refusing login: {err}");
+                    return Ok(Auth::reject());
+                }
+                tracing::info!(jump = %id, person = %admitted.person, "jump login accepted");
+                self.door.accept_jump(JumpAccepted {
+                    id,
+                    admitted,
+                    cert: certificate.clone(),
+                });
+                Ok(Auth::Accept)
+            }
+            Ok(Login::Session(admitted)) => {
                 let id = crate::recording::new_session_id();
                 let event = AuditEvent::new("login.accepted")
                     .with("session", id.as_str())
@@ -236,7 +346,8 @@ impl russh::server::Handler for Front {
                     .with("target", admitted.login_target.target.as_str())
                     .with("roles", admitted.roles.clone())
                     .with("peer", self.peer.map(|p| p.to_string()))
-                    .with("valid_before", admitted.valid_before);
+                    .with("valid_before", admitted.valid_before)
+                    .with("jump", self.inner.as_ref().map(|i| i.jump_id.clone()));
                 if let Err(err) = self.shared.audit.record(event).await {
                     tracing::error!("cannot write audit record, refusing login: {err}");
                     return Ok(Auth::reject());
@@ -296,8 +407,23 @@ impl russh::server::Handler for Front {
     }
 
     async fn auth_succeeded(&mut self, session: &mut SshSession) -> Result<(), Self::Error> {
-        let Some(Accepted { id, admitted, cert }) = self.door.open() else {
-            return Err(russh::Error::NotAuthenticated.into());
+        let Accepted { id, admitted, cert } = match self.door.open() {
+            Some(Opened::Session(accepted)) => accepted,
+            Some(Opened::Jump(JumpAccepted { id, admitted, cert })) => {
+                self.jump = Some(Arc::new(JumpConn {
+                    id,
+                    cert,
+                    person: admitted.person,
+                    inner_slots: Arc::new(tokio::sync::Semaphore::new(
+                        self.shared.config.limits.max_channels,
+                    )),
+                }));
+                if let Some(ticket) = &self.ticket {
+                    ticket.promote();
+                }
+                return Ok(());
+            }
+            None => return Err(russh::Error::NotAuthenticated.into()),
         };
         let started = Session::start(
             id,
@@ -308,7 +434,9 @@ impl russh::server::Handler for Front {
             session.handle(),
         );
         let _ = self.slot.session.set(started);
-        self.ticket.promote();
+        if let Some(ticket) = &self.ticket {
+            ticket.promote();
+        }
         Ok(())
     }
 
@@ -330,6 +458,14 @@ impl russh::server::Handler for Front {
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
         let Some(sess) = self.session() else {
+            if self.jump.is_some() {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: "bastion: a jump login (no target) opens no session: use ssh -J PERSON@bastion LOGIN@TARGET, or LOGIN@TARGET@bastion".into(),
+                    })
+                    .await;
+            }
             return Ok(());
         };
         let Some(claim) = sess.claim_channel() else {
@@ -418,6 +554,11 @@ impl russh::server::Handler for Front {
         reply: ChannelOpenHandle,
         _session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if let Some(jump) = self.jump.clone() {
+            self.jump_to(jump, channel, host_to_connect, port_to_connect, reply)
+                .await;
+            return Ok(());
+        }
         let Some(sess) = self.session() else {
             return Ok(());
         };
@@ -836,6 +977,93 @@ impl russh::server::Handler for Front {
 }
 
 impl Front {
+    /// A `direct-tcpip` on a jump connection: to a configured target it is terminated here
+    /// and served like a login to that target (see [`crate::jump`]); anything else is
+    /// refused (a jump login reaches configured targets only) and audited.
+    async fn jump_to(
+        &self,
+        jump: Arc<JumpConn>,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        reply: ChannelOpenHandle,
+    ) {
+        let where_to = format!("{}:{port}", printable(host));
+        let target = crate::jump::target_at(&self.shared.config, host, port).cloned();
+        let (Some(target), Some(peer)) = (target, self.peer) else {
+            let reason = "not a configured target: a jump login reaches configured targets only (by name or address, at the target's port)";
+            let event = AuditEvent::new("jump.denied")
+                .with("jump", jump.id.as_str())
+                .with("person", jump.person.as_str())
+                .with("destination", where_to.as_str())
+                .with("reason", reason);
+            self.shared.audit.record_or_log(event).await;
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: format!("bastion: {where_to}: {reason}"),
+                })
+                .await;
+            return;
+        };
+        let Ok(permit) = jump.inner_slots.clone().try_acquire_owned() else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return;
+        };
+        let event = AuditEvent::new("jump.connection")
+            .with("jump", jump.id.as_str())
+            .with("person", jump.person.as_str())
+            .with("destination", where_to.as_str())
+            .with("target", target.name.as_str());
+        if self.shared.audit.record(event).await.is_err() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let config = shared.target_certs.config_for(&target).await;
+            reply.accept().await;
+            let slot = Arc::new(Slot::default());
+            let inner = Inner {
+                target,
+                outer: jump.cert.clone(),
+                jump_id: jump.id.clone(),
+            };
+            let front = Front::inner(shared.clone(), Some(peer), slot.clone(), inner);
+            let buffer = shared.config.limits.relay_buffer;
+            let auth_timeout = shared.config.limits.auth_timeout.as_duration();
+            let watched = slot.clone();
+            let serving = crate::jump::carry(channel.into_stream(), buffer, |stream| {
+                serve(shared, config, stream, peer, slot, front)
+            });
+            tokio::pin!(serving);
+            // The inner connection has the front door's pre-authentication deadline too.
+            let finished = tokio::select! {
+                () = &mut serving => true,
+                () = tokio::time::sleep(auth_timeout) => false,
+            };
+            if !finished && watched.session.get().is_some() {
+                serving.await;
+            } else if !finished {
+                tracing::info!(%peer, "inner connection of a jump: no login in time");
+                // Told, when the SSH session is up; otherwise dropping `serving` ends it.
+                if let Some(handle) = watched.handle.get().cloned() {
+                    let _ = handle
+                        .disconnect(
+                            Disconnect::ByApplication,
+                            "authentication timed out".into(),
+                            String::new(),
+                        )
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut serving).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+
     /// Queues a global request's `job` and tells russh its answer comes later; `false` (an
     /// answer now) when the queue is gone.
     async fn queue_global(
@@ -997,5 +1225,88 @@ async fn start_recording(
             sess.end(EndReason::RecordingFailed(why)).await;
             false
         }
+    }
+}
+
+/// Runs `front` over `stream` (a TCP connection, or the channel of a terminated `ssh -J`,
+/// see [`crate::jump`]) until it ends, then records the end of its session if it had one.
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    stream: S,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    front: Front,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let running = match russh::server::run_stream(config, stream, front).await {
+        Ok(running) => running,
+        Err(err) => {
+            tracing::debug!(%peer, "connection setup failed: {err}");
+            return;
+        }
+    };
+    let _ = slot.handle.set(running.handle());
+    let outcome = running.await;
+    if let Some(session) = slot.session.get() {
+        let outcome = match outcome {
+            Ok(()) => EndReason::ClientDisconnected,
+            Err(err) => EndReason::ConnectionError(err.to_string()),
+        };
+        session.finish(outcome).await;
+    } else if let Err(err) = outcome {
+        tracing::info!(%peer, "connection failed before login: {err}");
+        if let Some(reason) = undecodable_credential(&err) {
+            let event = jitssh_core::audit::AuditEvent::new("login.refused")
+                .with("peer", peer.to_string())
+                .with("reason", reason);
+            shared.audit.record_or_log(event).await;
+        }
+    }
+}
+
+/// The refusal reason when a connection failed because the key or certificate the client
+/// offered cannot be decoded (russh ends the connection before the handler sees it, e.g. a
+/// certificate with a duplicated extension), so it is audited like any other refusal.
+fn undecodable_credential(err: &FrontError) -> Option<String> {
+    let FrontError::Ssh(err) = err;
+    match err {
+        russh::Error::SshKey(why) => Some(format!(
+            "certificate refused: the offered key or certificate cannot be decoded ({why})"
+        )),
+        russh::Error::Keys(why) => Some(format!(
+            "certificate refused: the offered key or certificate cannot be decoded ({why})"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_credential_is_a_refusal_to_audit() {
+        let keys = FrontError::Ssh(russh::Error::Keys(russh::keys::Error::CouldNotReadKey));
+        let reason = undecodable_credential(&keys).expect("a refusal");
+        assert!(
+            reason.starts_with(
+                "certificate refused: the offered key or certificate cannot be decoded"
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn other_connection_failures_are_not_refusals() {
+        assert_eq!(
+            undecodable_credential(&FrontError::Ssh(russh::Error::Disconnect)),
+            None
+        );
+        assert_eq!(
+            undecodable_credential(&FrontError::Ssh(russh::Error::HUP)),
+            None
+        );
     }
 }

@@ -57,3 +57,30 @@ pub async fn renew<F, Fut>(
     )
     .await;
 }
+
+/// Issues a host certificate for the bastion's `key` naming a target (`names`: its name and
+/// address), for inner connections of `ssh -J` (see [`crate::jump`]). Its key id says so.
+pub fn issue_for_target(
+    authority: &Authority,
+    key: &PrivateKey,
+    names: &[String],
+) -> Result<Certificate, IssueError> {
+    let key_id = format!(
+        "ssh-bastion for {}",
+        names.first().map_or("", String::as_str)
+    );
+    let spec = host_cert_spec(
+        key,
+        &key_id,
+        names,
+        authority.config().clock_skew.as_duration(),
+    );
+    Ok(authority
+        .issue(
+            spec,
+            "ssh-bastion",
+            None,
+            json!({ "bastion_host_cert": true, "jump_target": names.first() }),
+        )?
+        .certificate)
+}

@@ -22,6 +22,7 @@ pub mod door;
 pub mod front;
 pub mod hostcert;
 pub mod issuer;
+pub mod jump;
 pub mod login;
 pub mod names;
 pub mod pump;

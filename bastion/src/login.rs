@@ -37,6 +37,21 @@ pub enum BadUserString {
     /// The target part is empty or has characters host names never have.
     #[error("invalid target name {0:?}")]
     BadTarget(String),
+    /// A login inside a jump connection named a target: the target is the `-J` destination.
+    #[error("through a jump (ssh -J) the user string is just LOGIN: the target is the destination")]
+    TargetGiven,
+}
+
+/// Parses a user string that is just a login: the outer login of a jump connection (the
+/// person's name) or the inner login through it (the target is the jump's destination).
+pub fn parse_login(user: &str) -> Result<String, BadUserString> {
+    if user.len() > MAX_USER_STRING {
+        return Err(BadUserString::TooLong);
+    }
+    if !valid_login(user) {
+        return Err(BadUserString::BadLogin(printable(user)));
+    }
+    Ok(user.to_string())
 }
 
 impl LoginTarget {
@@ -130,6 +145,17 @@ mod tests {
         let long_login = format!("{}@web01", "a".repeat(65));
         assert!(matches!(
             LoginTarget::parse(&long_login),
+            Err(BadUserString::BadLogin(_))
+        ));
+    }
+
+    #[test]
+    fn a_bare_login_is_checked_like_the_login_part() {
+        assert_eq!(parse_login("alice"), Ok("alice".to_string()));
+        assert!(matches!(parse_login("-o"), Err(BadUserString::BadLogin(_))));
+        assert!(matches!(parse_login(""), Err(BadUserString::BadLogin(_))));
+        assert!(matches!(
+            parse_login("a@web01"),
             Err(BadUserString::BadLogin(_))
         ));
     }

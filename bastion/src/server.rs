@@ -26,9 +26,10 @@ use crate::config::{BastionConfig, CaSettings};
 use crate::front::{Front, Slot};
 use crate::hostcert;
 use crate::issuer::{EmbeddedIssuer, Issuer};
+use crate::jump::{TargetCertSource, TargetCerts};
 use crate::recorded::{RecordingSetup, SetupError};
 use crate::remote::{RemoteError, RemoteIssuer};
-use crate::session::{EndReason, Shared};
+use crate::session::Shared;
 
 /// How long a stopping bastion waits for sessions to record their end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,6 +91,9 @@ pub async fn serve(
     .with_queue(config.limits.recording_queue);
     let mut host_cert = None;
     let mut renewal = None;
+    let mut target_source = TargetCertSource::Unavailable(
+        "the remote CA issues the bastion only its own host certificate".into(),
+    );
     let mut policy = None; // (users, roles): the policy is here only with the embedded CA
     let issuer: Arc<dyn Issuer> = match &config.ca {
         CaSettings::Embedded(ca_config) => {
@@ -128,6 +132,7 @@ pub async fn serve(
             .map_err(|e| ServeError::HostCert(e.to_string()))?;
             host_cert = Some(cert);
             renewal = Some(HostCertSource::Embedded(authority.clone()));
+            target_source = TargetCertSource::Embedded(authority.clone());
             Arc::new(EmbeddedIssuer::new(authority))
         }
         CaSettings::Remote(remote) => {
@@ -195,7 +200,20 @@ pub async fn serve(
         per_source: limits.max_startups_per_source,
         auth_timeout: limits.auth_timeout.as_duration(),
     });
+    let target_certs = {
+        let (build_config, key) = (config.clone(), host_key.clone());
+        let fallback = ssh_config.clone();
+        Arc::new(TargetCerts::new(
+            host_key.clone(),
+            target_source,
+            move |cert| match cert {
+                Some(cert) => Arc::new(russh_config(&build_config, key.clone(), Some(cert))),
+                None => fallback.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            },
+        ))
+    };
     let shared = Arc::new(Shared {
+        target_certs,
         config,
         issuer,
         audit,
@@ -263,47 +281,8 @@ async fn connection(shared: Arc<Shared>, config: Arc<Config>, accepted: Connecti
         ticket,
     } = accepted;
     let slot = Arc::new(Slot::default());
-    let front = Front::new(shared.clone(), Some(peer), slot.clone(), ticket);
-    let running = match russh::server::run_stream(config, stream, front).await {
-        Ok(running) => running,
-        Err(err) => {
-            tracing::debug!(%peer, "connection setup failed: {err}");
-            return;
-        }
-    };
-    let _ = slot.handle.set(running.handle());
-    let outcome = running.await;
-    if let Some(session) = slot.session.get() {
-        let outcome = match outcome {
-            Ok(()) => EndReason::ClientDisconnected,
-            Err(err) => EndReason::ConnectionError(err.to_string()),
-        };
-        session.finish(outcome).await;
-    } else if let Err(err) = outcome {
-        tracing::info!(%peer, "connection failed before login: {err}");
-        if let Some(reason) = undecodable_credential(&err) {
-            let event = jitssh_core::audit::AuditEvent::new("login.refused")
-                .with("peer", peer.to_string())
-                .with("reason", reason);
-            shared.audit.record_or_log(event).await;
-        }
-    }
-}
-
-/// The refusal reason when a connection failed because the key or certificate the client
-/// offered cannot be decoded (russh ends the connection before the handler sees it, e.g. a
-/// certificate with a duplicated extension), so it is audited like any other refusal.
-fn undecodable_credential(err: &crate::front::FrontError) -> Option<String> {
-    let crate::front::FrontError::Ssh(err) = err;
-    match err {
-        russh::Error::SshKey(why) => Some(format!(
-            "certificate refused: the offered key or certificate cannot be decoded ({why})"
-        )),
-        russh::Error::Keys(why) => Some(format!(
-            "certificate refused: the offered key or certificate cannot be decoded ({why})"
-        )),
-        _ => None,
-    }
+    let front = Front::new(shared.clone(), Some(peer), slot.clone(), Some(ticket));
+    crate::front::serve(shared, config, stream, peer, slot, front).await;
 }
 
 /// Where the bastion's own host certificate comes from, for renewal.
@@ -334,35 +313,5 @@ impl HostCertSource {
                 .await
                 .map_err(|e| e.to_string()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::front::FrontError;
-
-    #[test]
-    fn an_undecodable_credential_is_a_refusal_to_audit() {
-        let keys = FrontError::Ssh(russh::Error::Keys(russh::keys::Error::CouldNotReadKey));
-        let reason = undecodable_credential(&keys).expect("a refusal");
-        assert!(
-            reason.starts_with(
-                "certificate refused: the offered key or certificate cannot be decoded"
-            ),
-            "{reason}"
-        );
-    }
-
-    #[test]
-    fn other_connection_failures_are_not_refusals() {
-        assert_eq!(
-            undecodable_credential(&FrontError::Ssh(russh::Error::Disconnect)),
-            None
-        );
-        assert_eq!(
-            undecodable_credential(&FrontError::Ssh(russh::Error::HUP)),
-            None
-        );
     }
 }

@@ -19,6 +19,7 @@ mod bastion;
 mod ca;
 mod clock;
 mod flood;
+mod jump;
 mod keys;
 mod net;
 mod process;
@@ -34,6 +35,7 @@ pub use bastion::{Bastion, asciinema_cat, grant, session_recordings, target, use
 pub use ca::{CaFixture, CaServer};
 pub use clock::{TEST_CLOCK_ENV, TestClock};
 pub use flood::{Flood, FloodState};
+pub use jump::JumpConfig;
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};
 pub use net::free_port;
 pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_for};

@@ -50,6 +50,8 @@ pub struct Shared {
     pub live: Arc<LiveSessions>,
     /// Becomes `true` when the bastion shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Host certificates naming targets, for `ssh -J` (see [`crate::jump`]).
+    pub target_certs: Arc<crate::jump::TargetCerts>,
 }
 
 /// The target leg as the session's channels see it (published by the session's task).
