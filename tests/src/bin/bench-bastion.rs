@@ -39,6 +39,9 @@ struct Setup {
     big_file: PathBuf,
     /// 34 MB of text lines, for the pty path.
     text_file: PathBuf,
+    /// Agents holding two plain keys and a certificate, as people's clients are set up: one
+    /// with alice's (the bastion routes), one with the break-glass one (direct routes).
+    _agents: [jitssh_tests::Agent; 2],
 }
 
 fn main() {
@@ -137,6 +140,37 @@ fn main() {
         );
     }
 
+    let agent_routes = [
+        ("direct ssh", "agent-direct"),
+        ("OpenSSH ProxyJump", "agent-jumped"),
+        ("ssh -J through ssh-bastion", "agent-bastion-j"),
+        ("ssh-bastion, LOGIN@TARGET", "agent-bastion"),
+    ];
+    println!(
+        "\n## Connect + exec `true` + close, client as people have it: an agent with two plain keys and the certificate, no IdentitiesOnly ({runs} runs, ms)\n"
+    );
+    println!("| route | median | × direct | min |\n|---|---|---|---|");
+    let mut direct_median = 0.0;
+    for (name, host) in agent_routes {
+        let mut times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let started = Instant::now();
+                ssh_ok(&setup, host, &["true"]);
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        if host == "agent-direct" {
+            direct_median = median;
+        }
+        println!(
+            "| {name} | {median:.1} | {:.2} | {:.1} |",
+            median / direct_median,
+            times[0]
+        );
+    }
+
     if sessions == 0 {
         return;
     }
@@ -213,6 +247,23 @@ fn setup() -> Setup {
         )
     };
     let common = identity(&alice.private, &alice.cert_path());
+    // People's clients: an agent with two plain keys before the certificate, no IdentitiesOnly.
+    let agents = [alice.private.clone(), oncall.private.clone()].map(|with_cert| {
+        let dir = scratch.mkdir(format!("agent-{}", agent_name(&with_cert)));
+        let agent = jitssh_tests::Agent::start(&dir);
+        for plain in ["plain1", "plain2"] {
+            agent.add(&jitssh_tests::keygen(&dir, plain).private);
+        }
+        agent.add(&with_cert);
+        agent
+    });
+    let agent_opts = |agent: &jitssh_tests::Agent| {
+        format!(
+            "  {}\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+            agent.ssh_option().replacen('=', " ", 1)
+        )
+    };
+    let (people, oncall_agent) = (agent_opts(&agents[0]), agent_opts(&agents[1]));
     let direct = identity(&oncall.private, &oncall_cert);
     fs::write(
         &ssh_config,
@@ -221,12 +272,24 @@ fn setup() -> Setup {
              Host jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{direct}\n\
              Host jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump jump\n{direct}\n\
              Host bastion\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
-             Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n",
+             Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
+             Host agent-direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
+             Host agent-jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
+             Host agent-jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump agent-jump\n{oncall_agent}\n\
+             Host agent-outer\n  HostName 127.0.0.1\n  Port {}\n  User alice\n{people}\n\
+             Host agent-bastion-j\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump agent-outer\n{people}\n\
+             Host agent-bastion\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{people}\n",
             web01.port(),
             jump.port(),
             web01.port(),
             bastion.port,
-            unrecorded.port
+            unrecorded.port,
+            web01.port(),
+            jump.port(),
+            web01.port(),
+            bastion.port,
+            web01.port(),
+            bastion.port,
         ),
     )
     .expect("write ssh_config");
@@ -242,6 +305,7 @@ fn setup() -> Setup {
             .arg(format!("seq 1 4500000 > '{}'", text_file.display())),
     );
     Setup {
+        _agents: agents,
         text_file,
         scratch,
         bastion,
@@ -268,6 +332,13 @@ fn ssh_ok(setup: &Setup, host: &str, remote: &[&str]) {
         .status()
         .expect("run ssh");
     assert!(status.success(), "ssh {host} {remote:?} failed: {status}");
+}
+
+fn agent_name(private: &Path) -> String {
+    private
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `ssh -tt`: a pty on the target, so the output takes the recorded terminal path.
