@@ -64,6 +64,7 @@ fn main() {
         ("direct ssh", "direct"),
         ("OpenSSH ProxyJump", "jumped"),
         ("ssh-bastion (recording on)", "bastion"),
+        ("ssh -J through ssh-bastion (recording on)", "bastion-j"),
         (
             "ssh-bastion, recording unavailable (proxy alone, for comparison)",
             "unrecorded",
@@ -73,7 +74,7 @@ fn main() {
     let bastion_pid = setup.bastion.daemon.pid();
     let unrecorded_pid = setup._unrecorded.daemon.pid();
     let pid_of = |host: &str| match host {
-        "bastion" => Some(bastion_pid),
+        "bastion" | "bastion-j" => Some(bastion_pid),
         "unrecorded" => Some(unrecorded_pid),
         _ => None,
     };
@@ -273,6 +274,8 @@ fn setup() -> Setup {
              Host jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump jump\n{direct}\n\
              Host bastion\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
              Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
+             Host outer\n  HostName 127.0.0.1\n  Port {}\n  User alice\n{common}\n\
+             Host bastion-j\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump outer\n{common}\n\
              Host agent-direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
              Host agent-jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
              Host agent-jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump agent-jump\n{oncall_agent}\n\
@@ -284,6 +287,8 @@ fn setup() -> Setup {
             web01.port(),
             bastion.port,
             unrecorded.port,
+            bastion.port,
+            web01.port(),
             web01.port(),
             jump.port(),
             web01.port(),
