@@ -240,6 +240,8 @@ struct JumpConn {
     person: String,
     /// Inner connections open at once are bounded like a session's channels.
     inner_slots: Arc<tokio::sync::Semaphore>,
+    /// Dropped with the connection's handler: ends the watch on the outer certificate.
+    _alive: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Waits for the target's answer to a forwarded request; no answer counts as a refusal.
@@ -410,6 +412,16 @@ impl russh::server::Handler for Front {
         let Accepted { id, admitted, cert } = match self.door.open() {
             Some(Opened::Session(accepted)) => accepted,
             Some(Opened::Jump(JumpAccepted { id, admitted, cert })) => {
+                let (alive, gone) = tokio::sync::oneshot::channel();
+                tokio::spawn(crate::jump::watch(
+                    session.handle(),
+                    gone,
+                    cert.clone(),
+                    id.clone(),
+                    self.shared.issuer.clone(),
+                    self.shared.audit.clone(),
+                    self.shared.config.session.revocation_check.as_duration(),
+                ));
                 self.jump = Some(Arc::new(JumpConn {
                     id,
                     cert,
@@ -417,6 +429,7 @@ impl russh::server::Handler for Front {
                     inner_slots: Arc::new(tokio::sync::Semaphore::new(
                         self.shared.config.limits.max_channels,
                     )),
+                    _alive: alive,
                 }));
                 if let Some(ticket) = &self.ticket {
                     ticket.promote();

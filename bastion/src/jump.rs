@@ -190,9 +190,113 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Why a jump connection must end while it is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JumpEnd {
+    /// The outer certificate reached its `valid_before`.
+    Expired,
+    /// The outer certificate was revoked (the CA's reason).
+    Revoked(String),
+    /// Revocation could not be checked: fail closed.
+    Unverifiable(String),
+}
+
+impl std::fmt::Display for JumpEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JumpEnd::Expired => f.write_str("your certificate expired"),
+            JumpEnd::Revoked(why) => write!(f, "your certificate was revoked ({why})"),
+            JumpEnd::Unverifiable(why) => {
+                write!(
+                    f,
+                    "revocation of your certificate cannot be checked ({why})"
+                )
+            }
+        }
+    }
+}
+
+/// Whether a jump connection on a certificate valid until `valid_before` must end now, from
+/// the revocation verdict (`None`: not checked this time). Pure, so the rules are tested alone.
+pub fn jump_end(
+    now: u64,
+    valid_before: u64,
+    verdict: Option<Result<Option<String>, String>>,
+) -> Option<JumpEnd> {
+    if now >= valid_before {
+        return Some(JumpEnd::Expired);
+    }
+    match verdict {
+        Some(Ok(Some(why))) => Some(JumpEnd::Revoked(why)),
+        Some(Err(why)) => Some(JumpEnd::Unverifiable(why)),
+        Some(Ok(None)) | None => None,
+    }
+}
+
+/// Watches a jump connection for as long as it is open: when the outer certificate expires or
+/// is revoked (checked every `recheck`), the connection is audited as `jump.ended` and closed,
+/// with every inner connection it carries. Inner logins re-check their own certificates; this
+/// closes the carrier too, so access dies with the certificate on every path. `gone` resolves
+/// when the connection's handler is dropped (the connection ended): the watch ends with it.
+pub async fn watch(
+    handle: russh::server::Handle,
+    mut gone: tokio::sync::oneshot::Receiver<()>,
+    cert: Certificate,
+    jump_id: String,
+    issuer: Arc<dyn crate::issuer::Issuer>,
+    audit: crate::audit::Audit,
+    recheck: std::time::Duration,
+) {
+    let valid_before = cert.valid_before();
+    let mut revocation = tokio::time::interval(recheck);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let verdict = tokio::select! {
+            _ = revocation.tick() => Some(
+                issuer.revoked(&cert).await.map_err(|err| err.to_string()),
+            ),
+            _ = tick.tick() => None,
+            _ = &mut gone => return,
+        };
+        if let Some(end) = jump_end(unix_now(), valid_before, verdict) {
+            let event = jitssh_core::audit::AuditEvent::new("jump.ended")
+                .with("jump", jump_id.as_str())
+                .with("reason", end.to_string());
+            audit.record_or_log(event).await;
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("bastion: {end}"),
+                    "en".into(),
+                )
+                .await;
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jump_ends_when_its_certificate_expires_or_is_revoked_or_cannot_be_checked() {
+        assert_eq!(jump_end(99, 100, None), None);
+        assert_eq!(jump_end(99, 100, Some(Ok(None))), None);
+        assert_eq!(jump_end(100, 100, None), Some(JumpEnd::Expired));
+        assert_eq!(
+            jump_end(99, 100, Some(Ok(Some("stolen".into())))),
+            Some(JumpEnd::Revoked("stolen".into()))
+        );
+        assert_eq!(
+            jump_end(99, 100, Some(Err("CA down".into()))),
+            Some(JumpEnd::Unverifiable("CA down".into()))
+        );
+        assert_eq!(
+            JumpEnd::Revoked("key revoked".into()).to_string(),
+            "your certificate was revoked (key revoked)"
+        );
+    }
 
     #[test]
     fn addresses_split_into_host_and_port() {

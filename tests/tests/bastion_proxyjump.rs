@@ -461,3 +461,40 @@ fn an_inner_connection_without_a_login_is_ended_at_the_auth_deadline() {
         .expect("read");
     assert!(banner.starts_with("SSH-2.0-jitssh_bastion"), "{banner:?}");
 }
+
+/// A jump connection dies with its certificate: revoked by `ssh-ca revoke` in another process,
+/// the outer connection (here one with no inner connection at all, `ssh -N`) is closed within
+/// `session.revocation_check` and audited as `jump.ended`. Before, it stayed open.
+#[test]
+fn a_jump_connection_is_closed_when_its_certificate_is_revoked() {
+    let w = world("[session]\nrevocation_check = \"1s\"\n");
+    let mut ssh = Command::new(tool("ssh"));
+    ssh.arg("-F")
+        .arg(&w.jump.path)
+        .args(["-N", "-p", &w.bastion.port.to_string(), "alice@127.0.0.1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = ssh.spawn().expect("spawn ssh -N");
+    w.bastion
+        .wait_for_audit("\"event\":\"login.jump\"", Duration::from_secs(10));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "ssh -N ended early"
+    );
+    let mut revoke = w.ca.cmd(["revoke", "--reason", "laptop stolen", "--key"]);
+    revoke.arg(&w.alice.public);
+    run_ok(&mut revoke);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the jump connection outlived its revoked certificate");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let audit = w
+        .bastion
+        .wait_for_audit("\"event\":\"jump.ended\"", Duration::from_secs(5));
+    assert!(audit.contains("laptop stolen"), "{audit}");
+}
