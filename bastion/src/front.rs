@@ -155,28 +155,25 @@ impl Front {
     }
 
     async fn check_certificate(&self, user: &str, cert: &Certificate) -> Result<Admitted, Refusal> {
-        let config = &self.shared.config;
-        let configured = |name: &str| config.target(name).map(|t| t.name.clone());
-        let admitted = admission::admit(
-            user,
-            cert,
-            &Context {
-                trusted_user_cas: &self.shared.issuer.trust().user_cas,
-                now: unix_now(),
-                peer: self.peer.map(|p| p.ip()),
-                configured_target: &configured,
-                forwarding: &config.forwarding,
-            },
-        )?;
-        admission::revocation_verdict(self.shared.issuer.revoked(cert).await)?;
-        Ok(admitted)
+        self.admit_with(user, cert, admission::admit).await
     }
 
     /// A jump login: every check that does not depend on a target.
     async fn check_jump(&self, user: &str, cert: &Certificate) -> Result<JumpAdmitted, Refusal> {
+        self.admit_with(user, cert, admission::admit_jump).await
+    }
+
+    /// Runs a pure admission (`admit`) against this connection's context, then the
+    /// revocation check: one place for what every kind of login is checked against.
+    async fn admit_with<T>(
+        &self,
+        user: &str,
+        cert: &Certificate,
+        admit: impl FnOnce(&str, &Certificate, &Context) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
         let config = &self.shared.config;
         let configured = |name: &str| config.target(name).map(|t| t.name.clone());
-        let admitted = admission::admit_jump(
+        let admitted = admit(
             user,
             cert,
             &Context {
