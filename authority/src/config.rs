@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use jitssh_core::audit::forward::{AuditSection, ForwardTarget};
 use jitssh_core::config::{self, ConfigError};
 use jitssh_core::duration::HumanDuration;
 use jitssh_core::ssh_key::PublicKey;
@@ -36,6 +37,8 @@ pub struct CaConfig {
     pub request_expiry: HumanDuration,
     /// Keys of bastions allowed to ask for per-session certificates (user `bastion`).
     pub bastion_keys: Vec<PublicKey>,
+    /// Where `serve` streams the audit log as it is written (`[audit] forward`).
+    pub audit_forward: Option<ForwardTarget>,
 }
 
 /// Resource limits of the SSH API.
@@ -104,6 +107,8 @@ struct CaFile {
     request_expiry: HumanDuration,
     #[serde(default)]
     bastion_keys: Vec<String>,
+    #[serde(default)]
+    audit: AuditSection,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -180,6 +185,7 @@ impl CaConfig {
             bastion_keys.push(key);
         }
         Ok(CaConfig {
+            audit_forward: file.audit.forward.map(|target| target.relative_to(base)),
             bastion_keys,
             data_dir,
             listen: file.listen,

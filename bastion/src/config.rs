@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jitssh_authority::config::CaConfig;
+use jitssh_core::audit::forward::{AuditSection, ForwardTarget};
 use jitssh_core::config::{self, ConfigError};
 use jitssh_core::duration::HumanDuration;
 use jitssh_server::accept::Startups;
@@ -49,6 +50,9 @@ pub struct BastionConfig {
     pub recordings: Recordings,
     /// The admin socket auditors use to watch and end live sessions.
     pub admin: AdminSettings,
+    /// Where `serve` streams the audit log as it is written (`[audit] forward`); an embedded
+    /// CA without a forward of its own streams its log there too.
+    pub audit_forward: Option<ForwardTarget>,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
 }
@@ -353,6 +357,8 @@ struct BastionFile {
     recordings: Recordings,
     #[serde(default)]
     admin: AdminFile,
+    #[serde(default)]
+    audit: AuditSection,
 }
 
 /// Settings of the admin socket (`[admin]` in bastion.toml; served by [`crate::admin`]).
@@ -485,7 +491,7 @@ impl BastionConfig {
             });
         }
 
-        let ca = Self::resolve_ca(file.ca, base, text, origin)?;
+        let mut ca = Self::resolve_ca(file.ca, base, text, origin)?;
         let names = match file.names {
             Some(names) if names.is_empty() => {
                 return Err(invalid("names", "must name at least one host".into()));
@@ -561,7 +567,14 @@ impl BastionConfig {
                 .map_or_else(|| data_dir.join("admin.sock"), |p| base.join(p)),
             allow_uids: file.admin.allow_uids,
         };
+        let audit_forward = file.audit.forward.map(|target| target.relative_to(base));
+        if let CaSettings::Embedded(ca_config) = &mut ca
+            && ca_config.audit_forward.is_none()
+        {
+            ca_config.audit_forward.clone_from(&audit_forward);
+        }
         Ok(BastionConfig {
+            audit_forward,
             data_dir,
             listen: file.listen,
             names,

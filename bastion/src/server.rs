@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jitssh_authority::authority::{Authority, OpenError, OpenOptions};
+use jitssh_core::audit::forward::Forwarder;
 use jitssh_core::audit::{AuditError, AuditLog};
 use jitssh_core::ssh_key::HashAlg;
 use jitssh_server::accept::{self, Connection, Gate, GateLimits};
@@ -61,6 +62,9 @@ pub enum ServeError {
     /// The admin socket could not be created.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The audit forwarder's thread could not start.
+    #[error("cannot start audit forwarding: {0}")]
+    Forward(#[source] std::io::Error),
     /// The pid file could not be written, or another bastion runs with this data directory.
     #[error(transparent)]
     PidFile(#[from] jitssh_server::pidfile::PidFileError),
@@ -82,6 +86,16 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let host_key = hostkey::load_or_create(&config.host_key_path(), "ssh-bastion host key")?;
     let audit = Audit::new(AuditLog::open(&config.audit_path())?);
+    // Stopped when serve returns; the cursors beside the logs say where the next start resumes.
+    let mut forwarders = Vec::new();
+    forwarders.extend(
+        Forwarder::start_configured(
+            &config.audit_path(),
+            config.audit_forward.as_ref(),
+            "ssh-bastion",
+        )
+        .map_err(ServeError::Forward)?,
+    );
     let recording = RecordingSetup::open(
         &config.recordings_dir(),
         config.recordings.policy(),
@@ -109,6 +123,14 @@ pub async fn serve(
                 host_ca = %authority.keys().host.fingerprint(),
                 config = %ca_config.origin,
                 "embedded CA keys loaded"
+            );
+            forwarders.extend(
+                Forwarder::start_configured(
+                    &ca_config.audit_path(),
+                    ca_config.audit_forward.as_ref(),
+                    "ssh-ca",
+                )
+                .map_err(ServeError::Forward)?,
             );
             policy = Some(authority.policy()).map(|p| (p.users().count(), p.roles().count()));
             if let Err(err) = authority.write_krl_file() {

@@ -500,6 +500,12 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         "policy loaded"
     );
     authority.write_krl_file()?;
+    // Stopped when serve returns; the cursor beside the log says where the next start resumes.
+    let _forwarder = jitssh_core::audit::forward::Forwarder::start_configured(
+        &config.audit_path(),
+        config.audit_forward.as_ref(),
+        "ssh-ca",
+    )?;
     ssh_ca::api::spawn_policy_reloader(authority.clone())?;
     tokio::spawn(flush_join_denials(authority.clone()));
     let api = ssh_ca::api::Api::bind(authority.clone(), config.listen).await?;

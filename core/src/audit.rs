@@ -90,6 +90,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub mod forward;
+
 /// `prev` of the first record.
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Envelope members; event fields may not use these names.

@@ -27,6 +27,7 @@ mod russh_client;
 mod scratch;
 mod ssh;
 mod sshd;
+mod syslog;
 mod tmux;
 mod tools;
 
@@ -43,5 +44,6 @@ pub use russh_client::{AnyHost, russh_login};
 pub use scratch::Scratch;
 pub use ssh::Ssh;
 pub use sshd::{Sshd, SshdBuilder};
+pub use syslog::Rsyslog;
 pub use tmux::Tmux;
 pub use tools::{project_bin, tool};

@@ -19,6 +19,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("script", "bsdutils"),
     ("setpriv", "util-linux"),
     ("sha256sum", "coreutils"),
+    ("rsyslogd", "rsyslog"),
 ];
 
 /// Directories searched in addition to `$PATH` (`sshd` lives in `/usr/sbin`,
