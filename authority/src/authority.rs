@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::commit::GroupCommit;
 use crate::config::CaConfig;
+use crate::metrics::DenialCategory;
 use crate::revocation;
 
 /// Errors opening the authority.
@@ -198,6 +199,7 @@ impl Authority {
         }
         let policy = load_policy(&config)?;
         let audit = AuditLog::open(&config.audit_path())?;
+        audit.observe(crate::metrics::observer());
         if let Some(target) = &added_target {
             let path = keys_dir.join(CaKind::Target.file_name());
             tracing::warn!(
@@ -337,6 +339,7 @@ impl Authority {
                     .with("user", user)
                     .with("subject", fingerprint)
                     .with("owner", owner.name.as_str())
+                    .with("category", DenialCategory::KeyOfOtherUser.as_str())
                     .with("reason", reason.as_str()),
             )?;
             return Err(IssueError::Denied(Denial { reason }));
@@ -367,6 +370,7 @@ impl Authority {
                     AuditEvent::new("cert.denied")
                         .with("user", user)
                         .with("subject", fingerprint)
+                        .with("category", DenialCategory::Policy.as_str())
                         .with("reason", denial.reason.as_str())
                         .with(
                             "asked",
@@ -419,6 +423,7 @@ impl Authority {
             });
         }
         self.deny_if_revoked(requested_by, &spec.subject, Some(&spec.key_id))?;
+        let started = std::time::Instant::now();
         let signer = self.keys.signer(ca);
         let serial = self.serials.next(self.store.as_ref())?;
         let certificate = spec.sign(serial, signer)?;
@@ -459,6 +464,8 @@ impl Authority {
         self.commits
             .commit(self.store.as_ref(), &self.audit, record, event)
             .map_err(IssueError::Commit)?;
+        metrics::histogram!(jitssh_core::metrics::names::CA_ISSUANCE_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         Ok(Issued { certificate, line })
     }
 
@@ -468,6 +475,7 @@ impl Authority {
             .append(
                 AuditEvent::new("cert.denied")
                     .with("requested_by", requested_by)
+                    .with("category", DenialCategory::BadRequest.as_str())
                     .with("reason", reason),
             )
             .map(|_| ())
@@ -561,6 +569,7 @@ impl Authority {
                 .with("requested_by", requested_by)
                 .with("subject", subject.fingerprint(HashAlg::Sha256).to_string())
                 .with("key_id", key_id)
+                .with("category", DenialCategory::Revoked.as_str())
                 .with("reason", reason.as_str()),
         )?;
         Err(IssueError::Denied(Denial { reason }))

@@ -39,6 +39,17 @@ pub struct CaConfig {
     pub bastion_keys: Vec<PublicKey>,
     /// Where `serve` streams the audit log as it is written (`[audit] forward`).
     pub audit_forward: Option<ForwardTarget>,
+    /// Where `serve` answers Prometheus scrapes (`[metrics] listen`); none by default.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `[metrics]`: the Prometheus scrape endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    /// `host:port` of `/metrics`; unset: no endpoint.
+    #[serde(default)]
+    listen: Option<SocketAddr>,
 }
 
 /// Resource limits of the SSH API.
@@ -109,6 +120,8 @@ struct CaFile {
     bastion_keys: Vec<String>,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    metrics: MetricsFile,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -186,6 +199,7 @@ impl CaConfig {
         }
         Ok(CaConfig {
             audit_forward: file.audit.forward.map(|target| target.relative_to(base)),
+            metrics_listen: file.metrics.listen,
             bastion_keys,
             data_dir,
             listen: file.listen,

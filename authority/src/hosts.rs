@@ -21,6 +21,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::authority::{Authority, IssueError, Issued};
+use crate::metrics::DenialCategory;
 
 /// Why a host operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +187,7 @@ pub fn renew(authority: &Authority, key: &PublicKey) -> Result<Issued, HostError
             AuditEvent::new("cert.denied")
                 .with("requested_by", "host")
                 .with("subject", fingerprint)
+                .with("category", DenialCategory::UnknownHostKey.as_str())
                 .with("reason", "key is not an enrolled host key"),
         )?;
         return Err(HostError::Refused(

@@ -13,6 +13,7 @@ pub mod config;
 pub mod denials;
 pub mod hosts;
 pub mod join_guard;
+pub mod metrics;
 pub mod requests;
 pub mod revocation;
 pub mod session_cert;

@@ -53,6 +53,9 @@ pub struct BastionConfig {
     /// Where `serve` streams the audit log as it is written (`[audit] forward`); an embedded
     /// CA without a forward of its own streams its log there too.
     pub audit_forward: Option<ForwardTarget>,
+    /// Where `serve` answers Prometheus scrapes (`[metrics] listen`); none by default. With
+    /// the embedded CA, its metrics are there too.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
 }
@@ -359,6 +362,17 @@ struct BastionFile {
     admin: AdminFile,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    metrics: MetricsFile,
+}
+
+/// `[metrics]`: the Prometheus scrape endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    /// `host:port` of `/metrics`; unset: no endpoint.
+    #[serde(default)]
+    listen: Option<SocketAddr>,
 }
 
 /// Settings of the admin socket (`[admin]` in bastion.toml; served by [`crate::admin`]).
@@ -575,6 +589,7 @@ impl BastionConfig {
         }
         Ok(BastionConfig {
             audit_forward,
+            metrics_listen: file.metrics.listen,
             data_dir,
             listen: file.listen,
             names,

@@ -51,6 +51,7 @@ pub async fn renew<F, Fut>(
     };
     renew_at_half_life(
         current.valid_before(),
+        "bastion",
         "the bastion's host certificate",
         obtain,
         install,

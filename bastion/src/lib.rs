@@ -24,6 +24,7 @@ pub mod hostcert;
 pub mod issuer;
 pub mod jump;
 pub mod login;
+pub mod metrics;
 pub mod names;
 pub mod pump;
 pub mod recorded;

@@ -163,7 +163,7 @@ impl RemoteIssuer {
             host_ca,
             identity,
             client: tokio::sync::Mutex::new(Some(Arc::new(client))),
-            krl: RwLock::new((Arc::new(RevocationSet::from_krl(&krl)), Instant::now())),
+            krl: RwLock::new((Arc::new(RevocationSet::from_krl(&krl)), krl_fetched_now())),
             max_krl_age: refresh * KRL_STALE_FACTOR,
         });
         tokio::spawn(refresh_krl(Arc::downgrade(&issuer), refresh));
@@ -242,6 +242,13 @@ fn parse_ca_keys(stdout: &[u8]) -> Result<(KeyData, KeyData), String> {
     }
 }
 
+/// Now, also told to monitoring as the KRL's fetch time.
+fn krl_fetched_now() -> Instant {
+    metrics::gauge!(jitssh_core::metrics::names::BASTION_KRL_FETCHED)
+        .set(jitssh_server::metrics::unix_now());
+    Instant::now()
+}
+
 async fn fetch_krl(client: &CaClient) -> Result<Krl, String> {
     let output = client.exec("krl", b"").await.map_err(|e| e.to_string())?;
     if output.status != Some(0) {
@@ -266,7 +273,7 @@ async fn refresh_krl(issuer: std::sync::Weak<RemoteIssuer>, every: Duration) {
         match fetched {
             Ok(krl) => {
                 let set = Arc::new(RevocationSet::from_krl(&krl));
-                *issuer.krl.write().unwrap_or_else(|p| p.into_inner()) = (set, Instant::now());
+                *issuer.krl.write().unwrap_or_else(|p| p.into_inner()) = (set, krl_fetched_now());
             }
             Err(why) => tracing::warn!("cannot refresh the KRL from the CA: {why}"),
         }

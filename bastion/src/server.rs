@@ -62,6 +62,9 @@ pub enum ServeError {
     /// The admin socket could not be created.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(jitssh_server::metrics::MetricsError),
     /// The audit forwarder's thread could not start.
     #[error("cannot start audit forwarding: {0}")]
     Forward(#[source] std::io::Error),
@@ -85,7 +88,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let host_key = hostkey::load_or_create(&config.host_key_path(), "ssh-bastion host key")?;
-    let audit = Audit::new(AuditLog::open(&config.audit_path())?);
+    if config.metrics_listen.is_some() {
+        // Before anything counts (the embedded CA issues the bastion's host certificate).
+        jitssh_server::metrics::install().map_err(ServeError::Metrics)?;
+    }
+    let mut metrics_refresh: Vec<jitssh_server::metrics::Refresh> = Vec::new();
+    let audit_log = AuditLog::open(&config.audit_path())?;
+    audit_log.observe(crate::metrics::observer());
+    let audit = Audit::new(audit_log);
     // Stopped when serve returns; the cursors beside the logs say where the next start resumes.
     let mut forwarders = Vec::new();
     forwarders.extend(
@@ -132,6 +142,10 @@ pub async fn serve(
                 )
                 .map_err(ServeError::Forward)?,
             );
+            let reader = authority.clone();
+            metrics_refresh.push(Arc::new(move || {
+                jitssh_authority::metrics::refresh(&reader)
+            }));
             policy = Some(authority.policy()).map(|p| (p.users().count(), p.roles().count()));
             if let Err(err) = authority.write_krl_file() {
                 tracing::warn!("cannot write the KRL file: {err}");
@@ -179,6 +193,11 @@ pub async fn serve(
             addr: config.listen,
             source,
         })?;
+    if let Some(listen) = config.metrics_listen {
+        jitssh_server::metrics::serve(listen, metrics_refresh)
+            .await
+            .map_err(ServeError::Metrics)?;
+    }
     // Auditors watch and end live sessions through this socket (see `crate::admin`).
     let live = LiveSessions::new();
     let _admin = admin::serve(&config.admin, live.clone(), audit.clone())?;
@@ -216,12 +235,15 @@ pub async fn serve(
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = &config.limits;
-    let gate = Gate::new(GateLimits {
-        max_connections: limits.max_connections,
-        max_startups: limits.max_startups,
-        per_source: limits.max_startups_per_source,
-        auth_timeout: limits.auth_timeout.as_duration(),
-    });
+    let gate = Gate::new(
+        "bastion",
+        GateLimits {
+            max_connections: limits.max_connections,
+            max_startups: limits.max_startups,
+            per_source: limits.max_startups_per_source,
+            auth_timeout: limits.auth_timeout.as_duration(),
+        },
+    );
     let target_certs = {
         let (build_config, key) = (config.clone(), host_key.clone());
         let fallback = ssh_config.clone();

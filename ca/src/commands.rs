@@ -506,6 +506,12 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         config.audit_forward.as_ref(),
         "ssh-ca",
     )?;
+    if let Some(listen) = config.metrics_listen {
+        let reader = authority.clone();
+        let refresh: jitssh_server::metrics::Refresh =
+            std::sync::Arc::new(move || jitssh_authority::metrics::refresh(&reader));
+        jitssh_server::metrics::serve(listen, vec![refresh]).await?;
+    }
     ssh_ca::api::spawn_policy_reloader(authority.clone())?;
     tokio::spawn(flush_join_denials(authority.clone()));
     let api = ssh_ca::api::Api::bind(authority.clone(), config.listen).await?;

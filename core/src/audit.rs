@@ -84,7 +84,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -255,12 +255,25 @@ impl std::fmt::Display for Problem {
 ///
 /// Share it between threads with `Arc<AuditLog>`; appends are serialised
 /// internally and across processes (see the module docs).
-#[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
     head_path: PathBuf,
     state: Mutex<LogState>,
+    observers: RwLock<Vec<Observer>>,
 }
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sees every record this handle writes, once it is durable: metrics are derived from the
+/// records rather than counted beside them, so the two never disagree. Called under the log's
+/// lock, so it must be quick (count, enqueue), never block.
+pub type Observer = Arc<dyn Fn(&AuditRecord) + Send + Sync>;
 
 /// What one handle knows about the file.
 #[derive(Debug)]
@@ -307,6 +320,7 @@ impl AuditLog {
                 tail: None,
                 pending: Vec::new(),
             }),
+            observers: RwLock::new(Vec::new()),
         };
         log.commit(Vec::new())?;
         Ok(log)
@@ -337,6 +351,15 @@ impl AuditLog {
             return Ok(Vec::new());
         }
         self.commit(events)
+    }
+
+    /// Adds an observer of the records written from now on through this handle (not those of
+    /// other processes, nor the `audit.recovered` records the log writes for itself).
+    pub fn observe(&self, observer: Observer) {
+        self.observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
     }
 
     /// The log file's path.
@@ -416,6 +439,16 @@ impl AuditLog {
         self.write_head(&new_tail)?;
         *tail = Some(new_tail);
         records.drain(..internal);
+        for observer in self
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            for record in &records {
+                observer(record);
+            }
+        }
         Ok(records)
     }
 

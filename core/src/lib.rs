@@ -14,6 +14,7 @@ pub mod fsmode;
 pub mod hours;
 pub mod keys;
 pub mod krl;
+pub mod metrics;
 pub mod pattern;
 pub mod policy;
 pub mod revocation;

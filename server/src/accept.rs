@@ -26,6 +26,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jitssh_core::metrics::names;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -142,6 +143,8 @@ struct Unauthenticated {
 
 /// Admission control shared by every connection of one server.
 pub struct Gate {
+    /// The server's name in metrics (`ca_api`, `bastion`).
+    name: &'static str,
     limits: GateLimits,
     slots: Arc<Semaphore>,
     unauthenticated: Mutex<Unauthenticated>,
@@ -157,9 +160,10 @@ enum Dropped {
 }
 
 impl Gate {
-    /// A gate with `limits`.
-    pub fn new(limits: GateLimits) -> Arc<Gate> {
+    /// A gate with `limits`; `name` labels the server's connection metrics.
+    pub fn new(name: &'static str, limits: GateLimits) -> Arc<Gate> {
         Arc::new(Gate {
+            name,
             limits,
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             unauthenticated: Mutex::new(Unauthenticated::default()),
@@ -255,6 +259,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS_OPEN, "server" => self.gate.name).decrement(1);
         if !self.is_authenticated() {
             self.gate.release(self.source);
         }
@@ -302,10 +307,15 @@ pub async fn accept_loop(
         };
         let source = peer.ip();
         if let Err(why) = gate.admit(source, dice()) {
+            metrics::counter!(names::CONNECTIONS, "server" => gate.name, "outcome" => "dropped")
+                .increment(1);
             tracing::debug!(%peer, ?why, "connection dropped: too many unauthenticated");
             drop(stream);
             continue;
         }
+        metrics::counter!(names::CONNECTIONS, "server" => gate.name, "outcome" => "admitted")
+            .increment(1);
+        metrics::gauge!(names::CONNECTIONS_OPEN, "server" => gate.name).increment(1);
         let (authenticated, watcher) = watch::channel(false);
         let ticket = Arc::new(Ticket {
             gate: gate.clone(),
@@ -404,16 +414,19 @@ mod tests {
 
     #[test]
     fn budgets_per_source_and_overall_with_a_reserve() {
-        let gate = Gate::new(GateLimits {
-            max_connections: 8,
-            max_startups: Startups {
-                start: 100,
-                rate: 30,
-                full: 100,
+        let gate = Gate::new(
+            "test",
+            GateLimits {
+                max_connections: 8,
+                max_startups: Startups {
+                    start: 100,
+                    rate: 30,
+                    full: 100,
+                },
+                per_source: 2,
+                auth_timeout: Duration::from_secs(1),
             },
-            per_source: 2,
-            auth_timeout: Duration::from_secs(1),
-        });
+        );
         let a: IpAddr = [127, 0, 0, 2].into();
         assert_eq!(gate.admit(a, 99), Ok(()));
         assert_eq!(gate.admit(a, 99), Ok(()));

@@ -48,9 +48,12 @@ pub fn renewal_delay(valid_before: u64) -> Duration {
 /// Renews a certificate valid until `valid_before` at half its remaining life, for ever:
 /// `obtain` asks the CA (embedded or remote) for a fresh one and `install` puts it in use for
 /// new connections. `what` names the certificate in the log. A failure is logged and retried a
-/// minute later; the certificate in use stays meanwhile.
+/// minute later; the certificate in use stays meanwhile. Its expiry is the gauge
+/// `jitssh_host_certificate_expiry_timestamp_seconds{server}`, so monitoring sees a renewal
+/// that keeps failing long before clients do.
 pub async fn renew_at_half_life<F, Fut, E>(
     mut valid_before: u64,
+    server: &'static str,
     what: &str,
     mut obtain: F,
     mut install: impl FnMut(Certificate),
@@ -59,11 +62,14 @@ pub async fn renew_at_half_life<F, Fut, E>(
     Fut: Future<Output = Result<Certificate, E>>,
     E: Display,
 {
+    let expiry = metrics::gauge!(jitssh_core::metrics::names::HOST_CERT_EXPIRY, "server" => server);
+    expiry.set(valid_before as f64);
     loop {
         tokio::time::sleep(renewal_delay(valid_before)).await;
         match obtain().await {
             Ok(cert) => {
                 valid_before = cert.valid_before();
+                expiry.set(valid_before as f64);
                 install(cert);
                 tracing::info!("renewed {what}");
             }

@@ -5,8 +5,10 @@
 //! - [`hostkey`]: the server's host key, created private on first start;
 //! - [`host_cert`]: the server's own host certificate and its renewal at half-life.
 //! - [`pidfile`]: the pid file that `reload` signals.
+//! - [`metrics`]: the Prometheus recorder and the `/metrics` endpoint.
 
 pub mod accept;
 pub mod host_cert;
 pub mod hostkey;
+pub mod metrics;
 pub mod pidfile;

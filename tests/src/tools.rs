@@ -20,6 +20,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("sha256sum", "coreutils"),
     ("rsyslogd", "rsyslog"),
+    ("promtool", "prometheus"),
 ];
 
 /// Directories searched in addition to `$PATH` (`sshd` lives in `/usr/sbin`,

@@ -143,12 +143,15 @@ impl Api {
     /// and retried; they never end the service.
     pub async fn run(self) {
         let limits = &self.authority.config().limits;
-        let gate = Gate::new(GateLimits {
-            max_connections: limits.max_connections,
-            max_startups: limits.max_startups,
-            per_source: limits.max_startups_per_source,
-            auth_timeout: limits.handshake_timeout.as_duration(),
-        });
+        let gate = Gate::new(
+            "ca_api",
+            GateLimits {
+                max_connections: limits.max_connections,
+                max_startups: limits.max_startups,
+                per_source: limits.max_startups_per_source,
+                auth_timeout: limits.handshake_timeout.as_duration(),
+            },
+        );
         tokio::spawn(renew_host_cert(
             self.authority.clone(),
             self.key.clone(),
@@ -191,7 +194,14 @@ async fn renew_host_cert(
         let fresh = Arc::new(russh_config(&authority, key.clone(), cert));
         *config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     };
-    host_cert::renew_at_half_life(valid_before, "the API host certificate", obtain, install).await;
+    host_cert::renew_at_half_life(
+        valid_before,
+        "ca_api",
+        "the API host certificate",
+        obtain,
+        install,
+    )
+    .await;
 }
 
 /// Reloads the policy on SIGHUP. A broken policy is refused with its error logged, and the old
