@@ -4,7 +4,7 @@
 //   node person.mjs --url VERIFICATION_URI --code USER_CODE --login ACCOUNT [--abort]
 //
 // Prints the last page's text and exits 0 when the provider said the device is signed in
-// (or, with --abort, that the sign-in was aborted); exits 1 with the page otherwise.
+// (or, with --abort, that it did not sign in); exits 1 with the page otherwise.
 function arg(name) {
   const at = process.argv.indexOf(`--${name}`);
   return at !== -1 ? process.argv[at + 1] : undefined;
@@ -91,5 +91,5 @@ for (let step = 0; step < 10; step += 1) {
 }
 const said = text(page);
 console.log(said);
-const ok = abort ? /abort|denied|cancel/i.test(said) : /success|signed in|sign-in|connected/i.test(said) && !/error|incorrect/i.test(said);
+const ok = abort ? !/success/i.test(said) : /success|signed in|sign-in|connected/i.test(said) && !/error|incorrect/i.test(said);
 process.exit(ok ? 0 : 1);
