@@ -36,6 +36,8 @@ pub struct CaConfig {
     pub request_expiry: HumanDuration,
     /// Keys of bastions allowed to ask for per-session certificates (user `bastion`).
     pub bastion_keys: Vec<PublicKey>,
+    /// Sign-in through the organisation's identity provider (`ssh sso@ca login`), if set.
+    pub sso: Option<crate::sso::SsoConfig>,
 }
 
 /// Resource limits of the SSH API.
@@ -104,6 +106,8 @@ struct CaFile {
     request_expiry: HumanDuration,
     #[serde(default)]
     bastion_keys: Vec<String>,
+    #[serde(default)]
+    sso: Option<crate::sso::SsoConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -179,7 +183,11 @@ impl CaConfig {
             })?;
             bastion_keys.push(key);
         }
+        if let Some(Err((key, message))) = file.sso.as_ref().map(|sso| sso.check()) {
+            return Err(ConfigError::invalid(origin, "", &key, message));
+        }
         Ok(CaConfig {
+            sso: file.sso,
             bastion_keys,
             data_dir,
             listen: file.listen,
