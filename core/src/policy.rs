@@ -30,8 +30,9 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
 ];
 
 /// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
-/// `bastion` for per-session certificates), so no policy user may take them.
-pub const RESERVED_USER_NAMES: [&str; 2] = ["host", "bastion"];
+/// `bastion` for per-session certificates, `sso` for sign-in at the identity provider), so no
+/// policy user may take them.
+pub const RESERVED_USER_NAMES: [&str; 3] = ["host", "bastion", "sso"];
 
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
@@ -427,7 +428,7 @@ impl Policy {
                 return Err(invalid(
                     key("name"),
                     format!(
-                        "user name {:?} is reserved (the CA API's hosts and bastions log in as it)",
+                        "user name {:?} is reserved (the CA API's hosts, bastions and SSO sign-ins log in as it)",
                         user.name
                     ),
                 ));
