@@ -81,7 +81,7 @@ impl SsoPolicy {
         let mut roles = BTreeSet::new();
         let mut matched = Vec::new();
         for rule in &self.groups {
-            if groups.iter().any(|g| *g == rule.claim) {
+            if groups.contains(&rule.claim) {
                 roles.extend(rule.roles.iter().cloned());
                 matched.push(rule.claim.clone());
             }
