@@ -191,3 +191,56 @@ pub fn person(config: &SsoConfig, claims: &Claims) -> Result<SsoPerson, SsoError
         groups,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name_claim: &str) -> SsoConfig {
+        let text = format!(
+            "issuer = \"https://idp.example\"\nclient_id = \"jitssh\"\nname_claim = \"{name_claim}\"\n"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn claims(json: &str) -> Claims {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_configured_claims_name_the_person_and_their_groups() {
+        let token = claims(
+            r#"{"iss":"https://idp.example","sub":"s1","email":"c@x","preferred_username":"carol","groups":["ops","devs"]}"#,
+        );
+        let found = person(&config("email"), &token).unwrap();
+        assert_eq!(found.name, "c@x");
+        assert_eq!(found.sub, "s1");
+        assert_eq!(found.groups, vec!["ops".to_string(), "devs".to_string()]);
+        assert_eq!(
+            person(&config("preferred_username"), &token).unwrap().name,
+            "carol"
+        );
+        assert_eq!(person(&config("sub"), &token).unwrap().name, "s1");
+    }
+
+    #[test]
+    fn unverified_emails_missing_names_and_odd_groups_are_refused() {
+        let unverified = claims(r#"{"iss":"i","sub":"s1","email":"c@x","email_verified":false}"#);
+        let err = person(&config("email"), &unverified)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not verified"), "{err}");
+        let nameless = claims(r#"{"iss":"i","sub":"s1"}"#);
+        let err = person(&config("preferred_username"), &nameless)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("preferred_username"), "{err}");
+        let odd = claims(r#"{"iss":"i","sub":"s1","email":"c@x","groups":[1]}"#);
+        assert!(person(&config("email"), &odd).is_err());
+        let one = claims(r#"{"iss":"i","sub":"s1","email":"c@x","groups":"ops"}"#);
+        assert_eq!(
+            person(&config("email"), &one).unwrap().groups,
+            vec!["ops".to_string()]
+        );
+    }
+}
