@@ -108,7 +108,7 @@ impl Idp {
 
 /// Runs `cmd` (an `ssh ... sso@ca login` or `ssh-ca login --sso`), and when it shows the
 /// verification URL and code on stderr, plays the person (`login`, aborting if `abort`) at
-/// `idp`. Returns the command's output and the person's.
+/// `idp` after `dawdle` (a person is slow). Returns the command's output and the person's.
 ///
 /// # Panics
 /// If the command prints no URL and code, or does not end within `timeout`.
@@ -117,6 +117,7 @@ pub fn sso_login(
     idp: &Idp,
     login: &str,
     abort: bool,
+    dawdle: Duration,
     timeout: Duration,
 ) -> (Output, Option<Output>) {
     let mut child = cmd
@@ -151,6 +152,7 @@ pub fn sso_login(
             if person.is_none()
                 && let Some((url, code)) = verification(&line)
             {
+                std::thread::sleep(dawdle);
                 person = Some(idp.person(&url, &code, login, abort));
             }
         }

@@ -49,6 +49,11 @@ struct World {
 }
 
 fn world() -> World {
+    world_with("")
+}
+
+/// The world with `ca_extra` appended to the CA's configuration.
+fn world_with(ca_extra: &str) -> World {
     let scratch = Scratch::new();
     let bob = keygen(scratch.path(), "bob");
     let carol = keygen(scratch.path(), "carol");
@@ -56,7 +61,7 @@ fn world() -> World {
     let ca = Bastion::ca(scratch.path(), &policy(&bob));
     let web01 = target(&ca, scratch.path(), "web01", |b| b);
     let sso = format!(
-        "[sso]\nissuer = \"{}\"\nclient_id = \"jitssh\"\nname_claim = \"email\"\ngroups_claim = \"groups\"\n",
+        "[sso]\nissuer = \"{}\"\nclient_id = \"jitssh\"\nname_claim = \"email\"\ngroups_claim = \"groups\"\n{ca_extra}",
         idp.issuer
     );
     let bastion = Bastion::start_with_ca(
@@ -111,6 +116,7 @@ impl World {
             &self.idp,
             "carol",
             abort,
+            Duration::ZERO,
             LOGIN_TIMEOUT,
         )
     }
@@ -191,7 +197,14 @@ fn a_refusal_at_the_identity_provider_is_a_clear_denial_with_stock_ssh() {
         ])
         .arg(format!("UserKnownHostsFile={}", w.known_hosts.display()))
         .args(["sso@localhost", "login"]);
-    let (out, person) = sso_login(&mut cmd, &w.idp, "carol", true, LOGIN_TIMEOUT);
+    let (out, person) = sso_login(
+        &mut cmd,
+        &w.idp,
+        "carol",
+        true,
+        Duration::ZERO,
+        LOGIN_TIMEOUT,
+    );
     assert!(person.is_some(), "the CA showed a URL and a code: {out}");
     assert_ne!(out.status, 0, "{out}");
     assert!(
@@ -232,4 +245,21 @@ fn with_the_identity_provider_down_sso_fails_fast_and_enrolled_keys_keep_working
         .run();
     assert_eq!(ok.stdout_str().trim(), "still", "{ok}");
     let _ = w.scratch.path();
+}
+
+#[test]
+fn a_person_slower_than_the_idle_timeout_still_gets_the_certificate() {
+    // The CA closes connections idle for 2 s; the person takes 7 s to sign in.
+    let w = world_with("[limits]\nidle_timeout = \"2s\"\n");
+    let (out, person) = sso_login(
+        &mut w.login_cmd("sso", &w.carol, true),
+        &w.idp,
+        "carol",
+        false,
+        Duration::from_secs(7),
+        LOGIN_TIMEOUT,
+    );
+    assert!(person.expect("URL and code shown").success());
+    assert_eq!(out.status, 0, "{out}");
+    assert!(w.carol.cert_path().exists(), "{out}");
 }

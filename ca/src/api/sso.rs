@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jitssh_authority::authority::{Authority, IssueError};
 use jitssh_core::audit::AuditEvent;
@@ -58,15 +59,32 @@ pub async fn login(
     {
         return CommandOutput::fail("the client went away");
     }
-    // An empty write per poll keeps the connection from counting as idle while the person
-    // signs in.
-    let keepalive = || {
-        let handle = handle.clone();
-        async move {
-            let _ = handle.extended_data(channel, 1, Vec::new()).await;
+    // Empty writes keep the connection from counting as idle while the person signs in
+    // (however long the IdP's poll interval); when they fail, the client is gone and the
+    // sign-in is given up rather than polled to its expiry.
+    let every = (authority.config().limits.idle_timeout.as_duration() / 2)
+        .clamp(Duration::from_millis(500), Duration::from_secs(15));
+    let keepalive_handle = handle.clone();
+    let client_gone = async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if keepalive_handle
+                .extended_data(channel, 1, Vec::new())
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     };
-    let person = match sso.finish(&started, keepalive).await {
+    let finished = tokio::select! {
+        finished = sso.finish(&started) => finished,
+        () = client_gone => {
+            audit(&authority, &key, peer, "the client left before the sign-in ended").await;
+            return CommandOutput::fail("the client went away");
+        }
+    };
+    let person = match finished {
         Ok(person) => person,
         Err(err) => {
             let why = format!("SSO sign-in failed: {err}");

@@ -179,23 +179,16 @@ pub async fn poll(
 }
 
 /// Polls until the person signed in (their ID token), refused, or the code expired. Waits
-/// `interval` between polls, `slow_down` adding [`SLOW_DOWN_STEP`]; `tick` runs before each
-/// wait (the API uses it to keep the connection alive).
-pub async fn wait_for_id_token<F, Fut>(
+/// `interval` between polls, `slow_down` adding [`SLOW_DOWN_STEP`].
+pub async fn wait_for_id_token(
     http: &HttpClient,
     token_endpoint: &str,
     client: &Client<'_>,
     authorization: &Authorization,
-    mut tick: F,
-) -> Result<String, DeviceError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+) -> Result<String, DeviceError> {
     let deadline = tokio::time::Instant::now() + authorization.expires_in;
     let mut interval = authorization.interval;
     loop {
-        tick().await;
         let next = tokio::time::Instant::now() + interval;
         if next > deadline {
             return Err(DeviceError::Expired);

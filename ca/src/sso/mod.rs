@@ -102,17 +102,12 @@ impl Sso {
 
     /// Waits for the person (see [`device::wait_for_id_token`]), verifies the ID token and
     /// reads who they are.
-    pub async fn finish<F, Fut>(&self, started: &Started, tick: F) -> Result<SsoPerson, SsoError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
+    pub async fn finish(&self, started: &Started) -> Result<SsoPerson, SsoError> {
         let token = device::wait_for_id_token(
             &self.http,
             &started.token_endpoint,
             &self.client(),
             &started.authorization,
-            tick,
         )
         .await?;
         let now = UNIX_EPOCH + Duration::from_secs(jitssh_core::unix_now());
