@@ -263,3 +263,37 @@ fn a_person_slower_than_the_idle_timeout_still_gets_the_certificate() {
     assert_eq!(out.status, 0, "{out}");
     assert!(w.carol.cert_path().exists(), "{out}");
 }
+
+#[test]
+fn sign_ins_in_progress_are_bounded_and_enrolled_users_keep_their_share() {
+    // max_connections 4: at most one sign-in waits for its person at a time.
+    let w = world_with("[limits]\nmax_connections = 4\n");
+    let log = w.scratch.file("first-login.err");
+    let mut first = w
+        .login_cmd("sso", &w.carol, true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn the first sign-in");
+    jitssh_tests::wait_for(
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("enter the code")
+        },
+        Duration::from_secs(20),
+        "the first sign-in shows its code",
+    );
+    let dave = keygen(w.scratch.path(), "dave");
+    let out = run(&mut w.login_cmd("sso", &dave, true));
+    assert_ne!(out.status, 0, "{out}");
+    assert!(
+        out.stderr.contains("too many SSO sign-ins in progress"),
+        "{out}"
+    );
+    let out = run(&mut w.login_cmd("bob", &w.bob, false));
+    assert_eq!(out.status, 0, "enrolled users still served: {out}");
+    let _ = first.kill();
+    let _ = first.wait();
+}

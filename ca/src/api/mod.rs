@@ -135,7 +135,11 @@ impl Api {
         let host_cert_valid_before = cert.valid_before();
         let config = russh_config(&authority, key.clone(), cert);
         let sso = match &authority.config().sso {
-            Some(sso) => Some(Arc::new(crate::sso::Sso::new(sso)?)),
+            // A quarter of the API's connections at most wait for people signing in.
+            Some(sso) => Some(Arc::new(crate::sso::Sso::new(
+                sso,
+                authority.config().limits.max_connections / 4,
+            )?)),
             None => None,
         };
         let listener = TcpListener::bind(addr)

@@ -32,6 +32,11 @@ pub async fn login(
     let Some(sso) = sso else {
         return CommandOutput::fail("SSO is not configured on this CA ([sso] in ca.toml)");
     };
+    let Some(_pending) = sso.admit() else {
+        let why = "too many SSO sign-ins in progress; try again in a minute";
+        audit(&authority, &key, peer, why).await;
+        return CommandOutput::fail(why);
+    };
     let started = match sso.start().await {
         Ok(started) => started,
         Err(err) => {

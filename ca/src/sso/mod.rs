@@ -4,6 +4,7 @@
 
 pub mod device;
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use jitssh_authority::sso::{NameClaim, SsoConfig, SsoPerson};
@@ -13,6 +14,7 @@ use jitssh_identity::{
     Claims, Expectations, FetchError, HttpClient, JwksSource, Verifier, VerifyError,
 };
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use device::{Authorization, Client, DeviceError};
 
@@ -47,7 +49,15 @@ pub struct Sso {
     config: SsoConfig,
     http: HttpClient,
     verifier: Verifier,
+    /// Sign-ins in progress at once: each holds an API connection for up to the code's
+    /// lifetime, and anyone with any key may start one, so they get a bounded share of the
+    /// API's connections and enrolled users keep the rest.
+    pending: Arc<Semaphore>,
 }
+
+/// A sign-in's place among those in progress (given back on drop).
+#[derive(Debug)]
+pub struct Pending(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// A device sign-in in progress.
 #[derive(Debug)]
@@ -58,8 +68,9 @@ pub struct Started {
 }
 
 impl Sso {
-    /// The client for `config` (nothing is fetched yet).
-    pub fn new(config: &SsoConfig) -> Result<Sso, FetchError> {
+    /// The client for `config` (nothing is fetched yet), with at most `max_pending`
+    /// sign-ins in progress at once.
+    pub fn new(config: &SsoConfig, max_pending: usize) -> Result<Sso, FetchError> {
         let timeout = config.timeout.as_duration();
         let http = HttpClient::with_limits(timeout, timeout, MAX_DOCUMENT_BYTES)?;
         let verifier = Verifier::new(config.issuer.clone(), JwksSource::Discovery, http.clone());
@@ -67,7 +78,13 @@ impl Sso {
             config: config.clone(),
             http,
             verifier,
+            pending: Arc::new(Semaphore::new(max_pending.max(1))),
         })
+    }
+
+    /// A place for one more sign-in, or `None` when the limit is reached.
+    pub fn admit(&self) -> Option<Pending> {
+        self.pending.clone().try_acquire_owned().ok().map(Pending)
     }
 
     /// The configuration.
