@@ -41,6 +41,8 @@ pub struct CaConfig {
     pub audit_forward: Option<ForwardTarget>,
     /// Where `serve` answers Prometheus scrapes (`[metrics] listen`); none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Sign-in through the organisation's identity provider (`ssh sso@ca login`), if set.
+    pub sso: Option<crate::sso::SsoConfig>,
 }
 
 /// `[metrics]`: the Prometheus scrape endpoint.
@@ -122,6 +124,7 @@ struct CaFile {
     audit: AuditSection,
     #[serde(default)]
     metrics: MetricsFile,
+    sso: Option<crate::sso::SsoConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -197,9 +200,13 @@ impl CaConfig {
             })?;
             bastion_keys.push(key);
         }
+        if let Some(Err((key, message))) = file.sso.as_ref().map(|sso| sso.check()) {
+            return Err(ConfigError::invalid(origin, "", &key, message));
+        }
         Ok(CaConfig {
             audit_forward: file.audit.forward.map(|target| target.relative_to(base)),
             metrics_listen: file.metrics.listen,
+            sso: file.sso,
             bastion_keys,
             data_dir,
             listen: file.listen,
@@ -275,5 +282,51 @@ mod tests {
         let err = CaConfig::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("ca.toml:2"), "{err}");
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_sso_section_parses() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca.toml"),
+        )
+        .unwrap();
+        let at = example.find("# [sso]").unwrap();
+        let section: String = example[at..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, format!("{}\n{section}\n", &example[..at])).unwrap();
+        let sso = CaConfig::load(Some(&path)).unwrap().sso.unwrap();
+        assert_eq!(sso.client_id, "jitssh");
+        assert_eq!(sso.name_claim, crate::sso::NameClaim::Email);
+        assert_eq!(sso.timeout.as_secs(), 5);
+        assert!(CaConfig::load(Some(&dir.path().join("../nope.toml"))).is_err());
+    }
+
+    #[test]
+    fn sso_without_openid_or_with_a_bad_issuer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        for (text, key) in [
+            (
+                "[sso]\nissuer = \"ftp://x\"\nclient_id = \"c\"\n",
+                "sso.issuer",
+            ),
+            (
+                "[sso]\nissuer = \"https://x\"\nclient_id = \"c\"\nscopes = [\"email\"]\n",
+                "sso.scopes",
+            ),
+            (
+                "[sso]\nissuer = \"https://x\"\nclient_id = \"c\"\nname_claim = \"nick\"\n",
+                "name_claim",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = CaConfig::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod requests;
 pub mod revocation;
 pub mod session_cert;
+pub mod sso;

@@ -8,3 +8,4 @@
 pub mod api;
 pub mod client;
 pub mod edge;
+pub mod sso;

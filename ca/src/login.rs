@@ -47,8 +47,13 @@ pub struct LoginArgs {
     #[arg(long)]
     pub role: Option<String>,
     /// Issue under an approved access request.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with = "sso")]
     pub request: Option<String>,
+    /// Sign in at your organisation's identity provider instead of using an enrolled key: the
+    /// CA shows a URL and a code to enter in any browser, then certifies this key (connects as
+    /// user `sso`, whatever --ca names).
+    #[arg(long)]
+    pub sso: bool,
     /// Also add key and certificate to ssh-agent, for the certificate's lifetime (ssh-add -t).
     #[arg(long)]
     pub agent: bool,
@@ -87,9 +92,10 @@ fn cert_path(key: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// The `cert` command line sent to the CA API, each argument quoted.
+/// The `cert` (or, with `--sso`, `login`) command line sent to the CA API, each argument
+/// quoted.
 fn cert_command(args: &LoginArgs) -> String {
-    let mut words = vec!["cert".to_string()];
+    let mut words = vec![if args.sso { "login" } else { "cert" }.to_string()];
     let mut push = |flag: &str, value: Option<String>| {
         if let Some(value) = value {
             words.push(flag.to_string());
@@ -107,6 +113,8 @@ fn cert_command(args: &LoginArgs) -> String {
 /// Runs `ssh-ca login`; returns a line for the person.
 pub fn login(args: &LoginArgs) -> Result<String> {
     let (user, host, port) = split_ca(&args.ca)?;
+    // SSO sign-ins log in as `sso` (any key; the identity provider says who you are).
+    let user = if args.sso { "sso".to_string() } else { user };
     let key_path = match &args.identity {
         Some(path) => path.clone(),
         None => default_identity()?,
@@ -129,6 +137,8 @@ pub fn login(args: &LoginArgs) -> Result<String> {
         .arg(&host)
         .arg(cert_command(args))
         .stdin(Stdio::null())
+        // The CA's messages (with --sso: the URL and code to sign in with) reach the person
+        // as they come.
         .stderr(Stdio::inherit());
     let answer = ssh.output().context("cannot run ssh")?;
     if !answer.status.success() {

@@ -30,8 +30,9 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
 ];
 
 /// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
-/// `bastion` for per-session certificates), so no policy user may take them.
-pub const RESERVED_USER_NAMES: [&str; 2] = ["host", "bastion"];
+/// `bastion` for per-session certificates, `sso` for sign-in at the identity provider), so no
+/// policy user may take them.
+pub const RESERVED_USER_NAMES: [&str; 3] = ["host", "bastion", "sso"];
 
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
@@ -56,6 +57,8 @@ struct PolicyFile {
     roles: Vec<Role>,
     #[serde(default)]
     users: Vec<UserFile>,
+    #[serde(default)]
+    sso: sso::SsoFile,
 }
 
 /// Settings that apply when a role does not say otherwise.
@@ -172,6 +175,8 @@ pub struct Policy {
     users: BTreeMap<String, User>,
     /// SHA-256 fingerprint of a key -> user name.
     key_owner: HashMap<String, String>,
+    /// Roles of people signed in through SSO, by group (`[[sso.groups]]`).
+    sso: sso::SsoPolicy,
 }
 
 /// What a caller asks for. Every field is optional; the policy fills in the rest.
@@ -423,7 +428,7 @@ impl Policy {
                 return Err(invalid(
                     key("name"),
                     format!(
-                        "user name {:?} is reserved (the CA API's hosts and bastions log in as it)",
+                        "user name {:?} is reserved (the CA API's hosts, bastions and SSO sign-ins log in as it)",
                         user.name
                     ),
                 ));
@@ -467,12 +472,20 @@ impl Policy {
                 ));
             }
         }
+        let sso = sso::SsoPolicy::from_file(file.sso, |r| roles.contains_key(r))
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Policy {
             defaults: file.defaults,
             roles,
             users,
             key_owner,
+            sso,
         })
+    }
+
+    /// The `[sso]` rules: roles of people signed in through the identity provider.
+    pub fn sso(&self) -> &sso::SsoPolicy {
+        &self.sso
     }
 
     /// The user who owns this public key, if any.
@@ -530,6 +543,17 @@ impl Policy {
             .users
             .get(user)
             .ok_or_else(|| deny(format!("unknown user {user:?}")))?;
+        self.evaluate_person(user, request, now)
+    }
+
+    /// [`Policy::evaluate`] for a person who is not under `[[users]]` (signed in through SSO,
+    /// their roles from [`SsoPolicy::person`]): every rule of their roles applies the same way.
+    pub fn evaluate_person(
+        &self,
+        user: &User,
+        request: &CertRequest,
+        now: u64,
+    ) -> Result<Grant, Denial> {
         let mut trace = Vec::new();
         let reason = check_reason(request)?;
 
@@ -947,5 +971,8 @@ fn decide_single<T: Clone + PartialEq + std::fmt::Debug>(
     Ok(chosen.map(|(value, _)| value))
 }
 
+pub mod sso;
 #[cfg(test)]
 mod tests;
+
+pub use sso::SsoPolicy;

@@ -53,6 +53,17 @@ impl Bastion {
     ///
     /// Refusals are fast (`auth_rejection_time = "0s"`) unless `extra` sets `[limits]`.
     pub fn start(ca: &CaFixture, targets: &[(&str, String)], extra: &str) -> Bastion {
+        Self::start_with_ca(ca, targets, extra, "")
+    }
+
+    /// [`Bastion::start`] with `ca_extra` appended to the embedded CA's `ca.toml` (e.g. an
+    /// `[sso]` section).
+    pub fn start_with_ca(
+        ca: &CaFixture,
+        targets: &[(&str, String)],
+        extra: &str,
+        ca_extra: &str,
+    ) -> Bastion {
         let dir = ca
             .config()
             .parent()
@@ -64,7 +75,7 @@ impl Bastion {
                 &dir,
                 &policy,
                 &format!(
-                    "listen = \"127.0.0.1:{ca_port}\"\nnames = [\"localhost\", \"127.0.0.1\"]\n"
+                    "listen = \"127.0.0.1:{ca_port}\"\nnames = [\"localhost\", \"127.0.0.1\"]\n{ca_extra}"
                 ),
             );
             "[ca]\nmode = \"embedded\"\nconfig = \"ca.toml\"\n".to_string()

@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("puttygen", "putty-tools"),
     ("asciinema", "asciinema"),
     ("tmux", "tmux"),
+    ("node", "nodejs"),
     ("script", "bsdutils"),
     ("setpriv", "util-linux"),
     ("sha256sum", "coreutils"),

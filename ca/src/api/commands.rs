@@ -30,7 +30,7 @@ pub const MAX_COMMAND_LEN: usize = 4096;
 )]
 #[command(
     about = "The jitssh CA over SSH: `ssh -p 2200 <you>@<ca> COMMAND`",
-    after_help = "Hosts connect as user `host` (join, host-cert); the bastion as user `bastion` (session-cert)."
+    after_help = "Hosts connect as user `host` (join, host-cert); the bastion as user `bastion` (session-cert); people without an enrolled key as user `sso` (login)."
 )]
 pub struct ApiCli {
     /// What to do.
@@ -66,6 +66,26 @@ pub enum ApiCommand {
     HostCert,
     /// The bastion asks for a per-session certificate (as user `bastion`).
     SessionCert(SessionCertArgs),
+    /// Sign in at the organisation's identity provider, get a certificate for the key you
+    /// connected with (as user `sso`: no enrolled key needed).
+    Login(LoginArgs),
+}
+
+/// `login` (as user `sso`).
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Logins wanted (comma-separated); default: all your roles allow.
+    #[arg(long, value_delimiter = ',')]
+    pub principals: Option<Vec<String>>,
+    /// Lifetime; default: the role's default_ttl.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<HumanDuration>,
+    /// Why (ticket, incident); some roles require it.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Use only this role.
+    #[arg(long)]
+    pub role: Option<String>,
 }
 
 /// `cert`.
@@ -163,6 +183,11 @@ pub struct CommandOutput {
 }
 
 impl CommandOutput {
+    /// Success with `text` on stdout.
+    pub fn ok_text(text: String) -> Self {
+        Self::ok(text)
+    }
+
     fn ok(stdout: impl Into<Vec<u8>>) -> Self {
         CommandOutput {
             stdout: stdout.into(),
@@ -256,6 +281,12 @@ pub fn run(
         (Identity::Host { key }, ApiCommand::HostCert) => host_result(hosts::renew(authority, key)),
         (Identity::Bastion { .. }, ApiCommand::SessionCert(args)) => {
             session_cert(authority, &args, stdin, peer)
+        }
+        (_, ApiCommand::Login(_)) => CommandOutput::fail(
+            "login signs in at the identity provider as user `sso`: ssh -p 2200 sso@<ca> login",
+        ),
+        (Identity::Sso { .. }, _) => {
+            CommandOutput::fail("as user `sso` you may run: login, ca-keys, krl")
         }
         (Identity::User { .. }, ApiCommand::Join { .. } | ApiCommand::HostCert) => {
             CommandOutput::fail("host commands are for user `host`: ssh host@<ca> ...")

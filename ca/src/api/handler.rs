@@ -30,7 +30,8 @@ const MAX_REFUSALS_KEPT: usize = 3;
 
 /// Who `user` authenticating with `key` is, or why they are refused (a reason they can act
 /// on, that never names another key's owner). User `host` is any key (commands check
-/// enrolment), user `bastion` a configured bastion key, anyone else a policy user whose name
+/// enrolment), user `sso` any key when SSO is configured (`login` signs the person in at the
+/// identity provider), user `bastion` a configured bastion key, anyone else a policy user whose name
 /// matches and who owns the key. A revoked key is refused whoever it claims to be, and a user
 /// whose name is a revoked key id is refused too (every certificate for them would be revoked).
 /// Reads the store: call it off the async runtime.
@@ -41,6 +42,12 @@ pub fn identity_for(
 ) -> Result<Identity, LoginRefusal> {
     let (identity, person) = match user {
         "host" => (Identity::Host { key: key.clone() }, None),
+        "sso" if authority.config().sso.is_some() => (Identity::Sso { key: key.clone() }, None),
+        "sso" => {
+            return Err(LoginRefusal::unknown(
+                "SSO is not configured on this CA ([sso] in ca.toml)",
+            ));
+        }
         "bastion" => {
             let listed = authority
                 .config()
@@ -125,6 +132,7 @@ fn printable(text: &str) -> String {
 pub async fn serve_connection(
     authority: Arc<Authority>,
     config: Arc<Config>,
+    sso: Option<Arc<crate::sso::Sso>>,
     accepted: Connection,
 ) {
     let Connection {
@@ -138,6 +146,7 @@ pub async fn serve_connection(
     let (audit_to, authenticated) = (authority.clone(), ticket.clone());
     let handler = ApiHandler {
         authority,
+        sso,
         peer,
         identity: None,
         stdins: HashMap::new(),
@@ -191,6 +200,8 @@ async fn audit_refusal(authority: &Arc<Authority>, peer: SocketAddr, reason: Str
 /// Per-connection state.
 pub struct ApiHandler {
     authority: Arc<Authority>,
+    /// The SSO client, when configured (user `sso`).
+    sso: Option<Arc<crate::sso::Sso>>,
     peer: SocketAddr,
     identity: Option<Identity>,
     stdins: HashMap<ChannelId, Arc<Stdin>>,
@@ -210,6 +221,7 @@ impl ApiHandler {
             Some(Identity::User { name, .. }) => name.clone(),
             Some(Identity::Host { key }) => format!("host({})", key.fingerprint(HashAlg::Sha256)),
             Some(Identity::Bastion { .. }) => "bastion".into(),
+            Some(Identity::Sso { key }) => format!("sso({})", key.fingerprint(HashAlg::Sha256)),
             None => "-".into(),
         }
     }
@@ -462,10 +474,20 @@ impl Handler for ApiHandler {
             &data[..data.len().min(200)],
         ));
         let command_stdin = stdin.clone();
+        let sso = self.sso.clone();
         tokio::spawn(async move {
             let stdin = command_stdin;
             let output = match parsed {
                 Err(output) => output,
+                Ok(commands::ApiCommand::Login(args))
+                    if matches!(identity, Identity::Sso { .. }) =>
+                {
+                    let Identity::Sso { key } = identity else {
+                        return;
+                    };
+                    super::sso::login(authority, sso, key, args, handle.clone(), channel, peer)
+                        .await
+                }
                 Ok(command) => {
                     let input = if command.reads_stdin() {
                         stdin.collect(STDIN_GRACE, STDIN_LIMIT).await

@@ -10,6 +10,7 @@
 
 mod commands;
 mod handler;
+mod sso;
 mod stdin;
 
 use std::net::SocketAddr;
@@ -49,6 +50,12 @@ pub enum Identity {
         /// The key it authenticated with.
         key: PublicKey,
     },
+    /// A person signing in through the identity provider (user `sso`): any key may connect;
+    /// `login` certifies it once they signed in.
+    Sso {
+        /// The key they authenticated with.
+        key: PublicKey,
+    },
 }
 
 /// Errors starting the API.
@@ -60,6 +67,9 @@ pub enum ServeError {
     /// The API host certificate could not be issued.
     #[error("cannot issue the API host certificate: {0}")]
     Cert(#[from] IssueError),
+    /// The SSO client could not be set up.
+    #[error("cannot set up SSO: {0}")]
+    Sso(#[from] jitssh_identity::FetchError),
     /// Listening failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -110,6 +120,8 @@ pub struct Api {
     key: PrivateKey,
     /// When the host certificate in use ends (renewed at half its remaining life).
     host_cert_valid_before: u64,
+    /// The SSO client, when `[sso]` is configured.
+    sso: Option<Arc<crate::sso::Sso>>,
 }
 
 impl Api {
@@ -122,6 +134,14 @@ impl Api {
         let cert = api_host_cert(&authority, &key)?;
         let host_cert_valid_before = cert.valid_before();
         let config = russh_config(&authority, key.clone(), cert);
+        let sso = match &authority.config().sso {
+            // A quarter of the API's connections at most wait for people signing in.
+            Some(sso) => Some(Arc::new(crate::sso::Sso::new(
+                sso,
+                authority.config().limits.max_connections / 4,
+            )?)),
+            None => None,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Listen { addr, source })?;
@@ -131,6 +151,7 @@ impl Api {
             config: Arc::new(RwLock::new(Arc::new(config))),
             key,
             host_cert_valid_before,
+            sso,
         })
     }
 
@@ -167,6 +188,7 @@ impl Api {
             tokio::spawn(handler::serve_connection(
                 self.authority.clone(),
                 config,
+                self.sso.clone(),
                 accepted,
             ));
         })

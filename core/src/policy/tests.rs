@@ -553,3 +553,57 @@ fn direct_certificates_only_from_direct_roles_capped_and_marked() {
     assert!(!plain.direct);
     assert_eq!(plain.key_id, "alice");
 }
+
+#[test]
+fn the_documented_policy_parses_with_its_sso_groups() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.toml");
+    let policy = Policy::load(&path).unwrap();
+    assert_eq!(policy.sso().groups()[0].claim, "ops");
+}
+
+#[test]
+fn sso_groups_naming_an_unknown_role_are_refused_with_the_key() {
+    let text = "[[roles]]\nname = \"dev\"\nlogins = [\"{user}\"]\nmax_ttl = \"1h\"\n\n\
+                [[sso.groups]]\nclaim = \"ops\"\nroles = [\"nope\"]\n";
+    let err = Policy::parse(text, "policy.toml").unwrap_err().to_string();
+    assert!(err.contains("sso.groups[0].roles"), "{err}");
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn a_person_from_sso_gets_every_rule_of_their_roles() {
+    let text = "[[roles]]\nname = \"dev\"\nlogins = [\"{user}\"]\nmax_ttl = \"1h\"\nrequire_reason = true\n\n\
+                [[sso.groups]]\nclaim = \"ops\"\nroles = [\"dev\"]\n";
+    let policy = Policy::parse(text, "policy.toml").unwrap();
+    let (person, matched) = policy
+        .sso()
+        .person("carol@example.com", &["ops".to_string()]);
+    assert_eq!(matched, vec!["ops".to_string()]);
+    let denial = policy
+        .evaluate_person(&person, &CertRequest::default(), 0)
+        .unwrap_err();
+    assert!(denial.reason.contains("reason"), "{denial}");
+    let grant = policy
+        .evaluate_person(
+            &person,
+            &CertRequest {
+                reason: Some("INC-1".into()),
+                ttl: Some(HumanDuration::from_secs(7200)),
+                ..CertRequest::default()
+            },
+            0,
+        )
+        .unwrap_err();
+    assert!(grant.reason.contains("max_ttl"), "{grant}");
+    let grant = policy
+        .evaluate_person(
+            &person,
+            &CertRequest {
+                reason: Some("INC-1".into()),
+                ..CertRequest::default()
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(grant.principals, vec!["carol@example.com".to_string()]);
+}
