@@ -20,6 +20,9 @@ use crate::duration::HumanDuration;
 use crate::hours::AllowedHours;
 use crate::ssh_key::{HashAlg, PublicKey};
 
+pub mod workloads;
+pub use workloads::WorkloadRule;
+
 /// The extensions OpenSSH's `ssh-keygen` puts in a user certificate by default.
 pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
     "permit-X11-forwarding",
@@ -31,7 +34,7 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
 
 /// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
 /// `bastion` for per-session certificates), so no policy user may take them.
-pub const RESERVED_USER_NAMES: [&str; 2] = ["host", "bastion"];
+pub const RESERVED_USER_NAMES: [&str; 3] = ["host", "bastion", "workload"];
 
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
@@ -56,6 +59,8 @@ struct PolicyFile {
     roles: Vec<Role>,
     #[serde(default)]
     users: Vec<UserFile>,
+    #[serde(default)]
+    workloads: Vec<WorkloadRule>,
 }
 
 /// Settings that apply when a role does not say otherwise.
@@ -172,6 +177,8 @@ pub struct Policy {
     users: BTreeMap<String, User>,
     /// SHA-256 fingerprint of a key -> user name.
     key_owner: HashMap<String, String>,
+    /// `[[workloads]]`: tokens that get certificates (see [`workloads`]).
+    workloads: Vec<WorkloadRule>,
 }
 
 /// What a caller asks for. Every field is optional; the policy fills in the rest.
@@ -467,11 +474,15 @@ impl Policy {
                 ));
             }
         }
+        let role_names = roles.keys().map(String::as_str).collect();
+        workloads::validate(&file.workloads, &role_names)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Policy {
             defaults: file.defaults,
             roles,
             users,
             key_owner,
+            workloads: file.workloads,
         })
     }
 
@@ -522,6 +533,11 @@ impl Policy {
             .min(role.max_ttl)
     }
 
+    /// The `[[workloads]]` rules, in file order.
+    pub fn workloads(&self) -> &[WorkloadRule] {
+        &self.workloads
+    }
+
     /// Decides what certificate `user` may get for `request` at unix time `now`.
     ///
     /// Pure: the same inputs always give the same answer.
@@ -530,6 +546,17 @@ impl Policy {
             .users
             .get(user)
             .ok_or_else(|| deny(format!("unknown user {user:?}")))?;
+        self.evaluate_for(user, request, now)
+    }
+
+    /// [`Policy::evaluate`] for an identity that is not a policy user (a workload admitted by
+    /// a `[[workloads]]` rule, with that rule's roles): every role rule applies the same.
+    pub fn evaluate_for(
+        &self,
+        user: &User,
+        request: &CertRequest,
+        now: u64,
+    ) -> Result<Grant, Denial> {
         let mut trace = Vec::new();
         let reason = check_reason(request)?;
 
