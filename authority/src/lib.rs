@@ -16,3 +16,4 @@ pub mod join_guard;
 pub mod requests;
 pub mod revocation;
 pub mod session_cert;
+pub mod workload;

@@ -41,6 +41,7 @@ pub fn identity_for(
 ) -> Result<Identity, LoginRefusal> {
     let (identity, person) = match user {
         "host" => (Identity::Host { key: key.clone() }, None),
+        "workload" => (Identity::Workload { key: key.clone() }, None),
         "bastion" => {
             let listed = authority
                 .config()
@@ -210,6 +211,9 @@ impl ApiHandler {
             Some(Identity::User { name, .. }) => name.clone(),
             Some(Identity::Host { key }) => format!("host({})", key.fingerprint(HashAlg::Sha256)),
             Some(Identity::Bastion { .. }) => "bastion".into(),
+            Some(Identity::Workload { key }) => {
+                format!("workload({})", key.fingerprint(HashAlg::Sha256))
+            }
             None => "-".into(),
         }
     }
@@ -475,12 +479,24 @@ impl Handler for ApiHandler {
                     match input {
                         Err(why) => CommandOutput::fail(why),
                         Ok(input) => {
-                            let task = tokio::task::spawn_blocking(move || {
-                                commands::run(&authority, &identity, command, &input, Some(peer))
-                            });
-                            task.await.unwrap_or_else(|err| {
-                                CommandOutput::fail(format!("internal error: {err}"))
-                            })
+                            if let Identity::Workload { key } = identity {
+                                // Async: the token's issuer keys may need fetching.
+                                super::workload::run(authority, key, command, input, Some(peer))
+                                    .await
+                            } else {
+                                let task = tokio::task::spawn_blocking(move || {
+                                    commands::run(
+                                        &authority,
+                                        &identity,
+                                        command,
+                                        &input,
+                                        Some(peer),
+                                    )
+                                });
+                                task.await.unwrap_or_else(|err| {
+                                    CommandOutput::fail(format!("internal error: {err}"))
+                                })
+                            }
                         }
                     }
                 }

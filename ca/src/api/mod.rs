@@ -11,6 +11,7 @@
 mod commands;
 mod handler;
 mod stdin;
+mod workload;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -47,6 +48,12 @@ pub enum Identity {
     /// A bastion listed in `bastion_keys`.
     Bastion {
         /// The key it authenticated with.
+        key: PublicKey,
+    },
+    /// A workload (user `workload`): any key may connect; `cert --token-file -` verifies its
+    /// token and certifies this key.
+    Workload {
+        /// The key it authenticated with (the one certified).
         key: PublicKey,
     },
 }
