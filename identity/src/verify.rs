@@ -74,7 +74,10 @@ impl Verifier {
                 "critical header extensions (crit) are not supported".into(),
             ));
         }
-        let key = self.keys.key(parsed.header.kid.as_deref()).await?;
+        let key = self
+            .keys
+            .key(parsed.header.kid.as_deref(), expect.now)
+            .await?;
         key.verify(alg, parsed.signing_input, &parsed.signature)?;
         check_claims(&parsed.claims, self.issuer(), expect)?;
         Ok(parsed.claims)
@@ -403,6 +406,20 @@ mod tests {
             );
         }
         assert_eq!(limited.verifier.keys().fetches().await, 1);
+        // Once the interval has passed on the caller's clock, an unknown kid refreshes again.
+        let later = Expectations {
+            now: now() + MIN_REFRESH_FOR_TESTS + Duration::from_secs(1),
+            ..expect()
+        };
+        let err = limited
+            .verifier
+            .verify(&stranger.sign(&claims()), &later)
+            .await;
+        assert!(matches!(
+            err,
+            Err(VerifyError::Expired { .. }) | Err(VerifyError::UnknownKid { .. })
+        ));
+        assert_eq!(limited.verifier.keys().fetches().await, 2);
     }
 
     #[tokio::test]
