@@ -462,7 +462,7 @@ mod tests {
             started.elapsed()
         );
         assert!(
-            err.starts_with(&format!("cannot fetch the keys of {issuer}: cannot reach {issuer}/.well-known/openid-configuration: connection failed")),
+            err.starts_with(&format!("cannot fetch the keys of {issuer}: cannot reach {issuer}/.well-known/openid-configuration: connection failed: Connection refused")),
             "{err}"
         );
         // The next try within the interval does not hit the issuer again.

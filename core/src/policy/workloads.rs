@@ -344,4 +344,14 @@ mod tests {
                 .contains("unknown role")
         );
     }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.toml");
+        let policy = crate::policy::Policy::load(&path).unwrap();
+        let rule = &policy.workloads()[0];
+        assert_eq!(rule.issuer, "https://token.actions.githubusercontent.com");
+        assert_eq!(rule.jwks_location(), JwksLocation::Discovery);
+        assert_eq!(rule.conditions.len(), 3);
+    }
 }
