@@ -350,4 +350,18 @@ fn the_workload_login_is_confined_to_token_certificates() {
     );
     let out = w.server.ssh("workload", &key).args(["cert"]).run();
     assert!(out.stderr.contains("workloads send a token"), "{out}");
+
+    // --dry-run shows the decision and spends nothing: the same token then gets its
+    // certificate.
+    let token = w.ec.sign(&w.ci_claims(MAIN));
+    let out = w
+        .server
+        .ssh("workload", &key)
+        .args(["cert", "--token-file", "-", "--dry-run"])
+        .stdin(token.clone())
+        .run();
+    assert_eq!(out.status, 0, "{out}");
+    assert!(out.stdout_str().contains("dry run: nothing was signed"), "{out}");
+    assert!(out.stdout_str().contains("workload:ci-acme-deploy"), "{out}");
+    assert_eq!(w.cert(&key, &token).status, 0);
 }

@@ -236,7 +236,14 @@ async fn cert(
             .get("jti")
             .and_then(Value::as_str)
             .map(str::to_string),
-        expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+        // Verified present and numeric (possibly fractional): the jti is kept until then.
+        expires_at: claims
+            .get("exp")
+            .and_then(|exp| {
+                exp.as_u64()
+                    .or_else(|| exp.as_f64().map(|f| f.ceil() as u64))
+            })
+            .unwrap_or(u64::MAX),
         rule: rule_index,
         roles: rule.roles.clone(),
     };
