@@ -361,7 +361,13 @@ fn the_workload_login_is_confined_to_token_certificates() {
         .stdin(token.clone())
         .run();
     assert_eq!(out.status, 0, "{out}");
-    assert!(out.stdout_str().contains("dry run: nothing was signed"), "{out}");
-    assert!(out.stdout_str().contains("workload:ci-acme-deploy"), "{out}");
+    assert!(
+        out.stdout_str().contains("dry run: nothing was signed"),
+        "{out}"
+    );
+    assert!(
+        out.stdout_str().contains("workload:ci-acme-deploy"),
+        "{out}"
+    );
     assert_eq!(w.cert(&key, &token).status, 0);
 }
