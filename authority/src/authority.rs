@@ -20,7 +20,7 @@ use jitssh_core::ssh_key::public::KeyData;
 use jitssh_core::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_core::store::{
     CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore,
-    Store, StoreError,
+    Store, StoreError, TokenStore,
 };
 use jitssh_core::unix_now;
 use serde_json::json;
@@ -129,8 +129,8 @@ impl SerialPool {
 }
 
 /// Everything the authority keeps durably: certificates, revocations, requests, hosts.
-pub trait CaStore: Store + RequestStore + HostStore {}
-impl<T: Store + RequestStore + HostStore> CaStore for T {}
+pub trait CaStore: Store + RequestStore + HostStore + TokenStore {}
+impl<T: Store + RequestStore + HostStore + TokenStore> CaStore for T {}
 
 /// The certificate authority.
 pub struct Authority {

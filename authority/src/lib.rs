@@ -18,3 +18,4 @@ pub mod requests;
 pub mod revocation;
 pub mod session_cert;
 pub mod sso;
+pub mod workload;

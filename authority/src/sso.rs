@@ -200,7 +200,7 @@ impl Authority {
             return denied(reason);
         }
         let now = unix_now();
-        let mut grant = match policy.evaluate_person(&user, request, now) {
+        let mut grant = match policy.evaluate_for(&user, request, now) {
             Ok(grant) => grant,
             Err(denial) => return denied(denial.reason),
         };

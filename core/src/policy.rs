@@ -20,6 +20,9 @@ use crate::duration::HumanDuration;
 use crate::hours::AllowedHours;
 use crate::ssh_key::{HashAlg, PublicKey};
 
+pub mod workloads;
+pub use workloads::WorkloadRule;
+
 /// The extensions OpenSSH's `ssh-keygen` puts in a user certificate by default.
 pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
     "permit-X11-forwarding",
@@ -30,9 +33,9 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
 ];
 
 /// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
-/// `bastion` for per-session certificates, `sso` for sign-in at the identity provider), so no
-/// policy user may take them.
-pub const RESERVED_USER_NAMES: [&str; 3] = ["host", "bastion", "sso"];
+/// `bastion` for per-session certificates, `sso` for sign-in at the identity provider,
+/// `workload` for certificates by token), so no policy user may take them.
+pub const RESERVED_USER_NAMES: [&str; 4] = ["host", "bastion", "sso", "workload"];
 
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
@@ -59,6 +62,8 @@ struct PolicyFile {
     users: Vec<UserFile>,
     #[serde(default)]
     sso: sso::SsoFile,
+    #[serde(default)]
+    workloads: Vec<WorkloadRule>,
 }
 
 /// Settings that apply when a role does not say otherwise.
@@ -177,6 +182,8 @@ pub struct Policy {
     key_owner: HashMap<String, String>,
     /// Roles of people signed in through SSO, by group (`[[sso.groups]]`).
     sso: sso::SsoPolicy,
+    /// `[[workloads]]`: tokens that get certificates (see [`workloads`]).
+    workloads: Vec<WorkloadRule>,
 }
 
 /// What a caller asks for. Every field is optional; the policy fills in the rest.
@@ -474,12 +481,16 @@ impl Policy {
         }
         let sso = sso::SsoPolicy::from_file(file.sso, |r| roles.contains_key(r))
             .map_err(|(key, message)| invalid(key, message))?;
+        let role_names = roles.keys().map(String::as_str).collect();
+        workloads::validate(&file.workloads, &role_names)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Policy {
             defaults: file.defaults,
             roles,
             users,
             key_owner,
             sso,
+            workloads: file.workloads,
         })
     }
 
@@ -535,6 +546,11 @@ impl Policy {
             .min(role.max_ttl)
     }
 
+    /// The `[[workloads]]` rules, in file order.
+    pub fn workloads(&self) -> &[WorkloadRule] {
+        &self.workloads
+    }
+
     /// Decides what certificate `user` may get for `request` at unix time `now`.
     ///
     /// Pure: the same inputs always give the same answer.
@@ -543,12 +559,13 @@ impl Policy {
             .users
             .get(user)
             .ok_or_else(|| deny(format!("unknown user {user:?}")))?;
-        self.evaluate_person(user, request, now)
+        self.evaluate_for(user, request, now)
     }
 
-    /// [`Policy::evaluate`] for a person who is not under `[[users]]` (signed in through SSO,
-    /// their roles from [`SsoPolicy::person`]): every rule of their roles applies the same way.
-    pub fn evaluate_person(
+    /// [`Policy::evaluate`] for an identity that is not under `[[users]]`: a person signed in
+    /// through SSO (roles from [`SsoPolicy::person`]) or a workload admitted by a
+    /// `[[workloads]]` rule (that rule's roles). Every rule of the roles applies the same way.
+    pub fn evaluate_for(
         &self,
         user: &User,
         request: &CertRequest,

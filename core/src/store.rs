@@ -17,10 +17,12 @@ mod hosts;
 mod requests;
 mod schema;
 mod sessions;
+mod tokens;
 
 pub use hosts::{HostRecord, HostStore};
 pub use requests::{AccessRequest, Decision as RequestDecision, RequestStatus, RequestStore};
 pub use sessions::{SessionEnd, SessionFilter, SessionIndex, SessionRecord};
+pub use tokens::TokenStore;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -236,6 +238,10 @@ const CA_SCHEMA: schema::Schema = schema::Schema {
                      SELECT 'revocation_generation', COUNT(*) FROM revocations;",
                 )
             },
+        },
+        schema::Migration {
+            name: "spent workload token ids",
+            apply: |conn| conn.execute_batch(tokens::SCHEMA),
         },
     ],
 };

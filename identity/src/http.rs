@@ -152,23 +152,25 @@ fn parse_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, FetchErr
     })
 }
 
-/// The error's chain in one line (reqwest's top-level message alone hides the cause).
+/// The error in one line: what failed, and its root cause (reqwest's own messages wrap it in
+/// layers such as "client error (Connect)" that say nothing to an operator).
 fn unreachable(url: &str, err: &reqwest::Error) -> FetchError {
-    let mut reason = if err.is_timeout() {
-        "timed out".to_string()
+    let what = if err.is_timeout() {
+        "timed out"
     } else if err.is_connect() {
-        "connection failed".to_string()
+        "connection failed"
     } else {
-        err.to_string()
+        "request failed"
     };
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !reason.contains(&text) {
-            reason = format!("{reason}: {text}");
-        }
-        source = cause.source();
+    let mut root: &dyn std::error::Error = err;
+    while let Some(cause) = root.source() {
+        root = cause;
     }
+    let reason = if std::ptr::addr_eq(root, err as &dyn std::error::Error) {
+        what.to_string()
+    } else {
+        format!("{what}: {root}")
+    };
     FetchError::Unreachable {
         url: url.to_string(),
         reason,

@@ -2,11 +2,13 @@
 //! key id the cache does not know (the issuer rotated its keys), and when the cached set is
 //! older than [`MAX_AGE`]. Fetches are at least [`MIN_REFRESH`] apart, successful or not: a
 //! flood of tokens with made-up key ids (or an issuer that is down) costs the issuer one fetch
-//! per interval, and fetches are serialised, so never more than one is in flight.
+//! per interval, and fetches are serialised, so never more than one is in flight. Time is the
+//! caller's clock (the project's injectable one), so tests move it instead of sleeping; a clock
+//! that goes back counts as no time passed (no extra fetch).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Mutex;
 
@@ -45,9 +47,9 @@ pub struct JwksCache {
 struct State {
     keys: Option<Arc<KeySet>>,
     /// When the keys were fetched.
-    fetched: Option<Instant>,
+    fetched: Option<SystemTime>,
     /// When a fetch was last tried, and its error when it failed.
-    tried: Option<(Instant, Option<FetchError>)>,
+    tried: Option<(SystemTime, Option<FetchError>)>,
     /// The JWKS URL found by discovery.
     jwks_uri: Option<String>,
     /// Fetches done (for tests and logs).
@@ -84,16 +86,16 @@ impl JwksCache {
 
     /// The key for a token's `kid` (or the only key, when the token names none), fetching the
     /// keys when they are missing, stale, or do not have that `kid` (at most once per
-    /// [`MIN_REFRESH`]).
-    pub async fn key(&self, kid: Option<&str>) -> Result<Jwk, VerifyError> {
+    /// [`MIN_REFRESH`]). `now` is the caller's clock.
+    pub async fn key(&self, kid: Option<&str>, now: SystemTime) -> Result<Jwk, VerifyError> {
         let mut state = self.state.lock().await;
-        let stale = state.fetched.is_none_or(|at| at.elapsed() >= MAX_AGE);
+        let stale = state.fetched.is_none_or(|at| elapsed(at, now) >= MAX_AGE);
         let known = state
             .keys
             .as_ref()
             .is_some_and(|keys| pick(keys, kid, &self.issuer).is_ok());
         if stale || !known {
-            match self.refresh_locked(&mut state).await {
+            match self.refresh_locked(&mut state, now).await {
                 Ok(()) => {}
                 // Without keys (or with stale ones: fail closed) the fetch error is the answer.
                 Err(source) if stale || state.keys.is_none() => {
@@ -120,9 +122,9 @@ impl JwksCache {
     }
 
     /// Fetches the keys now unless a fetch was tried less than the interval ago.
-    async fn refresh_locked(&self, state: &mut State) -> Result<(), FetchError> {
+    async fn refresh_locked(&self, state: &mut State, now: SystemTime) -> Result<(), FetchError> {
         if let Some((at, last_error)) = &state.tried {
-            let since = at.elapsed();
+            let since = elapsed(*at, now);
             if since < self.min_refresh {
                 let retry_in_secs = (self.min_refresh - since).as_secs().max(1);
                 return Err(FetchError::Backoff {
@@ -136,7 +138,6 @@ impl JwksCache {
         }
         state.fetches += 1;
         let result = self.fetch(state).await;
-        let now = Instant::now();
         match result {
             Ok(keys) => {
                 tracing::info!(issuer = %self.issuer, keys = keys.keys.len(), skipped = keys.skipped, "issuer keys fetched");
@@ -169,6 +170,11 @@ impl JwksCache {
         let bytes = self.http.get_bytes(&url).await?;
         KeySet::from_json(&bytes).map_err(|reason| FetchError::Malformed { url, reason })
     }
+}
+
+/// Time from `at` to `now`; zero when the clock went back.
+fn elapsed(at: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(at).unwrap_or(Duration::ZERO)
 }
 
 /// The key a token names, or the only key when it names none.

@@ -21,6 +21,9 @@ pub mod jwks;
 pub mod jws;
 pub mod verify;
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
 pub use discovery::{Discovery, discover};
 pub use error::{FetchError, VerifyError};
 pub use http::{FormReply, HttpClient};

@@ -30,7 +30,7 @@ pub const MAX_COMMAND_LEN: usize = 4096;
 )]
 #[command(
     about = "The jitssh CA over SSH: `ssh -p 2200 <you>@<ca> COMMAND`",
-    after_help = "Hosts connect as user `host` (join, host-cert); the bastion as user `bastion` (session-cert); people without an enrolled key as user `sso` (login)."
+    after_help = "Hosts connect as user `host` (join, host-cert); the bastion as user `bastion` (session-cert); people without an enrolled key as user `sso` (login); workloads as user `workload` (cert --token-file - with a JWT on stdin)."
 )]
 pub struct ApiCli {
     /// What to do.
@@ -114,6 +114,11 @@ pub struct CertArgs {
     /// `direct = true`.
     #[arg(long)]
     pub direct: bool,
+    /// Workloads (as user `workload`): a JWT from the CI platform or Kubernetes, read from
+    /// stdin (`-`), proves who the workload is; the certificate is for the key you logged in
+    /// with.
+    #[arg(long, value_name = "-")]
+    pub token_file: Option<String>,
 }
 
 /// `request`.
@@ -166,7 +171,7 @@ pub struct SessionCertArgs {
 impl ApiCommand {
     /// Does this command read stdin?
     pub fn reads_stdin(&self) -> bool {
-        matches!(self, ApiCommand::Cert(args) if !args.dry_run)
+        matches!(self, ApiCommand::Cert(args) if !args.dry_run || args.token_file.is_some())
             || matches!(self, ApiCommand::SessionCert(_))
     }
 }
@@ -188,7 +193,7 @@ impl CommandOutput {
         Self::ok(text)
     }
 
-    fn ok(stdout: impl Into<Vec<u8>>) -> Self {
+    pub(super) fn ok(stdout: impl Into<Vec<u8>>) -> Self {
         CommandOutput {
             stdout: stdout.into(),
             ..Default::default()
@@ -300,6 +305,9 @@ pub fn run(
         (Identity::Bastion { .. }, _) => {
             CommandOutput::fail("as user `bastion` you may run: session-cert, ca-keys, krl")
         }
+        (Identity::Workload { .. }, _) => CommandOutput::fail(
+            "as user `workload` you may run: cert --token-file - (a JWT on stdin), ca-keys, krl",
+        ),
     }
 }
 
@@ -308,7 +316,7 @@ fn internal(err: &dyn std::fmt::Display) -> CommandOutput {
     CommandOutput::fail(format!("internal error: {err}"))
 }
 
-fn issue_error(err: &IssueError) -> CommandOutput {
+pub(super) fn issue_error(err: &IssueError) -> CommandOutput {
     match err {
         IssueError::Denied(denial) => CommandOutput::fail(format!("denied: {denial}")),
         other => internal(other),
@@ -363,6 +371,11 @@ fn cert(
     args: &CertArgs,
     stdin: &[u8],
 ) -> CommandOutput {
+    if args.token_file.is_some() {
+        return CommandOutput::fail(
+            "--token-file is for workloads: ssh workload@<ca> cert --token-file - < token.jwt",
+        );
+    }
     let subject = match subject_key(stdin, key) {
         Ok(subject) => subject,
         Err(why) => return CommandOutput::fail(why),
@@ -406,7 +419,7 @@ fn cert(
     }
 }
 
-fn dry_run_text(grant: &Grant, spec: &jitssh_core::cert::CertSpec) -> String {
+pub(super) fn dry_run_text(grant: &Grant, spec: &jitssh_core::cert::CertSpec) -> String {
     let mut out = String::from("dry run: nothing was signed; this certificate would be issued:\n");
     out.push_str(&spec_summary(spec));
     out.push_str("decided by:\n");

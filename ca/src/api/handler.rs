@@ -48,6 +48,7 @@ pub fn identity_for(
                 "SSO is not configured on this CA ([sso] in ca.toml)",
             ));
         }
+        "workload" => (Identity::Workload { key: key.clone() }, None),
         "bastion" => {
             let listed = authority
                 .config()
@@ -222,6 +223,9 @@ impl ApiHandler {
             Some(Identity::Host { key }) => format!("host({})", key.fingerprint(HashAlg::Sha256)),
             Some(Identity::Bastion { .. }) => "bastion".into(),
             Some(Identity::Sso { key }) => format!("sso({})", key.fingerprint(HashAlg::Sha256)),
+            Some(Identity::Workload { key }) => {
+                format!("workload({})", key.fingerprint(HashAlg::Sha256))
+            }
             None => "-".into(),
         }
     }
@@ -497,12 +501,24 @@ impl Handler for ApiHandler {
                     match input {
                         Err(why) => CommandOutput::fail(why),
                         Ok(input) => {
-                            let task = tokio::task::spawn_blocking(move || {
-                                commands::run(&authority, &identity, command, &input, Some(peer))
-                            });
-                            task.await.unwrap_or_else(|err| {
-                                CommandOutput::fail(format!("internal error: {err}"))
-                            })
+                            if let Identity::Workload { key } = identity {
+                                // Async: the token's issuer keys may need fetching.
+                                super::workload::run(authority, key, command, input, Some(peer))
+                                    .await
+                            } else {
+                                let task = tokio::task::spawn_blocking(move || {
+                                    commands::run(
+                                        &authority,
+                                        &identity,
+                                        command,
+                                        &input,
+                                        Some(peer),
+                                    )
+                                });
+                                task.await.unwrap_or_else(|err| {
+                                    CommandOutput::fail(format!("internal error: {err}"))
+                                })
+                            }
                         }
                     }
                 }

@@ -12,6 +12,7 @@ mod commands;
 mod handler;
 mod sso;
 mod stdin;
+mod workload;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -54,6 +55,12 @@ pub enum Identity {
     /// `login` certifies it once they signed in.
     Sso {
         /// The key they authenticated with.
+        key: PublicKey,
+    },
+    /// A workload (user `workload`): any key may connect; `cert --token-file -` verifies its
+    /// token and certifies this key.
+    Workload {
+        /// The key it authenticated with (the one certified).
         key: PublicKey,
     },
 }

@@ -580,11 +580,11 @@ fn a_person_from_sso_gets_every_rule_of_their_roles() {
         .person("carol@example.com", &["ops".to_string()]);
     assert_eq!(matched, vec!["ops".to_string()]);
     let denial = policy
-        .evaluate_person(&person, &CertRequest::default(), 0)
+        .evaluate_for(&person, &CertRequest::default(), 0)
         .unwrap_err();
     assert!(denial.reason.contains("reason"), "{denial}");
     let grant = policy
-        .evaluate_person(
+        .evaluate_for(
             &person,
             &CertRequest {
                 reason: Some("INC-1".into()),
@@ -596,7 +596,7 @@ fn a_person_from_sso_gets_every_rule_of_their_roles() {
         .unwrap_err();
     assert!(grant.reason.contains("max_ttl"), "{grant}");
     let grant = policy
-        .evaluate_person(
+        .evaluate_for(
             &person,
             &CertRequest {
                 reason: Some("INC-1".into()),
