@@ -119,6 +119,7 @@ mod cast;
 mod chain;
 mod error;
 mod files;
+pub mod filexfer;
 mod id;
 mod lines;
 mod model;
