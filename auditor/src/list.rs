@@ -397,10 +397,7 @@ pub(crate) fn describe_file(file: &FileRecord) -> String {
                     format!("partial ({} ranges{span})", file.ranges.unwrap_or(0))
                 }
             };
-            format!(
-                "{:<8} {path}  {size} bytes  {what}",
-                direction.as_str()
-            )
+            format!("{:<8} {path}  {size} bytes  {what}", direction.as_str())
         }
         _ => {
             let mut line = format!("{:<8} {path}", file.op);

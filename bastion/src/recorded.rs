@@ -26,8 +26,8 @@ use jitssh_core::keys::CaSigner;
 use jitssh_core::store::{SessionIndex, SqliteStore};
 
 use crate::pump::Tap;
-pub use crate::recording::{Backlog, DEFAULT_RECORDING_QUEUE};
 use crate::recording::filexfer::FileAudit;
+pub use crate::recording::{Backlog, DEFAULT_RECORDING_QUEUE};
 use crate::recording::{
     ChannelKind, LowDisk, Pty, QuotaHit, Quotas, Recorder, RecordingError, RecordingPolicy,
     SessionMeta, SessionSummary, Stream, WriteError, Writer,

@@ -155,7 +155,8 @@ impl Recording {
                 Some("transfer.file") => {
                     let record: Option<FileRecord> = serde_json::from_value(event.clone()).ok();
                     if let Some(record) = record
-                        && let Some(ch) = seq().and_then(|s| channels.iter_mut().find(|c| c.seq == s))
+                        && let Some(ch) =
+                            seq().and_then(|s| channels.iter_mut().find(|c| c.seq == s))
                     {
                         ch.files.push(record);
                     }

@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 
 use super::bulk::{OutputStream, end_note, stream_name, switch_note};
 use super::chain::Chain;
-use super::filexfer::FileRecord;
 use super::files::{FileSeal, LineFile};
+use super::filexfer::FileRecord;
 use super::model::{
     BulkReason, ChannelKind, ChannelSummary, OnFailure, RecordingPolicy, SessionMeta,
     SessionSummary,

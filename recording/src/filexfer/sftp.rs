@@ -224,13 +224,20 @@ enum Pending {
     },
     /// A request on paths (`rename`, `remove`, ...), recorded with its answer.
     Op(FileRecord),
+    /// `FSETSTAT` setting an open file's size (OpenSSH's `scp` truncates this way after
+    /// writing), recorded with its answer.
+    Truncate {
+        file: u32,
+        size: u64,
+        record: FileRecord,
+    },
 }
 
 impl Pending {
     fn path_bytes(&self) -> usize {
         match self {
             Pending::Open { path, .. } => path.len(),
-            Pending::Op(r) => {
+            Pending::Op(r) | Pending::Truncate { record: r, .. } => {
                 r.path.as_ref().map_or(0, String::len)
                     + r.to.as_ref().map_or(0, String::len)
                     + r.detail.as_ref().map_or(0, String::len)
@@ -251,6 +258,8 @@ struct OpenFile {
     eof: bool,
     /// Size from an `FSTAT` answer.
     size: Option<u64>,
+    /// Size set by an `FSETSTAT` that succeeded.
+    truncated: Option<u64>,
     /// Failed writes or reads, and reads past the tracking bound.
     trouble: u64,
 }
@@ -298,7 +307,9 @@ impl SftpAudit {
         let mut ids: Vec<u32> = s.pending.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            if let Some(Pending::Op(mut record)) = s.pending.remove(&id) {
+            if let Some(Pending::Op(mut record) | Pending::Truncate { mut record, .. }) =
+                s.pending.remove(&id)
+            {
                 record.status = "no reply".to_owned();
                 out.push(record);
             }
@@ -401,9 +412,13 @@ impl State {
             }
             code::FSETSTAT => {
                 let handle = f.handle()?;
-                let (_, set) = f.attrs()?;
+                let (size, set) = f.attrs()?;
                 let path = self.handle_path(handle);
-                Some(op("fsetstat", path, None, Some(set)))
+                let record = op_record("fsetstat", path, None, Some(set));
+                match (self.handles.get(handle), size) {
+                    (Some(&file), Some(size)) => Some(Pending::Truncate { file, size, record }),
+                    _ => Some(Pending::Op(record)),
+                }
             }
             code::REMOVE => Some(op("remove", path_text(f.string("path")?), None, None)),
             code::MKDIR => {
@@ -500,7 +515,7 @@ impl State {
     /// A request replaced by another of the same id before its answer.
     fn forget(&mut self, old: Pending, out: &mut Vec<FileRecord>) {
         match old {
-            Pending::Op(mut record) => {
+            Pending::Op(mut record) | Pending::Truncate { mut record, .. } => {
                 record.status = "no reply (request id reused)".to_owned();
                 out.push(record);
             }
@@ -562,7 +577,7 @@ impl State {
             _ => {
                 // An answer of another kind (`NAME`, `EXTENDED_REPLY`): records see it as
                 // done.
-                if let Pending::Op(record) = pending {
+                if let Pending::Op(record) | Pending::Truncate { record, .. } = pending {
                     out.push(record);
                 }
             }
@@ -604,6 +619,7 @@ impl State {
                 written: Moved::new(),
                 eof: false,
                 size: None,
+                truncated: None,
                 trouble: 0,
             },
         );
@@ -620,6 +636,19 @@ impl State {
                 out.push(record);
             }
             Pending::Op(mut record) => {
+                record.status = status;
+                out.push(record);
+            }
+            Pending::Truncate {
+                file,
+                size,
+                mut record,
+            } => {
+                if code == 0
+                    && let Some(open) = self.files.get_mut(&file)
+                {
+                    open.truncated = Some(size);
+                }
                 record.status = status;
                 out.push(record);
             }
@@ -663,10 +692,14 @@ fn open_flags(flags: u32) -> String {
 }
 
 fn op(name: &str, path: String, to: Option<String>, detail: Option<String>) -> Pending {
+    Pending::Op(op_record(name, path, to, detail))
+}
+
+fn op_record(name: &str, path: String, to: Option<String>, detail: Option<String>) -> FileRecord {
     let mut record = FileRecord::new(PROTOCOL, name, Some(path));
     record.to = to;
     record.detail = detail;
-    Pending::Op(record)
+    record
 }
 
 /// `ok`, or the error's name and the server's message.
@@ -713,10 +746,10 @@ fn close_record(file: OpenFile, status: String) -> FileRecord {
         return record;
     };
     // Whole: in order from 0 with nothing lost, and (downloads) read to the end, (uploads)
-    // into a file truncated or new, so its bytes are exactly these.
+    // into a file truncated, new, or cut to that size after, so its bytes are exactly these.
     let complete = match direction {
         Direction::Download => file.eof || file.size == Some(moved.next()),
-        _ => file.flags & (0x10 | 0x20) != 0,
+        _ => file.flags & (0x10 | 0x20) != 0 || file.truncated == Some(moved.next()),
     };
     let whole = moved.in_order() && file.trouble == 0 && complete && record.status == "ok";
     record.size = Some(moved.bytes());

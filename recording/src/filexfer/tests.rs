@@ -282,6 +282,45 @@ fn a_partial_or_out_of_order_transfer_is_reported_with_its_ranges_and_no_digest(
 }
 
 #[test]
+fn an_upload_cut_to_its_size_after_writing_is_whole() {
+    // OpenSSH's scp in SFTP mode: open write,create (no truncate), write, fsetstat size.
+    let mut t = Talk::start();
+    t.up(Pkt::new(3).u32(1).s(b"/f").u32(0x0a).u32(0).done());
+    t.down(Pkt::new(102).u32(1).s(b"H").done());
+    t.up(Pkt::new(6).u32(2).s(b"H").u64(0).s(b"abc").done());
+    t.down(status(2, OK));
+    t.up(Pkt::new(10).u32(3).s(b"H").u32(1).u64(3).done());
+    t.down(status(3, OK));
+    t.up(Pkt::new(4).u32(4).s(b"H").done());
+    t.down(status(4, OK));
+    let records = t.run(&mut sftp(), 3).expect("parses");
+    let file = transfers(&records)[0];
+    assert_eq!(
+        file.sha256.as_deref(),
+        Some(sha(b"abc").as_str()),
+        "{records:#?}"
+    );
+    let fsetstat = records
+        .iter()
+        .find(|r| r.op == "fsetstat")
+        .expect("fsetstat");
+    assert_eq!(
+        (fsetstat.path.as_deref(), fsetstat.detail.as_deref()),
+        (Some("/f"), Some("size=3"))
+    );
+    // Without the truncation the old file's tail may remain: not whole.
+    let mut t = Talk::start();
+    t.up(Pkt::new(3).u32(1).s(b"/f").u32(0x0a).u32(0).done());
+    t.down(Pkt::new(102).u32(1).s(b"H").done());
+    t.up(Pkt::new(6).u32(2).s(b"H").u64(0).s(b"abc").done());
+    t.down(status(2, OK));
+    t.up(Pkt::new(4).u32(4).s(b"H").done());
+    t.down(status(4, OK));
+    let records = t.run(&mut sftp(), 3).expect("parses");
+    assert_eq!(transfers(&records)[0].whole, Some(false));
+}
+
+#[test]
 fn a_failed_write_makes_the_file_partial() {
     let mut t = Talk::start();
     t.up(Pkt::new(3).u32(1).s(b"/f").u32(0x1a).u32(0).done());
