@@ -183,7 +183,7 @@ impl RcpAudit {
                     file.seen += take as u64;
                     data = &data[take..];
                     if file.seen == file.size {
-                        self.advance(|f| Source::Status(f));
+                        self.advance(Source::Status);
                     }
                 }
                 Source::Status(_) => {
@@ -257,7 +257,7 @@ impl RcpAudit {
                     sha: Sha256::new(),
                 }));
                 if size == 0 {
-                    self.advance(|f| Source::Status(f));
+                    self.advance(Source::Status);
                 }
                 Ok(())
             }
