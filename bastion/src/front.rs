@@ -549,7 +549,7 @@ impl russh::server::Handler for Front {
                 // The transfer could not be audited: this channel ended, the session goes on.
                 let event = sess
                     .event("transfer.malformed")
-                    .with("channel", user_id.to_string().as_str())
+                    .with("channel", user_id.number())
                     .with("reason", why.as_str());
                 sess.shared.audit.record_or_log(event).await;
             } else if let pump::Ended::TapFailed(why) = ended {
