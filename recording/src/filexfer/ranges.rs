@@ -3,8 +3,10 @@
 
 use sha2::{Digest, Sha256};
 
-/// Disjoint ranges kept before further ones are only counted.
-pub(crate) const MAX_RANGES: usize = 1024;
+/// Disjoint ranges kept per file and direction before further ones are only counted (each
+/// counted as one more range, as if it merged with nothing): 1 KiB per direction of each of
+/// up to [`super::sftp::MAX_HANDLES`] open files.
+pub(crate) const MAX_RANGES: usize = 64;
 
 /// What was moved of one file.
 #[derive(Debug, Clone, Default)]

@@ -223,13 +223,13 @@ enum Pending {
         file: u32,
     },
     /// A request on paths (`rename`, `remove`, ...), recorded with its answer.
-    Op(FileRecord),
+    Op(Box<FileRecord>),
     /// `FSETSTAT` setting an open file's size (OpenSSH's `scp` truncates this way after
     /// writing), recorded with its answer.
     Truncate {
         file: u32,
         size: u64,
-        record: FileRecord,
+        record: Box<FileRecord>,
     },
 }
 
@@ -311,7 +311,7 @@ impl SftpAudit {
                 s.pending.remove(&id)
             {
                 record.status = "no reply".to_owned();
-                out.push(record);
+                out.push(*record);
             }
         }
         let mut files: Vec<(u32, OpenFile)> = s.files.drain().collect();
@@ -517,7 +517,7 @@ impl State {
         match old {
             Pending::Op(mut record) | Pending::Truncate { mut record, .. } => {
                 record.status = "no reply (request id reused)".to_owned();
-                out.push(record);
+                out.push(*record);
             }
             Pending::Read { file, .. } | Pending::Write { file } => {
                 if let Some(open) = self.files.get_mut(&file) {
@@ -578,7 +578,7 @@ impl State {
                 // An answer of another kind (`NAME`, `EXTENDED_REPLY`): records see it as
                 // done.
                 if let Pending::Op(record) | Pending::Truncate { record, .. } = pending {
-                    out.push(record);
+                    out.push(*record);
                 }
             }
         }
@@ -637,7 +637,7 @@ impl State {
             }
             Pending::Op(mut record) => {
                 record.status = status;
-                out.push(record);
+                out.push(*record);
             }
             Pending::Truncate {
                 file,
@@ -650,7 +650,7 @@ impl State {
                     open.truncated = Some(size);
                 }
                 record.status = status;
-                out.push(record);
+                out.push(*record);
             }
             Pending::Read { file, offset } => {
                 if let Some(open) = self.files.get_mut(&file) {
@@ -695,11 +695,17 @@ fn op(name: &str, path: String, to: Option<String>, detail: Option<String>) -> P
     Pending::Op(op_record(name, path, to, detail))
 }
 
-fn op_record(name: &str, path: String, to: Option<String>, detail: Option<String>) -> FileRecord {
+/// Boxed: a request awaiting its answer stays small (most are reads).
+fn op_record(
+    name: &str,
+    path: String,
+    to: Option<String>,
+    detail: Option<String>,
+) -> Box<FileRecord> {
     let mut record = FileRecord::new(PROTOCOL, name, Some(path));
     record.to = to;
     record.detail = detail;
-    record
+    Box::new(record)
 }
 
 /// `ok`, or the error's name and the server's message.
