@@ -186,7 +186,7 @@ fn parse_size(text: &str) -> Option<(u16, u16)> {
     (c > 0 && r > 0).then_some((c.min(1000), r.min(500)))
 }
 
-/// `{"id":..,"session":..,"journal":[..],"channels":[{"seq":..,"offset":..,"header":..,"bulk":[..],"events":[..]}]}`
+/// `{"id":..,"session":..,"journal":[..],"transfers":[..],"channels":[{"seq":..,"offset":..,"header":..,"bulk":[..],"events":[..]}]}`
 /// written as it is read; `bulk` lists output kept as size and SHA-256 only.
 fn json_document(
     recording: &Recording,
@@ -197,12 +197,29 @@ fn json_document(
         .meta()
         .and_then(|m| serde_json::to_value(m).ok())
         .unwrap_or(Value::Null);
+    // Per-file transfer records, each with its channel's `seq` (also in the journal as
+    // `transfer.file`).
+    let transfers: Vec<Value> = recording
+        .channels
+        .iter()
+        .filter(|c| only.is_none_or(|seq| seq == c.seq))
+        .flat_map(|c| {
+            c.files.iter().map(move |f| {
+                let mut v = serde_json::to_value(f).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("seq".into(), c.seq.into());
+                }
+                v
+            })
+        })
+        .collect();
     write!(
         out,
-        "{{\"id\":{},\"session\":{meta},\"sealed\":{},\"journal\":{}",
+        "{{\"id\":{},\"session\":{meta},\"sealed\":{},\"journal\":{},\"transfers\":{}",
         json!(recording.id),
         recording.has_seal(),
-        Value::Array(recording.journal.clone())
+        Value::Array(recording.journal.clone()),
+        Value::Array(transfers)
     )
     .map_err(output)?;
     let segments = match super::timeline(recording, only) {

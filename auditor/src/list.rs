@@ -12,6 +12,7 @@ use super::args::ListArgs;
 use super::termfilter::C1Escaper;
 use super::timefmt::{format_bytes, format_duration, format_unix};
 use super::{Auditor, AuditorError, Liveness, Outcome, Status, output};
+use jitssh_recording::filexfer::FileRecord;
 use jitssh_recording::{BulkEntry, BulkReason, ChannelEntry, Recording, SEAL_FILE};
 
 /// Audit record members already shown in the session's header.
@@ -271,6 +272,10 @@ impl Auditor {
                         }
                     }
                 }
+                // The files it moved and what it did to them (sftp, scp).
+                for file in ch.files.iter().filter(|f| shown_file(f)) {
+                    writeln!(w, "      {}", printable(&describe_file(file))).map_err(output)?;
+                }
             }
         }
 
@@ -369,6 +374,48 @@ fn read_seal(dir: &Path) -> Option<Value> {
 
 /// `stdout: 1073741824 bytes after the first 1.0 MiB not stored (over the limit); sha256
 /// of all 1074790400 bytes: <hex>`.
+/// Per-file records shown by `sessions show`: all but opens that succeeded (their file's
+/// `close` says more).
+fn shown_file(file: &FileRecord) -> bool {
+    !(file.op == "open" && file.status == "ok")
+}
+
+/// One per-file transfer record as a line: `upload /srv/a.txt 6000 bytes sha256 <hex>`,
+/// `download /x 10 bytes partial (2 ranges, 0..300)`, `rename /a -> /b`, with the status
+/// when it is not `ok`.
+pub(crate) fn describe_file(file: &FileRecord) -> String {
+    let path = file.path.as_deref().unwrap_or("-");
+    let mut line = match (file.direction, file.size) {
+        (Some(direction), Some(size)) => {
+            let what = match (&file.sha256, file.whole) {
+                (Some(sha), Some(true)) => format!("sha256 {sha}"),
+                _ => {
+                    let span = file
+                        .range
+                        .map(|[a, b]| format!(", bytes {a}..{b}"))
+                        .unwrap_or_default();
+                    format!("partial ({} ranges{span})", file.ranges.unwrap_or(0))
+                }
+            };
+            format!("{:<8} {path}  {size} bytes  {what}", direction.as_str())
+        }
+        _ => {
+            let mut line = format!("{:<8} {path}", file.op);
+            if let Some(to) = &file.to {
+                line.push_str(&format!(" -> {to}"));
+            }
+            if let Some(detail) = file.detail.as_deref().filter(|d| !d.is_empty()) {
+                line.push_str(&format!("  ({detail})"));
+            }
+            line
+        }
+    };
+    if file.status != "ok" {
+        line.push_str(&format!("  [{}]", file.status));
+    }
+    format!("{} {line}", file.protocol)
+}
+
 pub(crate) fn describe_bulk(bulk: &BulkEntry) -> String {
     let why = match bulk.reason {
         Some(BulkReason::Limit) => "over the limit",

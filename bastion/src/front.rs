@@ -545,7 +545,14 @@ impl russh::server::Handler for Front {
                 .lock()
                 .map_err(|_| TapError::Poisoned)
                 .and_then(|mut tap| tap.finish());
-            if let pump::Ended::TapFailed(why) = ended {
+            if let pump::Ended::TapFailed(TapError::Protocol(why)) = ended {
+                // The transfer could not be audited: this channel ended, the session goes on.
+                let event = sess
+                    .event("transfer.malformed")
+                    .with("channel", user_id.number())
+                    .with("reason", why.as_str());
+                sess.shared.audit.record_or_log(event).await;
+            } else if let pump::Ended::TapFailed(why) = ended {
                 sess.end(EndReason::RecordingFailed(why.to_string())).await;
             } else if let Err(why) = finished {
                 tracing::warn!(session = %sess.id, "cannot close a channel's recording: {why}");

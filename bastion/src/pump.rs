@@ -20,8 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use crate::recording::Backlog;
 
-/// Why a [`Tap`] could not observe a channel's traffic. The channel is closed and the
-/// session ends (`the recording failed (...)`).
+/// Why a [`Tap`] could not observe a channel's traffic. The channel is closed; a recording
+/// failure also ends the session (`the recording failed (...)`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TapError {
     /// The recording cannot be written (the recorder's reason: disk, quota, writer gone).
@@ -30,6 +30,10 @@ pub enum TapError {
     /// A task panicked while holding the channel's recorder.
     #[error("recorder lock poisoned")]
     Poisoned,
+    /// A transfer's protocol could not be audited (malformed, or past a bound): this
+    /// channel ends, the session goes on.
+    #[error("{0}")]
+    Protocol(String),
 }
 
 impl From<String> for TapError {

@@ -26,6 +26,7 @@ use jitssh_core::keys::CaSigner;
 use jitssh_core::store::{SessionIndex, SqliteStore};
 
 use crate::pump::Tap;
+use crate::recording::filexfer::FileAudit;
 pub use crate::recording::{Backlog, DEFAULT_RECORDING_QUEUE};
 use crate::recording::{
     ChannelKind, LowDisk, Pty, QuotaHit, Quotas, Recorder, RecordingError, RecordingPolicy,
@@ -166,11 +167,14 @@ impl SessionRecording {
     }
 
     /// A tap recording channel `channel` as `kind` (its file is created by the writer).
+    /// Transfers audited per file (sftp, scp) get their [`FileAudit`].
     pub fn channel(&self, channel: u32, kind: ChannelKind) -> Result<Option<ChannelTap>, String> {
+        let files = FileAudit::for_channel(&kind);
         let handle = self.writer.open(channel, kind).map_err(|e| e.to_string())?;
         Ok(Some(ChannelTap {
             writer: self.writer.clone(),
             handle: Some(handle),
+            files,
         }))
     }
 
@@ -217,6 +221,9 @@ pub struct ChannelTap {
     writer: Writer,
     /// The channel's handle at the writer, until it is finished.
     handle: Option<u64>,
+    /// Transfers: the per-file audit, fed both directions before they are relayed. A
+    /// malformed packet journals a record and ends the channel (the packet is not relayed).
+    files: Option<FileAudit>,
 }
 
 /// A recording write failure as the pump sees it (the channel ends, the reason is kept).
@@ -237,13 +244,37 @@ impl ChannelTap {
     }
 }
 
+impl ChannelTap {
+    /// Feeds the per-file audit and journals what it found; a malformed stream ends the
+    /// channel ([`crate::pump::TapError::Protocol`]), after its record is queued.
+    fn audit(&mut self, from_client: bool, data: &[u8]) -> Result<(), crate::pump::TapError> {
+        let Some(files) = self.files.as_mut() else {
+            return Ok(());
+        };
+        let mut records = Vec::new();
+        let result = if from_client {
+            files.input(data, &mut records)
+        } else {
+            files.output(data, &mut records)
+        };
+        if let Err(bad) = &result {
+            records.push(bad.record());
+            self.files = None;
+        }
+        self.call(|w, h| w.files(h, records))?;
+        result.map_err(|bad| crate::pump::TapError::Protocol(bad.to_string()))
+    }
+}
+
 impl Tap for ChannelTap {
     fn input(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
-        self.call(|w, h| w.data(h, Stream::In, data))
+        self.call(|w, h| w.data(h, Stream::In, data))?;
+        self.audit(true, data)
     }
 
     fn output(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
-        self.call(|w, h| w.data(h, Stream::Out, data))
+        self.call(|w, h| w.data(h, Stream::Out, data))?;
+        self.audit(false, data)
     }
 
     fn stderr(&mut self, data: &[u8]) -> Result<(), crate::pump::TapError> {
@@ -263,6 +294,11 @@ impl Tap for ChannelTap {
     }
 
     fn finish(&mut self) -> Result<(), crate::pump::TapError> {
+        if let Some(mut files) = self.files.take() {
+            let mut records = Vec::new();
+            files.finish(&mut records);
+            self.call(|w, h| w.files(h, records))?;
+        }
         match self.handle.take() {
             Some(handle) => self.writer.close(handle).map_err(tap_error),
             None => Ok(()),

@@ -16,7 +16,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `events.jsonl` | session journal: `session.start` (who, from where, certificate, target), `channel.open`/`channel.exit`/`channel.close` (command, exit status, byte counts, transfer and bulk digests), `data.raw`, `output.bulk`/`output.bulk.end`, `recording.quota`, `recording.degraded`, `session.end` |
+//! | `events.jsonl` | session journal: `session.start` (who, from where, certificate, target), `channel.open`/`channel.exit`/`channel.close` (command, exit status, byte counts, transfer and bulk digests), `data.raw`, `output.bulk`/`output.bulk.end`, `transfer.file` (per-file transfer audit, see [`filexfer`]), `recording.quota`, `recording.degraded`, `session.end` |
 //! | `chan-<k>.cast` | asciicast v2 for the k-th terminal channel (shell, or exec of a command): header with size, `TERM`, the command, session metadata under `jitssh`; `o` output, `r` resize, `i` input only when the policy asks |
 //! | `chan-<k>.transfer.jsonl` | sftp/scp/rsync content, only when the policy asks: `[t, "up"\|"down"\|"err", "<base64>"]` lines |
 //! | `chain.jsonl` | the hash chain over every line of the files above |
@@ -119,6 +119,7 @@ mod cast;
 mod chain;
 mod error;
 mod files;
+pub mod filexfer;
 mod id;
 mod lines;
 mod model;

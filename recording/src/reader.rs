@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::filexfer::FileRecord;
 use crate::lines::LineReader;
 use crate::{
     BulkReason, ChannelKind, ChannelSummary, EVENTS_FILE, RecordingError, SEAL_FILE, SessionMeta,
@@ -58,6 +59,8 @@ pub struct ChannelEntry {
     pub opened: Option<String>,
     /// Output streams recorded as size and SHA-256 after a point (exec without a pty).
     pub bulk: Vec<BulkEntry>,
+    /// Transfers: the per-file audit records (journal `transfer.file`), in order.
+    pub files: Vec<FileRecord>,
 }
 
 /// An output stream that stopped going to the cast (journal `output.bulk`, and
@@ -125,6 +128,7 @@ impl Recording {
                             summary: None,
                             opened: event["time"].as_str().map(str::to_owned),
                             bulk: Vec::new(),
+                            files: Vec::new(),
                         });
                     }
                 }
@@ -146,6 +150,15 @@ impl Recording {
                     if let Some(bulk) = bulk {
                         bulk.bytes = event["bytes"].as_u64();
                         bulk.sha256 = event["sha256"].as_str().map(str::to_owned);
+                    }
+                }
+                Some("transfer.file") => {
+                    let record: Option<FileRecord> = serde_json::from_value(event.clone()).ok();
+                    if let Some(record) = record
+                        && let Some(ch) =
+                            seq().and_then(|s| channels.iter_mut().find(|c| c.seq == s))
+                    {
+                        ch.files.push(record);
                     }
                 }
                 Some("channel.close") => {

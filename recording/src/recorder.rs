@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use super::bulk::{OutputStream, end_note, stream_name, switch_note};
 use super::chain::Chain;
 use super::files::{FileSeal, LineFile};
+use super::filexfer::FileRecord;
 use super::model::{
     BulkReason, ChannelKind, ChannelSummary, OnFailure, RecordingPolicy, SessionMeta,
     SessionSummary,
@@ -399,6 +400,21 @@ impl ChannelRecorder {
         ch.exit_signal = Some(signal.to_owned());
         let seq = ch.seq;
         s.journal("channel.exit", json!({"seq": seq, "signal": signal}))?;
+        s.write_if_due()
+    }
+
+    /// Journals the channel's per-file transfer records (`transfer.file`, see
+    /// [`crate::filexfer`]): in the journal, so the hash chain and the seal cover them.
+    pub fn files(&mut self, records: &[FileRecord]) -> Result<(), RecordingError> {
+        let mut s = lock(&self.shared);
+        let seq = s.channels[self.slot].seq;
+        for record in records {
+            let mut fields = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
+            if let Value::Object(map) = &mut fields {
+                map.insert("seq".into(), seq.into());
+            }
+            s.journal("transfer.file", fields)?;
+        }
         s.write_if_due()
     }
 

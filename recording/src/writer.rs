@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::{
     ChannelKind, ChannelRecorder, OnFailure, QuotaHit, Recorder, RecordingError, SessionSummary,
+    filexfer::FileRecord,
 };
 
 /// Default bytes a session may queue for its recording writer (`[limits] recording_queue`).
@@ -159,6 +160,10 @@ enum Op {
         handle: u64,
         signal: String,
     },
+    Files {
+        handle: u64,
+        records: Vec<FileRecord>,
+    },
     Close {
         handle: u64,
     },
@@ -174,6 +179,15 @@ impl Op {
         match self {
             Op::Data { data, .. } => data.len() + OP_OVERHEAD,
             Op::ExitSignal { signal, .. } => signal.len() + OP_OVERHEAD,
+            Op::Files { records, .. } => records
+                .iter()
+                .map(|r| {
+                    OP_OVERHEAD
+                        + r.path.as_ref().map_or(0, String::len)
+                        + r.to.as_ref().map_or(0, String::len)
+                        + r.status.len()
+                })
+                .sum(),
             _ => OP_OVERHEAD,
         }
     }
@@ -294,6 +308,15 @@ impl Writer {
             },
             false,
         )
+    }
+
+    /// Queues the per-file audit records of transfer channel `handle` (journaled as
+    /// `transfer.file`). Counted as data: a transfer's records wait with its bytes.
+    pub fn files(&self, handle: u64, records: Vec<FileRecord>) -> Result<(), WriteError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.send(Op::Files { handle, records }, true)
     }
 
     /// Queues the end of channel `handle` (its file is synced and closed).
@@ -474,6 +497,10 @@ fn apply(
         },
         Op::ExitSignal { handle, signal } => match channels.get_mut(&handle) {
             Some(ch) => ch.exit_signal(&signal),
+            None => Ok(()),
+        },
+        Op::Files { handle, records } => match channels.get_mut(&handle) {
+            Some(ch) => ch.files(&records),
             None => Ok(()),
         },
         Op::Close { handle } => match channels.remove(&handle) {
