@@ -12,6 +12,7 @@
 //! `SUCCESS`/`FAILURE` come back on the target channel and are routed to that waiting task
 //! through [`Replies`].
 
+use jitssh_core::metrics::names;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -295,10 +296,17 @@ async fn read_user(mut from: ChannelReadHalf, to: Queue, tap: &SharedTap) -> End
 
 /// Writes to the target's channel, waiting for its window.
 async fn write_target(mut items: Items, to: &ChannelWriteHalf<client::Msg>) {
+    let relayed = metrics::counter!(names::BASTION_RELAYED, "direction" => "to_target");
     while let Some((msg, _permit)) = items.recv().await {
         let sent = match msg {
-            ChannelMsg::Data { data } => to.data_bytes(data).await,
-            ChannelMsg::ExtendedData { data, ext } => to.extended_data_bytes(ext, data).await,
+            ChannelMsg::Data { data } => {
+                relayed.increment(data.len() as u64);
+                to.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                relayed.increment(data.len() as u64);
+                to.extended_data_bytes(ext, data).await
+            }
             ChannelMsg::Eof => to.eof().await,
             _ => break,
         };
@@ -383,10 +391,15 @@ async fn write_user(
     id: ChannelId,
     handle: &server::Handle,
 ) {
+    let relayed = metrics::counter!(names::BASTION_RELAYED, "direction" => "from_target");
     while let Some((msg, _permit)) = items.recv().await {
         let sent = match msg {
-            ChannelMsg::Data { data } => to.data_bytes(data).await.is_ok(),
+            ChannelMsg::Data { data } => {
+                relayed.increment(data.len() as u64);
+                to.data_bytes(data).await.is_ok()
+            }
             ChannelMsg::ExtendedData { data, ext } => {
+                relayed.increment(data.len() as u64);
                 to.extended_data_bytes(ext, data).await.is_ok()
             }
             ChannelMsg::Eof => to.eof().await.is_ok(),

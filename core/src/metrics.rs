@@ -39,8 +39,8 @@ pub mod names {
     pub const BASTION_SESSIONS_LIVE: &str = "jitssh_bastion_sessions_live";
     /// Bytes relayed between people and targets, by `direction` (to_target, from_target).
     pub const BASTION_RELAYED: &str = "jitssh_bastion_relayed_bytes_total";
-    /// Bytes written to session recordings.
-    pub const RECORDING_BYTES: &str = "jitssh_recording_written_bytes_total";
+    /// Bytes of session streams the recording writers recorded.
+    pub const RECORDING_BYTES: &str = "jitssh_recording_bytes_total";
     /// Recording write failures (disk full, I/O errors), each audited as well.
     pub const RECORDING_FAILURES: &str = "jitssh_recording_failures_total";
     /// Bytes queued for the recording writers now, all sessions together.
@@ -87,7 +87,7 @@ pub fn describe_all() {
     describe_counter!(
         RECORDING_BYTES,
         Unit::Bytes,
-        "Bytes written to session recordings."
+        "Bytes of session streams recorded."
     );
     describe_counter!(RECORDING_FAILURES, "Recording write failures.");
     describe_gauge!(

@@ -18,6 +18,7 @@
 //! tokio's blocking pool for the session's whole life, and a pool full of long-lived
 //! sessions would starve every other `spawn_blocking` (session starts, seals).
 
+use jitssh_core::metrics::names;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -108,6 +109,7 @@ impl Backlog {
 
     fn charge(&self, cost: usize) {
         self.queued.fetch_add(cost, Ordering::AcqRel);
+        metrics::gauge!(names::RECORDING_QUEUED).increment(cost as f64);
     }
 
     fn release(&self, cost: usize) {
@@ -118,6 +120,7 @@ impl Backlog {
                 Some(q.saturating_sub(cost))
             })
             .unwrap_or_else(|q| q);
+        metrics::gauge!(names::RECORDING_QUEUED).decrement(before.min(cost) as f64);
         if before.saturating_sub(cost) < self.limit {
             self.room.notify_waiters();
         }
@@ -407,6 +410,8 @@ impl Writer {
 /// The writer thread: runs ops in order until the session is finished or dropped.
 fn run(recorder: Recorder, ops: mpsc::Receiver<(Op, usize)>, inner: &Shared) {
     let _stopped = Stopped(inner);
+    let recorded = metrics::counter!(names::RECORDING_BYTES);
+    let failures = metrics::counter!(names::RECORDING_FAILURES);
     let mut channels: HashMap<u64, ChannelRecorder> = HashMap::new();
     while let Ok((op, cost)) = ops.recv() {
         let result = match op {
@@ -417,11 +422,22 @@ fn run(recorder: Recorder, ops: mpsc::Receiver<(Op, usize)>, inner: &Shared) {
                 let _ = reply.send(summary);
                 return;
             }
-            op => apply(&recorder, &mut channels, op, inner),
+            op => {
+                let stream_bytes = match &op {
+                    Op::Data { data, .. } => data.len() as u64,
+                    _ => 0,
+                };
+                let result = apply(&recorder, &mut channels, op, inner);
+                if result.is_ok() {
+                    recorded.increment(stream_bytes);
+                }
+                result
+            }
         };
         inner.backlog.release(cost);
         let mut status = lock(&inner.status);
         if let Err(err) = result {
+            failures.increment(1);
             match inner.on_failure {
                 OnFailure::Terminate => {
                     status.failure.get_or_insert_with(|| err.into());
@@ -432,6 +448,7 @@ fn run(recorder: Recorder, ops: mpsc::Receiver<(Op, usize)>, inner: &Shared) {
             }
         }
         if let Some(err) = recorder.take_degraded() {
+            failures.increment(1);
             status.degraded.get_or_insert_with(|| err.into());
         }
         if let Some(hit) = recorder.take_quota() {
@@ -455,7 +472,8 @@ impl Drop for Stopped<'_> {
                 OnFailure::Continue => status.degraded.get_or_insert(why),
             };
         }
-        self.0.backlog.queued.store(0, Ordering::Release);
+        let dropped = self.0.backlog.queued.swap(0, Ordering::AcqRel);
+        metrics::gauge!(names::RECORDING_QUEUED).decrement(dropped as f64);
         self.0.backlog.room.notify_waiters();
     }
 }
