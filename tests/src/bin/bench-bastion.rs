@@ -47,18 +47,32 @@ struct Setup {
 fn main() {
     let mut sessions = 200usize;
     let mut runs = 20usize;
+    // Comma-separated filters: which throughput cases (`exec`, `scp`, `pty`) and which routes
+    // (the host names below) to run; everything when absent. For profiling one path at a time.
+    let mut only_cases: Option<String> = None;
+    let mut only_routes: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse().ok());
-        match (arg.as_str(), value) {
-            ("--sessions", Some(n)) => sessions = n,
-            ("--runs", Some(n)) => runs = n,
+        let value = args.next();
+        let number = value.as_deref().and_then(|v| v.parse().ok());
+        match (arg.as_str(), number, value) {
+            ("--sessions", Some(n), _) => sessions = n,
+            ("--runs", Some(n), _) => runs = n,
+            ("--cases", _, Some(v)) => only_cases = Some(v),
+            ("--routes", _, Some(v)) => only_routes = Some(v),
             _ => {
-                eprintln!("usage: bench-bastion [--sessions N] [--runs N]");
+                eprintln!(
+                    "usage: bench-bastion [--sessions N] [--runs N] [--cases exec,scp,pty] [--routes direct,jumped,bastion,bastion-j,unrecorded]"
+                );
                 std::process::exit(2);
             }
         }
     }
+    let wanted = |filter: &Option<String>, name: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|w| w == name))
+    };
     let setup = setup();
     let routes = [
         ("direct ssh", "direct"),
@@ -80,24 +94,40 @@ fn main() {
     };
     let text_bytes = fs::metadata(&setup.text_file).map(|m| m.len()).unwrap_or(0);
     let text = setup.text_file.display().to_string();
-    let cases: [Case; 3] = [
-        ("1 GiB download, `head -c 1G /dev/zero`", GIB, &|host| {
-            ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
-        }),
-        ("scp download of a 1 GiB file", GIB, &|host| {
-            scp_ok(&setup, host)
-        }),
+    let cases: [(&str, Case); 3] = [
         (
-            "pty path, `ssh -tt HOST cat big.txt` (34 MB of text)",
-            text_bytes,
-            &|host| ssh_tty_ok(&setup, host, &["cat", &text]),
+            "exec",
+            ("1 GiB download, `head -c 1G /dev/zero`", GIB, &|host| {
+                ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
+            }),
+        ),
+        (
+            "scp",
+            ("scp download of a 1 GiB file", GIB, &|host| {
+                scp_ok(&setup, host)
+            }),
+        ),
+        (
+            "pty",
+            (
+                "pty path, `ssh -tt HOST cat big.txt` (34 MB of text)",
+                text_bytes,
+                &|host| ssh_tty_ok(&setup, host, &["cat", &text]),
+            ),
         ),
     ];
-    for (title, bytes, run) in cases {
+    let routes: Vec<_> = routes
+        .into_iter()
+        .filter(|(_, host)| wanted(&only_routes, host))
+        .collect();
+    for (case, (title, bytes, run)) in cases {
+        if !wanted(&only_cases, case) {
+            continue;
+        }
         println!("## Throughput: {title} (MiB/s, best of 3; bastion CPU s/GiB)\n");
         println!("| route | MiB/s | × direct | bastion CPU s/GiB |\n|---|---|---|---|");
         let mut direct = 0.0;
-        for (name, host) in routes {
+        for &(name, host) in &routes {
             let mut best = 0.0f64;
             let mut cpu = f64::MAX;
             for _ in 0..3 {
@@ -122,9 +152,13 @@ fn main() {
         println!();
     }
 
+    if runs == 0 {
+        // Throughput only (`--runs 0`).
+        return;
+    }
     println!("\n## Connect + exec `true` + close ({runs} runs, ms)\n");
     println!("| route | median | mean | min |\n|---|---|---|---|");
-    for (name, host) in routes {
+    for &(name, host) in &routes {
         let mut times: Vec<f64> = (0..runs)
             .map(|_| {
                 let started = Instant::now();
