@@ -62,7 +62,7 @@ fn main() {
             ("--routes", _, Some(v)) => only_routes = Some(v),
             _ => {
                 eprintln!(
-                    "usage: bench-bastion [--sessions N] [--runs N] [--cases exec,scp,pty] [--routes direct,jumped,bastion,bastion-j,unrecorded]"
+                    "usage: bench-bastion [--sessions N] [--runs N] [--cases exec,scp,pty] [--routes direct,jumped,bastion,bastion-j,bastion-chacha,bastion-j-chacha,unrecorded]"
                 );
                 std::process::exit(2);
             }
@@ -80,6 +80,14 @@ fn main() {
         ("ssh-bastion (recording on)", "bastion"),
         ("ssh -J through ssh-bastion (recording on)", "bastion-j"),
         (
+            "ssh-bastion (recording on), client insists on chacha20-poly1305",
+            "bastion-chacha",
+        ),
+        (
+            "ssh -J through ssh-bastion, client insists on chacha20-poly1305",
+            "bastion-j-chacha",
+        ),
+        (
             "ssh-bastion, recording unavailable (proxy alone, for comparison)",
             "unrecorded",
         ),
@@ -88,7 +96,7 @@ fn main() {
     let bastion_pid = setup.bastion.daemon.pid();
     let unrecorded_pid = setup._unrecorded.daemon.pid();
     let pid_of = |host: &str| match host {
-        "bastion" | "bastion-j" => Some(bastion_pid),
+        "bastion" | "bastion-j" | "bastion-chacha" | "bastion-j-chacha" => Some(bastion_pid),
         "unrecorded" => Some(unrecorded_pid),
         _ => None,
     };
@@ -310,6 +318,9 @@ fn setup() -> Setup {
              Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
              Host outer\n  HostName 127.0.0.1\n  Port {}\n  User alice\n{common}\n\
              Host bastion-j\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump outer\n{common}\n\
+             Host bastion-chacha\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n  Ciphers chacha20-poly1305@openssh.com\n{common}\n\
+             Host outer-chacha\n  HostName 127.0.0.1\n  Port {}\n  User alice\n  Ciphers chacha20-poly1305@openssh.com\n{common}\n\
+             Host bastion-j-chacha\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump outer-chacha\n  Ciphers chacha20-poly1305@openssh.com\n{common}\n\
              Host agent-direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
              Host agent-jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
              Host agent-jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump agent-jump\n{oncall_agent}\n\
@@ -321,6 +332,9 @@ fn setup() -> Setup {
             web01.port(),
             bastion.port,
             unrecorded.port,
+            bastion.port,
+            web01.port(),
+            bastion.port,
             bastion.port,
             web01.port(),
             web01.port(),
