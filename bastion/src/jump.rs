@@ -145,6 +145,10 @@ pub fn target_at<'a>(config: &'a BastionConfig, host: &str, port: u32) -> Option
     })
 }
 
+/// The copy size between the outer channel and the inner connection's pipe: one full SSH
+/// packet's payload.
+const CHUNK: usize = 32 * 1024;
+
 /// How long the end of an inner connection waits for its last bytes (the refusal message,
 /// the session's last output) to reach the person.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -166,15 +170,20 @@ where
 {
     use tokio::io::AsyncWriteExt;
     let (inner_end, carried) = tokio::io::duplex(buffer.max(64 * 1024));
-    let (mut from_inner, mut to_inner) = tokio::io::split(carried);
-    let (mut from_client, mut to_client) = tokio::io::split(stream);
+    let (from_inner, mut to_inner) = tokio::io::split(carried);
+    let (from_client, mut to_client) = tokio::io::split(stream);
     // Aborted when this future ends or is dropped (e.g. by the caller's deadline).
+    // Copies in chunks of a full SSH packet (32 KiB, what OpenSSH announces as its maximum)
+    // rather than `tokio::io::copy`'s 8 KiB: each write to the channel is one data message,
+    // so small chunks meant four times the packets (and per-packet work) on the outer leg.
     let _inbound = AbortOnDrop(tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut from_client, &mut to_inner).await;
+        let mut from_client = tokio::io::BufReader::with_capacity(CHUNK, from_client);
+        let _ = tokio::io::copy_buf(&mut from_client, &mut to_inner).await;
         let _ = to_inner.shutdown().await;
     }));
     let mut outbound = AbortOnDrop(tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut from_inner, &mut to_client).await;
+        let mut from_inner = tokio::io::BufReader::with_capacity(CHUNK, from_inner);
+        let _ = tokio::io::copy_buf(&mut from_inner, &mut to_client).await;
         let _ = to_client.shutdown().await;
     }));
     serve(inner_end).await;

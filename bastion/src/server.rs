@@ -312,6 +312,11 @@ fn russh_config(
         keepalive_max: 3,
         max_auth_attempts: 10,
         nodelay: true,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(crate::upstream::CIPHER_ORDER),
+            ..russh::Preferred::default()
+        },
+        server_cipher_preference: true,
         ..Config::default()
     }
 }

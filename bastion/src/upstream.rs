@@ -330,11 +330,15 @@ async fn connect_inner(
     }
 }
 
-/// Ciphers the target leg offers, AES-GCM first. On the target leg the bastion is the client,
-/// so its order decides; every OpenSSH since 6.2 has AES-GCM, and with AES-NI it costs both the
-/// bastion and the target's sshd a fraction of chacha20-poly1305 (the bench's CPU seconds per
-/// GiB, docs/benchmarks.md). chacha20 and CTR stay as fallbacks for targets without GCM.
-const TARGET_LEG_CIPHERS: &[cipher::Name] = &[
+/// The bastion's cipher order, AES-GCM first, on every leg. On the target leg the bastion is
+/// the client, so its order decides; on the front door (and a terminated `ssh -J` connection)
+/// the server makes its order decide (`server_cipher_preference`, vendor/russh/PATCHED.md)
+/// rather than the client's, which puts chacha20-poly1305 first in OpenSSH. Every OpenSSH
+/// built with OpenSSL since 6.2 has AES-GCM, and with AES-NI it costs the bastion (and the
+/// target's sshd) a fraction of chacha20-poly1305 (the bench's CPU seconds per GiB,
+/// docs/benchmarks.md). chacha20 and CTR stay for peers without GCM (Debian's paramiko 2.12
+/// has only CTR and CBC).
+pub(crate) const CIPHER_ORDER: &[cipher::Name] = &[
     cipher::AES_128_GCM,
     cipher::AES_256_GCM,
     cipher::CHACHA20_POLY1305,
@@ -346,7 +350,7 @@ const TARGET_LEG_CIPHERS: &[cipher::Name] = &[
 fn client_config(channel_buffer: usize) -> client::Config {
     let preferred = Preferred {
         host_key_certificates: Preferred::DEFAULT.key.clone(),
-        cipher: std::borrow::Cow::Borrowed(TARGET_LEG_CIPHERS),
+        cipher: std::borrow::Cow::Borrowed(CIPHER_ORDER),
         ..Preferred::default()
     };
     client::Config {

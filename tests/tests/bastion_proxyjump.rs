@@ -498,3 +498,24 @@ fn a_jump_connection_is_closed_when_its_certificate_is_revoked() {
         .wait_for_audit("\"event\":\"jump.ended\"", Duration::from_secs(5));
     assert!(audit.contains("laptop stolen"), "{audit}");
 }
+
+/// Under `ssh -J` the inner connection, terminated at the bastion, runs AES-GCM although
+/// OpenSSH lists chacha20-poly1305 first: the bastion's cipher order decides, as on the front
+/// door (the inner connection's cipher is the one the bastion pays for a third time).
+#[test]
+fn the_inner_connection_of_ssh_j_runs_aes_gcm() {
+    let w = world("");
+    let out = w.ssh_j_with(&["LogLevel=DEBUG1"], "web01", &["echo", "ok"]);
+    assert_eq!(out.status, 0, "{out}");
+    let ciphers: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once("kex: server->client cipher: "))
+        .filter_map(|(_, rest)| rest.split_whitespace().next())
+        .collect();
+    assert!(!ciphers.is_empty(), "{out}");
+    assert!(
+        ciphers.iter().all(|c| *c == "aes128-gcm@openssh.com"),
+        "{ciphers:?}"
+    );
+}

@@ -101,3 +101,61 @@ fn a_full_duplex_stream_through_cat_comes_back_intact() {
     assert_eq!(out.stdout.len(), data.len());
     assert!(out.stdout == data, "the echoed stream differs");
 }
+
+/// The ciphers `ssh -v` reports for every key exchange of a connection (the first and each
+/// rekey), server to client.
+fn negotiated_ciphers(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once("kex: server->client cipher: "))
+        .filter_map(|(_, rest)| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The bastion's cipher order decides on the front door: OpenSSH's default list puts
+/// chacha20-poly1305 first, yet the connection runs AES-GCM (a fraction of the bastion's CPU
+/// per byte, docs/benchmarks.md), and keeps it across rekeys; a client that lists no GCM (like
+/// Debian's paramiko 2.12, CTR only) or only chacha20 still gets a cipher it speaks.
+#[test]
+fn the_front_door_prefers_aes_gcm_over_the_clients_order_and_keeps_other_clients() {
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(&ca, &[("web01", format!("127.0.0.1:{}", web01.port()))], "");
+
+    // Default client settings; 4 MiB with a rekey every 1 MiB.
+    let out = bastion
+        .ssh("root@web01", &alice)
+        .option("LogLevel=DEBUG1")
+        .option("RekeyLimit=1M")
+        .args(["head", "-c", "4M", "/dev/zero"])
+        .run();
+    assert_eq!(out.status, 0, "{out}");
+    assert_eq!(out.stdout.len(), 4 << 20, "every byte arrives");
+    let ciphers = negotiated_ciphers(&out.stderr);
+    assert!(ciphers.len() >= 2, "rekeyed: {ciphers:?}");
+    assert!(
+        ciphers.iter().all(|c| c == "aes128-gcm@openssh.com"),
+        "{ciphers:?}"
+    );
+
+    for (offer, expected) in [
+        ("aes128-ctr,aes256-ctr", "aes256-ctr"),
+        (
+            "chacha20-poly1305@openssh.com",
+            "chacha20-poly1305@openssh.com",
+        ),
+    ] {
+        let out = bastion
+            .ssh("root@web01", &alice)
+            .option("LogLevel=DEBUG1")
+            .option(&format!("Ciphers={offer}"))
+            .args(["echo", "ok"])
+            .run();
+        assert_eq!(out.status, 0, "{offer}: {out}");
+        assert_eq!(out.stdout, b"ok\n", "{offer}");
+        assert_eq!(negotiated_ciphers(&out.stderr), [expected], "{offer}");
+    }
+}

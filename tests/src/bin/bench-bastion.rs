@@ -47,24 +47,46 @@ struct Setup {
 fn main() {
     let mut sessions = 200usize;
     let mut runs = 20usize;
+    // Comma-separated filters: which throughput cases (`exec`, `scp`, `pty`) and which routes
+    // (the host names below) to run; everything when absent. For profiling one path at a time.
+    let mut only_cases: Option<String> = None;
+    let mut only_routes: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse().ok());
-        match (arg.as_str(), value) {
-            ("--sessions", Some(n)) => sessions = n,
-            ("--runs", Some(n)) => runs = n,
+        let value = args.next();
+        let number = value.as_deref().and_then(|v| v.parse().ok());
+        match (arg.as_str(), number, value) {
+            ("--sessions", Some(n), _) => sessions = n,
+            ("--runs", Some(n), _) => runs = n,
+            ("--cases", _, Some(v)) => only_cases = Some(v),
+            ("--routes", _, Some(v)) => only_routes = Some(v),
             _ => {
-                eprintln!("usage: bench-bastion [--sessions N] [--runs N]");
+                eprintln!(
+                    "usage: bench-bastion [--sessions N] [--runs N] [--cases exec,scp,pty] [--routes direct,jumped,bastion,bastion-j,bastion-chacha,bastion-j-chacha,unrecorded]"
+                );
                 std::process::exit(2);
             }
         }
     }
+    let wanted = |filter: &Option<String>, name: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|w| w == name))
+    };
     let setup = setup();
     let routes = [
         ("direct ssh", "direct"),
         ("OpenSSH ProxyJump", "jumped"),
         ("ssh-bastion (recording on)", "bastion"),
         ("ssh -J through ssh-bastion (recording on)", "bastion-j"),
+        (
+            "ssh-bastion (recording on), client insists on chacha20-poly1305",
+            "bastion-chacha",
+        ),
+        (
+            "ssh -J through ssh-bastion, client insists on chacha20-poly1305",
+            "bastion-j-chacha",
+        ),
         (
             "ssh-bastion, recording unavailable (proxy alone, for comparison)",
             "unrecorded",
@@ -74,30 +96,46 @@ fn main() {
     let bastion_pid = setup.bastion.daemon.pid();
     let unrecorded_pid = setup._unrecorded.daemon.pid();
     let pid_of = |host: &str| match host {
-        "bastion" | "bastion-j" => Some(bastion_pid),
+        "bastion" | "bastion-j" | "bastion-chacha" | "bastion-j-chacha" => Some(bastion_pid),
         "unrecorded" => Some(unrecorded_pid),
         _ => None,
     };
     let text_bytes = fs::metadata(&setup.text_file).map(|m| m.len()).unwrap_or(0);
     let text = setup.text_file.display().to_string();
-    let cases: [Case; 3] = [
-        ("1 GiB download, `head -c 1G /dev/zero`", GIB, &|host| {
-            ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
-        }),
-        ("scp download of a 1 GiB file", GIB, &|host| {
-            scp_ok(&setup, host)
-        }),
+    let cases: [(&str, Case); 3] = [
         (
-            "pty path, `ssh -tt HOST cat big.txt` (34 MB of text)",
-            text_bytes,
-            &|host| ssh_tty_ok(&setup, host, &["cat", &text]),
+            "exec",
+            ("1 GiB download, `head -c 1G /dev/zero`", GIB, &|host| {
+                ssh_ok(&setup, host, &["head", "-c", "1G", "/dev/zero"])
+            }),
+        ),
+        (
+            "scp",
+            ("scp download of a 1 GiB file", GIB, &|host| {
+                scp_ok(&setup, host)
+            }),
+        ),
+        (
+            "pty",
+            (
+                "pty path, `ssh -tt HOST cat big.txt` (34 MB of text)",
+                text_bytes,
+                &|host| ssh_tty_ok(&setup, host, &["cat", &text]),
+            ),
         ),
     ];
-    for (title, bytes, run) in cases {
+    let routes: Vec<_> = routes
+        .into_iter()
+        .filter(|(_, host)| wanted(&only_routes, host))
+        .collect();
+    for (case, (title, bytes, run)) in cases {
+        if !wanted(&only_cases, case) {
+            continue;
+        }
         println!("## Throughput: {title} (MiB/s, best of 3; bastion CPU s/GiB)\n");
         println!("| route | MiB/s | × direct | bastion CPU s/GiB |\n|---|---|---|---|");
         let mut direct = 0.0;
-        for (name, host) in routes {
+        for &(name, host) in &routes {
             let mut best = 0.0f64;
             let mut cpu = f64::MAX;
             for _ in 0..3 {
@@ -122,9 +160,13 @@ fn main() {
         println!();
     }
 
+    if runs == 0 {
+        // Throughput only (`--runs 0`).
+        return;
+    }
     println!("\n## Connect + exec `true` + close ({runs} runs, ms)\n");
     println!("| route | median | mean | min |\n|---|---|---|---|");
-    for (name, host) in routes {
+    for &(name, host) in &routes {
         let mut times: Vec<f64> = (0..runs)
             .map(|_| {
                 let started = Instant::now();
@@ -276,6 +318,9 @@ fn setup() -> Setup {
              Host unrecorded\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n{common}\n\
              Host outer\n  HostName 127.0.0.1\n  Port {}\n  User alice\n{common}\n\
              Host bastion-j\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump outer\n{common}\n\
+             Host bastion-chacha\n  HostName 127.0.0.1\n  Port {}\n  User root@web01\n  Ciphers chacha20-poly1305@openssh.com\n{common}\n\
+             Host outer-chacha\n  HostName 127.0.0.1\n  Port {}\n  User alice\n  Ciphers chacha20-poly1305@openssh.com\n{common}\n\
+             Host bastion-j-chacha\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump outer-chacha\n  Ciphers chacha20-poly1305@openssh.com\n{common}\n\
              Host agent-direct\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
              Host agent-jump\n  HostName 127.0.0.1\n  Port {}\n  User root\n{oncall_agent}\n\
              Host agent-jumped\n  HostName 127.0.0.1\n  Port {}\n  User root\n  ProxyJump agent-jump\n{oncall_agent}\n\
@@ -287,6 +332,9 @@ fn setup() -> Setup {
             web01.port(),
             bastion.port,
             unrecorded.port,
+            bastion.port,
+            web01.port(),
+            bastion.port,
             bastion.port,
             web01.port(),
             web01.port(),

@@ -253,6 +253,28 @@ impl Default for Preferred {
     }
 }
 
+/// jitssh patch (`server::Config::server_cipher_preference`): the lists a server that decides
+/// by its own cipher order offers, given the client's KEXINIT packet: `pref` with only the
+/// first of its ciphers that the client lists (client to server, the list the negotiation
+/// reads), or `pref` unchanged when the client lists none of them.
+pub(crate) fn server_cipher_offer(client_kexinit: &[u8], pref: &Preferred) -> Result<Preferred, Error> {
+    let Some(mut r) = client_kexinit.get(17..) else {
+        return Err(Error::Inconsistent);
+    };
+    NameList::decode(&mut r)?; // kex
+    NameList::decode(&mut r)?; // host key
+    let theirs = NameList::decode(&mut r)?;
+    let mut offer = pref.clone();
+    if let Some(first) = pref
+        .cipher
+        .iter()
+        .find(|ours| theirs.0.iter().any(|name| name.as_str() == ours.as_ref()))
+    {
+        offer.cipher = Cow::Owned(vec![*first]);
+    }
+    Ok(offer)
+}
+
 pub(crate) trait Select {
     fn is_server() -> bool;
 

@@ -869,6 +869,7 @@ mod tests {
             kex: SessionKexState::Idle,
             owed_global_replies: std::collections::VecDeque::new(),
             defer_global_reply: false,
+            cipher_offer: None,
         }
     }
 

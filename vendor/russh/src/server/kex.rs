@@ -43,6 +43,10 @@ pub(crate) struct ServerKex {
     cause: KexCause,
     state: ServerKexState,
     config: Arc<Config>,
+    /// jitssh patch: the lists offered in place of `config.preferred`.
+    offer: Option<Preferred>,
+    /// jitssh patch: our KEXINIT waits for the client's.
+    kexinit_deferred: bool,
 }
 
 impl Debug for ServerKex {
@@ -80,6 +84,8 @@ impl ServerKex {
             exchange,
             cause,
             state: ServerKexState::Created,
+            offer: None,
+            kexinit_deferred: false,
         }
     }
 
@@ -110,10 +116,29 @@ impl ServerKex {
     }
 
     pub fn kexinit(&mut self, output: &mut PacketWriter) -> Result<(), Error> {
+        let preferred = self.offer.as_ref().unwrap_or(&self.config.preferred);
         self.exchange.server_kex_init =
-            negotiation::write_kex(&self.config.preferred, output, Some(self.config.as_ref()))?;
-
+            negotiation::write_kex(preferred, output, Some(self.config.as_ref()))?;
+        self.kexinit_deferred = false;
         Ok(())
+    }
+
+    /// jitssh patch (`Config::server_cipher_preference`): send no KEXINIT yet; `step` sends
+    /// it once the client's has arrived, offering the cipher the server prefers among the
+    /// client's.
+    pub fn defer_kexinit(&mut self) {
+        self.kexinit_deferred = true;
+    }
+
+    /// jitssh patch: offer these lists instead of the configuration's (a rekey after a
+    /// server-preference first exchange).
+    pub fn set_offer(&mut self, offer: Preferred) {
+        self.offer = Some(offer);
+    }
+
+    /// The lists this exchange offered in place of the configuration's, if any.
+    pub fn offer(&self) -> Option<&Preferred> {
+        self.offer.as_ref()
     }
 
     pub async fn step<H: Handler + Send>(
@@ -135,11 +160,16 @@ impl ServerKex {
                     return Err(Error::KexInit)?;
                 }
 
+                if self.kexinit_deferred {
+                    let offer = negotiation::server_cipher_offer(&input.buffer, &self.config.preferred)?;
+                    self.offer = Some(offer);
+                    self.kexinit(output)?;
+                }
                 let names = {
                     self.exchange.client_kex_init = input.buffer.clone().into();
                     negotiation::Server::read_kex(
                         &input.buffer,
-                        &self.config.preferred,
+                        self.offer.as_ref().unwrap_or(&self.config.preferred),
                         Some(&self.config.keys),
                         Some(&self.config.certificates),
                         &self.cause,

@@ -105,6 +105,12 @@ pub struct Config {
     pub keepalive_max: usize,
     /// If active, invoke `set_nodelay(true)` on client sockets; disabled by default (i.e. Nagle's algorithm is active).
     pub nodelay: bool,
+    /// jitssh patch: the server's cipher order decides, not the client's. The first KEXINIT
+    /// waits for the client's, then offers only the first cipher of `preferred.cipher` the
+    /// client also lists (all of them when it lists none, so the negotiation fails as it would
+    /// have); rekeys offer the same. Clients send their KEXINIT without waiting for the
+    /// server's (RFC 4253 section 7.1). Off by default (upstream behaviour).
+    pub server_cipher_preference: bool,
 }
 
 impl Default for Config {
@@ -133,6 +139,7 @@ impl Default for Config {
             keepalive_interval: None,
             keepalive_max: 3,
             nodelay: false,
+            server_cipher_preference: false,
         }
     }
 }
@@ -1140,6 +1147,7 @@ where
         kex: SessionKexState::Idle,
         owed_global_replies: VecDeque::new(),
         defer_global_reply: false,
+        cipher_offer: None,
     };
 
     session.begin_rekey()?;
@@ -1260,6 +1268,9 @@ async fn reply<H: Handler + Send>(
             match progress {
                 KexProgress::NeedsReply { kex, reset_seqn } => {
                     debug!("kex impl continues: {kex:?}");
+                    if session.cipher_offer.is_none() {
+                        session.cipher_offer = kex.offer().cloned();
+                    }
                     session.kex = SessionKexState::InProgress(kex);
                     if reset_seqn {
                         debug!("kex impl requests seqno reset");

@@ -34,6 +34,9 @@ pub struct Session {
     pub(crate) owed_global_replies: VecDeque<OwedGlobalReply>,
     /// jitssh patch: set by `Session::defer_global_reply` inside a handler callback.
     pub(crate) defer_global_reply: bool,
+    /// jitssh patch (`Config::server_cipher_preference`): the lists the first key exchange
+    /// offered, offered again at every rekey.
+    pub(crate) cipher_offer: Option<crate::Preferred>,
 }
 
 /// jitssh patch: a reply owed to one of the client's global requests.
@@ -1673,7 +1676,16 @@ impl Session {
             },
         );
 
-        kex.kexinit(&mut self.common.packet_writer)?;
+        if let Some(offer) = &self.cipher_offer {
+            // jitssh patch: rekeys offer what the first exchange did.
+            kex.set_offer(offer.clone());
+            kex.kexinit(&mut self.common.packet_writer)?;
+        } else if self.common.config.server_cipher_preference && self.common.encrypted.is_none() {
+            // jitssh patch: the first KEXINIT waits for the client's (`ServerKex::step`).
+            kex.defer_kexinit();
+        } else {
+            kex.kexinit(&mut self.common.packet_writer)?;
+        }
         self.kex = SessionKexState::InProgress(kex);
         Ok(())
     }
@@ -1777,6 +1789,7 @@ mod tests {
             kex: SessionKexState::Idle,
             owed_global_replies: VecDeque::new(),
             defer_global_reply: false,
+            cipher_offer: None,
         }
     }
 
