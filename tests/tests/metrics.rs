@@ -265,5 +265,17 @@ fn bastion_counters_follow_logins_and_sessions_and_promtool_accepts_them() {
         2.0,
         "one session certificate per session, from the embedded CA"
     );
+    // `echo hi` twice: three bytes each way out of the target, nothing sent to it; every byte
+    // recorded, nothing queued once the sessions ended.
+    assert_eq!(
+        value(
+            &after,
+            "jitssh_bastion_relayed_bytes_total{direction=\"from_target\"}"
+        ),
+        6.0
+    );
+    assert_eq!(value(&after, "jitssh_recording_bytes_total"), 6.0);
+    assert_eq!(value(&after, "jitssh_recording_failures_total"), 0.0);
+    assert_eq!(value(&after, "jitssh_recording_queued_bytes"), 0.0);
     promtool_accepts(&body);
 }
