@@ -62,8 +62,17 @@ impl Row {
     }
 
     fn text(&self) -> String {
-        let s: String = self.cells.iter().filter(|&&c| c != WIDE_TAIL).collect();
-        s.trim_end().to_owned()
+        // Rows are mostly trailing blanks: they are skipped before collecting, not collected
+        // and trimmed (40% of `sessions grep`'s time on issue 12's benchmark).
+        let end = self
+            .cells
+            .iter()
+            .rposition(|&c| c != ' ' && c != WIDE_TAIL)
+            .map_or(0, |last| last + 1);
+        let mut s = String::with_capacity(end);
+        s.extend(self.cells[..end].iter().filter(|&&c| c != WIDE_TAIL));
+        s.truncate(s.trim_end().len());
+        s
     }
 
     fn is_blank(&self) -> bool {
@@ -689,15 +698,16 @@ impl Screen {
         if row.done {
             return;
         }
-        if !row.wrapped && self.partial.is_none() && row.saved.as_deref() == Some(&row.text()) {
-            // Already out, unchanged since.
-            return;
-        }
         let piece = if row.wrapped {
             // Keep the blanks at the margin: the next row continues the same line.
             row.cells.iter().filter(|&&c| c != WIDE_TAIL).collect()
         } else {
-            row.text()
+            let text = row.text();
+            if self.partial.is_none() && row.saved.as_deref() == Some(&text) {
+                // Already out, unchanged since.
+                return;
+            }
+            text
         };
         let mut line = self.partial.take().unwrap_or(TextLine {
             time: row.time.unwrap_or(self.now),

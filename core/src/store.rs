@@ -250,10 +250,16 @@ const CA_SCHEMA: schema::Schema = schema::Schema {
 const SESSION_INDEX_SCHEMA: schema::Schema = schema::Schema {
     what: "session index",
     application_id: schema::SESSION_INDEX_ID,
-    migrations: &[schema::Migration {
-        name: "sessions table",
-        apply: |conn| conn.execute_batch(sessions::SCHEMA),
-    }],
+    migrations: &[
+        schema::Migration {
+            name: "sessions table",
+            apply: |conn| conn.execute_batch(sessions::SCHEMA),
+        },
+        schema::Migration {
+            name: "indexes for every list filter (target without case, login, live)",
+            apply: |conn| conn.execute_batch(sessions::FILTER_INDEXES),
+        },
+    ],
 };
 
 /// Where an issued certificate stands (the `issued.state` column).
@@ -891,6 +897,19 @@ mod tests {
         let index = SqliteStore::open_session_index(&path).unwrap();
         let found = index.session("s1").unwrap().unwrap();
         assert_eq!(found.target, "web01");
+        let version: u32 = index
+            .with_conn(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(version as usize, SESSION_INDEX_SCHEMA.migrations.len());
+        // The list finds it through the indexes the second step made.
+        let by_target = index
+            .list_sessions(&SessionFilter {
+                target: Some("WEB01".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_target.len(), 1);
         drop(index);
         // Now it is a session index: the CA refuses it, with a clear reason.
         let err = SqliteStore::open(&path).err().unwrap().to_string();
