@@ -53,6 +53,8 @@ pub struct BastionConfig {
     /// Where `serve` streams the audit log as it is written (`[audit] forward`); an embedded
     /// CA without a forward of its own streams its log there too.
     pub audit_forward: Option<ForwardTarget>,
+    /// The auditors' web console (`[web]`; off unless `listen` is set).
+    pub web: Option<crate::web::WebSettings>,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
 }
@@ -359,6 +361,8 @@ struct BastionFile {
     admin: AdminFile,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    web: crate::web::WebFile,
 }
 
 /// Settings of the admin socket (`[admin]` in bastion.toml; served by [`crate::admin`]).
@@ -573,7 +577,12 @@ impl BastionConfig {
         {
             ca_config.audit_forward.clone_from(&audit_forward);
         }
+        let web = file
+            .web
+            .resolve(base, &data_dir)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(BastionConfig {
+            web,
             audit_forward,
             data_dir,
             listen: file.listen,

@@ -65,6 +65,9 @@ pub enum ServeError {
     /// The audit forwarder's thread could not start.
     #[error("cannot start audit forwarding: {0}")]
     Forward(#[source] std::io::Error),
+    /// The web console could not start.
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     /// The pid file could not be written, or another bastion runs with this data directory.
     #[error(transparent)]
     PidFile(#[from] jitssh_server::pidfile::PidFileError),
@@ -234,7 +237,22 @@ pub async fn serve(
             },
         ))
     };
+    // The auditors' web console (`[web]`), beside the front door.
+    let web = match &config.web {
+        Some(settings) => {
+            let console = crate::web::Console::new(
+                settings.clone(),
+                config.auditor(),
+                live.clone(),
+                audit.clone(),
+            );
+            crate::web::spawn(console.clone()).await?;
+            Some(console)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        web,
         target_certs,
         config,
         issuer,

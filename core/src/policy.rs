@@ -141,6 +141,10 @@ pub struct Role {
     /// [`MAX_DIRECT_TTL`]), marked `break-glass`, unrecorded by the bastion. Default off.
     #[serde(default)]
     pub direct: bool,
+    /// Members may use the auditors' web console (`ssh web@bastion` signs them in): the
+    /// certificate's grant says so, so the bastion decides without the policy. Default off.
+    #[serde(default)]
+    pub auditor: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +217,9 @@ pub struct RoleGrant {
     pub logins: Vec<String>,
     /// Target patterns these logins reach.
     pub hosts: Vec<String>,
+    /// The role makes its holder an auditor (the bastion's web console); omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auditor: bool,
 }
 
 /// Which rule decided one part of a grant (for `--dry-run` and audit records).
@@ -672,6 +679,7 @@ impl Policy {
                     .cloned()
                     .collect(),
                 hosts: role.hosts.clone(),
+                auditor: role.auditor,
             })
             .collect();
         let request_id = request.approved.as_ref().map(|a| a.request_id.clone());

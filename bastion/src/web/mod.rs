@@ -1,0 +1,198 @@
+//! The auditors' web console: sessions, their recordings played in the browser, search, and
+//! live sessions, over HTTPS on `[web] listen`.
+//!
+//! Nobody gets a password: an auditor signs in with the certificate they already have, by
+//! `ssh web@bastion` ([`signin`] admits it at the front door and mints a one-time URL), and
+//! the browser trades that URL for a session cookie bound to the person and expiring with
+//! their certificate ([`auth`]). Every page is rendered on the server ([`pages`], escaped
+//! by [`html`]); the only scripts are files served from the binary ([`assets`]), so the
+//! Content-Security-Policy forbids inline script. TLS is rustls ([`tls`]).
+
+pub mod assets;
+pub mod auth;
+pub mod html;
+pub mod live;
+pub mod pages;
+pub mod signin;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::admin::LiveSessions;
+use crate::audit::Audit;
+
+pub use auth::Sessions;
+pub use signin::{SIGNIN_USER, WebAdmitted, admit_auditor};
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[web]` as written in bastion.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebFile {
+    listen: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    public_url: Option<String>,
+}
+
+/// The web console's settings (`[web]`), paths resolved.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Where HTTPS is served.
+    pub listen: SocketAddr,
+    /// Certificate chain and key (PEM), or `None` for the self-signed one in `dir`.
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// Where the console keeps its files (the self-signed certificate).
+    pub dir: PathBuf,
+    /// What sign-in URLs start with, and the only `Origin` a change is accepted from.
+    pub public_url: String,
+}
+
+impl WebFile {
+    /// The settings, or `None` when `listen` is not set (the console is off); an error is
+    /// `(key, message)`.
+    pub fn resolve(
+        self,
+        base: &Path,
+        data_dir: &Path,
+    ) -> Result<Option<WebSettings>, (&'static str, String)> {
+        let Some(listen) = self.listen else {
+            for (key, set) in [
+                ("web.cert", self.cert.is_some()),
+                ("web.key", self.key.is_some()),
+                ("web.public_url", self.public_url.is_some()),
+            ] {
+                if set {
+                    return Err((key, "only meaningful with web.listen set".into()));
+                }
+            }
+            return Ok(None);
+        };
+        let cert_key = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+            (None, None) => None,
+            (Some(_), None) => return Err(("web.key", "required with web.cert".into())),
+            (None, Some(_)) => return Err(("web.cert", "required with web.key".into())),
+        };
+        let public_url = match self.public_url {
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_string();
+                if !url.starts_with("https://") || url.len() <= "https://".len() {
+                    return Err(("web.public_url", "must be an https:// URL".into()));
+                }
+                url
+            }
+            None => format!("https://{listen}"),
+        };
+        Ok(Some(WebSettings {
+            listen,
+            cert_key,
+            dir: data_dir.join("web"),
+            public_url,
+        }))
+    }
+}
+
+/// Errors starting the console.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Listening failed.
+    #[error("web console: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the console's handlers share.
+pub struct Console {
+    /// Settings.
+    pub settings: WebSettings,
+    /// Pending sign-ins and signed-in browsers.
+    pub sessions: Sessions,
+    /// The auditor library on this bastion's files.
+    pub auditor: jitssh_auditor::Auditor,
+    /// Live sessions (watch, end).
+    pub live: Arc<LiveSessions>,
+    /// The bastion's audit log.
+    pub audit: Audit,
+}
+
+impl Console {
+    /// The console for `settings`.
+    pub fn new(
+        settings: WebSettings,
+        auditor: jitssh_auditor::Auditor,
+        live: Arc<LiveSessions>,
+        audit: Audit,
+    ) -> Arc<Console> {
+        Arc::new(Console {
+            settings,
+            sessions: Sessions::new(),
+            auditor,
+            live,
+            audit,
+        })
+    }
+}
+
+/// Binds `[web] listen` and serves the console until the process ends.
+pub async fn spawn(console: Arc<Console>) -> Result<(), WebError> {
+    let acceptor = tls::acceptor(&console.settings)?;
+    let addr = console.settings.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebError::Listen { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, url = %console.settings.public_url, "web console listening on {local}");
+    let app = pages::router(console);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, _peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("web console: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .header_read_timeout(HANDSHAKE_TIMEOUT)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
