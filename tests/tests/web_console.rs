@@ -88,9 +88,10 @@ impl Http {
 }
 
 impl World {
-    /// `ssh web@bastion` as `key`.
+    /// `ssh web@bastion` as `key`, as a person runs it (no BatchMode, so a refused client
+    /// comes back to hear why).
     fn ssh_web(&self, key: &KeyPair) -> Output {
-        self.bastion.ssh("web", key).run()
+        self.bastion.ssh("web", key).option("BatchMode=no").run()
     }
 
     /// A fresh one-time sign-in URL for the auditor.
