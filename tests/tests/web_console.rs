@@ -307,6 +307,11 @@ fn a_live_session_is_watched_and_ended_from_the_page() {
     let found: serde_json::Value =
         serde_json::from_str(rest.lines().last().unwrap_or("")).unwrap_or_default();
     assert_eq!(found["live_seen"], true, "{rest}");
+    assert_eq!(
+        found["after_end"],
+        format!("{}/sessions/{id}", w.base),
+        "{found}"
+    );
     tmux.wait_for("incident 7: stop now", Duration::from_secs(20));
     assert_ne!(tmux.wait_exit(Duration::from_secs(20)), 0);
     let audit = w

@@ -94,6 +94,7 @@ def main():
             page.click("#end-button")
             page.wait_for_load_state()
             found["after_end"] = page.url
+            found["after_end_text"] = page.inner_text("main")
 
         found["console_errors"] = errors
         browser.close()

@@ -54,6 +54,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/sessions/{id}/live", get(super::live::socket))
         .route("/search", get(search))
         .route("/assets/{name}", get(asset))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such page") })
         .with_state(console)
         .layer(axum::middleware::map_response(security_headers))
@@ -66,7 +67,9 @@ async fn security_headers(mut response: Response) -> Response {
         ("content-security-policy", CSP),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        // Not no-referrer: with it browsers send `Origin: null` on form posts, which the
+        // CSRF check must refuse.
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
         ("cross-origin-opener-policy", "same-origin"),
         ("strict-transport-security", "max-age=31536000"),
