@@ -147,14 +147,14 @@ impl LiveSessions {
     }
 
     /// Watches session `id` in process (the web console): its output, and whether it ended.
-    pub fn subscribe(
-        &self,
-        id: &str,
-    ) -> Option<(broadcast::Receiver<Arc<[u8]>>, watch::Receiver<bool>)> {
+    pub fn subscribe(&self, id: &str) -> Option<Watching> {
         self.get(id)
             .map(|e| (e.output.subscribe(), e.ended.clone()))
     }
 }
+
+/// A watcher's view of a session: its output chunks, and whether it ended.
+pub type Watching = (broadcast::Receiver<Arc<[u8]>>, watch::Receiver<bool>);
 
 /// Sends a session's output to its watchers. Cheap to clone, for the tasks that relay the
 /// session's channels.

@@ -37,10 +37,10 @@ pub async fn end(
 ) -> Response {
     let (_, signed) = match signed_in(&console, &headers) {
         Ok(found) => found,
-        Err(redirect) => return redirect,
+        Err(redirect) => return *redirect,
     };
     if let Err(refused) = check_change(&console, &headers, &signed, &form.csrf) {
-        return refused;
+        return *refused;
     }
     if !valid_id(&id) {
         return error(StatusCode::BAD_REQUEST, "not a session id");
@@ -70,7 +70,7 @@ pub async fn socket(
 ) -> Response {
     let (_, signed) = match signed_in(&console, &headers) {
         Ok(found) => found,
-        Err(redirect) => return redirect,
+        Err(redirect) => return *redirect,
     };
     // A WebSocket is not bound by the same-origin policy: only this console's pages may open it.
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());

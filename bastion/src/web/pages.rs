@@ -23,6 +23,8 @@ use super::Console;
 use super::auth::{COOKIE, Signed, same_secret};
 use super::html::{Viewer, esc, page, query_value};
 
+/// Columns the list sorts by.
+const SORTS: [&str; 6] = ["started", "person", "target", "login", "duration", "bytes"];
 /// Rows per page of the sessions list.
 const PAGE_SIZE: usize = 50;
 /// Sessions the list considers at most (newest first) before sorting and paging.
@@ -35,7 +37,7 @@ const MAX_PATTERN: usize = 256;
 /// `wasm-unsafe-eval` lets the player compile its terminal emulator (WebAssembly shipped in
 /// its own file), which is not JavaScript `eval`.
 pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; \
     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 type Shared = State<Arc<Console>>;
@@ -118,10 +120,10 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub(super) fn signed_in(
     console: &Console,
     headers: &HeaderMap,
-) -> Result<(String, Signed), Response> {
+) -> Result<(String, Signed), Box<Response>> {
     cookie(headers, COOKIE)
         .and_then(|id| Some((id.to_string(), console.sessions.find(id, unix_now())?)))
-        .ok_or_else(|| Redirect::to("/signin").into_response())
+        .ok_or_else(|| Box::new(Redirect::to("/signin").into_response()))
 }
 
 /// A change (POST) must come from the console's own pages: same `Origin`, and the form's
@@ -131,19 +133,19 @@ pub(super) fn check_change(
     headers: &HeaderMap,
     signed: &Signed,
     token: &str,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if origin != Some(console.settings.public_url.as_str()) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "cross-site request refused (Origin is not this console)",
-        ));
+        )));
     }
     if !same_secret(token, &signed.csrf) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "request refused: bad CSRF token",
-        ));
+        )));
     }
     Ok(())
 }
@@ -222,10 +224,10 @@ async fn signout(
 ) -> Response {
     let (cookie, signed) = match signed_in(&console, &headers) {
         Ok(found) => found,
-        Err(redirect) => return redirect,
+        Err(redirect) => return *redirect,
     };
     if let Err(refused) = check_change(&console, &headers, &signed, &form.csrf) {
-        return refused;
+        return *refused;
     }
     console.sessions.end(&cookie);
     let mut response = Redirect::to("/signin").into_response();
@@ -284,6 +286,15 @@ impl ListQuery {
     }
 }
 
+/// The column to sort by: one of [`SORTS`].
+fn sort_name(asked: Option<&str>) -> &'static str {
+    SORTS
+        .iter()
+        .find(|k| asked == Some(**k))
+        .copied()
+        .unwrap_or("started")
+}
+
 fn status_of(live: &Liveness, row: &SessionRecord) -> (&'static str, &'static str) {
     match live.status(row) {
         Status::Ended => ("ended", ""),
@@ -322,7 +333,7 @@ fn intact(auditor: &jitssh_auditor::Auditor, id: &str) -> Option<bool> {
 async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     let (_, signed) = match signed_in(&console, &headers) {
         Ok(found) => found,
-        Err(redirect) => return redirect,
+        Err(redirect) => return *redirect,
     };
     let filter = FilterArgs {
         user: nonempty(&q.person),
@@ -332,11 +343,7 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
         until: nonempty(&q.until),
         active: q.status.as_deref() == Some("live"),
     };
-    let sort = match q.sort.as_deref() {
-        Some(s @ ("person" | "target" | "login" | "started" | "duration" | "bytes")) => s,
-        _ => "started",
-    }
-    .to_string();
+    let sort = sort_name(q.sort.as_deref()).to_string();
     let descending = q.order.as_deref() != Some("asc");
     let page_no = q.page.unwrap_or(1).max(1);
     let live = liveness(&console);
@@ -451,7 +458,7 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
         ),
     );
     let order = if descending { "desc" } else { "asc" };
-    let sort_now = q.sort.as_deref().unwrap_or("started");
+    let sort_now = sort_name(q.sort.as_deref());
     let head = |key: &str, label: &str| {
         let next = if key == sort_now && descending {
             "asc"
@@ -528,7 +535,7 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
 async fn session(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let (_, signed) = match signed_in(&console, &headers) {
         Ok(found) => found,
-        Err(redirect) => return redirect,
+        Err(redirect) => return *redirect,
     };
     if !valid_id(&id) {
         return error(StatusCode::BAD_REQUEST, "not a session id");
@@ -639,7 +646,7 @@ async fn session(State(console): Shared, headers: HeaderMap, Path(id): Path<Stri
 
 async fn cast(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(redirect) = signed_in(&console, &headers) {
-        return redirect;
+        return *redirect;
     }
     if !valid_id(&id) {
         return error(StatusCode::BAD_REQUEST, "not a session id");
@@ -697,7 +704,7 @@ async fn search(
 ) -> Response {
     let (_, signed) = match signed_in(&console, &headers) {
         Ok(found) => found,
-        Err(redirect) => return redirect,
+        Err(redirect) => return *redirect,
     };
     let pattern = query.q.unwrap_or_default();
     let mut body = format!(
