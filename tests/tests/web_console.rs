@@ -388,7 +388,7 @@ fn refusals() {
         "{csp}"
     );
     assert!(
-        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval'"),
+        !csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"),
         "{csp}"
     );
     assert_eq!(

@@ -196,3 +196,44 @@ pub async fn spawn(console: Arc<Console>) -> Result<(), WebError> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::BastionConfig;
+    use std::path::{Path, PathBuf};
+
+    fn parse(web: &str) -> Result<Option<super::WebSettings>, String> {
+        BastionConfig::parse(
+            &format!("[web]\n{web}\n"),
+            "bastion.toml",
+            Path::new("/etc/b"),
+        )
+        .map(|c| c.web)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_console_is_off_unless_listen_is_set() {
+        assert!(parse("").unwrap().is_none());
+        assert!(parse("cert = \"c\"").unwrap_err().contains("web.cert"));
+        let on = parse("listen = \"127.0.0.1:8443\"").unwrap().unwrap();
+        assert_eq!(on.public_url, "https://127.0.0.1:8443");
+        assert!(on.dir.ends_with("web"));
+        assert!(on.cert_key.is_none());
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key_and_urls_are_https() {
+        let both = parse("listen = \"0.0.0.0:443\"\ncert = \"w.crt\"\nkey = \"w.key\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            both.cert_key,
+            Some((PathBuf::from("/etc/b/w.crt"), PathBuf::from("/etc/b/w.key")))
+        );
+        let lone = parse("listen = \"0.0.0.0:443\"\ncert = \"w.crt\"");
+        assert!(lone.unwrap_err().contains("web.key"));
+        let plain = parse("listen = \"0.0.0.0:443\"\npublic_url = \"http://x\"");
+        assert!(plain.unwrap_err().contains("web.public_url"));
+    }
+}
