@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jitssh_tests::{
-    Bastion, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen, project_bin, run, target,
-    user,
+    Bastion, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen, project_bin, run, run_with,
+    target, user,
 };
 
 struct World {
@@ -333,6 +333,40 @@ fn a_live_session_is_watched_and_ended_from_the_page() {
 #[test]
 fn refusals() {
     let w = world();
+    // The self-signed certificate was made on first start, its key private, and the SHA-256
+    // fingerprint logged is the certificate's.
+    let web_dir = w.bastion.data_dir().join("web");
+    let mode = std::fs::metadata(web_dir.join("web.key"))
+        .expect("web.key")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let der = run(Command::new("openssl")
+        .args(["x509", "-outform", "der", "-in"])
+        .arg(web_dir.join("web.crt")));
+    assert!(der.success(), "{der}");
+    let digest = run_with(
+        &mut Command::new("sha256sum"),
+        Some(&der.stdout),
+        Duration::from_secs(10),
+    );
+    let fingerprint = digest
+        .stdout_str()
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(fingerprint.len(), 64);
+    assert!(
+        w.bastion.log().contains(&format!(
+            "web console TLS certificate SHA-256 {fingerprint}"
+        )),
+        "{}",
+        w.bastion.log()
+    );
+
     // Not an auditor: refused at the front door, and told why.
     let out = w.ssh_web(&w.alice);
     assert!(!out.success(), "{out}");

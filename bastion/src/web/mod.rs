@@ -32,6 +32,8 @@ pub use signin::{SIGNIN_USER, WebAdmitted, admit_auditor};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 256;
+/// Searches (and other work over every recording) at once.
+const HEAVY_AT_ONCE: usize = 2;
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,6 +133,9 @@ pub struct Console {
     pub live: Arc<LiveSessions>,
     /// The bastion's audit log.
     pub audit: Audit,
+    /// Work that reads many recordings (search, the integrity filter) runs this many at once;
+    /// more wait, so a few browsers cannot take every core and the blocking pool.
+    pub heavy: tokio::sync::Semaphore,
 }
 
 impl Console {
@@ -147,6 +152,7 @@ impl Console {
             auditor,
             live,
             audit,
+            heavy: tokio::sync::Semaphore::new(HEAVY_AT_ONCE),
         })
     }
 }

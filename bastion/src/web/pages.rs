@@ -358,6 +358,10 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
         Liveness::Known(ids) => ids.clone(),
         Liveness::Unknown => Vec::new(),
     };
+    let _heavy = match wants_verified {
+        Some(_) => console.heavy.acquire().await.ok(),
+        None => None,
+    };
     let found = blocking(move || {
         let mut rows = auditor
             .sessions(&filter, Some(MAX_LISTED))
@@ -718,6 +722,7 @@ async fn search(
         if pattern.len() > MAX_PATTERN {
             return error(StatusCode::BAD_REQUEST, "pattern too long");
         }
+        let _heavy = console.heavy.acquire().await;
         let auditor = console.auditor.clone();
         let found = blocking(move || {
             let mut out = Capped {
