@@ -245,6 +245,7 @@ pub async fn serve(
                 config.auditor(),
                 live.clone(),
                 audit.clone(),
+                issuer.clone(),
             );
             crate::web::spawn(console.clone()).await?;
             Some(console)

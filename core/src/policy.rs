@@ -30,8 +30,9 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
 ];
 
 /// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
-/// `bastion` for per-session certificates), so no policy user may take them.
-pub const RESERVED_USER_NAMES: [&str; 2] = ["host", "bastion"];
+/// `bastion` for per-session certificates), and `web`, which signs auditors in to the
+/// bastion's web console (`ssh web@bastion`), so no policy user may take them.
+pub const RESERVED_USER_NAMES: [&str; 3] = ["host", "bastion", "web"];
 
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;

@@ -9,12 +9,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jitssh_tests::{
-    Bastion, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen, project_bin, run, run_with,
-    target, user,
+    Bastion, CaFixture, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen, project_bin, run,
+    run_ok, run_with, target, user,
 };
 
 struct World {
     scratch: Scratch,
+    ca: CaFixture,
     bastion: Bastion,
     _web01: Sshd,
     /// Reaches web01 as root; not an auditor.
@@ -63,6 +64,7 @@ fn world() -> World {
     }
     World {
         scratch,
+        ca,
         bastion,
         _web01: web01,
         alice,
@@ -493,4 +495,16 @@ fn refusals() {
             r.body
         );
     }
+
+    // A revoked auditor is signed out at their next request.
+    run_ok(&mut w.ca.cmd(["revoke", "--key-id", "audrey"]));
+    let r = w.curl("/sessions", &["-H", &header]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("revoked"), "{}", r.body);
+    assert_eq!(
+        w.curl("/sessions", &["-H", &header]).status,
+        303,
+        "the session is gone"
+    );
+    assert!(w.bastion.audit().contains("\"event\":\"web.signout\""));
 }

@@ -23,15 +23,18 @@ const MAX_SESSIONS: usize = 1024;
 /// The cookie's name.
 pub const COOKIE: &str = "jitssh_web";
 
-/// A signed-in auditor.
+/// A signed-in auditor; `C` is the credential kept to check revocation on each request
+/// (the certificate, in the bastion).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signed {
+pub struct Signed<C> {
     /// The person (the certificate's key id's first word).
     pub person: String,
     /// Unix time the session ends (the certificate's expiry, at most [`MAX_SESSION`]).
     pub expires: u64,
     /// The token forms carry.
     pub csrf: String,
+    /// The credential signed in with.
+    pub credential: C,
 }
 
 /// Why a sign-in link was not accepted.
@@ -46,17 +49,23 @@ pub enum LinkRefused {
 }
 
 /// The store.
-#[derive(Default)]
-pub struct Sessions {
-    inner: Mutex<Inner>,
+pub struct Sessions<C> {
+    inner: Mutex<Inner<C>>,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// link id -> (person, certificate expiry, link expiry)
-    links: HashMap<String, (String, u64, u64)>,
+/// A link waiting to be used.
+struct Link<C> {
+    person: String,
+    valid_before: u64,
+    expires: u64,
+    credential: C,
+}
+
+struct Inner<C> {
+    /// link id -> link
+    links: HashMap<String, Link<C>>,
     /// cookie id -> session
-    sessions: HashMap<String, Signed>,
+    sessions: HashMap<String, Signed<C>>,
 }
 
 /// 256 random bits, hex.
@@ -70,41 +79,69 @@ fn plausible(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-impl Sessions {
+impl<C: Clone> Default for Sessions<C> {
+    fn default() -> Self {
+        Sessions {
+            inner: Mutex::new(Inner {
+                links: HashMap::new(),
+                sessions: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<C: Clone> Sessions<C> {
     /// An empty store.
-    pub fn new() -> Sessions {
+    pub fn new() -> Sessions<C> {
         Sessions::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<C>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A one-time link id for `person` whose certificate expires at `valid_before`, or
     /// `None` when too many are waiting.
-    pub fn mint_link(&self, person: &str, valid_before: u64, now: u64) -> Option<String> {
+    pub fn mint_link(
+        &self,
+        person: &str,
+        valid_before: u64,
+        now: u64,
+        credential: C,
+    ) -> Option<String> {
         let mut inner = self.lock();
-        inner.links.retain(|_, (_, _, expires)| *expires > now);
+        inner.links.retain(|_, link| link.expires > now);
         if inner.links.len() >= MAX_LINKS {
             return None;
         }
         let id = random_id();
         inner.links.insert(
             id.clone(),
-            (person.to_string(), valid_before, now + LINK_TTL.as_secs()),
+            Link {
+                person: person.to_string(),
+                valid_before,
+                expires: now + LINK_TTL.as_secs(),
+                credential,
+            },
         );
         Some(id)
     }
 
     /// Uses link `id` (once): the new session's cookie id and the session.
-    pub fn redeem(&self, id: &str, now: u64) -> Result<(String, Signed), LinkRefused> {
+    pub fn redeem(&self, id: &str, now: u64) -> Result<(String, Signed<C>), LinkRefused> {
         let mut inner = self.lock();
         let found = if plausible(id) {
             inner.links.remove(id)
         } else {
             None
         };
-        let Some((person, valid_before, expires)) = found else {
+        let Some(Link {
+            person,
+            valid_before,
+            expires,
+            credential,
+        }) = found
+        else {
             return Err(LinkRefused::Unknown);
         };
         if expires <= now || valid_before <= now {
@@ -118,6 +155,7 @@ impl Sessions {
             person,
             expires: valid_before.min(now + MAX_SESSION.as_secs()),
             csrf: random_id(),
+            credential,
         };
         let cookie = random_id();
         inner.sessions.insert(cookie.clone(), signed.clone());
@@ -125,7 +163,7 @@ impl Sessions {
     }
 
     /// The session of cookie id `id`, if it exists and has not expired.
-    pub fn find(&self, id: &str, now: u64) -> Option<Signed> {
+    pub fn find(&self, id: &str, now: u64) -> Option<Signed<C>> {
         if !plausible(id) {
             return None;
         }
@@ -161,21 +199,21 @@ mod tests {
 
     #[test]
     fn a_link_is_used_once_and_not_after_a_minute() {
-        let store = Sessions::new();
-        let link = store.mint_link("alice", 10_000, 100).unwrap();
+        let store = Sessions::<()>::new();
+        let link = store.mint_link("alice", 10_000, 100, ()).unwrap();
         let (cookie, signed) = store.redeem(&link, 101).unwrap();
         assert_eq!(signed.person, "alice");
         assert_eq!(signed.expires, 10_000);
         assert_eq!(store.find(&cookie, 102), Some(signed));
         assert_eq!(store.redeem(&link, 101), Err(LinkRefused::Unknown));
-        let late = store.mint_link("alice", 10_000, 100).unwrap();
+        let late = store.mint_link("alice", 10_000, 100, ()).unwrap();
         assert_eq!(store.redeem(&late, 160), Err(LinkRefused::Unknown));
     }
 
     #[test]
     fn a_session_ends_with_the_certificate_and_forged_ids_find_nothing() {
-        let store = Sessions::new();
-        let link = store.mint_link("alice", 200, 100).unwrap();
+        let store = Sessions::<()>::new();
+        let link = store.mint_link("alice", 200, 100, ()).unwrap();
         let (cookie, _) = store.redeem(&link, 100).unwrap();
         assert!(store.find(&cookie, 199).is_some());
         assert!(store.find(&cookie, 200).is_none());

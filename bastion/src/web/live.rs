@@ -35,7 +35,7 @@ pub async fn end(
     Path(id): Path<String>,
     Form(form): Form<EndForm>,
 ) -> Response {
-    let (_, signed) = match signed_in(&console, &headers) {
+    let (_, signed) = match signed_in(&console, &headers).await {
         Ok(found) => found,
         Err(redirect) => return *redirect,
     };
@@ -68,7 +68,7 @@ pub async fn socket(
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let (_, signed) = match signed_in(&console, &headers) {
+    let (_, signed) = match signed_in(&console, &headers).await {
         Ok(found) => found,
         Err(redirect) => return *redirect,
     };

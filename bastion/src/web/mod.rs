@@ -26,8 +26,13 @@ use tokio::net::TcpListener;
 
 use crate::admin::LiveSessions;
 use crate::audit::Audit;
+use crate::issuer::Issuer;
+use jitssh_core::ssh_key::Certificate;
 
 pub use auth::Sessions;
+
+/// A signed-in auditor, with the certificate they signed in with.
+pub type SignedIn = auth::Signed<Arc<Certificate>>;
 pub use signin::{SIGNIN_USER, WebAdmitted, admit_auditor};
 
 /// Connections served at once; more wait in the kernel's backlog.
@@ -125,8 +130,10 @@ pub enum WebError {
 pub struct Console {
     /// Settings.
     pub settings: WebSettings,
-    /// Pending sign-ins and signed-in browsers.
-    pub sessions: Sessions,
+    /// Pending sign-ins and signed-in browsers, with the certificate each signed in with.
+    pub sessions: Sessions<Arc<Certificate>>,
+    /// The CA, asked on every request whether that certificate was revoked meanwhile.
+    pub issuer: Arc<dyn Issuer>,
     /// The auditor library on this bastion's files.
     pub auditor: jitssh_auditor::Auditor,
     /// Live sessions (watch, end).
@@ -145,10 +152,12 @@ impl Console {
         auditor: jitssh_auditor::Auditor,
         live: Arc<LiveSessions>,
         audit: Audit,
+        issuer: Arc<dyn Issuer>,
     ) -> Arc<Console> {
         Arc::new(Console {
             settings,
             sessions: Sessions::new(),
+            issuer,
             auditor,
             live,
             audit,

@@ -20,7 +20,8 @@ use jitssh_core::unix_now;
 use serde::Deserialize;
 
 use super::Console;
-use super::auth::{COOKIE, Signed, same_secret};
+use super::SignedIn;
+use super::auth::{COOKIE, same_secret};
 use super::html::{Viewer, esc, page, query_value};
 
 /// Columns the list sorts by.
@@ -116,14 +117,36 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The signed-in auditor and their cookie id, or the redirect to sign-in.
-pub(super) fn signed_in(
+/// The signed-in auditor and their cookie id, or the redirect to sign-in. The certificate
+/// they signed in with is checked for revocation on every request (fail closed): a revoked
+/// auditor's browser session ends.
+pub(super) async fn signed_in(
     console: &Console,
     headers: &HeaderMap,
-) -> Result<(String, Signed), Box<Response>> {
-    cookie(headers, COOKIE)
+) -> Result<(String, SignedIn), Box<Response>> {
+    let Some((cookie, signed)) = cookie(headers, COOKIE)
         .and_then(|id| Some((id.to_string(), console.sessions.find(id, unix_now())?)))
-        .ok_or_else(|| Box::new(Redirect::to("/signin").into_response()))
+    else {
+        return Err(Box::new(Redirect::to("/signin").into_response()));
+    };
+    match console.issuer.revoked(&signed.credential).await {
+        Ok(None) => Ok((cookie, signed)),
+        Ok(Some(why)) => {
+            console.sessions.end(&cookie);
+            let event = AuditEvent::new("web.signout")
+                .with("person", signed.person.as_str())
+                .with("reason", format!("certificate revoked: {why}"));
+            console.audit.record_or_log(event).await;
+            Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "signed out: your certificate was revoked",
+            )))
+        }
+        Err(err) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot check your certificate's revocation: {err}"),
+        ))),
+    }
 }
 
 /// A change (POST) must come from the console's own pages: same `Origin`, and the form's
@@ -131,7 +154,7 @@ pub(super) fn signed_in(
 pub(super) fn check_change(
     console: &Console,
     headers: &HeaderMap,
-    signed: &Signed,
+    signed: &SignedIn,
     token: &str,
 ) -> Result<(), Box<Response>> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -222,7 +245,7 @@ async fn signout(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
-    let (cookie, signed) = match signed_in(&console, &headers) {
+    let (cookie, signed) = match signed_in(&console, &headers).await {
         Ok(found) => found,
         Err(redirect) => return *redirect,
     };
@@ -331,7 +354,7 @@ fn intact(auditor: &jitssh_auditor::Auditor, id: &str) -> Option<bool> {
 }
 
 async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    let (_, signed) = match signed_in(&console, &headers) {
+    let (_, signed) = match signed_in(&console, &headers).await {
         Ok(found) => found,
         Err(redirect) => return *redirect,
     };
@@ -537,7 +560,7 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
 }
 
 async fn session(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let (_, signed) = match signed_in(&console, &headers) {
+    let (_, signed) = match signed_in(&console, &headers).await {
         Ok(found) => found,
         Err(redirect) => return *redirect,
     };
@@ -649,7 +672,7 @@ async fn session(State(console): Shared, headers: HeaderMap, Path(id): Path<Stri
 }
 
 async fn cast(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(redirect) = signed_in(&console, &headers) {
+    if let Err(redirect) = signed_in(&console, &headers).await {
         return *redirect;
     }
     if !valid_id(&id) {
@@ -706,7 +729,7 @@ async fn search(
     headers: HeaderMap,
     Query(query): Query<SearchQuery>,
 ) -> Response {
-    let (_, signed) = match signed_in(&console, &headers) {
+    let (_, signed) = match signed_in(&console, &headers).await {
         Ok(found) => found,
         Err(redirect) => return *redirect,
     };

@@ -14,6 +14,8 @@ pub const SIGNIN_USER: &str = "web";
 /// An auditor admitted at `ssh web@bastion`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebAdmitted {
+    /// The certificate signed in with (its revocation is checked on every page).
+    pub cert: Certificate,
     /// The person (the key id's first word).
     pub person: String,
     /// The certificate's serial.
@@ -39,6 +41,7 @@ pub fn admit_auditor(
         return Err(Refusal::NotAuditor);
     }
     Ok(WebAdmitted {
+        cert: cert.clone(),
         person,
         serial: admitted.serial,
         valid_before: admitted.valid_before,
@@ -57,6 +60,7 @@ pub fn message(console: Option<&super::Console>, admitted: &WebAdmitted) -> (Str
         &admitted.person,
         admitted.valid_before,
         jitssh_core::unix_now(),
+        std::sync::Arc::new(admitted.cert.clone()),
     ) {
         Some(link) => (
             format!(
