@@ -211,7 +211,7 @@ impl Front {
             return self
                 .admit_with(user, cert, crate::web::admit_auditor)
                 .await
-                .map(Login::Web);
+                .map(|admitted| Login::Web(Box::new(admitted)));
         }
         if user.contains('@') {
             self.check_certificate(user, cert).await.map(Login::Session)
@@ -228,7 +228,7 @@ enum Login {
     /// A jump connection (no target yet).
     Jump(JumpAdmitted),
     /// A web console sign-in.
-    Web(crate::web::WebAdmitted),
+    Web(Box<crate::web::WebAdmitted>),
 }
 
 /// The inner connection of a jump: where it goes and who opened the jump.
@@ -335,7 +335,7 @@ impl russh::server::Handler for Front {
                     tracing::error!("cannot write audit record, refusing login: {err}");
                     return Ok(Auth::reject());
                 }
-                self.door.accept_web(admitted);
+                self.door.accept_web(*admitted);
                 Ok(Auth::Accept)
             }
             Ok(Login::Jump(admitted)) => {
