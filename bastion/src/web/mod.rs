@@ -17,11 +17,9 @@ pub mod signin;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admin::LiveSessions;
@@ -29,6 +27,7 @@ use crate::audit::Audit;
 use crate::issuer::Issuer;
 use jitssh_core::ssh_key::Certificate;
 
+pub use crate::config::WebSettings;
 pub use auth::Sessions;
 
 /// A signed-in auditor, with the certificate they signed in with.
@@ -41,74 +40,6 @@ const MAX_CONNECTIONS: usize = 256;
 const HEAVY_AT_ONCE: usize = 2;
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `[web]` as written in bastion.toml.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebFile {
-    listen: Option<SocketAddr>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    public_url: Option<String>,
-}
-
-/// The web console's settings (`[web]`), paths resolved.
-#[derive(Debug, Clone)]
-pub struct WebSettings {
-    /// Where HTTPS is served.
-    pub listen: SocketAddr,
-    /// Certificate chain and key (PEM), or `None` for the self-signed one in `dir`.
-    pub cert_key: Option<(PathBuf, PathBuf)>,
-    /// Where the console keeps its files (the self-signed certificate).
-    pub dir: PathBuf,
-    /// What sign-in URLs start with, and the only `Origin` a change is accepted from.
-    pub public_url: String,
-}
-
-impl WebFile {
-    /// The settings, or `None` when `listen` is not set (the console is off); an error is
-    /// `(key, message)`.
-    pub fn resolve(
-        self,
-        base: &Path,
-        data_dir: &Path,
-    ) -> Result<Option<WebSettings>, (&'static str, String)> {
-        let Some(listen) = self.listen else {
-            for (key, set) in [
-                ("web.cert", self.cert.is_some()),
-                ("web.key", self.key.is_some()),
-                ("web.public_url", self.public_url.is_some()),
-            ] {
-                if set {
-                    return Err((key, "only meaningful with web.listen set".into()));
-                }
-            }
-            return Ok(None);
-        };
-        let cert_key = match (self.cert, self.key) {
-            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
-            (None, None) => None,
-            (Some(_), None) => return Err(("web.key", "required with web.cert".into())),
-            (None, Some(_)) => return Err(("web.cert", "required with web.key".into())),
-        };
-        let public_url = match self.public_url {
-            Some(url) => {
-                let url = url.trim_end_matches('/').to_string();
-                if !url.starts_with("https://") || url.len() <= "https://".len() {
-                    return Err(("web.public_url", "must be an https:// URL".into()));
-                }
-                url
-            }
-            None => format!("https://{listen}"),
-        };
-        Ok(Some(WebSettings {
-            listen,
-            cert_key,
-            dir: data_dir.join("web"),
-            public_url,
-        }))
-    }
-}
 
 /// Errors starting the console.
 #[derive(Debug, thiserror::Error)]
