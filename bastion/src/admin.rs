@@ -145,7 +145,16 @@ impl LiveSessions {
     fn get(&self, id: &str) -> Option<Arc<Entry>> {
         self.lock().get(id).cloned()
     }
+
+    /// Watches session `id` in process (the web console): its output, and whether it ended.
+    pub fn subscribe(&self, id: &str) -> Option<Watching> {
+        self.get(id)
+            .map(|e| (e.output.subscribe(), e.ended.clone()))
+    }
 }
+
+/// A watcher's view of a session: its output chunks, and whether it ended.
+pub type Watching = (broadcast::Receiver<Arc<[u8]>>, watch::Receiver<bool>);
 
 /// Sends a session's output to its watchers. Cheap to clone, for the tasks that relay the
 /// session's channels.
@@ -428,7 +437,7 @@ async fn connection(
     match request {
         Request::List => reply(&mut write, Reply::Sessions(live.list())).await,
         Request::Kill { session, reason } => {
-            let answer = kill(live, audit, &session, &reason, &by, uid).await;
+            let answer = kill(live, audit, &session, &reason, &by, |e| e.with("uid", uid)).await;
             reply(&mut write, answer).await
         }
         Request::Watch { session } => {
@@ -451,14 +460,15 @@ async fn connection(
     }
 }
 
-/// Ends a session for an auditor; the reply to send.
-async fn kill(
+/// Ends a session for an auditor (`by`, and `who` adds their identity to the audit record:
+/// a uid here, a person for the web console); the reply to send.
+pub(crate) async fn kill(
     live: &LiveSessions,
     audit: &Audit,
     session: &str,
     reason: &str,
     by: &str,
-    uid: u32,
+    who: impl FnOnce(AuditEvent) -> AuditEvent,
 ) -> Reply {
     let reason = clean_reason(reason);
     let Some(entry) = live.get(session) else {
@@ -468,9 +478,7 @@ async fn kill(
     let Some(sender) = sender else {
         return Reply::Error(format!("session {session} is already being ended"));
     };
-    let event = AuditEvent::new("session.kill")
-        .with("session", session)
-        .with("uid", uid)
+    let event = who(AuditEvent::new("session.kill").with("session", session))
         .with("reason", reason.as_str());
     if let Err(err) = audit.record(event).await {
         return Reply::Error(format!("not ended: the audit log cannot be written: {err}"));

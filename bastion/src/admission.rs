@@ -59,6 +59,9 @@ pub enum Refusal {
         /// The person of the inner login.
         inner: String,
     },
+    /// `ssh web@bastion` by someone whose grant holds no auditor role.
+    #[error("certificate refused: the web console is for auditors (no role with auditor = true)")]
+    NotAuditor,
     /// The grant does not let this login reach this target.
     #[error("certificate does not grant login {login:?} on target {target:?}")]
     NotGranted {

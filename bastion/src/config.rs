@@ -56,6 +56,8 @@ pub struct BastionConfig {
     /// Where `serve` answers Prometheus scrapes (`[metrics] listen`); none by default. With
     /// the embedded CA, its metrics are there too.
     pub metrics_listen: Option<SocketAddr>,
+    /// The auditors' web console (`[web]`; off unless `listen` is set).
+    pub web: Option<WebSettings>,
     /// Where this configuration came from (a path, or `<embedded defaults>`).
     pub origin: String,
 }
@@ -364,6 +366,8 @@ struct BastionFile {
     audit: AuditSection,
     #[serde(default)]
     metrics: MetricsFile,
+    #[serde(default)]
+    web: WebFile,
 }
 
 /// `[metrics]`: the Prometheus scrape endpoint.
@@ -373,6 +377,74 @@ struct MetricsFile {
     /// `host:port` of `/metrics`; unset: no endpoint.
     #[serde(default)]
     listen: Option<SocketAddr>,
+}
+
+/// `[web]` as written in bastion.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebFile {
+    listen: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    public_url: Option<String>,
+}
+
+/// The web console's settings (`[web]`), paths resolved.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Where HTTPS is served.
+    pub listen: SocketAddr,
+    /// Certificate chain and key (PEM), or `None` for the self-signed one in `dir`.
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// Where the console keeps its files (the self-signed certificate).
+    pub dir: PathBuf,
+    /// What sign-in URLs start with, and the only `Origin` a change is accepted from.
+    pub public_url: String,
+}
+
+impl WebFile {
+    /// The settings, or `None` when `listen` is not set (the console is off); an error is
+    /// `(key, message)`.
+    fn resolve(
+        self,
+        base: &Path,
+        data_dir: &Path,
+    ) -> Result<Option<WebSettings>, (&'static str, String)> {
+        let Some(listen) = self.listen else {
+            for (key, set) in [
+                ("web.cert", self.cert.is_some()),
+                ("web.key", self.key.is_some()),
+                ("web.public_url", self.public_url.is_some()),
+            ] {
+                if set {
+                    return Err((key, "only meaningful with web.listen set".into()));
+                }
+            }
+            return Ok(None);
+        };
+        let cert_key = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+            (None, None) => None,
+            (Some(_), None) => return Err(("web.key", "required with web.cert".into())),
+            (None, Some(_)) => return Err(("web.cert", "required with web.key".into())),
+        };
+        let public_url = match self.public_url {
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_string();
+                if !url.starts_with("https://") || url.len() <= "https://".len() {
+                    return Err(("web.public_url", "must be an https:// URL".into()));
+                }
+                url
+            }
+            None => format!("https://{listen}"),
+        };
+        Ok(Some(WebSettings {
+            listen,
+            cert_key,
+            dir: data_dir.join("web"),
+            public_url,
+        }))
+    }
 }
 
 /// Settings of the admin socket (`[admin]` in bastion.toml; served by [`crate::admin`]).
@@ -587,7 +659,12 @@ impl BastionConfig {
         {
             ca_config.audit_forward.clone_from(&audit_forward);
         }
+        let web = file
+            .web
+            .resolve(base, &data_dir)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(BastionConfig {
+            web,
             audit_forward,
             metrics_listen: file.metrics.listen,
             data_dir,

@@ -35,6 +35,8 @@ pub enum Opened {
     Session(Accepted),
     /// A jump connection.
     Jump(JumpAccepted),
+    /// A sign-in to the web console (`ssh web@bastion`).
+    Web(crate::web::WebAdmitted),
 }
 
 /// Where a connection is on its way in.
@@ -51,6 +53,8 @@ pub enum Door {
     Accepted(Box<Accepted>),
     /// A jump login was accepted; the connection opens once the login is confirmed.
     Jumping(Box<JumpAccepted>),
+    /// A web console sign-in was accepted.
+    Web(Box<crate::web::WebAdmitted>),
     /// The session started.
     Open,
 }
@@ -96,6 +100,13 @@ impl Door {
         }
     }
 
+    /// A web console sign-in was accepted.
+    pub fn accept_web(&mut self, accepted: crate::web::WebAdmitted) {
+        if self.knocking() {
+            *self = Door::Web(Box::new(accepted));
+        }
+    }
+
     /// The person came back (keyboard-interactive) to hear why they were refused: the
     /// message, once, if there was a refusal.
     pub fn tell(&mut self) -> Option<String> {
@@ -113,6 +124,7 @@ impl Door {
         match std::mem::replace(self, Door::Open) {
             Door::Accepted(accepted) => Some(Opened::Session(*accepted)),
             Door::Jumping(accepted) => Some(Opened::Jump(*accepted)),
+            Door::Web(accepted) => Some(Opened::Web(*accepted)),
             other => {
                 *self = other;
                 None

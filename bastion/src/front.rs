@@ -74,6 +74,8 @@ pub struct Front {
     inner: Option<Inner>,
     /// Set once a jump login (no target) was confirmed on this connection.
     jump: Option<Arc<JumpConn>>,
+    /// Set once a web console sign-in (`ssh web@bastion`) was confirmed on this connection.
+    web: Option<crate::web::WebAdmitted>,
     /// The way in: refusals, the accepted login.
     door: Door,
     /// The answer queue of each session channel (see [`crate::answers`]).
@@ -97,6 +99,7 @@ impl Front {
             ticket,
             inner: None,
             jump: None,
+            web: None,
             door: Door::default(),
             answers: std::collections::HashMap::new(),
             global: None,
@@ -204,6 +207,12 @@ impl Front {
                 .await
                 .map(Login::Session);
         }
+        if user == crate::web::SIGNIN_USER {
+            return self
+                .admit_with(user, cert, crate::web::admit_auditor)
+                .await
+                .map(|admitted| Login::Web(Box::new(admitted)));
+        }
         if user.contains('@') {
             self.check_certificate(user, cert).await.map(Login::Session)
         } else {
@@ -218,6 +227,8 @@ enum Login {
     Session(Admitted),
     /// A jump connection (no target yet).
     Jump(JumpAdmitted),
+    /// A web console sign-in.
+    Web(Box<crate::web::WebAdmitted>),
 }
 
 /// The inner connection of a jump: where it goes and who opened the jump.
@@ -314,6 +325,19 @@ impl russh::server::Handler for Front {
             return Ok(Auth::reject());
         }
         match self.check_login(user, certificate).await {
+            Ok(Login::Web(admitted)) => {
+                let event = AuditEvent::new("web.signin.link")
+                    .with("person", admitted.person.as_str())
+                    .with("serial", admitted.serial)
+                    .with("peer", self.peer.map(|p| p.to_string()))
+                    .with("valid_before", admitted.valid_before);
+                if let Err(err) = self.shared.audit.record(event).await {
+                    tracing::error!("cannot write audit record, refusing login: {err}");
+                    return Ok(Auth::reject());
+                }
+                self.door.accept_web(*admitted);
+                Ok(Auth::Accept)
+            }
             Ok(Login::Jump(admitted)) => {
                 let id = crate::recording::new_session_id();
                 let event = AuditEvent::new("login.jump")
@@ -408,6 +432,13 @@ impl russh::server::Handler for Front {
     async fn auth_succeeded(&mut self, session: &mut SshSession) -> Result<(), Self::Error> {
         let Accepted { id, admitted, cert } = match self.door.open() {
             Some(Opened::Session(accepted)) => accepted,
+            Some(Opened::Web(admitted)) => {
+                self.web = Some(admitted);
+                if let Some(ticket) = &self.ticket {
+                    ticket.promote();
+                }
+                return Ok(());
+            }
             Some(Opened::Jump(JumpAccepted { id, admitted, cert })) => {
                 let (alive, gone) = tokio::sync::oneshot::channel();
                 tokio::spawn(crate::jump::watch(
@@ -467,6 +498,10 @@ impl russh::server::Handler for Front {
         reply: ChannelOpenHandle,
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
+        if self.web.is_some() {
+            reply.accept().await;
+            return Ok(());
+        }
         let Some(sess) = self.session() else {
             if self.jump.is_some() {
                 reply
@@ -698,7 +733,8 @@ impl russh::server::Handler for Front {
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
         let Some(sess) = self.session() else {
-            return reply(session, channel, false);
+            // `ssh web@bastion` asks for a terminal it does not need: no warning for that.
+            return reply(session, channel, self.web.is_some());
         };
         let term = printable(term);
         let modes = modes.to_vec();
@@ -1120,6 +1156,16 @@ impl Front {
         asked: Asked,
         session: &mut SshSession,
     ) -> Result<(), FrontError> {
+        if let Some(admitted) = &self.web {
+            // `ssh web@bastion`: the one-time URL, whatever was asked, then the channel ends.
+            let (text, status) = crate::web::signin::message(self.shared.web.as_deref(), admitted);
+            reply(session, channel, true)?;
+            session.data(channel, text.into_bytes())?;
+            session.exit_status_request(channel, status)?;
+            session.eof(channel)?;
+            session.close(channel)?;
+            return Ok(());
+        }
         let Some(sess) = self.session() else {
             return reply(session, channel, false);
         };

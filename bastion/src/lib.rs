@@ -33,6 +33,7 @@ pub mod requests;
 pub mod server;
 pub mod session;
 pub mod upstream;
+pub mod web;
 
 /// The recording crate, under the name the bastion's modules have always used.
 pub use jitssh_recording as recording;

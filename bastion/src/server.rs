@@ -68,6 +68,9 @@ pub enum ServeError {
     /// The audit forwarder's thread could not start.
     #[error("cannot start audit forwarding: {0}")]
     Forward(#[source] std::io::Error),
+    /// The web console could not start.
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     /// The pid file could not be written, or another bastion runs with this data directory.
     #[error(transparent)]
     PidFile(#[from] jitssh_server::pidfile::PidFileError),
@@ -256,7 +259,23 @@ pub async fn serve(
             },
         ))
     };
+    // The auditors' web console (`[web]`), beside the front door.
+    let web = match &config.web {
+        Some(settings) => {
+            let console = crate::web::Console::new(
+                settings.clone(),
+                config.auditor(),
+                live.clone(),
+                audit.clone(),
+                issuer.clone(),
+            );
+            crate::web::spawn(console.clone()).await?;
+            Some(console)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        web,
         target_certs,
         config,
         issuer,

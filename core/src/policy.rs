@@ -34,8 +34,9 @@ pub const DEFAULT_USER_EXTENSIONS: [&str; 5] = [
 
 /// SSH user names the CA API gives a fixed meaning (`host` for host enrolment and renewal,
 /// `bastion` for per-session certificates, `sso` for sign-in at the identity provider,
-/// `workload` for certificates by token), so no policy user may take them.
-pub const RESERVED_USER_NAMES: [&str; 4] = ["host", "bastion", "sso", "workload"];
+/// `workload` for certificates by token, `web` for auditors' sign-in to the bastion's web
+/// console), so no policy user may take them.
+pub const RESERVED_USER_NAMES: [&str; 5] = ["host", "bastion", "sso", "workload", "web"];
 
 /// Longest reason text we record; reasons go into audit records and certificate key ids.
 pub const MAX_REASON_LEN: usize = 256;
@@ -149,6 +150,10 @@ pub struct Role {
     /// [`MAX_DIRECT_TTL`]), marked `break-glass`, unrecorded by the bastion. Default off.
     #[serde(default)]
     pub direct: bool,
+    /// Members may use the auditors' web console (`ssh web@bastion` signs them in): the
+    /// certificate's grant says so, so the bastion decides without the policy. Default off.
+    #[serde(default)]
+    pub auditor: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +230,9 @@ pub struct RoleGrant {
     pub logins: Vec<String>,
     /// Target patterns these logins reach.
     pub hosts: Vec<String>,
+    /// The role makes its holder an auditor (the bastion's web console); omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auditor: bool,
 }
 
 /// Which rule decided one part of a grant (for `--dry-run` and audit records).
@@ -713,6 +721,7 @@ impl Policy {
                     .cloned()
                     .collect(),
                 hosts: role.hosts.clone(),
+                auditor: role.auditor,
             })
             .collect();
         let request_id = request.approved.as_ref().map(|a| a.request_id.clone());

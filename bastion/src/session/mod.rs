@@ -52,6 +52,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Host certificates naming targets, for `ssh -J` (see [`crate::jump`]).
     pub target_certs: Arc<crate::jump::TargetCerts>,
+    /// The auditors' web console, when `[web] listen` is set (sign-in links are minted here).
+    pub web: Option<Arc<crate::web::Console>>,
 }
 
 /// The target leg as the session's channels see it (published by the session's task).

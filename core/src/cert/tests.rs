@@ -206,11 +206,13 @@ fn grant_claims_round_trip_and_decide_targets() {
                 name: "dev".into(),
                 logins: vec!["deploy".into()],
                 hosts: vec!["web*".into(), "!web-secret".into()],
+                auditor: false,
             },
             RoleGrant {
                 name: "ops".into(),
                 logins: vec!["root".into()],
                 hosts: vec!["db*".into()],
+                auditor: false,
             },
         ],
     };

@@ -606,4 +606,39 @@ fn a_person_from_sso_gets_every_rule_of_their_roles() {
         )
         .unwrap();
     assert_eq!(grant.principals, vec!["carol@example.com".to_string()]);
+fn an_auditor_role_is_carried_in_the_grant_and_only_then() {
+    let text = format!(
+        r#"
+[[roles]]
+name = "audit"
+logins = ["{{user}}"]
+max_ttl = "8h"
+auditor = true
+
+[[roles]]
+name = "dev"
+logins = ["deploy"]
+hosts = ["web*"]
+max_ttl = "8h"
+
+[[users]]
+name = "alice"
+keys = ["{ALICE_KEY}"]
+roles = ["audit", "dev"]
+"#
+    );
+    let policy = Policy::parse(&text, "policy.toml").unwrap();
+    let grant = policy.evaluate("alice", &request(), MONDAY_10AM).unwrap();
+    let json = serde_json::to_string(&grant.roles).unwrap();
+    assert!(
+        json.contains(r#""name":"audit","logins":["alice"],"hosts":[],"auditor":true"#),
+        "{json}"
+    );
+    // Roles that are not auditors say nothing (grants read as before by older bastions).
+    assert!(
+        json.contains(r#""name":"dev","logins":["deploy"],"hosts":["web*"]}"#),
+        "{json}"
+    );
+    let back: Vec<RoleGrant> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, grant.roles);
 }
