@@ -606,6 +606,9 @@ fn a_person_from_sso_gets_every_rule_of_their_roles() {
         )
         .unwrap();
     assert_eq!(grant.principals, vec!["carol@example.com".to_string()]);
+}
+
+#[test]
 fn an_auditor_role_is_carried_in_the_grant_and_only_then() {
     let text = format!(
         r#"
