@@ -349,10 +349,7 @@ impl Authority {
         user: &str,
         subject: KeyData,
         request: &CertRequest,
-    ) -> (
-        Result<(Grant, CertSpec), Denial>,
-        Option<Result<Grant, Denial>>,
-    ) {
+    ) -> crate::shadow::PlanWithShadow {
         let now = unix_now();
         let shadow = self.shadow_evaluate(|shadow| shadow.evaluate(user, request, now));
         (self.plan_at(user, subject, request, now), shadow)

@@ -8,10 +8,18 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use jitssh_core::audit::AuditEvent;
+use jitssh_core::cert::CertSpec;
 use jitssh_core::policy::shadow::compare;
 use jitssh_core::policy::{Denial, Grant, Policy};
 
 use crate::authority::Authority;
+
+/// A plan for `--dry-run`: the enforced decision with the certificate it would sign, and the
+/// shadow policy's decision for the same request at the same time (`None` without one).
+pub type PlanWithShadow = (
+    Result<(Grant, CertSpec), Denial>,
+    Option<Result<Grant, Denial>>,
+);
 
 /// Kind of the audit record of a difference.
 pub const SHADOW_EVENT: &str = "policy.shadow";

@@ -82,10 +82,7 @@ pub fn plan_with_shadow(
     workload: &WorkloadIdentity,
     subject: KeyData,
     request: &CertRequest,
-) -> (
-    Result<(Grant, CertSpec), Denial>,
-    Option<Result<Grant, Denial>>,
-) {
+) -> crate::shadow::PlanWithShadow {
     let now = unix_now();
     let shadow = authority.shadow_evaluate(|shadow| shadow_grant(shadow, workload, request, now));
     (plan_at(authority, workload, subject, request, now), shadow)
