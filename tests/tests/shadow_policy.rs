@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jitssh_tests::{CaFixture, CaServer, KeyPair, Scratch, keygen, run_with};
+use jitssh_tests::{CaFixture, CaServer, Issuer, KeyPair, Scratch, TestKey, keygen, run_with};
 
 /// A policy with role `dev` (logins `{user}`, `deploy`; `max_ttl` as given), role `ops`
 /// (login root, reason required) and the given users.
@@ -331,5 +331,85 @@ fn a_broken_shadow_file_stops_serve_at_start() {
     assert!(
         last.starts_with("ssh-ca:") && last.contains("policy.next.toml"),
         "one line naming the file: {err}"
+    );
+}
+
+/// A workload's token decision is shadowed too: a shadow with a shorter default TTL for the
+/// workload's role is a would-change of the TTL, naming the shadow's rule; the certificate
+/// issued has the enforced TTL.
+#[test]
+fn a_workload_decision_is_shadowed_as_a_would_change() {
+    let scratch = Scratch::new();
+    let key = TestKey::rsa("rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let workload_policy = |max: &str, default: &str| {
+        format!(
+            r#"
+[[roles]]
+name = "deploy"
+logins = ["root"]
+hosts = ["web*"]
+max_ttl = "{max}"
+default_ttl = "{default}"
+
+[[workloads]]
+name = "ci"
+issuer = "{}"
+audience = "jitssh"
+roles = ["deploy"]
+match = {{ sub = "job" }}
+"#,
+            issuer.url
+        )
+    };
+    let server = start(
+        scratch.path(),
+        &workload_policy("1h", "30m"),
+        &workload_policy("10m", "5m"),
+    );
+    let job = keygen(scratch.path(), "job");
+    let cert = |extra: &[&str]| {
+        let token = key.sign(&issuer.claims("jitssh", "job", serde_json::json!({})));
+        server
+            .ssh("workload", &job)
+            .args(["cert", "--token-file", "-"])
+            .args(extra)
+            .stdin(format!("{token}\n"))
+            .run()
+    };
+
+    let out = cert(&["--dry-run"]);
+    assert_eq!(out.status, 0, "{out}");
+    let text = out.stdout_str();
+    assert!(
+        text.contains("shadow policy (not enforced): would issue it with another ttl:"),
+        "{text}"
+    );
+    assert!(
+        shadow_records(&server).is_empty(),
+        "a dry run audits nothing"
+    );
+
+    let out = cert(&[]);
+    assert_eq!(out.status, 0, "{out}");
+    let records = shadow_records(&server);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record["kind"], "would_change");
+    assert_eq!(record["via"], "workload");
+    assert_eq!(record["user"], "workload:ci");
+    assert_eq!(record["changed"], serde_json::json!(["ttl"]));
+    assert_eq!(record["enforced"]["ttl"], "30m");
+    assert_eq!(record["shadow"]["ttl"], "5m");
+    assert!(
+        record["rule"].as_str().unwrap().contains("deploy"),
+        "the shadow's rule: {record}"
+    );
+    let table = server.ca.run_ok(["shadow", "report"]).stdout_str();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("change grant") && l.contains("workload:ci")),
+        "{table}"
     );
 }
