@@ -413,3 +413,71 @@ match = {{ sub = "job" }}
         "{table}"
     );
 }
+
+/// An SSO sign-in is shadowed with the shadow's own `[[sso.groups]]`: a shadow that maps
+/// carol's IdP group to no role is a would-deny naming that rule, while the enforced policy
+/// issues her certificate. Real OpenID Provider, real `ssh-ca login --sso`.
+#[test]
+fn an_sso_sign_in_is_shadowed_with_the_shadows_groups() {
+    let scratch = Scratch::new();
+    let carol = keygen(scratch.path(), "carol");
+    let idp = jitssh_tests::Idp::start(
+        scratch.path(),
+        r#"{"carol": {"email": "carol@example.com", "preferred_username": "carol", "groups": ["ops"]}}"#,
+    );
+    let role =
+        "[[roles]]\nname = \"ops\"\nlogins = [\"root\"]\nhosts = [\"web*\"]\nmax_ttl = \"1h\"\n";
+    let enforced = format!("{role}\n[[sso.groups]]\nclaim = \"ops\"\nroles = [\"ops\"]\n");
+    std::fs::write(scratch.file("policy.next.toml"), role).unwrap();
+    let server = CaServer::start(
+        scratch.path(),
+        &enforced,
+        &format!(
+            "{SHADOW}[sso]\nissuer = \"{}\"\nclient_id = \"jitssh\"\nname_claim = \"email\"\ngroups_claim = \"groups\"\n",
+            idp.issuer
+        ),
+    );
+    let mut cmd = std::process::Command::new(jitssh_tests::project_bin("ssh-ca"));
+    cmd.arg("login")
+        .arg("--ca")
+        .arg(format!("sso@localhost:{}", server.port))
+        .arg("-i")
+        .arg(&carol.private)
+        .arg("--sso");
+    for option in [
+        "BatchMode=yes",
+        "StrictHostKeyChecking=yes",
+        "GlobalKnownHostsFile=/dev/null",
+        "IdentityAgent=none",
+    ] {
+        cmd.args(["-o", option]);
+    }
+    cmd.arg("-o").arg(format!(
+        "UserKnownHostsFile={}",
+        server.known_hosts.display()
+    ));
+    cmd.env_remove("SSH_AUTH_SOCK");
+    let (out, person) = jitssh_tests::sso_login(
+        &mut cmd,
+        &idp,
+        "carol",
+        false,
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
+    assert!(person.expect("URL and code shown").success());
+    assert_eq!(out.status, 0, "the enforced policy issues: {out}");
+    let records = shadow_records(&server);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["kind"], "would_deny");
+    assert_eq!(records[0]["via"], "sso");
+    assert_eq!(records[0]["user"], "carol@example.com");
+    assert!(
+        records[0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("no role for your groups at the identity provider (ops)"),
+        "{}",
+        records[0]
+    );
+}
