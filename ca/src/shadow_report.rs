@@ -150,6 +150,14 @@ pub fn report(path: &Path, since: u64) -> Result<Report> {
     Ok(report)
 }
 
+/// Text from the log as one printable line: control characters (a terminal's escape
+/// sequences, line breaks) become `?`, whatever put them in a record.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn kind_title(kind: &str) -> &str {
     match kind {
         "would_deny" => "newly deny",
@@ -176,8 +184,8 @@ pub fn table(report: &Report, since_text: &str) -> String {
                 .unwrap_or(0)
                 .max(title.len())
         };
-        let user_w = width(&|r| r.user.len(), "USER");
-        let roles_w = width(&|r| r.roles.len(), "ROLES");
+        let user_w = width(&|r| printable(&r.user).len(), "USER");
+        let roles_w = width(&|r| printable(&r.roles).len(), "ROLES");
         out.push_str(&format!(
             "{:<12}  {:<user_w$}  {:<roles_w$}  {:>5}  {:<24}  RULE\n",
             "WOULD", "USER", "ROLES", "COUNT", "LATEST"
@@ -190,12 +198,12 @@ pub fn table(report: &Report, since_text: &str) -> String {
                 .unwrap_or("-");
             out.push_str(&format!(
                 "{:<12}  {:<user_w$}  {:<roles_w$}  {:>5}  {:<24}  {}\n",
-                kind_title(&row.kind),
-                row.user,
-                row.roles,
+                printable(kind_title(&row.kind)),
+                printable(&row.user),
+                printable(&row.roles),
                 row.count,
-                latest,
-                row.rule
+                printable(latest),
+                printable(&row.rule)
             ));
         }
     }
@@ -274,6 +282,23 @@ mod tests {
         let report = summarise(lines.into_iter(), since);
         assert_eq!(report.rows.len(), 1);
         assert_eq!(report.rows[0].rule, "new");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let lines = vec![record(
+            1,
+            "2026-12-01T10:00:00.000Z",
+            "would_deny",
+            "eve\u{1b}[2J",
+            "rule\nforged line",
+        )];
+        let table = table(&summarise(lines.into_iter(), 0), "7d");
+        assert!(!table.contains('\u{1b}'), "{table:?}");
+        assert!(
+            table.contains("eve?[2J") && table.contains("rule?forged line"),
+            "{table}"
+        );
     }
 
     #[test]
