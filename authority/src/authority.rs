@@ -137,6 +137,8 @@ pub struct Authority {
     config: CaConfig,
     keys: CaKeys,
     policy: RwLock<Arc<Policy>>,
+    /// The shadow policy (`shadow_policy` in ca.toml): evaluated, compared, never enforced.
+    shadow: RwLock<Option<Arc<Policy>>>,
     store: Arc<dyn CaStore>,
     audit: AuditLog,
     serials: SerialPool,
@@ -198,6 +200,10 @@ impl Authority {
             )));
         }
         let policy = load_policy(&config)?;
+        let shadow = match &config.shadow_policy {
+            Some(path) => Some(Arc::new(Policy::load(path)?)),
+            None => None,
+        };
         let audit = AuditLog::open(&config.audit_path())?;
         audit.observe(crate::metrics::observer());
         if let Some(target) = &added_target {
@@ -231,6 +237,7 @@ impl Authority {
             config,
             keys,
             policy: RwLock::new(Arc::new(policy)),
+            shadow: RwLock::new(shadow),
             store: Arc::new(store),
             audit,
             commits: GroupCommit::default(),
@@ -305,6 +312,26 @@ impl Authority {
         Ok(())
     }
 
+    /// The shadow policy, when one is configured (see [`crate::shadow`]).
+    pub fn shadow_policy(&self) -> Option<Arc<Policy>> {
+        self.shadow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the shadow policy file, if one is configured (`Ok(false)` when none is); on
+    /// error the old shadow policy stays. Independent of [`Authority::reload_policy`]: a broken
+    /// shadow file never holds back a change to the enforced policy.
+    pub fn reload_shadow_policy(&self) -> Result<bool, ConfigError> {
+        let Some(path) = &self.config.shadow_policy else {
+            return Ok(false);
+        };
+        let shadow = Policy::load(path)?;
+        *self.shadow.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(shadow));
+        Ok(true)
+    }
+
     /// What `user` would get for `request` now, without signing anything.
     pub fn plan(
         &self,
@@ -312,7 +339,29 @@ impl Authority {
         subject: KeyData,
         request: &CertRequest,
     ) -> Result<(Grant, CertSpec), Denial> {
+        self.plan_at(user, subject, request, unix_now())
+    }
+
+    /// [`Authority::plan`] with the shadow policy's decision for the same request at the same
+    /// time beside it (`None` without a shadow policy): for `cert --dry-run`. Audits nothing.
+    pub fn plan_with_shadow(
+        &self,
+        user: &str,
+        subject: KeyData,
+        request: &CertRequest,
+    ) -> crate::shadow::PlanWithShadow {
         let now = unix_now();
+        let shadow = self.shadow_evaluate(|shadow| shadow.evaluate(user, request, now));
+        (self.plan_at(user, subject, request, now), shadow)
+    }
+
+    fn plan_at(
+        &self,
+        user: &str,
+        subject: KeyData,
+        request: &CertRequest,
+        now: u64,
+    ) -> Result<(Grant, CertSpec), Denial> {
         let grant = self.policy().evaluate(user, request, now)?;
         let spec = CertSpec::from_grant(&grant, subject, now, self.config.clock_skew.as_secs());
         Ok((grant, spec))
@@ -344,7 +393,15 @@ impl Authority {
             )?;
             return Err(IssueError::Denied(Denial { reason }));
         }
-        match self.plan(user, subject, request) {
+        let now = unix_now();
+        let planned = self.plan_at(user, subject, request, now);
+        self.shadow_decision(
+            "cert",
+            user,
+            planned.as_ref().map(|(grant, _)| grant),
+            |shadow| shadow.evaluate(user, request, now),
+        );
+        match planned {
             Ok((grant, spec)) => {
                 let roles: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
                 if grant.direct {

@@ -25,6 +25,9 @@ pub struct CaConfig {
     pub policy: PathBuf,
     /// Whether the policy file must exist (true when a config names it).
     pub policy_required: bool,
+    /// A second policy evaluated beside `policy` and never enforced (shadow mode): where the
+    /// two decide differently, a `policy.shadow` audit record says how.
+    pub shadow_policy: Option<PathBuf>,
     /// Certificates start this long before issuance, for clients whose clocks lag.
     pub clock_skew: HumanDuration,
     /// Names the CA's own host certificate carries (default: hostname, localhost, listen IP).
@@ -110,6 +113,8 @@ struct CaFile {
     listen: SocketAddr,
     #[serde(default)]
     policy: Option<PathBuf>,
+    #[serde(default)]
+    shadow_policy: Option<PathBuf>,
     #[serde(default = "default_clock_skew")]
     clock_skew: HumanDuration,
     #[serde(default)]
@@ -212,6 +217,7 @@ impl CaConfig {
             listen: file.listen,
             policy,
             policy_required,
+            shadow_policy: file.shadow_policy.map(|p| base.join(p)),
             clock_skew: file.clock_skew,
             names,
             origin: origin.to_string(),
@@ -304,6 +310,25 @@ mod tests {
         assert_eq!(sso.name_claim, crate::sso::NameClaim::Email);
         assert_eq!(sso.timeout.as_secs(), 5);
         assert!(CaConfig::load(Some(&dir.path().join("../nope.toml"))).is_err());
+    }
+
+    #[test]
+    fn the_documented_shadow_policy_line_parses() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca.toml"),
+        )
+        .unwrap();
+        let text = example.replace("# shadow_policy = ", "shadow_policy = ");
+        assert_ne!(text, example, "config/ca.toml documents shadow_policy");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = CaConfig::load(Some(&path)).unwrap();
+        assert_eq!(
+            config.shadow_policy,
+            Some(dir.path().join("policy.next.toml"))
+        );
+        assert_eq!(CaConfig::load(None).unwrap().shadow_policy, None);
     }
 
     #[test]

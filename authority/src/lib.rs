@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod requests;
 pub mod revocation;
 pub mod session_cert;
+pub mod shadow;
 pub mod sso;
 pub mod workload;

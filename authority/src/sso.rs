@@ -12,7 +12,7 @@ use jitssh_core::audit::AuditEvent;
 use jitssh_core::cert::CertSpec;
 use jitssh_core::duration::HumanDuration;
 use jitssh_core::policy::sso::check_person_name;
-use jitssh_core::policy::{CertRequest, Denial};
+use jitssh_core::policy::{CertRequest, Denial, Policy};
 use jitssh_core::ssh_key::public::KeyData;
 use jitssh_core::ssh_key::{HashAlg, PublicKey};
 use jitssh_core::unix_now;
@@ -143,7 +143,7 @@ impl Authority {
     ) -> Result<Issued, IssueError> {
         let fingerprint = subject.fingerprint(HashAlg::Sha256).to_string();
         let policy = self.policy();
-        let (user, matched) = policy.sso().person(&person.name, &person.groups);
+        let (_, matched) = policy.sso().person(&person.name, &person.groups);
         let denied = |reason: String| -> Result<Issued, IssueError> {
             self.audit().append(
                 AuditEvent::new("cert.denied")
@@ -170,40 +170,18 @@ impl Authority {
                 "the identity provider's sub is empty, too long or not printable".into(),
             );
         }
-        if policy.user(&person.name).is_some() {
-            // One name, one person: an enrolled user's name is never taken over through SSO.
-            return denied(format!(
-                "{} is the name of an enrolled user in policy.toml; SSO names must differ",
-                person.name
-            ));
-        }
-        if policy
-            .user_by_key(&PublicKey::new(subject.clone(), ""))
-            .is_some()
-        {
-            return denied(format!(
-                "key {fingerprint} is enrolled for a user; sign in through SSO with another key"
-            ));
-        }
-        if user.roles.is_empty() {
-            let groups = if person.groups.is_empty() {
-                "none".to_string()
-            } else {
-                person.groups.join(",")
-            };
-            return denied(format!(
-                "{}: no role for your groups at the identity provider ({groups}) in [[sso.groups]]",
-                person.name
-            ));
-        }
-        if let Some(reason) = self.revoked_subject(&subject, Some(&person.name))? {
-            return denied(reason);
-        }
         let now = unix_now();
-        let mut grant = match policy.evaluate_for(&user, request, now) {
+        let decision = sso_decision(&policy, person, &subject, request, now);
+        self.shadow_decision("sso", &person.name, decision.as_ref(), |shadow| {
+            sso_decision(shadow, person, &subject, request, now)
+        });
+        let mut grant = match decision {
             Ok(grant) => grant,
             Err(denial) => return denied(denial.reason),
         };
+        if let Some(reason) = self.revoked_subject(&subject, Some(&person.name))? {
+            return denied(reason);
+        }
         grant.key_id = format!("{} sso-sub={}", grant.key_id, person.sub);
         let spec = CertSpec::from_grant(&grant, subject, now, self.config().clock_skew.as_secs());
         let roles: Vec<&str> = grant.roles.iter().map(|r| r.name.as_str()).collect();
@@ -225,4 +203,46 @@ impl Authority {
         };
         self.issue_signed_by(ca, spec, &person.name, grant.reason.as_deref(), details)
     }
+}
+
+/// What `policy` decides for `person` and `request` at `now`: the SSO rules that come from
+/// the policy (enrolled names and keys stay enrolled users', roles by group) and then every
+/// rule of those roles. Pure, so the shadow policy takes the same decision the same way.
+fn sso_decision(
+    policy: &Policy,
+    person: &SsoPerson,
+    subject: &KeyData,
+    request: &CertRequest,
+    now: u64,
+) -> Result<jitssh_core::policy::Grant, Denial> {
+    let deny = |reason: String| Err(Denial { reason });
+    if policy.user(&person.name).is_some() {
+        // One name, one person: an enrolled user's name is never taken over through SSO.
+        return deny(format!(
+            "{} is the name of an enrolled user in policy.toml; SSO names must differ",
+            person.name
+        ));
+    }
+    if policy
+        .user_by_key(&PublicKey::new(subject.clone(), ""))
+        .is_some()
+    {
+        return deny(format!(
+            "key {} is enrolled for a user; sign in through SSO with another key",
+            subject.fingerprint(HashAlg::Sha256)
+        ));
+    }
+    let (user, _) = policy.sso().person(&person.name, &person.groups);
+    if user.roles.is_empty() {
+        let groups = if person.groups.is_empty() {
+            "none".to_string()
+        } else {
+            person.groups.join(",")
+        };
+        return deny(format!(
+            "{}: no role for your groups at the identity provider ({groups}) in [[sso.groups]]",
+            person.name
+        ));
+    }
+    policy.evaluate_for(&user, request, now)
 }

@@ -72,13 +72,52 @@ pub fn plan(
     subject: KeyData,
     request: &CertRequest,
 ) -> Result<(Grant, CertSpec), Denial> {
+    plan_at(authority, workload, subject, request, unix_now())
+}
+
+/// [`plan`] with the shadow policy's decision at the same time beside it (`None` without a
+/// shadow policy), for `cert --dry-run`. Audits nothing.
+pub fn plan_with_shadow(
+    authority: &Authority,
+    workload: &WorkloadIdentity,
+    subject: KeyData,
+    request: &CertRequest,
+) -> crate::shadow::PlanWithShadow {
     let now = unix_now();
-    let as_user = User {
+    let shadow = authority.shadow_evaluate(|shadow| shadow_grant(shadow, workload, request, now));
+    (plan_at(authority, workload, subject, request, now), shadow)
+}
+
+/// The workload as a policy user: the roles of the `[[workloads]]` rule that admitted it.
+fn as_user(workload: &WorkloadIdentity) -> User {
+    User {
         name: workload.name.clone(),
         keys: Vec::new(),
         roles: workload.roles.clone(),
-    };
-    let mut grant = authority.policy().evaluate_for(&as_user, request, now)?;
+    }
+}
+
+/// The shadow policy's decision for `workload`. The workload keeps the roles of the enforced
+/// policy's `[[workloads]]` rule (the token was matched there); the shadow's role rules apply.
+fn shadow_grant(
+    shadow: &jitssh_core::policy::Policy,
+    workload: &WorkloadIdentity,
+    request: &CertRequest,
+    now: u64,
+) -> Result<Grant, Denial> {
+    shadow.evaluate_for(&as_user(workload), request, now)
+}
+
+fn plan_at(
+    authority: &Authority,
+    workload: &WorkloadIdentity,
+    subject: KeyData,
+    request: &CertRequest,
+    now: u64,
+) -> Result<(Grant, CertSpec), Denial> {
+    let mut grant = authority
+        .policy()
+        .evaluate_for(&as_user(workload), request, now)?;
     // The key id starts with the identity name; it names issuer and subject too.
     grant.key_id = grant.key_id.replacen(&workload.name, &workload.key_id(), 1);
     let spec = CertSpec::from_grant(
@@ -99,7 +138,15 @@ pub fn issue(
     request: &CertRequest,
 ) -> Result<Issued, IssueError> {
     let fingerprint = subject.fingerprint(HashAlg::Sha256).to_string();
-    let (grant, spec) = match plan(authority, workload, subject, request) {
+    let now = unix_now();
+    let planned = plan_at(authority, workload, subject, request, now);
+    authority.shadow_decision(
+        "workload",
+        &workload.requested_by(),
+        planned.as_ref().map(|(grant, _)| grant),
+        |shadow| shadow_grant(shadow, workload, request, now),
+    );
+    let (grant, spec) = match planned {
         Ok(planned) => planned,
         Err(denial) => return Err(refuse(authority, workload, &fingerprint, denial)?),
     };

@@ -65,6 +65,13 @@ pub enum Command {
     /// Ask the running `ssh-ca serve` of this configuration to reload its policy (SIGHUP
     /// through its pid file, `ssh-ca.pid` in the data directory).
     Reload,
+    /// Shadow mode: what the shadow policy (`shadow_policy` in ca.toml) would decide
+    /// differently, from the audit log.
+    Shadow {
+        /// What to do.
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
     /// Audit log tools.
     Audit {
         /// What to do with the audit log.
@@ -178,6 +185,25 @@ pub struct IssuedArgs {
     /// Only direct (break-glass) certificates, with who asked, why and their roles.
     #[arg(long)]
     pub break_glass: bool,
+}
+
+/// `ssh-ca shadow ...`.
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Sum up the shadow policy's differences (would newly deny, would newly allow, would
+    /// change the certificate) by user, role and rule, with the latest example of each.
+    Report(ShadowReportArgs),
+}
+
+/// `ssh-ca shadow report`.
+#[derive(Debug, Args)]
+pub struct ShadowReportArgs {
+    /// Only decisions this recent.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub since: HumanDuration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ssh-ca audit ...`.

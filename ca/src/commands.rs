@@ -499,6 +499,14 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         policy = %jitssh_authority::authority::absolute(&config.policy).display(),
         "policy loaded"
     );
+    if let (Some(shadow), Some(path)) = (authority.shadow_policy(), &config.shadow_policy) {
+        tracing::info!(
+            users = shadow.users().count(),
+            roles = shadow.roles().count(),
+            shadow_policy = %jitssh_authority::authority::absolute(path).display(),
+            "shadow policy loaded (evaluated and compared, never enforced)"
+        );
+    }
     authority.write_krl_file()?;
     // Stopped when serve returns; the cursor beside the log says where the next start resumes.
     let _forwarder = jitssh_core::audit::forward::Forwarder::start_configured(

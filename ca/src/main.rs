@@ -11,9 +11,10 @@ mod cli;
 mod commands;
 mod login;
 mod renew;
+mod shadow_report;
 mod ssh_config;
 
-use cli::{AuditCommand, Cli, Command, HostCommand};
+use cli::{AuditCommand, Cli, Command, HostCommand, ShadowCommand};
 
 /// The pid file of `ssh-ca serve` in the data directory, which `ssh-ca reload` signals.
 pub const SERVE_PID_FILE: &str = "ssh-ca.pid";
@@ -63,6 +64,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = config.data_dir.join(SERVE_PID_FILE);
             let pid = jitssh_server::pidfile::signal_reload(&path, "ssh-ca")?;
             eprintln!("asked ssh-ca (pid {pid}) to reload its policy; its log says how it went");
+        }
+        Command::Shadow {
+            command: ShadowCommand::Report(args),
+        } => {
+            let since = jitssh_core::unix_now().saturating_sub(args.since.as_secs());
+            let report = shadow_report::report(&config.audit_path(), since)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", shadow_report::table(&report, &args.since.to_string()));
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify,

@@ -997,6 +997,7 @@ fn decide_single<T: Clone + PartialEq + std::fmt::Debug>(
     Ok(chosen.map(|(value, _)| value))
 }
 
+pub mod shadow;
 pub mod sso;
 #[cfg(test)]
 mod tests;

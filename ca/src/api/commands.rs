@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use jitssh_core::duration::HumanDuration;
-use jitssh_core::policy::{CertRequest, Grant};
+use jitssh_core::policy::{CertRequest, Denial, Grant};
 use jitssh_core::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_core::unix_now;
 
@@ -396,10 +396,9 @@ fn cert(
         direct: args.direct,
     };
     if args.dry_run {
-        return match authority.plan(user, subject.key_data().clone(), &request) {
-            Ok((grant, spec)) => CommandOutput::ok(dry_run_text(&grant, &spec)),
-            Err(denial) => CommandOutput::fail(format!("denied: {denial}")),
-        };
+        let (planned, shadow) =
+            authority.plan_with_shadow(user, subject.key_data().clone(), &request);
+        return dry_run_output(planned, shadow);
     }
     if let Some(id) = &args.request
         && let Err(err) = requests::take_certificate(authority, id, user)
@@ -417,6 +416,56 @@ fn cert(
             issue_error(&err)
         }
     }
+}
+
+/// The answer to `cert --dry-run`: what would be issued (or the denial, on stderr), and,
+/// with a shadow policy, what the shadow policy would decide instead (on stdout).
+pub(super) fn dry_run_output(
+    planned: Result<(Grant, jitssh_core::cert::CertSpec), Denial>,
+    shadow: Option<Result<Grant, Denial>>,
+) -> CommandOutput {
+    let shadow = shadow.map(|s| shadow_text(planned.as_ref().map(|(grant, _)| grant), &s));
+    match planned {
+        Ok((grant, spec)) => {
+            let mut text = dry_run_text(&grant, &spec);
+            text.push_str(shadow.as_deref().unwrap_or(""));
+            CommandOutput::ok(text)
+        }
+        Err(denial) => {
+            let mut out = CommandOutput::fail(format!("denied: {denial}"));
+            out.stdout = shadow.unwrap_or_default().into_bytes();
+            out
+        }
+    }
+}
+
+/// The shadow policy's decision beside the enforced one, for `--dry-run`.
+fn shadow_text(enforced: Result<&Grant, &Denial>, shadow: &Result<Grant, Denial>) -> String {
+    use jitssh_core::policy::shadow::{ShadowKind, compare};
+    let head = "shadow policy (not enforced):";
+    let enforced = enforced.cloned().map_err(Clone::clone);
+    let Some(diff) = compare(&enforced, shadow) else {
+        return format!("{head} the same decision\n");
+    };
+    let Ok(grant) = shadow else {
+        return format!("{head} would deny: {}\n", diff.rule);
+    };
+    let mut out = match diff.kind {
+        ShadowKind::WouldChange => {
+            format!(
+                "{head} would issue it with another {}:\n",
+                diff.changed.join(", ")
+            )
+        }
+        _ => format!("{head} would allow it:\n"),
+    };
+    for decision in &grant.trace {
+        out.push_str(&format!(
+            "  {:<15} {:<30} <- {}\n",
+            decision.part, decision.value, decision.rule
+        ));
+    }
+    out
 }
 
 pub(super) fn dry_run_text(grant: &Grant, spec: &jitssh_core::cert::CertSpec) -> String {

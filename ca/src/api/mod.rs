@@ -233,8 +233,40 @@ async fn renew_host_cert(
     .await;
 }
 
+/// Re-reads the shadow policy (if configured) on SIGHUP, apart from the enforced one: a
+/// broken shadow file is refused (logged and audited) and the old shadow policy kept, and it
+/// never holds back the enforced policy's reload.
+async fn reload_shadow(authority: &Arc<Authority>) {
+    let reloading = authority.clone();
+    let result = tokio::task::spawn_blocking(move || reloading.reload_shadow_policy()).await;
+    let path = authority
+        .config()
+        .shadow_policy
+        .as_ref()
+        .map(|p| p.display().to_string());
+    let event = match result {
+        Ok(Ok(false)) => return,
+        Ok(Ok(true)) => {
+            tracing::info!("shadow policy reloaded");
+            jitssh_core::audit::AuditEvent::new("policy.shadow_reloaded")
+        }
+        Ok(Err(err)) => {
+            tracing::error!(%err, "shadow policy reload refused; keeping the old shadow policy");
+            jitssh_core::audit::AuditEvent::new("policy.shadow_reload_refused")
+                .with("error", err.to_string())
+        }
+        Err(err) => {
+            tracing::error!(%err, "shadow policy reload task failed");
+            return;
+        }
+    };
+    if let Err(err) = authority.audit().append(event.with("shadow_policy", path)) {
+        tracing::error!(%err, "cannot audit the shadow policy reload");
+    }
+}
+
 /// Reloads the policy on SIGHUP. A broken policy is refused with its error logged, and the old
-/// one stays in force.
+/// one stays in force. The shadow policy is reloaded beside it, on its own.
 pub fn spawn_policy_reloader(authority: Arc<Authority>) -> std::io::Result<()> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
@@ -260,6 +292,7 @@ pub fn spawn_policy_reloader(authority: Arc<Authority>) -> std::io::Result<()> {
                 }
                 Err(err) => tracing::error!(%err, "policy reload task failed"),
             }
+            reload_shadow(&authority).await;
         }
     });
     Ok(())

@@ -21,7 +21,7 @@ use jitssh_identity::{Claims, Expectations, HttpClient, JwksSource, Verifier};
 use serde_json::Value;
 
 use super::commands::{self, ApiCommand, CertArgs, CommandOutput};
-use super::{Identity, commands::dry_run_text};
+use super::{Identity, commands::dry_run_output};
 
 /// Most issuer verifiers kept (one per issuer and key location in the policy).
 const MAX_VERIFIERS: usize = 64;
@@ -258,10 +258,9 @@ async fn cert(
     let subject = key.key_data().clone();
     blocking(move || {
         if args.dry_run {
-            return match workload::plan(&authority, &identity, subject, &request) {
-                Ok((grant, spec)) => CommandOutput::ok(dry_run_text(&grant, &spec)),
-                Err(denial) => CommandOutput::fail(format!("denied: {denial}")),
-            };
+            let (planned, shadow) =
+                workload::plan_with_shadow(&authority, &identity, subject, &request);
+            return dry_run_output(planned, shadow);
         }
         match workload::issue(&authority, &identity, subject, &request) {
             Ok(issued) => CommandOutput::ok(format!("{}\n", issued.line)),
