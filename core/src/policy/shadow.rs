@@ -171,6 +171,7 @@ mod tests {
                     name: r.to_string(),
                     logins: vec!["alice".into()],
                     hosts: vec!["web*".into()],
+                    auditor: false,
                 })
                 .collect(),
             principals: vec!["alice".into()],
