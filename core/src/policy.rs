@@ -20,6 +20,7 @@ use crate::duration::HumanDuration;
 use crate::hours::AllowedHours;
 use crate::ssh_key::{HashAlg, PublicKey};
 
+pub mod host_tokens;
 pub mod workloads;
 pub use workloads::WorkloadRule;
 
@@ -65,6 +66,8 @@ struct PolicyFile {
     sso: sso::SsoFile,
     #[serde(default)]
     workloads: Vec<WorkloadRule>,
+    #[serde(default)]
+    hosts_by_token: Vec<host_tokens::HostTokenRule>,
 }
 
 /// Settings that apply when a role does not say otherwise.
@@ -189,6 +192,8 @@ pub struct Policy {
     sso: sso::SsoPolicy,
     /// `[[workloads]]`: tokens that get certificates (see [`workloads`]).
     workloads: Vec<WorkloadRule>,
+    /// `[[hosts_by_token]]`: tokens that get host certificates (see [`host_tokens`]).
+    hosts_by_token: Vec<host_tokens::HostTokenRule>,
 }
 
 /// What a caller asks for. Every field is optional; the policy fills in the rest.
@@ -492,6 +497,8 @@ impl Policy {
         let role_names = roles.keys().map(String::as_str).collect();
         workloads::validate(&file.workloads, &role_names)
             .map_err(|(key, message)| invalid(key, message))?;
+        host_tokens::validate(&file.hosts_by_token)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Policy {
             defaults: file.defaults,
             roles,
@@ -499,6 +506,7 @@ impl Policy {
             key_owner,
             sso,
             workloads: file.workloads,
+            hosts_by_token: file.hosts_by_token,
         })
     }
 
@@ -557,6 +565,11 @@ impl Policy {
     /// The `[[workloads]]` rules, in file order.
     pub fn workloads(&self) -> &[WorkloadRule] {
         &self.workloads
+    }
+
+    /// The `[[hosts_by_token]]` rules, in file order.
+    pub fn hosts_by_token(&self) -> &[host_tokens::HostTokenRule] {
+        &self.hosts_by_token
     }
 
     /// Decides what certificate `user` may get for `request` at unix time `now`.

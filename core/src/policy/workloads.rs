@@ -62,10 +62,22 @@ pub enum JwksLocation {
     File(PathBuf),
 }
 
-impl WorkloadRule {
+/// What every token rule (`[[workloads]]`, `[[hosts_by_token]]`) says about the token
+/// itself: whose it is, for whom, where its issuer's keys are, and conditions on its claims.
+/// The CA API verifies tokens for any such rule the same way (one verifier path).
+pub trait TokenRule {
+    /// The token issuer (`iss`), exactly.
+    fn issuer(&self) -> &str;
+    /// The audience the token must carry (`aud`).
+    fn audience(&self) -> &str;
+    /// Where the issuer's keys are, as written (`None`: discovery).
+    fn jwks(&self) -> Option<&str>;
+    /// Conditions on claims: claim name (or dotted path) = pattern.
+    fn conditions(&self) -> &BTreeMap<String, String>;
+
     /// Where this rule's issuer keys are.
-    pub fn jwks_location(&self) -> JwksLocation {
-        match self.jwks.as_deref() {
+    fn jwks_location(&self) -> JwksLocation {
+        match self.jwks() {
             None | Some("discovery") => JwksLocation::Discovery,
             Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
                 JwksLocation::Url(url.to_string())
@@ -76,8 +88,8 @@ impl WorkloadRule {
 
     /// Whether every condition holds for `claims`; else the first that does not, said in
     /// one line.
-    pub fn check(&self, claims: &serde_json::Map<String, Value>) -> Result<(), String> {
-        for (claim, pattern) in &self.conditions {
+    fn check(&self, claims: &serde_json::Map<String, Value>) -> Result<(), String> {
+        for (claim, pattern) in self.conditions() {
             match lookup(claims, claim) {
                 Some(Value::String(value)) if wildcard_match(pattern, value) => {}
                 Some(Value::String(value)) => {
@@ -92,7 +104,58 @@ impl WorkloadRule {
         }
         Ok(())
     }
+}
 
+impl TokenRule for WorkloadRule {
+    fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    fn audience(&self) -> &str {
+        &self.audience
+    }
+    fn jwks(&self) -> Option<&str> {
+        self.jwks.as_deref()
+    }
+    fn conditions(&self) -> &BTreeMap<String, String> {
+        &self.conditions
+    }
+}
+
+/// Checks the parts every token rule shares: issuer URL, audience, at least one well-formed
+/// `match` condition. `key` names a field of the rule for the error.
+pub fn validate_token_rule(
+    rule: &impl TokenRule,
+    key: impl Fn(&str) -> String,
+) -> Result<(), RuleError> {
+    if !(rule.issuer().starts_with("https://") || rule.issuer().starts_with("http://")) {
+        return Err((
+            key("issuer"),
+            format!("issuer {:?} is not a URL", rule.issuer()),
+        ));
+    }
+    if rule.audience().is_empty() {
+        return Err((key("audience"), "audience is empty".into()));
+    }
+    if rule.conditions().is_empty() {
+        return Err((
+            key("match"),
+            "a token rule needs at least one match condition (the issuer signs tokens for others too)".into(),
+        ));
+    }
+    if let Some((claim, _)) = rule
+        .conditions()
+        .iter()
+        .find(|(c, p)| c.is_empty() || p.is_empty())
+    {
+        return Err((
+            key("match"),
+            format!("empty claim name or pattern ({claim:?})"),
+        ));
+    }
+    Ok(())
+}
+
+impl WorkloadRule {
     /// The workload identity name for `claims`.
     pub fn identity(&self, claims: &serde_json::Map<String, Value>) -> Result<String, String> {
         let mut out = String::new();
@@ -132,31 +195,7 @@ pub type RuleError = (String, String);
 pub fn validate(rules: &[WorkloadRule], roles: &BTreeSet<&str>) -> Result<(), RuleError> {
     for (i, rule) in rules.iter().enumerate() {
         let key = |field: &str| format!("workloads[{i}].{field}");
-        if !(rule.issuer.starts_with("https://") || rule.issuer.starts_with("http://")) {
-            return Err((
-                key("issuer"),
-                format!("issuer {:?} is not a URL", rule.issuer),
-            ));
-        }
-        if rule.audience.is_empty() {
-            return Err((key("audience"), "audience is empty".into()));
-        }
-        if rule.conditions.is_empty() {
-            return Err((
-                key("match"),
-                "a workload rule needs at least one match condition (the issuer signs tokens for others too)".into(),
-            ));
-        }
-        if let Some((claim, _)) = rule
-            .conditions
-            .iter()
-            .find(|(c, p)| c.is_empty() || p.is_empty())
-        {
-            return Err((
-                key("match"),
-                format!("empty claim name or pattern ({claim:?})"),
-            ));
-        }
+        validate_token_rule(rule, &key)?;
         if rule.name.is_empty() || rule.name.matches('{').count() != rule.name.matches('}').count()
         {
             return Err((
@@ -227,7 +266,7 @@ fn sanitize(value: &str) -> String {
         .collect()
 }
 
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .take(120)
         .map(|c| if c.is_control() { '?' } else { c })
