@@ -11,6 +11,7 @@ pub mod cert_text;
 pub mod commit;
 pub mod config;
 pub mod denials;
+pub mod host_token;
 pub mod hosts;
 pub mod join_guard;
 pub mod metrics;

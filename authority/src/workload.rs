@@ -221,7 +221,7 @@ pub fn audit_refused_token(
     Ok(())
 }
 
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .take(200)
         .map(|c| if c.is_control() || c == ' ' { '?' } else { c })

@@ -57,10 +57,18 @@ pub enum ApiCommand {
     Approve(DecideArgs),
     /// Deny a request, with a reason.
     Deny(DecideArgs),
-    /// Host first contact: spend a join token, get a host certificate (as user `host`).
+    /// Host first contact: spend a join token, get a host certificate (as user `host`); or,
+    /// with `--token-file -`, get one with a signed identity token (`[[hosts_by_token]]`).
     Join {
         /// The one-time token from `ssh-ca host add`.
-        token: String,
+        #[arg(required_unless_present = "token_file", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// Hosts without `host add`: an identity token signed by the host's platform (a cloud
+        /// VM's instance identity token), read from stdin (`-`); the certificate is for the
+        /// key you logged in with, named by the policy's `[[hosts_by_token]]` rule. Renew by
+        /// sending a fresh token.
+        #[arg(long, value_name = "-")]
+        token_file: Option<String>,
     },
     /// Host renewal: a fresh certificate for the enrolled key you authenticated with.
     HostCert,
@@ -173,6 +181,13 @@ impl ApiCommand {
     pub fn reads_stdin(&self) -> bool {
         matches!(self, ApiCommand::Cert(args) if !args.dry_run || args.token_file.is_some())
             || matches!(self, ApiCommand::SessionCert(_))
+            || matches!(
+                self,
+                ApiCommand::Join {
+                    token_file: Some(_),
+                    ..
+                }
+            )
     }
 }
 
@@ -280,9 +295,12 @@ pub fn run(
         (Identity::User { name, .. }, ApiCommand::Deny(args)) => {
             decide(authority, name, &args, false)
         }
-        (Identity::Host { key }, ApiCommand::Join { token }) => {
-            host_result(hosts::join(authority, &token, key, peer))
-        }
+        (
+            Identity::Host { key },
+            ApiCommand::Join {
+                token: Some(token), ..
+            },
+        ) => host_result(hosts::join(authority, &token, key, peer)),
         (Identity::Host { key }, ApiCommand::HostCert) => host_result(hosts::renew(authority, key)),
         (Identity::Bastion { .. }, ApiCommand::SessionCert(args)) => {
             session_cert(authority, &args, stdin, peer)
@@ -299,9 +317,9 @@ pub fn run(
         (Identity::User { .. }, ApiCommand::SessionCert(_)) => {
             CommandOutput::fail("session-cert is for the bastion's identity")
         }
-        (Identity::Host { .. }, _) => {
-            CommandOutput::fail("as user `host` you may run: join TOKEN, host-cert, ca-keys, krl")
-        }
+        (Identity::Host { .. }, _) => CommandOutput::fail(
+            "as user `host` you may run: join TOKEN, join --token-file - (an identity token on stdin), host-cert, ca-keys, krl",
+        ),
         (Identity::Bastion { .. }, _) => {
             CommandOutput::fail("as user `bastion` you may run: session-cert, ca-keys, krl")
         }
@@ -330,7 +348,9 @@ fn request_error(err: &RequestError) -> CommandOutput {
     }
 }
 
-fn host_result(result: Result<jitssh_authority::authority::Issued, HostError>) -> CommandOutput {
+pub(super) fn host_result(
+    result: Result<jitssh_authority::authority::Issued, HostError>,
+) -> CommandOutput {
     match result {
         Ok(issued) => CommandOutput::ok(format!("{}\n", issued.line)),
         Err(HostError::Refused(why)) => CommandOutput::fail(why),

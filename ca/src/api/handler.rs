@@ -501,7 +501,17 @@ impl Handler for ApiHandler {
                     match input {
                         Err(why) => CommandOutput::fail(why),
                         Ok(input) => {
-                            if let Identity::Workload { key } = identity {
+                            if let (
+                                Identity::Host { key },
+                                commands::ApiCommand::Join {
+                                    token_file: Some(file),
+                                    ..
+                                },
+                            ) = (&identity, &command)
+                            {
+                                // Async: the token's issuer keys may need fetching.
+                                super::host_token::join(authority, key.clone(), file, input).await
+                            } else if let Identity::Workload { key } = identity {
                                 // Async: the token's issuer keys may need fetching.
                                 super::workload::run(authority, key, command, input, Some(peer))
                                     .await

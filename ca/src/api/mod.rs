@@ -10,8 +10,10 @@
 
 mod commands;
 mod handler;
+mod host_token;
 mod sso;
 mod stdin;
+mod token;
 mod workload;
 
 use std::net::SocketAddr;

@@ -6,58 +6,19 @@
 //! rule whose `match` conditions hold names the workload and its roles, and the role rules
 //! decide the certificate as for a person. Every refusal is audited and answered in one line.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use jitssh_authority::authority::Authority;
 use jitssh_authority::workload::{self, WorkloadIdentity};
 use jitssh_core::policy::CertRequest;
-use jitssh_core::policy::workloads::{self as rules, JwksLocation};
+use jitssh_core::policy::workloads as rules;
 use jitssh_core::ssh_key::{HashAlg, PublicKey};
-use jitssh_identity::jws::{self, MAX_TOKEN_BYTES};
-use jitssh_identity::verify::DEFAULT_SKEW;
-use jitssh_identity::{Claims, Expectations, HttpClient, JwksSource, Verifier};
-use serde_json::Value;
+use jitssh_identity::Claims;
 
 use super::commands::{self, ApiCommand, CertArgs, CommandOutput};
+use super::token;
 use super::{Identity, commands::dry_run_output};
-
-/// Most issuer verifiers kept (one per issuer and key location in the policy).
-const MAX_VERIFIERS: usize = 64;
-
-/// Verifiers by issuer and key location.
-type VerifierMap = HashMap<(String, JwksLocation), Arc<Verifier>>;
-
-/// The key caches, one per (issuer, key location), kept across connections and policy
-/// reloads so keys are not fetched per token.
-fn verifier(issuer: &str, location: &JwksLocation) -> Result<Arc<Verifier>, String> {
-    static VERIFIERS: OnceLock<Mutex<VerifierMap>> = OnceLock::new();
-    static HTTP: OnceLock<Result<HttpClient, String>> = OnceLock::new();
-    let http = HTTP
-        .get_or_init(|| HttpClient::new().map_err(|err| err.to_string()))
-        .clone()?;
-    let mut map = VERIFIERS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let key = (issuer.to_string(), location.clone());
-    if let Some(found) = map.get(&key) {
-        return Ok(found.clone());
-    }
-    if map.len() >= MAX_VERIFIERS {
-        // Only issuers named in the policy get here; a policy with more is pruned at random.
-        map.clear();
-    }
-    let source = match location {
-        JwksLocation::Discovery => JwksSource::Discovery,
-        JwksLocation::Url(url) => JwksSource::Url(url.clone()),
-        JwksLocation::File(path) => JwksSource::File(path.clone()),
-    };
-    let made = Arc::new(Verifier::new(issuer, source, http));
-    map.insert(key, made.clone());
-    Ok(made)
-}
 
 /// Runs `command` for a key logged in as `workload`.
 pub async fn run(
@@ -92,13 +53,7 @@ async fn refused(
     reason: String,
     claims: Option<&Claims>,
 ) -> CommandOutput {
-    let claim = |name: &str| {
-        claims
-            .and_then(|c| c.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let (iss, sub) = (claim("iss"), claim("sub"));
+    let (iss, sub) = (token::claimed(claims, "iss"), token::claimed(claims, "sub"));
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     let (authority, line) = (authority.clone(), reason.clone());
     let written = tokio::task::spawn_blocking(move || {
@@ -132,118 +87,33 @@ async fn cert(
     if args.request.is_some() {
         return CommandOutput::fail("workloads cannot use access requests (--request)");
     }
-    let token = match std::str::from_utf8(&stdin).map(str::trim) {
-        Ok("") => {
-            return CommandOutput::fail(
-                "no token on stdin: ssh workload@<ca> cert --token-file - < token.jwt",
-            );
-        }
-        Ok(token) if token.len() > MAX_TOKEN_BYTES => {
-            return refused(
-                &authority,
-                &key,
-                format!("token longer than {MAX_TOKEN_BYTES} bytes"),
-                None,
-            )
-            .await;
-        }
-        Ok(token) => token.to_string(),
-        Err(_) => return refused(&authority, &key, "token is not UTF-8".into(), None).await,
-    };
-    let unverified = match jws::unverified_claims(&token) {
-        Ok(claims) => claims,
-        Err(err) => return refused(&authority, &key, err.to_string(), None).await,
-    };
-    let Some(issuer) = unverified
-        .get("iss")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        return refused(
-            &authority,
-            &key,
-            "token has no iss claim".into(),
-            Some(&unverified),
-        )
-        .await;
-    };
     let policy = authority.policy();
-    let of_issuer: Vec<&rules::WorkloadRule> = policy
-        .workloads()
-        .iter()
-        .filter(|r| r.issuer == issuer)
-        .collect();
-    let Some(first) = of_issuer.first() else {
-        let why = format!(
-            "issuer {} is not configured in [[workloads]]",
-            issuer.chars().take(120).collect::<String>()
-        );
-        return refused(&authority, &key, why, Some(&unverified)).await;
-    };
-    let verifier = match verifier(&issuer, &first.jwks_location()) {
-        Ok(verifier) => verifier,
-        Err(why) => return CommandOutput::fail(format!("internal error: {why}")),
-    };
-    let mut audiences: Vec<&str> = of_issuer.iter().map(|r| r.audience.as_str()).collect();
-    audiences.dedup();
-    let now = jitssh_core::clock::now();
-    let mut verified = None;
-    let mut first_error = None;
-    for audience in &audiences {
-        let expect = Expectations {
-            audience,
-            nonce: None,
-            now,
-            skew: DEFAULT_SKEW,
-        };
-        match verifier.verify(&token, &expect).await {
-            Ok(claims) => {
-                verified = Some(claims);
-                break;
-            }
-            Err(err) => {
-                let wrong_audience = matches!(err, jitssh_identity::VerifyError::Audience { .. });
-                first_error.get_or_insert(err);
-                if !wrong_audience {
-                    break;
-                }
-            }
+    let usage = "no token on stdin: ssh workload@<ca> cert --token-file - < token.jwt";
+    let verified = match token::verify(policy.workloads(), "workloads", &stdin, usage).await {
+        Ok(verified) => verified,
+        Err(token::Failure::Usage(why)) => return CommandOutput::fail(why),
+        Err(token::Failure::Internal(why)) => {
+            return CommandOutput::fail(format!("internal error: {why}"));
         }
-    }
-    let Some(claims) = verified else {
-        let why = first_error.map_or_else(|| "not verified".to_string(), |e| e.to_string());
-        return refused(&authority, &key, why, Some(&unverified)).await;
+        Err(token::Failure::Refused(why, claims)) => {
+            return refused(&authority, &key, why, claims.as_ref()).await;
+        }
     };
-    let token_audiences: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(one)) => vec![one.as_str()],
-        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
+    let (rule_index, rule, name) = match rules::resolve(
+        policy.workloads(),
+        &verified.issuer,
+        &verified.audiences(),
+        &verified.claims,
+    ) {
+        Ok(found) => found,
+        Err(why) => return refused(&authority, &key, why, Some(&verified.claims)).await,
     };
-    let (rule_index, rule, name) =
-        match rules::resolve(policy.workloads(), &issuer, &token_audiences, &claims) {
-            Ok(found) => found,
-            Err(why) => return refused(&authority, &key, why, Some(&claims)).await,
-        };
     let identity = WorkloadIdentity {
         name,
-        issuer: issuer.clone(),
-        sub: claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_string(),
-        jti: claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        // Verified present and numeric (possibly fractional): the jti is kept until then.
-        expires_at: claims
-            .get("exp")
-            .and_then(|exp| {
-                exp.as_u64()
-                    .or_else(|| exp.as_f64().map(|f| f.ceil() as u64))
-            })
-            .unwrap_or(u64::MAX),
+        issuer: verified.issuer.clone(),
+        sub: verified.sub(),
+        jti: verified.jti(),
+        expires_at: verified.expires_at(),
         rule: rule_index,
         roles: rule.roles.clone(),
     };
