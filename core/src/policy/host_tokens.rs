@@ -171,7 +171,7 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
 pub fn validate(rules: &[HostTokenRule]) -> Result<(), RuleError> {
     for (i, rule) in rules.iter().enumerate() {
         let key = |field: &str| format!("hosts_by_token[{i}].{field}");
-        validate_token_rule(rule, &key)?;
+        validate_token_rule(rule, key)?;
         if rule.names.is_empty() || rule.names.len() > MAX_HOST_NAMES {
             return Err((
                 key("names"),

@@ -195,7 +195,7 @@ pub type RuleError = (String, String);
 pub fn validate(rules: &[WorkloadRule], roles: &BTreeSet<&str>) -> Result<(), RuleError> {
     for (i, rule) in rules.iter().enumerate() {
         let key = |field: &str| format!("workloads[{i}].{field}");
-        validate_token_rule(rule, &key)?;
+        validate_token_rule(rule, key)?;
         if rule.name.is_empty() || rule.name.matches('{').count() != rule.name.matches('}').count()
         {
             return Err((
