@@ -333,4 +333,14 @@ mod tests {
         .unwrap();
         assert_eq!((i, names), (0, vec!["web-1".to_string()]));
     }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/policy.toml");
+        let policy = crate::policy::Policy::load(&path).unwrap();
+        let rule = &policy.hosts_by_token()[0];
+        assert_eq!(rule.issuer, "https://accounts.google.com");
+        assert_eq!(rule.names.len(), 2);
+        assert_eq!(rule.ttl.as_secs(), 7 * 24 * 3600);
+    }
 }
