@@ -261,8 +261,12 @@ pub struct RenewArgs {
     #[arg(long, value_name = "CERTFILE")]
     pub out: PathBuf,
     /// One-time join token (first contact).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "identity_token_file")]
     pub token: Option<String>,
+    /// Hosts without `host add`: a file with the identity token the platform signed for
+    /// this VM (`[[hosts_by_token]]` on the CA), `-` for stdin; fetch a fresh one per run.
+    #[arg(long, value_name = "FILE")]
+    pub identity_token_file: Option<PathBuf>,
     /// Command run after a new certificate is written (e.g. `systemctl reload ssh`).
     #[arg(long, value_name = "CMD")]
     pub reload_cmd: Option<String>,

@@ -100,6 +100,23 @@ fn still_valid(path: &Path, key: &PublicKey, now: u64) -> Option<u64> {
     (left * 3 > lifetime).then_some(cert.valid_before())
 }
 
+/// The identity token in `path` (`-`: stdin), at most the size the CA accepts.
+fn identity_token(path: &Path) -> Result<Vec<u8>, RenewError> {
+    use std::io::Read;
+    let limit = jitssh_identity::jws::MAX_TOKEN_BYTES as u64 + 2;
+    let mut token = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().take(limit).read_to_end(&mut token)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut token))
+    };
+    read.map_err(|e| file_error(path, e))?;
+    if token.iter().all(u8::is_ascii_whitespace) {
+        return Err(file_error(path, "no identity token in it"));
+    }
+    Ok(token)
+}
+
 /// Renews as `args` says.
 pub async fn renew(args: &RenewArgs) -> Result<RenewOutcome, RenewError> {
     let key_text = std::fs::read_to_string(&args.key).map_err(|e| file_error(&args.key, e))?;
@@ -123,11 +140,12 @@ pub async fn renew(args: &RenewArgs) -> Result<RenewOutcome, RenewError> {
         Duration::from_secs(30),
     )
     .await?;
-    let command = match &args.token {
-        Some(token) => format!("join {}", shell_words::quote(token)),
-        None => "host-cert".to_string(),
+    let (command, stdin) = match (&args.token, &args.identity_token_file) {
+        (Some(token), _) => (format!("join {}", shell_words::quote(token)), Vec::new()),
+        (None, Some(path)) => ("join --token-file -".to_string(), identity_token(path)?),
+        (None, None) => ("host-cert".to_string(), Vec::new()),
     };
-    let output = client.exec(&command, b"").await?;
+    let output = client.exec(&command, &stdin).await?;
     client.close().await;
     if output.status != Some(0) {
         return Err(RenewError::Refused(output.error_line()));

@@ -5,9 +5,11 @@
 //! that trusts only the host CA's `@cert-authority` line.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use jitssh_tests::{
-    CaServer, Issuer, KeyPair, Output, Scratch, Ssh, Sshd, TestKey, cert_info, keygen,
+    CaServer, Issuer, KeyPair, Output, Scratch, Ssh, Sshd, TestKey, cert_info, keygen, project_bin,
+    run,
 };
 use serde_json::{Value, json};
 
@@ -208,16 +210,36 @@ fn a_vm_token_gets_a_host_certificate_that_stock_ssh_trusts() {
     let out = connect("web-2.internal");
     assert_ne!(out.status, 0, "{out}");
 
-    // Renewal: the same command with a fresh token; a new certificate, still nothing enrolled.
+    // Renewal: the same request with a fresh token, here from the renewal timer's
+    // `ssh-ca host renew --identity-token-file`; a new certificate, still nothing enrolled.
     let serial = field(&info, "Serial:").to_string();
-    let out = w.join(
-        &host_key,
-        &w.signer.sign(&w.vm_claims("acme-prod", "web-1")),
-        &[],
+    let token_file = w.scratch.write(
+        "token.jwt",
+        w.signer.sign(&w.vm_claims("acme-prod", "web-1")),
     );
+    let mut renew = Command::new(project_bin("ssh-ca"));
+    renew
+        .args(["host", "renew", "--force", "--ca"])
+        .arg(format!("localhost:{}", w.server.port))
+        .arg("--ca-key")
+        .arg(&w.host_ca)
+        .arg("--key")
+        .arg(&host_key.private)
+        .arg("--out")
+        .arg(host_key.cert_path())
+        .arg("--identity-token-file")
+        .arg(&token_file);
+    let out = run(&mut renew);
     assert_eq!(out.status, 0, "{out}");
-    std::fs::write(host_key.cert_path(), &out.stdout).unwrap();
-    assert_ne!(field(&cert_info(&host_key.cert_path()), "Serial:"), serial);
+    let renewed = cert_info(&host_key.cert_path());
+    assert_ne!(field(&renewed, "Serial:"), serial);
+    assert!(renewed.contains("web-1.internal"), "{renewed}");
+    // The same token again: spent, and the certificate file is left alone.
+    let before = std::fs::read(host_key.cert_path()).unwrap();
+    let out = run(&mut renew);
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stderr.contains("was already used"), "{out}");
+    assert_eq!(std::fs::read(host_key.cert_path()).unwrap(), before);
     let hosts = w.server.ca.run_ok(["host", "list"]).stdout_str();
     assert!(!hosts.contains("web-1"), "nothing enrolled: {hosts}");
 }
