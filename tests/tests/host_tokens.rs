@@ -276,6 +276,23 @@ fn mismatched_wrong_audience_and_reused_tokens_are_refused_with_one_line() {
         "token refused: audience jitssh not accepted",
     );
 
+    let mut other_issuer = w.vm_claims("acme-prod", "web-1");
+    other_issuer["iss"] = json!("https://evil.example");
+    w.assert_refused(
+        &key,
+        &w.signer.sign(&other_issuer),
+        "token refused: issuer https://evil.example is not configured in [[hosts_by_token]]",
+    );
+    // A VM's token sent as a workload is no workload's token either.
+    let out = w
+        .server
+        .ssh("workload", &key)
+        .args(["join", "--token-file", "-"])
+        .stdin(w.signer.sign(&w.vm_claims("acme-prod", "web-1")))
+        .run();
+    assert_ne!(out.status, 0, "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+
     let first = w.signer.sign(&w.vm_claims("acme-prod", "web-1"));
     assert_eq!(w.join(&key, &first, &[]).status, 0);
     let jti = jitssh_identity::jws::unverified_claims(&first).unwrap()["jti"].clone();
