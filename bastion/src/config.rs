@@ -387,6 +387,8 @@ struct WebFile {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     public_url: Option<String>,
+    /// `[web.sso]`: sign-in by the identity provider (the CA's `[sso]` keys).
+    sso: Option<jitssh_authority::sso::SsoConfig>,
 }
 
 /// The web console's settings (`[web]`), paths resolved.
@@ -400,6 +402,9 @@ pub struct WebSettings {
     pub dir: PathBuf,
     /// What sign-in URLs start with, and the only `Origin` a change is accepted from.
     pub public_url: String,
+    /// `[web.sso]`: "Sign in with" the identity provider (authorization code flow with PKCE),
+    /// or `None` for certificate sign-in only.
+    pub sso: Option<jitssh_authority::sso::SsoConfig>,
 }
 
 impl WebFile {
@@ -415,6 +420,7 @@ impl WebFile {
                 ("web.cert", self.cert.is_some()),
                 ("web.key", self.key.is_some()),
                 ("web.public_url", self.public_url.is_some()),
+                ("web.sso", self.sso.is_some()),
             ] {
                 if set {
                     return Err((key, "only meaningful with web.listen set".into()));
@@ -438,11 +444,25 @@ impl WebFile {
             }
             None => format!("https://{listen}"),
         };
+        if let Some(sso) = &self.sso {
+            sso.check().map_err(|(key, message)| {
+                (
+                    match key.as_str() {
+                        "sso.issuer" => "web.sso.issuer",
+                        "sso.client_id" => "web.sso.client_id",
+                        "sso.scopes" => "web.sso.scopes",
+                        _ => "web.sso.timeout",
+                    },
+                    message,
+                )
+            })?;
+        }
         Ok(Some(WebSettings {
             listen,
             cert_key,
             dir: data_dir.join("web"),
             public_url,
+            sso: self.sso,
         }))
     }
 }

@@ -14,6 +14,7 @@ pub mod html;
 pub mod live;
 pub mod pages;
 pub mod signin;
+pub mod sso;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -30,8 +31,23 @@ use jitssh_core::ssh_key::Certificate;
 pub use crate::config::WebSettings;
 pub use auth::Sessions;
 
-/// A signed-in auditor, with the certificate they signed in with.
-pub type SignedIn = auth::Signed<Arc<Certificate>>;
+/// What an auditor signed in with: kept with their browser session to check, on each
+/// request, that it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Their certificate (`ssh web@bastion`): checked for revocation on every request.
+    Certificate(Arc<Certificate>),
+    /// A verified ID token from `[web.sso]`'s identity provider: the session ends with it.
+    Sso {
+        /// The issuer.
+        issuer: String,
+        /// The person's stable id there.
+        sub: String,
+    },
+}
+
+/// A signed-in auditor, with what they signed in with.
+pub type SignedIn = auth::Signed<Credential>;
 pub use signin::{SIGNIN_USER, WebAdmitted, admit_auditor};
 
 /// Connections served at once; more wait in the kernel's backlog.
@@ -47,6 +63,14 @@ pub enum WebError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// `[web.sso]` could not be set up.
+    #[error("web console: [web.sso]: {0}")]
+    Sso(#[from] jitssh_identity::FetchError),
+    /// `[web.sso]` with a remote CA: the bastion has no policy to map groups to roles.
+    #[error(
+        "web console: [web.sso] needs the embedded CA (the policy's [[sso.groups]] decide who is an auditor); with a remote CA, auditors sign in by ssh web@bastion"
+    )]
+    SsoNeedsPolicy,
     /// Listening failed.
     #[error("web console: cannot listen on {addr}: {source}")]
     Listen {
@@ -62,7 +86,9 @@ pub struct Console {
     /// Settings.
     pub settings: WebSettings,
     /// Pending sign-ins and signed-in browsers, with the certificate each signed in with.
-    pub sessions: Sessions<Arc<Certificate>>,
+    pub sessions: Sessions<Credential>,
+    /// Sign-in by the identity provider (`[web.sso]`), when configured.
+    pub sso: Option<sso::WebSso>,
     /// The CA, asked on every request whether that certificate was revoked meanwhile.
     pub issuer: Arc<dyn Issuer>,
     /// The auditor library on this bastion's files.
@@ -84,8 +110,13 @@ impl Console {
         live: Arc<LiveSessions>,
         audit: Audit,
         issuer: Arc<dyn Issuer>,
-    ) -> Arc<Console> {
-        Arc::new(Console {
+    ) -> Result<Arc<Console>, WebError> {
+        let sso = match &settings.sso {
+            Some(config) => Some(sso::WebSso::new(config, &settings.public_url)?),
+            None => None,
+        };
+        Ok(Arc::new(Console {
+            sso,
             settings,
             sessions: Sessions::new(),
             issuer,
@@ -93,7 +124,7 @@ impl Console {
             live,
             audit,
             heavy: tokio::sync::Semaphore::new(HEAVY_AT_ONCE),
-        })
+        }))
     }
 }
 
