@@ -232,13 +232,24 @@ impl WebSso {
                 )));
             }
         };
+        self.verify_id_token(&token, &prelogin.nonce, now).await
+    }
+
+    /// Verifies an ID token from the token endpoint (signature, `iss`, `aud` = our client
+    /// id, `exp`, `nonce`) and reads the person and the token's expiry from it.
+    async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+        now: u64,
+    ) -> Result<(SsoPerson, u64), SsoRefused> {
         let claims = self
             .verifier
             .verify(
-                &token,
+                token,
                 &Expectations {
                     audience: &self.config.client_id,
-                    nonce: Some(&prelogin.nonce),
+                    nonce: Some(nonce),
                     now: UNIX_EPOCH + Duration::from_secs(now),
                     skew: DEFAULT_SKEW,
                 },
@@ -422,4 +433,77 @@ fn signed_in_page(id: &str, max_age: u64) -> Response {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jitssh_identity::testing::{self, TestKey};
+    use serde_json::json;
+
+    const ISSUER: &str = "https://idp.example";
+    const NOW: u64 = 1_800_000_000;
+
+    fn sso(dir: &std::path::Path, key: &TestKey) -> WebSso {
+        let jwks = dir.join("jwks.json");
+        std::fs::write(&jwks, testing::jwks(&[key]).to_string()).unwrap();
+        let config: SsoConfig = toml::from_str(&format!(
+            "issuer = \"{ISSUER}\"\nclient_id = \"jitssh-web\"\nname_claim = \"email\"\n"
+        ))
+        .unwrap();
+        let mut sso = WebSso::new(&config, "https://console.example").unwrap();
+        sso.verifier = Verifier::new(ISSUER, JwksSource::File(jwks), HttpClient::new().unwrap());
+        sso
+    }
+
+    fn token(key: &TestKey, aud: &str, nonce: &str) -> String {
+        key.sign(&json!({
+            "iss": ISSUER, "aud": aud, "sub": "s1", "email": "a@example.com",
+            "groups": ["auditors"], "nonce": nonce, "iat": NOW - 5, "exp": NOW + 300,
+        }))
+    }
+
+    #[tokio::test]
+    async fn an_id_token_for_another_audience_or_nonce_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TestKey::p256("k");
+        let sso = sso(dir.path(), &key);
+        let (person, exp) = sso
+            .verify_id_token(&token(&key, "jitssh-web", "n1"), "n1", NOW)
+            .await
+            .unwrap();
+        assert_eq!((person.name.as_str(), exp), ("a@example.com", NOW + 300));
+        let other = sso
+            .verify_id_token(&token(&key, "another-app", "n1"), "n1", NOW)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            other.contains("audience another-app not accepted"),
+            "{other}"
+        );
+        let replayed = sso
+            .verify_id_token(&token(&key, "jitssh-web", "n1"), "n2", NOW)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(replayed.contains("nonce does not match"), "{replayed}");
+        let late = sso
+            .verify_id_token(&token(&key, "jitssh-web", "n1"), "n1", NOW + 3600)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(late.contains("expired"), "{late}");
+    }
+
+    #[test]
+    fn the_redirect_uri_is_under_the_public_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let sso = sso(dir.path(), &TestKey::p256("k"));
+        assert_eq!(
+            sso.redirect_uri(),
+            "https://console.example/signin/sso/callback"
+        );
+        assert_eq!(sso.name(), "idp.example");
+    }
 }
