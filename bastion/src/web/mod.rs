@@ -200,6 +200,57 @@ mod tests {
     }
 
     #[test]
+    fn web_sso_takes_the_ca_sso_keys_and_is_checked() {
+        let on = parse(
+            "listen = \"127.0.0.1:8443\"\npublic_url = \"https://b.example\"\n[web.sso]\n\
+             issuer = \"https://idp.example\"\nclient_id = \"jitssh-web\"\nname_claim = \"preferred_username\"",
+        )
+        .unwrap()
+        .unwrap();
+        let sso = on.sso.unwrap();
+        assert_eq!(sso.client_id, "jitssh-web");
+        assert_eq!(sso.groups_claim, "groups");
+        let no_openid = parse(
+            "listen = \"127.0.0.1:8443\"\n[web.sso]\nissuer = \"https://i\"\nclient_id = \"c\"\nscopes = [\"email\"]",
+        );
+        assert!(no_openid.unwrap_err().contains("web.sso.scopes"));
+        let off = parse("[web.sso]\nissuer = \"https://i\"\nclient_id = \"c\"");
+        assert!(off.unwrap_err().contains("web.sso"));
+        let typo = parse(
+            "listen = \"127.0.0.1:8443\"\n[web.sso]\nissuer = \"https://i\"\nclient_id = \"c\"\nclientid = \"x\"",
+        );
+        assert!(typo.is_err());
+    }
+
+    /// The commented `[web]` and `[web.sso]` example in config/bastion.toml parses when
+    /// uncommented.
+    #[test]
+    fn the_documented_web_sso_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let web: String = text
+            .split("\n[web]\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[audit]").next())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            })
+            .filter(|l| {
+                !l.starts_with("cert") && !l.starts_with("key") && !l.starts_with("client_secret")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let on = parse(&web).unwrap().unwrap();
+        assert_eq!(on.sso.unwrap().client_id, "jitssh-web");
+    }
+
+    #[test]
     fn a_certificate_needs_its_key_and_urls_are_https() {
         let both = parse("listen = \"0.0.0.0:443\"\ncert = \"w.crt\"\nkey = \"w.key\"")
             .unwrap()
