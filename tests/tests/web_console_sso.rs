@@ -78,6 +78,14 @@ fn an_auditor_signs_in_by_the_identity_provider_and_others_are_refused() {
     assert_eq!(session_cookie["httpOnly"], true);
     assert_eq!(session_cookie["secure"], true);
     assert_eq!(session_cookie["sameSite"], "Strict");
+    // The session ends with the ID token (the provider's default lifetime: one hour), well
+    // before the 12 h cap.
+    let lasts = session_cookie["expires"].as_f64().unwrap_or(0.0)
+        - found["signed_in_at"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        (3000.0..=3700.0).contains(&lasts),
+        "session lasts {lasts} s"
+    );
     // The pre-login cookie: short-lived, HttpOnly, Secure, Lax (sent on the redirect back).
     let prelogin = say("prelogin_cookie");
     for part in [

@@ -7,6 +7,7 @@ object of findings on the last line of stdout. Every step waits on a condition w
 deadline."""
 
 import json
+import time
 import sys
 
 from playwright.sync_api import sync_playwright
@@ -76,8 +77,10 @@ def main():
         found["auditor_landed"] = page.url
         found["auditor_main"] = page.inner_text("body")
         found["cookies"] = [
-            {k: c[k] for k in ("name", "httpOnly", "secure", "sameSite")} for c in context.cookies()
+            {k: c[k] for k in ("name", "httpOnly", "secure", "sameSite", "expires")}
+            for c in context.cookies()
         ]
+        found["signed_in_at"] = time.time()
         callback = seen.get("callback", "")
         found["callback"] = callback
         # The same callback again in the same browser: the pre-login is gone.
