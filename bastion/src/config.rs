@@ -683,6 +683,14 @@ impl BastionConfig {
             .web
             .resolve(base, &data_dir)
             .map_err(|(key, message)| invalid(key, message))?;
+        if web.as_ref().is_some_and(|w| w.sso.is_some()) && matches!(ca, CaSettings::Remote(_)) {
+            return Err(invalid(
+                "web.sso",
+                "needs the embedded CA: policy.toml's [[sso.groups]] decide who is an auditor, and \
+                 a bastion with a remote CA has no policy (auditors sign in by ssh web@bastion)"
+                    .into(),
+            ));
+        }
         Ok(BastionConfig {
             web,
             audit_forward,
@@ -923,6 +931,17 @@ mod tests {
         let err = parse("[ca]\naddress = \"ca:2200\"\n").unwrap_err();
         assert!(
             err.contains("ca.address") && err.contains("remote"),
+            "{err}"
+        );
+        // Sign-in by the identity provider needs the policy, which only the embedded CA has.
+        let err = parse(
+            "[ca]\nmode = \"remote\"\naddress = \"ca.example:2200\"\nhost_ca = \"h.pub\"\n\
+             identity = \"id\"\n[web]\nlisten = \"127.0.0.1:8443\"\n[web.sso]\n\
+             issuer = \"https://idp.example\"\nclient_id = \"jitssh-web\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("web.sso") && err.contains("embedded CA"),
             "{err}"
         );
     }
