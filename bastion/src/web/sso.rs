@@ -39,8 +39,13 @@ use super::{Console, Credential};
 pub const PRELOGIN_COOKIE: &str = "jitssh_sso";
 /// How long a person has at the identity provider before the pre-login is forgotten.
 pub const PRELOGIN_TTL: Duration = Duration::from_secs(600);
-/// Pre-logins waiting at once (anyone may start one: bounded, oldest expire).
-const MAX_PRELOGINS: usize = 256;
+/// Pre-logins waiting at once. Anyone may start one, so the table is bounded and, when full,
+/// the oldest is forgotten (a flood can make a slow person start again, never take memory or
+/// lock everyone out for [`PRELOGIN_TTL`]).
+const MAX_PRELOGINS: usize = 4096;
+/// How long the provider's discovery document is reused (each unauthenticated start would
+/// otherwise cost a fetch at the provider).
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// Where the provider sends the browser back, under `[web] public_url`.
 pub const CALLBACK_PATH: &str = "/signin/sso/callback";
 
@@ -59,6 +64,7 @@ pub struct WebSso {
     verifier: Verifier,
     redirect_uri: String,
     prelogins: Mutex<HashMap<String, Prelogin>>,
+    discovery: tokio::sync::Mutex<Option<(jitssh_identity::Discovery, u64)>>,
 }
 
 /// Why a sign-in by the identity provider was refused (shown to the person, audited).
@@ -101,9 +107,6 @@ pub enum SsoRefused {
     /// No policy here.
     #[error("the bastion has no policy to decide who is an auditor (remote CA)")]
     NoPolicy,
-    /// Too many at once.
-    #[error("too many sign-ins at once; try again later")]
-    Full,
 }
 
 impl WebSso {
@@ -118,6 +121,7 @@ impl WebSso {
             verifier,
             redirect_uri: format!("{public_url}{CALLBACK_PATH}"),
             prelogins: Mutex::new(HashMap::new()),
+            discovery: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -140,9 +144,22 @@ impl WebSso {
         self.prelogins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The provider's discovery document, fetched at most every [`DISCOVERY_TTL`].
+    async fn discovery(&self, now: u64) -> Result<jitssh_identity::Discovery, FetchError> {
+        let mut cached = self.discovery.lock().await;
+        if let Some((document, fetched)) = cached.as_ref()
+            && now < fetched + DISCOVERY_TTL.as_secs()
+        {
+            return Ok(document.clone());
+        }
+        let document = jitssh_identity::discover(&self.http, &self.config.issuer).await?;
+        *cached = Some((document.clone(), now));
+        Ok(document)
+    }
+
     /// A new pre-login: its id and the URL to send the browser to.
     async fn begin(&self, now: u64) -> Result<(String, String), SsoRefused> {
-        let discovery = jitssh_identity::discover(&self.http, &self.config.issuer).await?;
+        let discovery = self.discovery(now).await?;
         let endpoint = discovery.authorization_endpoint.ok_or_else(|| {
             SsoRefused::Provider("its discovery document has no authorization_endpoint".into())
         })?;
@@ -169,14 +186,25 @@ impl WebSso {
             ],
         )
         .map_err(|err| SsoRefused::Provider(format!("bad authorization_endpoint: {err}")))?;
+        let id = self.remember(prelogin, now);
+        Ok((id, url.into()))
+    }
+
+    /// Keeps `prelogin` under a fresh id (forgetting the oldest when the table is full).
+    fn remember(&self, prelogin: Prelogin, now: u64) -> String {
         let id = random_id();
         let mut prelogins = self.lock();
         prelogins.retain(|_, p| p.expires > now);
-        if prelogins.len() >= MAX_PRELOGINS {
-            return Err(SsoRefused::Full);
+        if prelogins.len() >= MAX_PRELOGINS
+            && let Some(oldest) = prelogins
+                .iter()
+                .min_by_key(|(_, p)| p.expires)
+                .map(|(id, _)| id.clone())
+        {
+            prelogins.remove(&oldest);
         }
         prelogins.insert(id.clone(), prelogin);
-        Ok((id, url.into()))
+        id
     }
 
     /// Takes the pre-login `id` (once).
@@ -192,7 +220,7 @@ impl WebSso {
         code: &str,
         now: u64,
     ) -> Result<(SsoPerson, u64), SsoRefused> {
-        let discovery = jitssh_identity::discover(&self.http, &self.config.issuer).await?;
+        let discovery = self.discovery(now).await?;
         let endpoint = discovery.token_endpoint.ok_or_else(|| {
             SsoRefused::Provider("its discovery document has no token_endpoint".into())
         })?;
@@ -494,6 +522,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(late.contains("expired"), "{late}");
+    }
+
+    #[test]
+    fn pre_logins_are_bounded_used_once_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let sso = sso(dir.path(), &TestKey::p256("k"));
+        let make = |expires| Prelogin {
+            state: "s".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            expires,
+        };
+        let first = sso.remember(make(NOW + 600), NOW);
+        for i in 0..MAX_PRELOGINS as u64 {
+            sso.remember(make(NOW + 601 + i), NOW);
+        }
+        assert_eq!(sso.lock().len(), MAX_PRELOGINS);
+        assert!(
+            sso.take(Some(&first), NOW).is_none(),
+            "the oldest went first"
+        );
+        let one = sso.remember(make(NOW + 600), NOW);
+        assert!(sso.take(Some(&one), NOW).is_some());
+        assert!(sso.take(Some(&one), NOW).is_none(), "used once");
+        let late = sso.remember(make(NOW + 600), NOW);
+        assert!(sso.take(Some(&late), NOW + 600).is_none(), "expired");
     }
 
     #[test]
