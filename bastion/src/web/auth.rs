@@ -27,9 +27,11 @@ pub const COOKIE: &str = "jitssh_web";
 /// (the certificate, in the bastion).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed<C> {
-    /// The person (the certificate's key id's first word).
+    /// The person (the certificate's key id's first word, or the identity provider's name
+    /// for them).
     pub person: String,
-    /// Unix time the session ends (the certificate's expiry, at most [`MAX_SESSION`]).
+    /// Unix time the session ends (the certificate's or ID token's expiry, at most
+    /// [`MAX_SESSION`]).
     pub expires: u64,
     /// The token forms carry.
     pub csrf: String,

@@ -4,7 +4,9 @@
 //! Nobody gets a password: an auditor signs in with the certificate they already have, by
 //! `ssh web@bastion` ([`signin`] admits it at the front door and mints a one-time URL), and
 //! the browser trades that URL for a session cookie bound to the person and expiring with
-//! their certificate ([`auth`]). Every page is rendered on the server ([`pages`], escaped
+//! their certificate ([`auth`]). With `[web.sso]`, an auditor may instead sign in with the
+//! organisation's identity provider ([`sso`]: authorization code flow with PKCE; auditors are
+//! those whose groups map to an auditor role in the policy). Every page is rendered on the server ([`pages`], escaped
 //! by [`html`]); the only scripts are files served from the binary ([`assets`]), so the
 //! Content-Security-Policy forbids inline script. TLS is rustls ([`tls`]).
 
