@@ -17,7 +17,7 @@ use jitssh_core::ssh_key::public::KeyData;
 use jitssh_core::ssh_key::{HashAlg, PublicKey};
 use jitssh_core::unix_now;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::authority::{Authority, IssueError, Issued};
 
@@ -126,6 +126,86 @@ pub struct SsoPerson {
     pub issuer: String,
     /// Their groups (the configured groups claim).
     pub groups: Vec<String>,
+}
+
+/// Most groups read from a token (a person in more is refused rather than cut silently).
+pub const MAX_GROUPS: usize = 256;
+/// Longest group name read.
+pub const MAX_GROUP_LEN: usize = 256;
+
+/// A claim the configuration needs is missing or unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the ID token's {claim} claim {why}")]
+pub struct ClaimError {
+    /// The claim.
+    pub claim: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// An ID token's verified claims.
+pub type Claims = serde_json::Map<String, Value>;
+
+impl SsoPerson {
+    /// Reads the person from verified `claims`: the naming claim, `sub`, the groups claim.
+    /// The CA's `ssh sso@ca login` and the bastion's web console both name people this way.
+    pub fn from_claims(config: &SsoConfig, claims: &Claims) -> Result<SsoPerson, ClaimError> {
+        let missing = |claim: &str, why| ClaimError {
+            claim: claim.to_string(),
+            why,
+        };
+        let text = |claim: &str| -> Result<String, ClaimError> {
+            match claims.get(claim) {
+                Some(Value::String(value)) if !value.is_empty() => Ok(value.clone()),
+                Some(_) => Err(missing(claim, "is not a non-empty string")),
+                None => Err(missing(
+                    claim,
+                    "is missing (is its scope asked for and granted?)",
+                )),
+            }
+        };
+        let sub = text("sub")?;
+        let issuer = text("iss")?;
+        let name = match config.name_claim {
+            NameClaim::Sub => sub.clone(),
+            NameClaim::PreferredUsername => text("preferred_username")?,
+            NameClaim::Email => {
+                if claims.get("email_verified") == Some(&Value::Bool(false)) {
+                    return Err(missing("email", "is not verified at the identity provider"));
+                }
+                text("email")?
+            }
+        };
+        let groups = match claims.get(&config.groups_claim) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(many)) => {
+                if many.len() > MAX_GROUPS {
+                    return Err(missing(&config.groups_claim, "lists too many groups"));
+                }
+                let mut groups = Vec::new();
+                for group in many {
+                    match group.as_str() {
+                        Some(g) if g.len() <= MAX_GROUP_LEN => groups.push(g.to_string()),
+                        _ => {
+                            return Err(missing(
+                                &config.groups_claim,
+                                "holds a non-string or overlong entry",
+                            ));
+                        }
+                    }
+                }
+                groups
+            }
+            Some(_) => return Err(missing(&config.groups_claim, "is not a list of strings")),
+        };
+        Ok(SsoPerson {
+            name,
+            sub,
+            issuer,
+            groups,
+        })
+    }
 }
 
 /// Longest `sub` put in a key id.

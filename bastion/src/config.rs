@@ -387,6 +387,8 @@ struct WebFile {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     public_url: Option<String>,
+    /// `[web.sso]`: sign-in by the identity provider (the CA's `[sso]` keys).
+    sso: Option<jitssh_authority::sso::SsoConfig>,
 }
 
 /// The web console's settings (`[web]`), paths resolved.
@@ -400,6 +402,9 @@ pub struct WebSettings {
     pub dir: PathBuf,
     /// What sign-in URLs start with, and the only `Origin` a change is accepted from.
     pub public_url: String,
+    /// `[web.sso]`: "Sign in with" the identity provider (authorization code flow with PKCE),
+    /// or `None` for certificate sign-in only.
+    pub sso: Option<jitssh_authority::sso::SsoConfig>,
 }
 
 impl WebFile {
@@ -415,6 +420,7 @@ impl WebFile {
                 ("web.cert", self.cert.is_some()),
                 ("web.key", self.key.is_some()),
                 ("web.public_url", self.public_url.is_some()),
+                ("web.sso", self.sso.is_some()),
             ] {
                 if set {
                     return Err((key, "only meaningful with web.listen set".into()));
@@ -438,11 +444,25 @@ impl WebFile {
             }
             None => format!("https://{listen}"),
         };
+        if let Some(sso) = &self.sso {
+            sso.check().map_err(|(key, message)| {
+                (
+                    match key.as_str() {
+                        "sso.issuer" => "web.sso.issuer",
+                        "sso.client_id" => "web.sso.client_id",
+                        "sso.scopes" => "web.sso.scopes",
+                        _ => "web.sso.timeout",
+                    },
+                    message,
+                )
+            })?;
+        }
         Ok(Some(WebSettings {
             listen,
             cert_key,
             dir: data_dir.join("web"),
             public_url,
+            sso: self.sso,
         }))
     }
 }
@@ -663,6 +683,14 @@ impl BastionConfig {
             .web
             .resolve(base, &data_dir)
             .map_err(|(key, message)| invalid(key, message))?;
+        if web.as_ref().is_some_and(|w| w.sso.is_some()) && matches!(ca, CaSettings::Remote(_)) {
+            return Err(invalid(
+                "web.sso",
+                "needs the embedded CA: policy.toml's [[sso.groups]] decide who is an auditor, and \
+                 a bastion with a remote CA has no policy (auditors sign in by ssh web@bastion)"
+                    .into(),
+            ));
+        }
         Ok(BastionConfig {
             web,
             audit_forward,
@@ -903,6 +931,17 @@ mod tests {
         let err = parse("[ca]\naddress = \"ca:2200\"\n").unwrap_err();
         assert!(
             err.contains("ca.address") && err.contains("remote"),
+            "{err}"
+        );
+        // Sign-in by the identity provider needs the policy, which only the embedded CA has.
+        let err = parse(
+            "[ca]\nmode = \"remote\"\naddress = \"ca.example:2200\"\nhost_ca = \"h.pub\"\n\
+             identity = \"id\"\n[web]\nlisten = \"127.0.0.1:8443\"\n[web.sso]\n\
+             issuer = \"https://idp.example\"\nclient_id = \"jitssh-web\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("web.sso") && err.contains("embedded CA"),
             "{err}"
         );
     }

@@ -100,6 +100,12 @@ pub trait Issuer: Send + Sync {
         &self,
         request: SessionCertRequest,
     ) -> BoxFuture<'_, Result<Certificate, IssuerError>>;
+
+    /// The CA's current policy, when it is in this process (embedded CA); `None` for a
+    /// remote CA, whose policy the bastion never sees.
+    fn policy(&self) -> Option<std::sync::Arc<jitssh_core::policy::Policy>> {
+        None
+    }
 }
 
 /// The CA in this process.
@@ -123,6 +129,10 @@ impl EmbeddedIssuer {
 impl Issuer for EmbeddedIssuer {
     fn trust(&self) -> &Trust {
         &self.trust
+    }
+
+    fn policy(&self) -> Option<Arc<jitssh_core::policy::Policy>> {
+        Some(self.authority.policy())
     }
 
     fn revoked<'a>(

@@ -268,7 +268,10 @@ pub async fn serve(
                 live.clone(),
                 audit.clone(),
                 issuer.clone(),
-            );
+            )?;
+            if settings.sso.is_some() && issuer.policy().is_none() {
+                return Err(crate::web::WebError::SsoNeedsPolicy.into());
+            }
             crate::web::spawn(console.clone()).await?;
             Some(console)
         }

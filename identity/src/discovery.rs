@@ -15,6 +15,9 @@ pub struct Discovery {
     pub issuer: String,
     /// Where its signing keys are (JWKS).
     pub jwks_uri: String,
+    /// The authorization endpoint (authorization code flow: where the browser is sent).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
     /// The token endpoint (device flow: polled for the tokens).
     #[serde(default)]
     pub token_endpoint: Option<String>,

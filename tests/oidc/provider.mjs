@@ -1,7 +1,10 @@
 // A real OpenID Provider (the certified `oidc-provider` package) for jitssh's SSO tests, with a
 // throwaway configuration: device flow on, one public client, development login pages.
 //
-//   node provider.mjs --port PORT --accounts FILE [--client-id ID]
+//   node provider.mjs --port PORT --accounts FILE [--client-id ID] [--redirect-uri URI]
+//
+// With --redirect-uri, a second public client `jitssh-web` signs in by the authorization code
+// flow (PKCE required) and is sent back to URI: the bastion's web console.
 //
 // The issuer is http://127.0.0.1:PORT. FILE is JSON the test writes and may rewrite at any
 // time (it is re-read on every lookup, so a test can remove a person from a group):
@@ -21,6 +24,7 @@ function arg(name, fallback) {
 const port = Number(arg('port', process.env.OIDC_PORT || '0'));
 const accountsFile = arg('accounts', process.env.OIDC_ACCOUNTS);
 const clientId = arg('client-id', 'jitssh');
+const redirectUri = arg('redirect-uri', undefined);
 if (!port || !accountsFile) {
   console.error('usage: node provider.mjs --port PORT --accounts FILE [--client-id ID]');
   process.exit(2);
@@ -46,7 +50,19 @@ const provider = new Provider(issuer, {
       response_types: [],
       redirect_uris: [],
     },
+    ...(redirectUri
+      ? [
+          {
+            client_id: 'jitssh-web',
+            token_endpoint_auth_method: 'none',
+            grant_types: ['authorization_code'],
+            response_types: ['code'],
+            redirect_uris: [redirectUri],
+          },
+        ]
+      : []),
   ],
+  pkce: { required: () => true },
   jwks: { keys: [rsaJwk, jwk] },
   features: {
     deviceFlow: { enabled: true },

@@ -31,6 +31,12 @@ impl Idp {
     /// Writes `accounts` (JSON: `{"login": {"email", "preferred_username", "groups"}}`) to
     /// `dir/idp-accounts.json` and starts the provider, waiting for its discovery document.
     pub fn start(dir: &Path, accounts: &str) -> Idp {
+        Idp::start_with(dir, accounts, &[])
+    }
+
+    /// [`Idp::start`] with more arguments for provider.mjs (e.g. `--redirect-uri URI`,
+    /// which adds the web console's authorization-code client `jitssh-web`).
+    pub fn start_with(dir: &Path, accounts: &str, args: &[&str]) -> Idp {
         let modules = oidc_dir().join("node_modules").join("oidc-provider");
         assert!(
             modules.exists(),
@@ -48,7 +54,8 @@ impl Idp {
                 .arg("--port")
                 .arg(port.to_string())
                 .arg("--accounts")
-                .arg(&accounts_file);
+                .arg(&accounts_file)
+                .args(args);
             let mut daemon = Daemon::spawn("oidc-provider", &mut cmd, &dir.join("idp.log"));
             let issuer = format!("http://127.0.0.1:{port}");
             let deadline = Instant::now() + START_TIMEOUT;

@@ -27,9 +27,11 @@ pub const COOKIE: &str = "jitssh_web";
 /// (the certificate, in the bastion).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed<C> {
-    /// The person (the certificate's key id's first word).
+    /// The person (the certificate's key id's first word, or the identity provider's name
+    /// for them).
     pub person: String,
-    /// Unix time the session ends (the certificate's expiry, at most [`MAX_SESSION`]).
+    /// Unix time the session ends (the certificate's or ID token's expiry, at most
+    /// [`MAX_SESSION`]).
     pub expires: u64,
     /// The token forms carry.
     pub csrf: String,
@@ -147,13 +149,28 @@ impl<C: Clone> Sessions<C> {
         if expires <= now || valid_before <= now {
             return Err(LinkRefused::Unknown);
         }
+        drop(inner);
+        self.open(&person, valid_before, now, credential)
+    }
+
+    /// Opens a browser session for `person` (admitted by a link or by the identity
+    /// provider) ending at `until` (at most [`MAX_SESSION`] from `now`): its cookie id and
+    /// the session.
+    pub fn open(
+        &self,
+        person: &str,
+        until: u64,
+        now: u64,
+        credential: C,
+    ) -> Result<(String, Signed<C>), LinkRefused> {
+        let mut inner = self.lock();
         inner.sessions.retain(|_, s| s.expires > now);
         if inner.sessions.len() >= MAX_SESSIONS {
             return Err(LinkRefused::Full);
         }
         let signed = Signed {
-            person,
-            expires: valid_before.min(now + MAX_SESSION.as_secs()),
+            person: person.to_string(),
+            expires: until.min(now + MAX_SESSION.as_secs()),
             csrf: random_id(),
             credential,
         };

@@ -4,7 +4,9 @@
 //! Nobody gets a password: an auditor signs in with the certificate they already have, by
 //! `ssh web@bastion` ([`signin`] admits it at the front door and mints a one-time URL), and
 //! the browser trades that URL for a session cookie bound to the person and expiring with
-//! their certificate ([`auth`]). Every page is rendered on the server ([`pages`], escaped
+//! their certificate ([`auth`]). With `[web.sso]`, an auditor may instead sign in with the
+//! organisation's identity provider ([`sso`]: authorization code flow with PKCE; auditors are
+//! those whose groups map to an auditor role in the policy). Every page is rendered on the server ([`pages`], escaped
 //! by [`html`]); the only scripts are files served from the binary ([`assets`]), so the
 //! Content-Security-Policy forbids inline script. TLS is rustls ([`tls`]).
 
@@ -14,6 +16,7 @@ pub mod html;
 pub mod live;
 pub mod pages;
 pub mod signin;
+pub mod sso;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -30,8 +33,23 @@ use jitssh_core::ssh_key::Certificate;
 pub use crate::config::WebSettings;
 pub use auth::Sessions;
 
-/// A signed-in auditor, with the certificate they signed in with.
-pub type SignedIn = auth::Signed<Arc<Certificate>>;
+/// What an auditor signed in with: kept with their browser session to check, on each
+/// request, that it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Their certificate (`ssh web@bastion`): checked for revocation on every request.
+    Certificate(Arc<Certificate>),
+    /// A verified ID token from `[web.sso]`'s identity provider: the session ends with it.
+    Sso {
+        /// The issuer.
+        issuer: String,
+        /// The person's stable id there.
+        sub: String,
+    },
+}
+
+/// A signed-in auditor, with what they signed in with.
+pub type SignedIn = auth::Signed<Credential>;
 pub use signin::{SIGNIN_USER, WebAdmitted, admit_auditor};
 
 /// Connections served at once; more wait in the kernel's backlog.
@@ -47,6 +65,14 @@ pub enum WebError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// `[web.sso]` could not be set up.
+    #[error("web console: [web.sso]: {0}")]
+    Sso(#[from] jitssh_identity::FetchError),
+    /// `[web.sso]` with a remote CA: the bastion has no policy to map groups to roles.
+    #[error(
+        "web console: [web.sso] needs the embedded CA (the policy's [[sso.groups]] decide who is an auditor); with a remote CA, auditors sign in by ssh web@bastion"
+    )]
+    SsoNeedsPolicy,
     /// Listening failed.
     #[error("web console: cannot listen on {addr}: {source}")]
     Listen {
@@ -62,7 +88,9 @@ pub struct Console {
     /// Settings.
     pub settings: WebSettings,
     /// Pending sign-ins and signed-in browsers, with the certificate each signed in with.
-    pub sessions: Sessions<Arc<Certificate>>,
+    pub sessions: Sessions<Credential>,
+    /// Sign-in by the identity provider (`[web.sso]`), when configured.
+    pub sso: Option<sso::WebSso>,
     /// The CA, asked on every request whether that certificate was revoked meanwhile.
     pub issuer: Arc<dyn Issuer>,
     /// The auditor library on this bastion's files.
@@ -84,8 +112,13 @@ impl Console {
         live: Arc<LiveSessions>,
         audit: Audit,
         issuer: Arc<dyn Issuer>,
-    ) -> Arc<Console> {
-        Arc::new(Console {
+    ) -> Result<Arc<Console>, WebError> {
+        let sso = match &settings.sso {
+            Some(config) => Some(sso::WebSso::new(config, &settings.public_url)?),
+            None => None,
+        };
+        Ok(Arc::new(Console {
+            sso,
             settings,
             sessions: Sessions::new(),
             issuer,
@@ -93,7 +126,7 @@ impl Console {
             live,
             audit,
             heavy: tokio::sync::Semaphore::new(HEAVY_AT_ONCE),
-        })
+        }))
     }
 }
 
@@ -166,6 +199,57 @@ mod tests {
         assert_eq!(on.public_url, "https://127.0.0.1:8443");
         assert!(on.dir.ends_with("web"));
         assert!(on.cert_key.is_none());
+    }
+
+    #[test]
+    fn web_sso_takes_the_ca_sso_keys_and_is_checked() {
+        let on = parse(
+            "listen = \"127.0.0.1:8443\"\npublic_url = \"https://b.example\"\n[web.sso]\n\
+             issuer = \"https://idp.example\"\nclient_id = \"jitssh-web\"\nname_claim = \"preferred_username\"",
+        )
+        .unwrap()
+        .unwrap();
+        let sso = on.sso.unwrap();
+        assert_eq!(sso.client_id, "jitssh-web");
+        assert_eq!(sso.groups_claim, "groups");
+        let no_openid = parse(
+            "listen = \"127.0.0.1:8443\"\n[web.sso]\nissuer = \"https://i\"\nclient_id = \"c\"\nscopes = [\"email\"]",
+        );
+        assert!(no_openid.unwrap_err().contains("web.sso.scopes"));
+        let off = parse("[web.sso]\nissuer = \"https://i\"\nclient_id = \"c\"");
+        assert!(off.unwrap_err().contains("web.sso"));
+        let typo = parse(
+            "listen = \"127.0.0.1:8443\"\n[web.sso]\nissuer = \"https://i\"\nclient_id = \"c\"\nclientid = \"x\"",
+        );
+        assert!(typo.is_err());
+    }
+
+    /// The commented `[web]` and `[web.sso]` example in config/bastion.toml parses when
+    /// uncommented.
+    #[test]
+    fn the_documented_web_sso_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let web: String = text
+            .split("\n[web]\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[audit]").next())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            })
+            .filter(|l| {
+                !l.starts_with("cert") && !l.starts_with("key") && !l.starts_with("client_secret")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let on = parse(&web).unwrap().unwrap();
+        assert_eq!(on.sso.unwrap().client_id, "jitssh-web");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/sessions") }))
         .route("/signin", get(signin_help))
+        .route("/signin/sso", get(super::sso::start))
+        .route("/signin/sso/callback", get(super::sso::callback))
         .route("/signin/{link}", get(signin))
         .route("/signout", post(signout))
         .route("/sessions", get(list))
@@ -83,7 +85,7 @@ async fn security_headers(mut response: Response) -> Response {
 }
 
 /// An HTML page with `status`.
-fn html(status: StatusCode, body: String) -> Response {
+pub(super) fn html(status: StatusCode, body: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -106,7 +108,7 @@ pub(super) fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// The value of cookie `name` in the request.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -129,7 +131,11 @@ pub(super) async fn signed_in(
     else {
         return Err(Box::new(Redirect::to("/signin").into_response()));
     };
-    match console.issuer.revoked(&signed.credential).await {
+    let super::Credential::Certificate(cert) = &signed.credential else {
+        // Signed in by the identity provider: the session already ends with the ID token.
+        return Ok((cookie, signed));
+    };
+    match console.issuer.revoked(cert).await {
         Ok(None) => Ok((cookie, signed)),
         Ok(Some(why)) => {
             console.sessions.end(&cookie);
@@ -197,16 +203,24 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn signin_help(State(console): Shared) -> Response {
-    let port = console.settings.listen.port();
-    let _ = port;
+    let idp = match &console.sso {
+        Some(sso) => format!(
+            "<p><a id=\"signin-sso\" class=\"button\" href=\"/signin/sso\">Sign in with {}</a></p>\
+             <p>Or sign in with your certificate:</p>",
+            esc(sso.name())
+        ),
+        None => String::new(),
+    };
     html(
         StatusCode::OK,
         page(
             "Sign in",
             None,
-            "<p>Sign in with your certificate: run <code>ssh -p PORT web@BASTION</code> (the \
+            &format!(
+                "{idp}<p>Sign in with your certificate: run <code>ssh -p PORT web@BASTION</code> (the \
              bastion's SSH port) and open the one-time link it prints within a minute. \
-             Only auditors (a role with <code>auditor = true</code>) get one.</p>",
+             Only auditors (a role with <code>auditor = true</code>) get one.</p>"
+            ),
             false,
         ),
     )

@@ -60,7 +60,7 @@ pub fn message(console: Option<&super::Console>, admitted: &WebAdmitted) -> (Str
         &admitted.person,
         admitted.valid_before,
         jitssh_core::unix_now(),
-        std::sync::Arc::new(admitted.cert.clone()),
+        super::Credential::Certificate(std::sync::Arc::new(admitted.cert.clone())),
     ) {
         Some(link) => (
             format!(

@@ -7,21 +7,17 @@ pub mod device;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use jitssh_authority::sso::{NameClaim, SsoConfig, SsoPerson};
+use jitssh_authority::sso::{ClaimError, SsoConfig, SsoPerson};
 use jitssh_identity::http::MAX_DOCUMENT_BYTES;
 use jitssh_identity::verify::DEFAULT_SKEW;
 use jitssh_identity::{
     Claims, Expectations, FetchError, HttpClient, JwksSource, Verifier, VerifyError,
 };
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use device::{Authorization, Client, DeviceError};
 
-/// Most groups read from a token (a person in more is refused rather than cut silently).
-pub const MAX_GROUPS: usize = 256;
-/// Longest group name read.
-pub const MAX_GROUP_LEN: usize = 256;
+pub use jitssh_authority::sso::{MAX_GROUP_LEN, MAX_GROUPS};
 
 /// Why an SSO login failed after the device flow.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +29,8 @@ pub enum SsoError {
     #[error("the ID token was refused: {0}")]
     Token(#[from] VerifyError),
     /// A claim the configuration needs is missing or unusable.
-    #[error("the ID token's {claim} claim {why}")]
-    Claim {
-        /// The claim.
-        claim: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
 }
 
 /// The SSO client of one CA process: configuration, HTTP client and the issuer's key cache
@@ -145,63 +136,10 @@ impl Sso {
     }
 }
 
-/// Reads the person from verified `claims`: the naming claim, `sub`, the groups claim.
+/// Reads the person from verified `claims` (the mapping lives in
+/// [`jitssh_authority::sso::SsoPerson::from_claims`], shared with the bastion's web console).
 pub fn person(config: &SsoConfig, claims: &Claims) -> Result<SsoPerson, SsoError> {
-    let missing = |claim: &str, why| SsoError::Claim {
-        claim: claim.to_string(),
-        why,
-    };
-    let text = |claim: &str| -> Result<String, SsoError> {
-        match claims.get(claim) {
-            Some(Value::String(value)) if !value.is_empty() => Ok(value.clone()),
-            Some(_) => Err(missing(claim, "is not a non-empty string")),
-            None => Err(missing(
-                claim,
-                "is missing (is its scope asked for and granted?)",
-            )),
-        }
-    };
-    let sub = text("sub")?;
-    let issuer = text("iss")?;
-    let name = match config.name_claim {
-        NameClaim::Sub => sub.clone(),
-        NameClaim::PreferredUsername => text("preferred_username")?,
-        NameClaim::Email => {
-            if claims.get("email_verified") == Some(&Value::Bool(false)) {
-                return Err(missing("email", "is not verified at the identity provider"));
-            }
-            text("email")?
-        }
-    };
-    let groups = match claims.get(&config.groups_claim) {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(one)) => vec![one.clone()],
-        Some(Value::Array(many)) => {
-            if many.len() > MAX_GROUPS {
-                return Err(missing(&config.groups_claim, "lists too many groups"));
-            }
-            let mut groups = Vec::new();
-            for group in many {
-                match group.as_str() {
-                    Some(g) if g.len() <= MAX_GROUP_LEN => groups.push(g.to_string()),
-                    _ => {
-                        return Err(missing(
-                            &config.groups_claim,
-                            "holds a non-string or overlong entry",
-                        ));
-                    }
-                }
-            }
-            groups
-        }
-        Some(_) => return Err(missing(&config.groups_claim, "is not a list of strings")),
-    };
-    Ok(SsoPerson {
-        name,
-        sub,
-        issuer,
-        groups,
-    })
+    Ok(SsoPerson::from_claims(config, claims)?)
 }
 
 #[cfg(test)]
