@@ -14,6 +14,7 @@ use jitssh_core::unix_now;
 use serde_json::json;
 
 use crate::authority::{Authority, IssueError, Issued};
+use crate::metrics::DenialCategory;
 
 /// A workload as its verified token and the matching rule describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +209,7 @@ pub fn audit_refused_token(
         AuditEvent::new("cert.denied")
             .with("requested_by", "workload")
             .with("subject", fingerprint)
+            .with("category", DenialCategory::Token.as_str())
             .with("reason", reason)
             .with(
                 "details",

@@ -134,6 +134,10 @@ impl World {
             record["reason"].as_str().unwrap_or("").contains(bare),
             "{reason}: {record}"
         );
+        if reason.starts_with("token refused: ") {
+            // Counted as such by /metrics (jitssh_ca_certificates_denied_total{reason="token"}).
+            assert_eq!(record["category"], "token", "{reason}: {record}");
+        }
         assert_eq!(
             self.audit("cert.issued").len(),
             issued,

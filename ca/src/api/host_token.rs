@@ -13,8 +13,7 @@ use std::sync::Arc;
 use jitssh_authority::authority::Authority;
 use jitssh_authority::host_token::{self, HostTokenIdentity};
 use jitssh_core::policy::host_tokens;
-use jitssh_core::ssh_key::{HashAlg, PublicKey};
-use jitssh_identity::Claims;
+use jitssh_core::ssh_key::PublicKey;
 
 use super::commands::{self, CommandOutput};
 use super::token::{self, Failure};
@@ -40,7 +39,14 @@ pub async fn join(
             return CommandOutput::fail(format!("internal error: {why}"));
         }
         Err(Failure::Refused(why, claims)) => {
-            return refused(&authority, &key, why, claims.as_ref()).await;
+            return token::refused(
+                &authority,
+                &key,
+                why,
+                claims.as_ref(),
+                host_token::audit_refused_token,
+            )
+            .await;
         }
     };
     let (rule_index, rule, names) = match host_tokens::resolve(
@@ -50,7 +56,16 @@ pub async fn join(
         &verified.claims,
     ) {
         Ok(found) => found,
-        Err(why) => return refused(&authority, &key, why, Some(&verified.claims)).await,
+        Err(why) => {
+            return token::refused(
+                &authority,
+                &key,
+                why,
+                Some(&verified.claims),
+                host_token::audit_refused_token,
+            )
+            .await;
+        }
     };
     let identity = HostTokenIdentity {
         names,
@@ -66,31 +81,4 @@ pub async fn join(
     });
     task.await
         .unwrap_or_else(|err| CommandOutput::fail(format!("internal error: {err}")))
-}
-
-/// A token refused before any rule admitted it: audited, answered in one line.
-async fn refused(
-    authority: &Arc<Authority>,
-    key: &PublicKey,
-    reason: String,
-    claims: Option<&Claims>,
-) -> CommandOutput {
-    let (iss, sub) = (token::claimed(claims, "iss"), token::claimed(claims, "sub"));
-    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-    let (authority, line) = (authority.clone(), reason.clone());
-    let written = tokio::task::spawn_blocking(move || {
-        host_token::audit_refused_token(
-            &authority,
-            &fingerprint,
-            &line,
-            iss.as_deref(),
-            sub.as_deref(),
-        )
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::error!("cannot audit a refused host token");
-        return CommandOutput::fail("internal error: cannot audit; nothing issued");
-    }
-    CommandOutput::fail(format!("token refused: {reason}"))
 }

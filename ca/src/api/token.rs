@@ -6,11 +6,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use jitssh_authority::authority::Authority;
 use jitssh_core::policy::workloads::{JwksLocation, TokenRule};
+use jitssh_core::ssh_key::{HashAlg, PublicKey};
 use jitssh_identity::jws::{self, MAX_TOKEN_BYTES};
 use jitssh_identity::verify::DEFAULT_SKEW;
 use jitssh_identity::{Claims, Expectations, HttpClient, JwksSource, Verifier};
 use serde_json::Value;
+
+use super::commands::CommandOutput;
 
 /// Most issuer verifiers kept (one per issuer and key location in the policy).
 const MAX_VERIFIERS: usize = 64;
@@ -175,4 +179,41 @@ pub(super) async fn verify<R: TokenRule>(
     }
     let why = first_error.map_or_else(|| "not verified".to_string(), |e| e.to_string());
     Err(Failure::Refused(why, Some(unverified)))
+}
+
+/// How a refused token is audited (the workload and host variants differ in who asked).
+pub(super) type AuditRefusal = fn(
+    &Authority,
+    &str,
+    &str,
+    Option<&str>,
+    Option<&str>,
+) -> Result<(), jitssh_authority::authority::IssueError>;
+
+/// A token refused before any rule admitted it: audited with `audit`, answered in one line.
+pub(super) async fn refused(
+    authority: &Arc<Authority>,
+    key: &PublicKey,
+    reason: String,
+    claims: Option<&Claims>,
+    audit: AuditRefusal,
+) -> CommandOutput {
+    let (iss, sub) = (claimed(claims, "iss"), claimed(claims, "sub"));
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let (authority, line) = (authority.clone(), reason.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        audit(
+            &authority,
+            &fingerprint,
+            &line,
+            iss.as_deref(),
+            sub.as_deref(),
+        )
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::error!("cannot audit a refused token");
+        return CommandOutput::fail("internal error: cannot audit; nothing issued");
+    }
+    CommandOutput::fail(format!("token refused: {reason}"))
 }

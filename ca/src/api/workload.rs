@@ -13,8 +13,7 @@ use jitssh_authority::authority::Authority;
 use jitssh_authority::workload::{self, WorkloadIdentity};
 use jitssh_core::policy::CertRequest;
 use jitssh_core::policy::workloads as rules;
-use jitssh_core::ssh_key::{HashAlg, PublicKey};
-use jitssh_identity::Claims;
+use jitssh_core::ssh_key::PublicKey;
 
 use super::commands::{self, ApiCommand, CertArgs, CommandOutput};
 use super::token;
@@ -46,33 +45,6 @@ async fn blocking(task: impl FnOnce() -> CommandOutput + Send + 'static) -> Comm
         .unwrap_or_else(|err| CommandOutput::fail(format!("internal error: {err}")))
 }
 
-/// A token refused before any rule admitted it: audited, answered in one line.
-async fn refused(
-    authority: &Arc<Authority>,
-    key: &PublicKey,
-    reason: String,
-    claims: Option<&Claims>,
-) -> CommandOutput {
-    let (iss, sub) = (token::claimed(claims, "iss"), token::claimed(claims, "sub"));
-    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-    let (authority, line) = (authority.clone(), reason.clone());
-    let written = tokio::task::spawn_blocking(move || {
-        workload::audit_refused_token(
-            &authority,
-            &fingerprint,
-            &line,
-            iss.as_deref(),
-            sub.as_deref(),
-        )
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::error!("cannot audit a refused workload token");
-        return CommandOutput::fail("internal error: cannot audit; nothing issued");
-    }
-    CommandOutput::fail(format!("token refused: {reason}"))
-}
-
 async fn cert(
     authority: Arc<Authority>,
     key: PublicKey,
@@ -96,7 +68,14 @@ async fn cert(
             return CommandOutput::fail(format!("internal error: {why}"));
         }
         Err(token::Failure::Refused(why, claims)) => {
-            return refused(&authority, &key, why, claims.as_ref()).await;
+            return token::refused(
+                &authority,
+                &key,
+                why,
+                claims.as_ref(),
+                workload::audit_refused_token,
+            )
+            .await;
         }
     };
     let (rule_index, rule, name) = match rules::resolve(
@@ -106,7 +85,16 @@ async fn cert(
         &verified.claims,
     ) {
         Ok(found) => found,
-        Err(why) => return refused(&authority, &key, why, Some(&verified.claims)).await,
+        Err(why) => {
+            return token::refused(
+                &authority,
+                &key,
+                why,
+                Some(&verified.claims),
+                workload::audit_refused_token,
+            )
+            .await;
+        }
     };
     let identity = WorkloadIdentity {
         name,
