@@ -91,6 +91,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub mod forward;
+pub mod index;
 
 /// `prev` of the first record.
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

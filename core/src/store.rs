@@ -13,12 +13,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod audit_index;
 mod hosts;
 mod requests;
 mod schema;
 mod sessions;
 mod tokens;
 
+pub use audit_index::{
+    AuditIndex, AuditQuery, ChainHead, HeadOutcome, IndexedRecord, head_may_follow,
+};
 pub use hosts::{HostRecord, HostStore};
 pub use requests::{AccessRequest, Decision as RequestDecision, RequestStatus, RequestStore};
 pub use sessions::{SessionEnd, SessionFilter, SessionIndex, SessionRecord};
@@ -243,6 +247,10 @@ const CA_SCHEMA: schema::Schema = schema::Schema {
             name: "spent workload token ids",
             apply: |conn| conn.execute_batch(tokens::SCHEMA),
         },
+        schema::Migration {
+            name: "audit index (every chain's records and heads)",
+            apply: |conn| conn.execute_batch(audit_index::SCHEMA),
+        },
     ],
 };
 
@@ -258,6 +266,10 @@ const SESSION_INDEX_SCHEMA: schema::Schema = schema::Schema {
         schema::Migration {
             name: "indexes for every list filter (target without case, login, live)",
             apply: |conn| conn.execute_batch(sessions::FILTER_INDEXES),
+        },
+        schema::Migration {
+            name: "audit index (every chain's records and heads)",
+            apply: |conn| conn.execute_batch(audit_index::SCHEMA),
         },
     ],
 };

@@ -253,13 +253,13 @@ impl Drop for Forwarder {
 
 /// Position in the log just after the last record known delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Cursor {
+pub(super) struct Cursor {
     offset: u64,
-    seq: u64,
+    pub(super) seq: u64,
 }
 
 impl Cursor {
-    fn load(path: &Path) -> Cursor {
+    pub(super) fn load(path: &Path) -> Cursor {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Cursor::default();
         };
@@ -267,13 +267,13 @@ impl Cursor {
         match (parts.next(), parts.next()) {
             (Some(Ok(offset)), Some(Ok(seq))) => Cursor { offset, seq },
             _ => {
-                tracing::warn!(cursor = %path.display(), "unreadable audit forward cursor; forwarding from the start of the log");
+                tracing::warn!(cursor = %path.display(), "unreadable audit cursor; reading from the start of the log");
                 Cursor::default()
             }
         }
     }
 
-    fn save(self, path: &Path) -> io::Result<()> {
+    pub(super) fn save(self, path: &Path) -> io::Result<()> {
         let tmp = side_path(path, ".tmp");
         std::fs::write(&tmp, format!("{} {}\n", self.offset, self.seq))?;
         std::fs::rename(&tmp, path)
@@ -282,18 +282,18 @@ impl Cursor {
 
 /// One record line read from the log.
 #[derive(Debug)]
-struct Line {
+pub(super) struct Line {
     /// The stored JSON object, without its newline.
-    json: Vec<u8>,
+    pub(super) json: Vec<u8>,
     time: Option<String>,
     kind: Option<String>,
 }
 
 /// A batch of lines and where the log stands after them.
 #[derive(Debug, Default)]
-struct Batch {
-    lines: Vec<Line>,
-    end: Cursor,
+pub(super) struct Batch {
+    pub(super) lines: Vec<Line>,
+    pub(super) end: Cursor,
     dropped: u64,
 }
 
@@ -306,7 +306,7 @@ struct Envelope {
 
 /// Reads the complete lines after `from`, up to [`MAX_BATCH_BYTES`]; a partly written last
 /// line is left for the next look.
-fn read_batch(log: &Path, from: Cursor) -> io::Result<Batch> {
+pub(super) fn read_batch(log: &Path, from: Cursor) -> io::Result<Batch> {
     let mut file = File::open(log)?;
     file.seek(SeekFrom::Start(from.offset))?;
     let mut reader = BufReader::with_capacity(64 * 1024, file);
