@@ -19,8 +19,8 @@ use jitssh_core::ssh_key::certificate::CertType;
 use jitssh_core::ssh_key::public::KeyData;
 use jitssh_core::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_core::store::{
-    CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked, SqliteStore,
-    Store, StoreError, TokenStore,
+    AuditIndex, CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked,
+    SqliteStore, Store, StoreError, TokenStore,
 };
 use jitssh_core::unix_now;
 use serde_json::json;
@@ -129,8 +129,8 @@ impl SerialPool {
 }
 
 /// Everything the authority keeps durably: certificates, revocations, requests, hosts.
-pub trait CaStore: Store + RequestStore + HostStore + TokenStore {}
-impl<T: Store + RequestStore + HostStore + TokenStore> CaStore for T {}
+pub trait CaStore: Store + RequestStore + HostStore + TokenStore + AuditIndex {}
+impl<T: Store + RequestStore + HostStore + TokenStore + AuditIndex> CaStore for T {}
 
 /// The certificate authority.
 pub struct Authority {
@@ -267,6 +267,11 @@ impl Authority {
     /// The store.
     pub fn store(&self) -> &dyn CaStore {
         self.store.as_ref()
+    }
+
+    /// The store's audit index, for the thread that ships the audit log into it.
+    pub fn audit_index(&self) -> Arc<dyn AuditIndex> {
+        self.store.clone()
     }
 
     /// The failed-join limiter (host joins over the API).

@@ -42,6 +42,9 @@ pub struct CaConfig {
     pub bastion_keys: Vec<PublicKey>,
     /// Where `serve` streams the audit log as it is written (`[audit] forward`).
     pub audit_forward: Option<ForwardTarget>,
+    /// How often the audit chain's head is recorded in the store's audit index; `None` when
+    /// the log is not indexed (`[audit] index = false`).
+    pub audit_index: Option<std::time::Duration>,
     /// Where `serve` answers Prometheus scrapes (`[metrics] listen`); none by default.
     pub metrics_listen: Option<SocketAddr>,
     /// Sign-in through the organisation's identity provider (`ssh sso@ca login`), if set.
@@ -209,6 +212,7 @@ impl CaConfig {
             return Err(ConfigError::invalid(origin, "", &key, message));
         }
         Ok(CaConfig {
+            audit_index: file.audit.index_heads_every(),
             audit_forward: file.audit.forward.map(|target| target.relative_to(base)),
             metrics_listen: file.metrics.listen,
             sso: file.sso,
@@ -310,6 +314,27 @@ mod tests {
         assert_eq!(sso.name_claim, crate::sso::NameClaim::Email);
         assert_eq!(sso.timeout.as_secs(), 5);
         assert!(CaConfig::load(Some(&dir.path().join("../nope.toml"))).is_err());
+    }
+
+    #[test]
+    fn the_documented_audit_index_keys_parse() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca.toml"),
+        )
+        .unwrap();
+        let text = example
+            .replace("# index = true", "index = false")
+            .replace("# head_interval = \"1m\"", "head_interval = \"5m\"");
+        assert_ne!(text, example, "config/ca.toml documents [audit] index");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(CaConfig::load(Some(&path)).unwrap().audit_index, None);
+        std::fs::write(&path, text.replace("index = false", "index = true")).unwrap();
+        assert_eq!(
+            CaConfig::load(Some(&path)).unwrap().audit_index,
+            Some(std::time::Duration::from_secs(300))
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct BastionConfig {
     /// Where `serve` streams the audit log as it is written (`[audit] forward`); an embedded
     /// CA without a forward of its own streams its log there too.
     pub audit_forward: Option<ForwardTarget>,
+    /// How often the audit chain's head is recorded in the session index's audit index;
+    /// `None` when the log is not indexed (`[audit] index = false`).
+    pub audit_index: Option<std::time::Duration>,
     /// Where `serve` answers Prometheus scrapes (`[metrics] listen`); none by default. With
     /// the embedded CA, its metrics are there too.
     pub metrics_listen: Option<SocketAddr>,
@@ -673,6 +676,7 @@ impl BastionConfig {
                 .map_or_else(|| data_dir.join("admin.sock"), |p| base.join(p)),
             allow_uids: file.admin.allow_uids,
         };
+        let audit_index = file.audit.index_heads_every();
         let audit_forward = file.audit.forward.map(|target| target.relative_to(base));
         if let CaSettings::Embedded(ca_config) = &mut ca
             && ca_config.audit_forward.is_none()
@@ -694,6 +698,7 @@ impl BastionConfig {
         Ok(BastionConfig {
             web,
             audit_forward,
+            audit_index,
             metrics_listen: file.metrics.listen,
             data_dir,
             listen: file.listen,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use jitssh_authority::authority::{Authority, OpenError, OpenOptions};
 use jitssh_core::audit::forward::Forwarder;
+use jitssh_core::audit::index::Shipper;
 use jitssh_core::audit::{AuditError, AuditLog};
 use jitssh_core::ssh_key::HashAlg;
 use jitssh_server::accept::{self, Connection, Gate, GateLimits};
@@ -68,6 +69,9 @@ pub enum ServeError {
     /// The audit forwarder's thread could not start.
     #[error("cannot start audit forwarding: {0}")]
     Forward(#[source] std::io::Error),
+    /// The thread copying an audit log into the audit index could not start.
+    #[error("cannot start the audit index shipper: {0}")]
+    AuditIndex(#[source] std::io::Error),
     /// The web console could not start.
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
@@ -116,6 +120,18 @@ pub async fn serve(
         &config.session_index_path(),
     )?
     .with_queue(config.limits.recording_queue);
+    // Each log is its own chain in the audit index: the bastion's in the session index, the
+    // embedded CA's in the CA store (one database for both on a shared PostgreSQL store).
+    let mut shippers = Vec::new();
+    shippers.extend(
+        Shipper::start_configured(
+            "ssh-bastion",
+            &config.audit_path(),
+            config.audit_index,
+            recording.index.clone(),
+        )
+        .map_err(ServeError::AuditIndex)?,
+    );
     let mut host_cert = None;
     let mut renewal = None;
     let mut target_source = TargetCertSource::Unavailable(
@@ -144,6 +160,15 @@ pub async fn serve(
                     "ssh-ca",
                 )
                 .map_err(ServeError::Forward)?,
+            );
+            shippers.extend(
+                Shipper::start_configured(
+                    "ssh-ca",
+                    &ca_config.audit_path(),
+                    ca_config.audit_index,
+                    authority.audit_index(),
+                )
+                .map_err(ServeError::AuditIndex)?,
             );
             let reader = authority.clone();
             metrics_refresh.push(Arc::new(move || {
@@ -303,6 +328,9 @@ pub async fn serve(
     .await;
     if drained.is_err() {
         tracing::warn!("some connections did not end in time");
+    }
+    for shipper in shippers {
+        shipper.shutdown();
     }
     Ok(())
 }

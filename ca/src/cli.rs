@@ -209,8 +209,33 @@ pub struct ShadowReportArgs {
 /// `ssh-ca audit ...`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; names the first altered, removed or truncated record.
+    /// Check the hash chain; names the first altered, removed or truncated record. Then every
+    /// chain in the store's audit index (each CA and bastion of a deployment on one store):
+    /// its records, and that no head went backwards.
     Verify,
+    /// Search the audit records of every instance in the store's audit index, newest first;
+    /// prints each record's line as stored (JSON, one per line).
+    Search(AuditSearchArgs),
+}
+
+/// `ssh-ca audit search`.
+#[derive(Debug, Args)]
+pub struct AuditSearchArgs {
+    /// Only this event kind (e.g. `cert.issued`, `session.start`).
+    #[arg(long, value_name = "KIND")]
+    pub event: Option<String>,
+    /// Only records this recent.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<HumanDuration>,
+    /// Only records containing this text (repeatable: all of them).
+    #[arg(long = "contains", value_name = "TEXT")]
+    pub contains: Vec<String>,
+    /// Only this chain (an id from `ssh-ca audit verify`).
+    #[arg(long, value_name = "ID")]
+    pub chain: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: usize,
 }
 
 /// `ssh-ca host ...`.

@@ -455,19 +455,77 @@ fn issued_break_glass(authority: &Authority, limit: usize) -> Result<()> {
 pub fn audit_verify(config: &CaConfig) -> Result<bool> {
     let path = config.audit_path();
     let report = audit::verify(&path)?;
-    if report.problems.is_empty() {
+    let mut intact = report.problems.is_empty();
+    if intact {
         println!(
             "{}: OK, {} records, head {}",
             path.display(),
             report.records,
             report.last_hash
         );
-        return Ok(true);
     }
     for problem in &report.problems {
         println!("{}: {problem}", path.display());
     }
-    Ok(false)
+    let Some(index) = open_audit_index(config)? else {
+        return Ok(intact);
+    };
+    let label = audit::index::chain_label("ssh-ca", &path);
+    for chain in audit::index::verify_index(index.as_ref(), Some((&path, &label)))? {
+        let name = format!("chain {} ({})", chain.chain, chain.label);
+        if chain.problems.is_empty() {
+            println!(
+                "{name}: OK, {} records, {} heads recorded, head seq {}",
+                chain.records, chain.heads, chain.head_seq
+            );
+        }
+        for problem in &chain.problems {
+            println!("{name}: {problem}");
+        }
+        intact &= chain.problems.is_empty();
+    }
+    Ok(intact)
+}
+
+/// `ssh-ca audit search`: every instance's records in the store's audit index.
+pub fn audit_search(config: &CaConfig, args: &crate::cli::AuditSearchArgs) -> Result<()> {
+    let Some(index) = open_audit_index(config)? else {
+        bail!(
+            "no store at {}: nothing indexed yet (ssh-ca serve fills the audit index)",
+            config.store_path().display()
+        );
+    };
+    let since = args.since.map(|d| {
+        let at = jitssh_core::unix_now().saturating_sub(d.as_secs());
+        // The records' own form (milliseconds), so that text order is time order.
+        jitssh_core::timefmt::format_utc(at).replace('Z', ".000Z")
+    });
+    let query = jitssh_core::store::AuditQuery {
+        event: args.event.clone(),
+        since,
+        contains: args.contains.clone(),
+        chain: args.chain.clone(),
+        limit: args.limit,
+    };
+    let mut out = std::io::stdout().lock();
+    for record in index.search_audit(&query)? {
+        writeln!(out, "{}", record.line)?;
+    }
+    Ok(())
+}
+
+/// The store's audit index, without opening the authority (no keys needed to read it);
+/// `None` when there is no store yet.
+fn open_audit_index(
+    config: &CaConfig,
+) -> Result<Option<std::sync::Arc<dyn jitssh_core::store::AuditIndex>>> {
+    let path = config.store_path();
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(
+        jitssh_core::store::SqliteStore::open(&path)?,
+    )))
 }
 
 /// `ssh-ca serve`: the SSH API until the process is stopped; creates CA keys on first start.
@@ -514,6 +572,12 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         config.audit_forward.as_ref(),
         "ssh-ca",
     )?;
+    let shipper = jitssh_core::audit::index::Shipper::start_configured(
+        "ssh-ca",
+        &config.audit_path(),
+        config.audit_index,
+        authority.audit_index(),
+    )?;
     if let Some(listen) = config.metrics_listen {
         let reader = authority.clone();
         let refresh: jitssh_server::metrics::Refresh =
@@ -536,6 +600,9 @@ pub async fn serve(config: &CaConfig) -> Result<()> {
         _ = terminate.recv() => tracing::info!("terminated; stopping"),
     }
     authority.flush_denials(true);
+    if let Some(shipper) = shipper {
+        shipper.shutdown();
+    }
     Ok(())
 }
 

@@ -83,6 +83,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Audit {
+            command: AuditCommand::Search(args),
+        } => commands::audit_search(&config, args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -168,12 +168,44 @@ impl fmt::Display for ForwardTarget {
 }
 
 /// The `[audit]` section shared by `ca.toml` and `bastion.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     /// Where to stream audit records as they are written; none by default.
     #[serde(default)]
     pub forward: Option<ForwardTarget>,
+    /// Whether the log is copied into the store's audit index ([`super::index`]); on by
+    /// default, so `ssh-ca audit search` and `audit verify` across instances just work.
+    #[serde(default = "default_index")]
+    pub index: bool,
+    /// How often the chain's head is recorded in the index while the log grows.
+    #[serde(default = "default_head_interval")]
+    pub head_interval: crate::duration::HumanDuration,
+}
+
+impl Default for AuditSection {
+    fn default() -> AuditSection {
+        AuditSection {
+            forward: None,
+            index: default_index(),
+            head_interval: default_head_interval(),
+        }
+    }
+}
+
+impl AuditSection {
+    /// How often heads are recorded when the log is indexed; `None` when it is not.
+    pub fn index_heads_every(&self) -> Option<Duration> {
+        self.index.then(|| self.head_interval.into())
+    }
+}
+
+fn default_index() -> bool {
+    true
+}
+
+fn default_head_interval() -> crate::duration::HumanDuration {
+    crate::duration::HumanDuration::from_secs(60)
 }
 
 /// Counters of a running forwarder, for logs and metrics.

@@ -115,6 +115,20 @@ impl Shipper {
         })
     }
 
+    /// Starts a shipper for `program`'s log when indexing is on (`heads_every` is the
+    /// configured `[audit] head_interval`, `None` for `index = false`).
+    pub fn start_configured(
+        program: &str,
+        log: &Path,
+        heads_every: Option<Duration>,
+        index: Arc<dyn AuditIndex>,
+    ) -> io::Result<Option<Shipper>> {
+        let Some(every) = heads_every else {
+            return Ok(None);
+        };
+        Shipper::start(log, index, chain_label(program, log), every).map(Some)
+    }
+
     /// Ships what is left, records the head, and stops the thread.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
