@@ -622,3 +622,31 @@ pub async fn host_renew(args: &RenewArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `ssh-ca migrate`: applies the store's missing migrations and says what it did.
+pub fn migrate(config: &CaConfig) -> Result<()> {
+    use jitssh_authority::backend::{self, SchemaReport};
+    let (_store, report) = backend::open(config)?;
+    let name = config.store_name();
+    match report {
+        SchemaReport::Sqlite => {
+            println!("{name}: CA store (SQLite) is up to date");
+        }
+        SchemaReport::Postgres(migrated) if migrated.applied.is_empty() => {
+            println!(
+                "{name}: {} schema version {} is up to date; nothing to apply",
+                migrated.what, migrated.to
+            );
+        }
+        SchemaReport::Postgres(migrated) => {
+            println!(
+                "{name}: {} schema migrated from version {} to {}",
+                migrated.what, migrated.from, migrated.to
+            );
+            for (step, what) in (migrated.from + 1..).zip(migrated.applied) {
+                println!("  applied {step}: {what}");
+            }
+        }
+    }
+    Ok(())
+}

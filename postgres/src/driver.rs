@@ -34,6 +34,9 @@ impl Driver {
             .map_err(|err| PgError::Unavailable(format!("cannot start a runtime: {err}")))?;
         let mut config = url.config.clone();
         config.connect_timeout(options.connect_timeout);
+        if let Some(password) = &options.password {
+            config.password(password.trim_end_matches(['\r', '\n']));
+        }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         if config.get_application_name().is_none() {
@@ -45,7 +48,7 @@ impl Driver {
         let mut server_options = config.get_options().unwrap_or("").to_string();
         server_options.push_str(&format!(
             " -c statement_timeout={millis} -c lock_timeout={millis} \
-             -c idle_in_transaction_session_timeout={}",
+             -c idle_in_transaction_session_timeout={} -c client_min_messages=warning",
             millis.saturating_mul(2)
         ));
         config.options(server_options.trim());

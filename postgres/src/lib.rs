@@ -39,6 +39,8 @@ pub struct PgOptions {
     /// Who owns the pending certificates this process writes (stable across its restarts,
     /// distinct between instances): the CA uses its host name and audit log path.
     pub owner: String,
+    /// The password, when it is not in the url (read from a file the config names).
+    pub password: Option<String>,
 }
 
 impl Default for PgOptions {
@@ -48,6 +50,7 @@ impl Default for PgOptions {
             statement_timeout: Duration::from_secs(10),
             pool_size: 16,
             owner: String::new(),
+            password: None,
         }
     }
 }

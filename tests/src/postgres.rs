@@ -160,7 +160,16 @@ impl Postgres {
                 if let Some(Ok(Some(status))) = self.server.as_mut().map(Child::try_wait) {
                     panic!("postgres exited ({status}); log:\n{}", self.log());
                 }
-                run(Command::new(&isready).args(["-q", "-h", "127.0.0.1", "-p", &port])).success()
+                run(Command::new(&isready).args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    PG_USER,
+                    "-p",
+                    &port,
+                ]))
+                .success()
             },
             Duration::from_secs(30),
             "PostgreSQL to accept connections",
