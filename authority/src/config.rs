@@ -394,6 +394,42 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_store_section_parses_and_sqlite_stays_the_default() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, &example).unwrap();
+        let config = CaConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.store.url, None, "SQLite by default");
+        assert_eq!(config.store.connect_timeout.as_secs(), 5);
+        let text = example
+            .replace("# url = \"postgres://", "url = \"postgres://")
+            .replace("# password_file = ", "password_file = ");
+        assert_ne!(text, example, "config/ca.toml documents [store] url");
+        std::fs::write(&path, text).unwrap();
+        let config = CaConfig::load(Some(&path)).unwrap();
+        assert!(
+            config
+                .store_name()
+                .starts_with("postgres://jitssh_ca@db.example.com:5432/jitssh")
+        );
+        assert_eq!(
+            config.store.password_file,
+            Some(dir.path().join("db-password"))
+        );
+        assert_eq!(config.store.pool_size, 16);
+        std::fs::write(&path, "[store]\nurl = \"postgres://db/j?sslmode=prefer\"\n").unwrap();
+        let err = CaConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("store.url") && err.contains("sslmode=prefer"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_documented_shadow_policy_line_parses() {
         let example = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca.toml"),
