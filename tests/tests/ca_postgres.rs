@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use jitssh_core::ssh_key::{Certificate, PrivateKey, PublicKey, public::KeyData};
 use jitssh_tests::{
-    CaServer, Daemon, KeyPair, Postgres, Scratch, Ssh, Sshd, keygen, run, wait_for,
+    Bastion, CaServer, Daemon, KeyPair, Postgres, Scratch, Ssh, Sshd, keygen, run, run_ok, target,
+    user, wait_for,
 };
 use ssh_ca::client::CaClient;
 
@@ -46,10 +47,16 @@ struct Pair {
 }
 
 fn start_pair(url: &str) -> Pair {
+    start_pair_with(url, "")
+}
+
+/// [`start_pair`] with `extra` top-level lines in both ca.toml files.
+fn start_pair_with(url: &str, extra: &str) -> Pair {
     let dir1 = Scratch::new();
     let dir2 = Scratch::new();
     let alice = keygen(dir1.path(), "alice");
-    let one = CaServer::start(dir1.path(), &policy(&alice), &store_section(url));
+    let config = format!("{extra}{}", store_section(url));
+    let one = CaServer::start(dir1.path(), &policy(&alice), &config);
     // The second instance gets the first one's CA keys (they are what the store records).
     let data2 = dir2.path().join("ca-data");
     std::fs::create_dir_all(&data2).unwrap();
@@ -60,7 +67,7 @@ fn start_pair(url: &str) -> Pair {
             std::fs::copy(entry.path(), data2.join(&name)).unwrap();
         }
     }
-    let two = CaServer::start(dir2.path(), &policy(&alice), &store_section(url));
+    let two = CaServer::start(dir2.path(), &policy(&alice), &config);
     Pair {
         one,
         two,
@@ -533,5 +540,68 @@ fn serve_refuses_a_newer_schema_and_migrate_says_what_it_applied() {
         out.stderr.contains("is newer than this program knows"),
         "{out}"
     );
+    pg.stop_server();
+}
+
+/// A bastion in remote-CA mode pointed at CA 2: a key revoked through CA 1 ends the live
+/// session within the bastion's re-check interval (it fetches CA 2's KRL, which has it).
+#[test]
+fn a_revocation_through_ca_1_ends_a_live_session_on_a_bastion_of_ca_2() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let scratch = Scratch::new();
+    let identity = keygen(scratch.path(), "bastion_id");
+    let pair = start_pair_with(
+        &url,
+        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+    );
+    let web01 = target(&pair.two.ca, scratch.path(), "web01", |b| b);
+    let bob = user(
+        &pair.one.ca,
+        scratch.path(),
+        "bob",
+        &["root"],
+        &["web*"],
+        &[],
+    );
+    let bastion = Bastion::start_remote(
+        scratch.path(),
+        &format!("127.0.0.1:{}", pair.two.port),
+        &pair.two.ca.ca_pub_file("host"),
+        &identity.private,
+        "",
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        "[session]\nrevocation_check = \"1s\"\n",
+    );
+    let mut child = bastion
+        .ssh("root@web01", &bob)
+        .args(["sleep", "60"])
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ssh");
+    bastion.wait_for_audit("\"command\":\"sleep 60\"", Duration::from_secs(20));
+    let mut revoke = pair
+        .one
+        .ca
+        .cmd(["revoke", "--reason", "laptop stolen", "--key"]);
+    revoke.arg(&bob.public);
+    run_ok(&mut revoke);
+    let revoked_at = Instant::now();
+    // One re-check interval (1 s: a KRL fetch from CA 2), plus telling the client.
+    let deadline = revoked_at + Duration::from_secs(6);
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "session still running {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("ssh output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
     pg.stop_server();
 }
