@@ -24,6 +24,8 @@ pub struct Postgres {
     port: u16,
     server: Option<Child>,
     databases: usize,
+    /// Server arguments that turn TLS on ([`Postgres::start_tls`]).
+    tls: Vec<String>,
 }
 
 /// Where the PostgreSQL binaries are.
@@ -75,6 +77,85 @@ fn as_postgres(program: &Path) -> Command {
 impl Postgres {
     /// Creates a cluster in a temp dir and starts it on a free port.
     pub fn start() -> Postgres {
+        let mut pg = Postgres::create();
+        pg.start_server();
+        pg
+    }
+
+    /// Like [`Postgres::start`], with TLS on: the server's certificate (made with `openssl`,
+    /// naming only `DNS:localhost`) is signed by a throwaway root, whose PEM file is returned.
+    pub fn start_tls() -> (Postgres, PathBuf) {
+        let mut pg = Postgres::create();
+        let dir = pg.path().to_path_buf();
+        let ca_key = dir.join("root.key");
+        let ca_crt = dir.join("root.crt");
+        let key = dir.join("server.key");
+        let csr = dir.join("server.csr");
+        let crt = dir.join("server.crt");
+        let ext = dir.join("server.ext");
+        std::fs::write(&ext, "subjectAltName=DNS:localhost\n").expect("write ext");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run_ok(
+            Command::new("openssl")
+                .args(["req", "-x509"])
+                .args(ec)
+                .arg("-keyout")
+                .arg(&ca_key)
+                .arg("-out")
+                .arg(&ca_crt)
+                .args(["-subj", "/CN=jitssh test database root", "-days", "1"]),
+        );
+        run_ok(
+            Command::new("openssl")
+                .arg("req")
+                .args(ec)
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr)
+                .args(["-subj", "/CN=localhost"]),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args(["x509", "-req", "-in"])
+                .arg(&csr)
+                .arg("-CA")
+                .arg(&ca_crt)
+                .arg("-CAkey")
+                .arg(&ca_key)
+                .args(["-CAcreateserial", "-days", "1", "-out"])
+                .arg(&crt)
+                .arg("-extfile")
+                .arg(&ext),
+        );
+        if is_root() {
+            run_ok(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&key)
+                    .arg(&crt),
+            );
+        }
+        run_ok(Command::new("chmod").arg("600").arg(&key));
+        pg.tls = vec![
+            "-c".into(),
+            "ssl=on".into(),
+            "-c".into(),
+            format!("ssl_cert_file={}", crt.display()),
+            "-c".into(),
+            format!("ssl_key_file={}", key.display()),
+        ];
+        pg.start_server();
+        (pg, ca_crt)
+    }
+
+    fn create() -> Postgres {
         let bin = bindir();
         let dir = tempfile::Builder::new()
             .prefix("jitssh-pg-")
@@ -97,15 +178,14 @@ impl Postgres {
             "UTF8",
             "--no-sync",
         ]));
-        let mut pg = Postgres {
+        Postgres {
             dir: Some(dir),
             bin,
             port: crate::net::free_port(),
             server: None,
             databases: 0,
-        };
-        pg.start_server();
-        pg
+            tls: Vec::new(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -147,6 +227,7 @@ impl Postgres {
                 "-c",
                 "max_connections=200",
             ])
+            .args(&self.tls)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

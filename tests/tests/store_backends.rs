@@ -558,3 +558,75 @@ fn postgres_refuses_a_schema_newer_than_the_program() {
     );
     assert!(!err.contains('\n'), "{err}");
 }
+
+/// TLS to the database: with the root that signed the server's certificate and the name it
+/// carries, the store opens; a certificate from an unknown root, or one for another name, is
+/// refused in one line, never used unverified.
+#[test]
+fn postgres_tls_verifies_the_servers_certificate_and_name() {
+    let (mut pg, root) = Postgres::start_tls();
+    let plain = pg.create_database();
+    let db = plain
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = |host: &str, params: &str| {
+        format!(
+            "postgres://{}@{host}:{}/{db}?{params}",
+            jitssh_tests::PG_USER,
+            pg.port()
+        )
+    };
+    let options = PgOptions::default();
+    let root = root.display();
+    let (store, _) = PgStore::open(
+        &url(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={root}"),
+        ),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(store.reserve_serials(1).unwrap().start, 1);
+    // The connection is encrypted (the server says so for our own backend).
+    let name = db.clone();
+    let ssl = pg.psql(
+        &name,
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'jitssh'",
+    );
+    assert_ne!(ssl, "0", "no TLS connection of ours");
+    // `require` verifies too.
+    assert!(
+        PgStore::open(
+            &url("localhost", &format!("sslmode=require&sslrootcert={root}")),
+            &options
+        )
+        .is_ok()
+    );
+    for (case, target, why) in [
+        (
+            "system roots only",
+            url("localhost", "sslmode=verify-full"),
+            "UnknownIssuer",
+        ),
+        (
+            "another name",
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={root}"),
+            ),
+            "certificate not valid for name \"127.0.0.1\"",
+        ),
+    ] {
+        let err = PgStore::open(&target, &options).err().unwrap().to_string();
+        assert!(
+            err.contains("database unavailable") && err.contains(why) && !err.contains('\n'),
+            "{case}: {err}"
+        );
+    }
+}
