@@ -19,8 +19,8 @@ use jitssh_core::ssh_key::certificate::CertType;
 use jitssh_core::ssh_key::public::KeyData;
 use jitssh_core::ssh_key::{Certificate, HashAlg, PublicKey};
 use jitssh_core::store::{
-    AuditIndex, CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked,
-    SqliteStore, Store, StoreError, TokenStore,
+    AuditIndex, CaKeyFingerprints, HostStore, IssuedCert, RequestStore, Revocation, Revoked, Store,
+    StoreError, TokenStore,
 };
 use jitssh_core::unix_now;
 use serde_json::json;
@@ -159,8 +159,8 @@ impl Authority {
         let created_keys = options.init_keys && !CaKeys::exist(&config.data_dir);
         let mut added_target = None;
         let (keys, store) = if created_keys {
-            let store = SqliteStore::open(&config.store_path())?;
-            refuse_other_keys(&store, &config)?;
+            let (store, _) = crate::backend::open(&config)?;
+            refuse_other_keys(&*store, &config)?;
             let keys = CaKeys::init(&config.data_dir)?;
             tracing::info!(
                 user_ca = %keys.user.fingerprint(),
@@ -176,7 +176,7 @@ impl Authority {
             // without the user and host CA keys gets nothing.
             added_target = CaKeys::add_missing_target(&config.data_dir)?;
             let keys = CaKeys::load(&config.data_dir)?;
-            (keys, SqliteStore::open(&config.store_path())?)
+            (keys, crate::backend::open(&config)?.0)
         };
         let found = CaKeyFingerprints {
             user: keys.user.fingerprint(),
@@ -193,7 +193,7 @@ impl Authority {
                 found.user,
                 found.host,
                 found.target.as_deref().unwrap_or("-"),
-                absolute(&config.store_path()).display(),
+                config.store_name(),
                 recorded.user,
                 recorded.host,
                 recorded.target.as_deref().unwrap_or("-"),
@@ -222,7 +222,7 @@ impl Authority {
                     .with("host_ca", keys.host.fingerprint()),
             )?;
         }
-        let unreleased = crate::commit::reconcile_unreleased(&store, &audit)?;
+        let unreleased = crate::commit::reconcile_unreleased(&*store, &audit)?;
         if unreleased > 0 {
             tracing::warn!(
                 count = unreleased,
@@ -238,7 +238,7 @@ impl Authority {
             keys,
             policy: RwLock::new(Arc::new(policy)),
             shadow: RwLock::new(shadow),
-            store: Arc::new(store),
+            store,
             audit,
             commits: GroupCommit::default(),
             join_guard: Default::default(),
@@ -649,7 +649,7 @@ pub fn absolute(path: &Path) -> PathBuf {
 
 /// Before creating CA keys: refuses when the store already belongs to other keys (recorded,
 /// or, for a store from before keys were recorded, shown by the certificates it holds).
-fn refuse_other_keys(store: &SqliteStore, config: &CaConfig) -> Result<(), OpenError> {
+fn refuse_other_keys(store: &dyn CaStore, config: &CaConfig) -> Result<(), OpenError> {
     let recorded = match store.ca_keys()? {
         Some(keys) => format!("user CA {}, host CA {}", keys.user, keys.host),
         None => match store.issued_count()? {
@@ -661,7 +661,7 @@ fn refuse_other_keys(store: &SqliteStore, config: &CaConfig) -> Result<(), OpenE
         "{} belongs to other CA keys ({recorded}), but {} has no CA key files: refusing to \
          create new CA keys next to it; restore user_ca and host_ca there, or point data_dir \
          elsewhere",
-        absolute(&config.store_path()).display(),
+        config.store_name(),
         absolute(&config.data_dir).display()
     )))
 }

@@ -49,6 +49,52 @@ pub struct CaConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Sign-in through the organisation's identity provider (`ssh sso@ca login`), if set.
     pub sso: Option<crate::sso::SsoConfig>,
+    /// Where the CA's state lives (`[store]`): `store.db` in the data directory, or a
+    /// PostgreSQL database shared by several CA instances.
+    pub store: StoreSettings,
+}
+
+/// `[store]`: the CA's state on PostgreSQL instead of `<data_dir>/store.db`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `postgres://user@host:port/db?sslmode=verify-full&sslrootcert=PATH`; unset: SQLite.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding the database password (instead of one in the url).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Time allowed to connect, or to wait for a pooled connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time the database lets one statement (or lock wait) run.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: HumanDuration,
+    /// Connections kept open at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: None,
+            password_file: None,
+            connect_timeout: default_connect_timeout(),
+            statement_timeout: default_statement_timeout(),
+            pool_size: default_pool_size(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_statement_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_pool_size() -> usize {
+    16
 }
 
 /// `[metrics]`: the Prometheus scrape endpoint.
@@ -133,6 +179,8 @@ struct CaFile {
     #[serde(default)]
     metrics: MetricsFile,
     sso: Option<crate::sso::SsoConfig>,
+    #[serde(default)]
+    store: StoreSettings,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -211,8 +259,29 @@ impl CaConfig {
         if let Some(Err((key, message))) = file.sso.as_ref().map(|sso| sso.check()) {
             return Err(ConfigError::invalid(origin, "", &key, message));
         }
+        let mut store = file.store;
+        if let Some(url) = &store.url
+            && let Err(err) = jitssh_postgres::url::StoreUrl::parse(url)
+        {
+            return Err(ConfigError::invalid(
+                origin,
+                "",
+                "store.url",
+                err.to_string(),
+            ));
+        }
+        if store.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                origin,
+                "",
+                "store.pool_size",
+                "must be at least 1",
+            ));
+        }
+        store.password_file = store.password_file.map(|p| base.join(p));
         Ok(CaConfig {
             audit_index: file.audit.index_heads_every(),
+            store,
             audit_forward: file.audit.forward.map(|target| target.relative_to(base)),
             metrics_listen: file.metrics.listen,
             sso: file.sso,
@@ -230,7 +299,19 @@ impl CaConfig {
         })
     }
 
-    /// The store database.
+    /// The store, for messages: the PostgreSQL url (no password) or the SQLite file.
+    pub fn store_name(&self) -> String {
+        match &self.store.url {
+            Some(url) => jitssh_postgres::url::StoreUrl::parse(url)
+                .map(|u| u.display)
+                .unwrap_or_else(|_| url.clone()),
+            None => crate::authority::absolute(&self.store_path())
+                .display()
+                .to_string(),
+        }
+    }
+
+    /// The store database (SQLite; unused with `[store] url`).
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("store.db")
     }
@@ -334,6 +415,42 @@ mod tests {
         assert_eq!(
             CaConfig::load(Some(&path)).unwrap().audit_index,
             Some(std::time::Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn the_documented_store_section_parses_and_sqlite_stays_the_default() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ca.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(&path, &example).unwrap();
+        let config = CaConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.store.url, None, "SQLite by default");
+        assert_eq!(config.store.connect_timeout.as_secs(), 5);
+        let text = example
+            .replace("# url = \"postgres://", "url = \"postgres://")
+            .replace("# password_file = ", "password_file = ");
+        assert_ne!(text, example, "config/ca.toml documents [store] url");
+        std::fs::write(&path, text).unwrap();
+        let config = CaConfig::load(Some(&path)).unwrap();
+        assert!(
+            config
+                .store_name()
+                .starts_with("postgres://jitssh_ca@db.example.com:5432/jitssh")
+        );
+        assert_eq!(
+            config.store.password_file,
+            Some(dir.path().join("db-password"))
+        );
+        assert_eq!(config.store.pool_size, 16);
+        std::fs::write(&path, "[store]\nurl = \"postgres://db/j?sslmode=prefer\"\n").unwrap();
+        let err = CaConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("store.url") && err.contains("sslmode=prefer"),
+            "{err}"
         );
     }
 

@@ -7,6 +7,7 @@
 //! revocation set and the KRL; [`commit`] writes a certificate and its audit record together.
 
 pub mod authority;
+pub mod backend;
 pub mod cert_text;
 pub mod commit;
 pub mod config;

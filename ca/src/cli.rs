@@ -50,6 +50,10 @@ pub enum Command {
     Issued(IssuedArgs),
     /// Serve the CA's SSH API (certificates on demand, approvals, host renewal).
     Serve,
+    /// Bring the store's schema up to date (also done by every start) and say what was
+    /// applied; with several instances on one PostgreSQL database, run it once before
+    /// starting the upgraded ones.
+    Migrate,
     /// Hosts: enrol, list, remove; renew a host certificate (on the host).
     Host {
         /// What to do with hosts.

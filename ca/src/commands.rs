@@ -492,7 +492,7 @@ pub fn audit_search(config: &CaConfig, args: &crate::cli::AuditSearchArgs) -> Re
     let Some(index) = open_audit_index(config)? else {
         bail!(
             "no store at {}: nothing indexed yet (ssh-ca serve fills the audit index)",
-            config.store_path().display()
+            config.store_name()
         );
     };
     let since = args.since.map(|d| {
@@ -515,17 +515,15 @@ pub fn audit_search(config: &CaConfig, args: &crate::cli::AuditSearchArgs) -> Re
 }
 
 /// The store's audit index, without opening the authority (no keys needed to read it);
-/// `None` when there is no store yet.
+/// `None` when there is no SQLite store yet.
 fn open_audit_index(
     config: &CaConfig,
 ) -> Result<Option<std::sync::Arc<dyn jitssh_core::store::AuditIndex>>> {
-    let path = config.store_path();
-    if !path.exists() {
+    if config.store.url.is_none() && !config.store_path().exists() {
         return Ok(None);
     }
-    Ok(Some(std::sync::Arc::new(
-        jitssh_core::store::SqliteStore::open(&path)?,
-    )))
+    let (store, _) = jitssh_authority::backend::open(config)?;
+    Ok(Some(store))
 }
 
 /// `ssh-ca serve`: the SSH API until the process is stopped; creates CA keys on first start.
@@ -686,6 +684,34 @@ pub async fn host_renew(args: &RenewArgs) -> Result<()> {
             args.out.display(),
             jitssh_authority::cert_text::format_time(valid_before)
         ),
+    }
+    Ok(())
+}
+
+/// `ssh-ca migrate`: applies the store's missing migrations and says what it did.
+pub fn migrate(config: &CaConfig) -> Result<()> {
+    use jitssh_authority::backend::{self, SchemaReport};
+    let (_store, report) = backend::open(config)?;
+    let name = config.store_name();
+    match report {
+        SchemaReport::Sqlite => {
+            println!("{name}: CA store (SQLite) is up to date");
+        }
+        SchemaReport::Postgres(migrated) if migrated.applied.is_empty() => {
+            println!(
+                "{name}: {} schema version {} is up to date; nothing to apply",
+                migrated.what, migrated.to
+            );
+        }
+        SchemaReport::Postgres(migrated) => {
+            println!(
+                "{name}: {} schema migrated from version {} to {}",
+                migrated.what, migrated.from, migrated.to
+            );
+            for (step, what) in (migrated.from + 1..).zip(migrated.applied) {
+                println!("  applied {step}: {what}");
+            }
+        }
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::KnownHosts(args) => commands::known_hosts(&config, args)?,
         Command::Issued(args) => commands::issued(&config, args)?,
         Command::Serve => runtime()?.block_on(commands::serve(&config))?,
+        Command::Migrate => commands::migrate(&config)?,
         Command::Host { command } => match command {
             HostCommand::Add(args) => commands::host_add(&config, args)?,
             HostCommand::List => commands::host_list(&config)?,

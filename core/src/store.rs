@@ -58,6 +58,15 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// A database server (PostgreSQL) failed or could not be reached; `database` names it
+    /// without its password.
+    #[error("store {database}: {source}")]
+    Backend {
+        /// The database, as `postgres://user@host:port/name`.
+        database: String,
+        /// The backend's reason (its own error type).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The database file could not be created or its mode set.
     #[error("store {}: {source}", path.display())]
     Io {

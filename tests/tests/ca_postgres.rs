@@ -1,0 +1,607 @@
+//! Two `ssh-ca serve` instances on one PostgreSQL database (issue 13): distinct serials and
+//! an audit record for every certificate, also through a kill -9; a database restart while
+//! they serve; a revocation through one instance in the other's KRL, refused by a real
+//! sshd; a schema newer than the binary refused, and `ssh-ca migrate`.
+//!
+//! The load comes from the project's own API client (russh, the same SSH protocol as
+//! `ssh`), so thousands of requests do not need thousands of processes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use jitssh_core::ssh_key::{Certificate, PrivateKey, PublicKey, public::KeyData};
+use jitssh_tests::{
+    Bastion, CaServer, Daemon, KeyPair, Postgres, Scratch, Ssh, Sshd, keygen, run, run_ok, target,
+    user, wait_for,
+};
+use ssh_ca::client::CaClient;
+
+const POLICY_ROLES: &str = r#"
+[[roles]]
+name = "dev"
+logins = ["{user}", "root"]
+hosts = ["*"]
+max_ttl = "1h"
+"#;
+
+fn policy(alice: &KeyPair) -> String {
+    format!(
+        "{POLICY_ROLES}\n[[users]]\nname = \"alice\"\nkeys = [\"{}\"]\nroles = [\"dev\"]\n",
+        alice.public_line()
+    )
+}
+
+fn store_section(url: &str) -> String {
+    format!("[store]\nurl = \"{url}\"\nconnect_timeout = \"2s\"\nstatement_timeout = \"5s\"\n")
+}
+
+/// Two CAs with the same keys (copied, as an operator would) on one database.
+struct Pair {
+    one: CaServer,
+    two: CaServer,
+    _dirs: (Scratch, Scratch),
+    alice: KeyPair,
+}
+
+fn start_pair(url: &str) -> Pair {
+    start_pair_with(url, "")
+}
+
+/// [`start_pair`] with `extra` top-level lines in both ca.toml files.
+fn start_pair_with(url: &str, extra: &str) -> Pair {
+    let dir1 = Scratch::new();
+    let dir2 = Scratch::new();
+    let alice = keygen(dir1.path(), "alice");
+    let config = format!("{extra}{}", store_section(url));
+    let one = CaServer::start(dir1.path(), &policy(&alice), &config);
+    // The second instance gets the first one's CA keys (they are what the store records).
+    let data2 = dir2.path().join("ca-data");
+    std::fs::create_dir_all(&data2).unwrap();
+    for entry in std::fs::read_dir(one.ca.data_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with("_ca") || name.ends_with("_ca.pub") {
+            std::fs::copy(entry.path(), data2.join(&name)).unwrap();
+        }
+    }
+    let two = CaServer::start(dir2.path(), &policy(&alice), &config);
+    Pair {
+        one,
+        two,
+        _dirs: (dir1, dir2),
+        alice,
+    }
+}
+
+fn host_ca(server: &CaServer) -> KeyData {
+    let line = server.ca.run_ok(["pubkey", "--host"]).stdout_str();
+    PublicKey::from_openssh(line.trim())
+        .unwrap()
+        .key_data()
+        .clone()
+}
+
+fn private_key(key: &KeyPair) -> PrivateKey {
+    PrivateKey::read_openssh_file(&key.private).unwrap()
+}
+
+fn serial_of(line: &str) -> u64 {
+    Certificate::from_openssh(line.trim())
+        .unwrap_or_else(|e| panic!("not a certificate ({e}): {line}"))
+        .serial()
+}
+
+/// Every `cert.issued` serial in a CA's audit log.
+fn audited(server: &CaServer, event: &str) -> HashSet<u64> {
+    std::fs::read_to_string(server.ca.data_dir().join("audit.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == event)
+        .filter_map(|v| v["serial"].as_u64())
+        .collect()
+}
+
+/// Serials the database holds, by state (0 released, 1 pending, 2 unreleased).
+fn stored(pg: &Postgres, db: &str) -> HashMap<u64, i32> {
+    pg.psql(db, "SELECT serial, state FROM issued")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (serial, state) = l.split_once('|').unwrap();
+            (serial.parse().unwrap(), state.parse().unwrap())
+        })
+        .collect()
+}
+
+fn db_name(url: &str) -> String {
+    url.rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `ssh-ca serve` again on the same config (same port), logging to a new file.
+fn restart(server: &mut CaServer, log: &str) {
+    let dir = server.ca.config().parent().unwrap().to_path_buf();
+    let mut daemon = Daemon::spawn(
+        "ssh-ca serve",
+        &mut server.ca.cmd(["serve"]),
+        &dir.join(log),
+    );
+    daemon.wait_for_log("CA API listening", Duration::from_secs(30));
+    server.daemon = daemon;
+}
+
+fn kill_9(server: &mut CaServer) {
+    let pid = libc::pid_t::try_from(server.daemon.pid()).unwrap();
+    // SAFETY: kill(2) has no memory-safety preconditions; the daemon is our live child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for(
+        || server.daemon.exit_status().is_some(),
+        Duration::from_secs(10),
+        "the killed CA to exit",
+    );
+}
+
+/// `workers` clients on `addr`, each asking for certificates until `total` were handed out
+/// (shared counter); a failed request (the CA died, the connection broke) is retried on a
+/// new connection until `deadline`. Returns the certificate lines and the errors seen.
+async fn issue(
+    addr: String,
+    host_ca: KeyData,
+    key: PrivateKey,
+    workers: usize,
+    total: usize,
+    issued: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> (Vec<String>, Vec<String>) {
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (addr, host_ca, key) = (addr.clone(), host_ca.clone(), key.clone());
+            let (claimed, issued) = (claimed.clone(), issued.clone());
+            tokio::spawn(async move {
+                let mut lines = Vec::new();
+                let mut errors = Vec::new();
+                let mut client: Option<CaClient> = None;
+                while claimed.fetch_add(1, Ordering::SeqCst) < total {
+                    loop {
+                        assert!(
+                            Instant::now() < deadline,
+                            "no certificate by the deadline; errors: {errors:?}"
+                        );
+                        if client.is_none() {
+                            match CaClient::connect(
+                                &addr,
+                                host_ca.clone(),
+                                key.clone(),
+                                "alice",
+                                Duration::from_secs(20),
+                            )
+                            .await
+                            {
+                                Ok(c) => client = Some(c),
+                                Err(err) => {
+                                    errors.push(format!("connect: {err}"));
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some(c) = &client else { continue };
+                        match c.exec("cert --ttl 5m", b"").await {
+                            Ok(out) if out.status == Some(0) => {
+                                lines.push(String::from_utf8(out.stdout).unwrap());
+                                issued.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                            Ok(out) => {
+                                errors.push(out.error_line());
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(err) => {
+                                errors.push(format!("exec: {err}"));
+                                client = None;
+                            }
+                        }
+                    }
+                }
+                if let Some(c) = client {
+                    c.close().await;
+                }
+                (lines, errors)
+            })
+        })
+        .collect();
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for task in tasks {
+        let (l, e) = task.await.unwrap();
+        lines.extend(l);
+        errors.extend(e);
+    }
+    (lines, errors)
+}
+
+fn addr(server: &CaServer) -> String {
+    format!("127.0.0.1:{}", server.port)
+}
+
+/// 2 CAs x 1,000 concurrent issuances on one database, one CA kill -9'd mid-run and
+/// restarted: 2,000 distinct serials, each audited by the CA that handed it out and stored
+/// as released; the killed CA's in-flight ones audited as unreleased on its restart.
+#[test]
+fn two_cas_issue_two_thousand_distinct_audited_serials_through_a_kill_9() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let mut pair = start_pair(&url);
+    let host_ca = host_ca(&pair.one);
+    let key = private_key(&pair.alice);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let issued_one = Arc::new(AtomicUsize::new(0));
+    let load_one = runtime.spawn(issue(
+        addr(&pair.one),
+        host_ca.clone(),
+        key.clone(),
+        25,
+        1000,
+        issued_one.clone(),
+        deadline,
+    ));
+    let load_two = runtime.spawn(issue(
+        addr(&pair.two),
+        host_ca.clone(),
+        key.clone(),
+        25,
+        1000,
+        Arc::new(AtomicUsize::new(0)),
+        deadline,
+    ));
+    // Mid-run: kill -9 the first CA, and start it again.
+    wait_for(
+        || issued_one.load(Ordering::SeqCst) >= 300,
+        Duration::from_secs(120),
+        "300 certificates from CA 1",
+    );
+    kill_9(&mut pair.one);
+    let killed_at = issued_one.load(Ordering::SeqCst);
+    restart(&mut pair.one, "ca-serve-restarted.log");
+    let (lines_one, errors_one) = runtime.block_on(load_one).unwrap();
+    let (lines_two, errors_two) = runtime.block_on(load_two).unwrap();
+    assert!(killed_at < 1000, "killed mid-run ({killed_at} issued)");
+    assert!(
+        !errors_one.is_empty(),
+        "requests in flight at the kill failed (and were retried)"
+    );
+    assert!(
+        errors_two.is_empty(),
+        "CA 2 served throughout: {errors_two:?}"
+    );
+    assert_eq!((lines_one.len(), lines_two.len()), (1000, 1000));
+
+    let serials_one: Vec<u64> = lines_one.iter().map(|l| serial_of(l)).collect();
+    let serials_two: Vec<u64> = lines_two.iter().map(|l| serial_of(l)).collect();
+    let all: HashSet<u64> = serials_one.iter().chain(&serials_two).copied().collect();
+    assert_eq!(all.len(), 2000, "2,000 distinct serials");
+
+    let audited_one = audited(&pair.one, "cert.issued");
+    let audited_two = audited(&pair.two, "cert.issued");
+    for serial in &serials_one {
+        assert!(
+            audited_one.contains(serial),
+            "serial {serial} not audited by CA 1"
+        );
+    }
+    for serial in &serials_two {
+        assert!(
+            audited_two.contains(serial),
+            "serial {serial} not audited by CA 2"
+        );
+    }
+    let stored = stored(&pg, &db_name(&url));
+    for serial in &all {
+        assert_eq!(
+            stored.get(serial),
+            Some(&0),
+            "serial {serial} stored as released"
+        );
+    }
+    // Nothing is left pending: what the killed CA had in flight was audited as unreleased
+    // by it on restart (and never handed out); CA 2 left CA 1's rows alone.
+    assert!(
+        !stored.values().any(|state| *state == 1),
+        "pending rows left"
+    );
+    let unreleased: HashSet<u64> = stored
+        .iter()
+        .filter(|(_, state)| **state == 2)
+        .map(|(serial, _)| *serial)
+        .collect();
+    assert!(
+        unreleased.is_disjoint(&all),
+        "an unreleased one was handed out"
+    );
+    assert_eq!(unreleased, audited(&pair.one, "cert.unreleased"));
+    assert!(audited(&pair.two, "cert.unreleased").is_empty());
+    pg.stop_server();
+}
+
+/// PostgreSQL stopped while both CAs serve: requests fail with a clear error and nothing
+/// is handed out without its record; once it is back, both serve again on their own.
+#[test]
+fn a_database_restart_fails_requests_clearly_and_service_resumes_by_itself() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let pair = start_pair(&url);
+    let host_ca = host_ca(&pair.one);
+    let key = private_key(&pair.alice);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ask = |server: &CaServer| -> Result<String, String> {
+        runtime.block_on(async {
+            let client = CaClient::connect(
+                &addr(server),
+                host_ca.clone(),
+                key.clone(),
+                "alice",
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+            let out = client
+                .exec("cert --ttl 5m", b"")
+                .await
+                .map_err(|e| format!("exec: {e}"))?;
+            client.close().await;
+            if out.status == Some(0) {
+                Ok(String::from_utf8(out.stdout).unwrap())
+            } else {
+                Err(out.error_line())
+            }
+        })
+    };
+    let mut handed_out = Vec::new();
+    for server in [&pair.one, &pair.two] {
+        handed_out.push(ask(server).unwrap());
+    }
+
+    // Connections logged in before the database stops.
+    let held: Vec<CaClient> = [&pair.one, &pair.two]
+        .iter()
+        .map(|server| {
+            runtime
+                .block_on(CaClient::connect(
+                    &addr(server),
+                    host_ca.clone(),
+                    key.clone(),
+                    "alice",
+                    Duration::from_secs(30),
+                ))
+                .unwrap()
+        })
+        .collect();
+    pg.stop_server();
+    for (server, client) in [&pair.one, &pair.two].into_iter().zip(&held) {
+        // A logged-in client's request fails, saying why, within the timeouts.
+        let started = Instant::now();
+        let out = runtime.block_on(client.exec("cert --ttl 5m", b"")).unwrap();
+        assert_ne!(out.status, Some(0), "no certificate without the database");
+        let err = out.error_line();
+        assert!(
+            err.contains("database unavailable") && !err.contains('\n'),
+            "one clear line: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        // A new login is refused (revocations cannot be checked: fail closed), and OpenSSH
+        // shows why.
+        let out = server
+            .ssh("alice", &pair.alice)
+            .option("BatchMode=no")
+            .args(["cert", "--ttl", "5m"])
+            .run();
+        assert_ne!(out.status, 0, "{out}");
+        assert!(
+            out.stderr
+                .contains("the CA cannot check revocations right now; try again later"),
+            "{out}"
+        );
+        assert!(out.stdout.is_empty(), "{out}");
+    }
+
+    pg.start_server();
+    for server in [&pair.one, &pair.two] {
+        let mut line = None;
+        wait_for(
+            || {
+                line = ask(server).ok();
+                line.is_some()
+            },
+            Duration::from_secs(30),
+            "issuance to resume after the database restart",
+        );
+        handed_out.extend(line);
+    }
+    let stored = stored(&pg, &db_name(&url));
+    for line in &handed_out {
+        let serial = serial_of(line);
+        assert_eq!(stored.get(&serial), Some(&0), "serial {serial} recorded");
+    }
+    let logged = pair.one.daemon.log();
+    assert!(logged.contains("database unavailable"), "{logged}");
+}
+
+/// A revocation through CA 1 (its offline command on the shared database) is in the KRL CA 2
+/// serves at once, and a target sshd given that KRL refuses the certificate.
+#[test]
+fn a_revocation_through_one_ca_is_in_the_other_cas_krl_and_sshd_refuses() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let pair = start_pair(&url);
+    let scratch = Scratch::new();
+    let out = pair
+        .two
+        .ssh("alice", &pair.alice)
+        .args(["cert", "--principals", "root", "--ttl", "30m"])
+        .run();
+    assert_eq!(out.status, 0, "{out}");
+    let cert = scratch.write("alice-cert.pub", &out.stdout);
+    let serial = serial_of(&out.stdout_str());
+    let fetch_krl = |path: &Path| {
+        let out = pair.two.ssh("alice", &pair.alice).args(["krl"]).run();
+        assert_eq!(out.status, 0, "{out}");
+        std::fs::write(path, &out.stdout).unwrap();
+    };
+    let krl = scratch.file("revoked.krl");
+    fetch_krl(&krl);
+    let sshd = Sshd::builder()
+        .trusted_user_ca(pair.two.ca.ca_pub_file("user"))
+        .revoked_keys(&krl)
+        .start();
+    let login = || {
+        Ssh::new(sshd.port())
+            .user("root")
+            .identity(&pair.alice.private)
+            .cert(&cert)
+            .args(["echo", "hi"])
+            .run()
+    };
+    assert_eq!(login().stdout_str(), "hi\n");
+
+    pair.one.ca.run_ok([
+        "revoke",
+        "--serial",
+        &serial.to_string(),
+        "--reason",
+        "laptop stolen",
+    ]);
+    fetch_krl(&krl);
+    let test = run(std::process::Command::new("ssh-keygen")
+        .arg("-Q")
+        .arg("-f")
+        .arg(&krl)
+        .arg(&cert));
+    assert!(
+        test.stdout_str().contains("REVOKED"),
+        "CA 2's KRL lists the serial: {test}"
+    );
+    let out = login();
+    assert_ne!(out.status, 0, "{out}");
+    assert_eq!(out.stdout_str(), "");
+    pg.stop_server();
+}
+
+/// A database a newer release migrated: `ssh-ca serve` refuses with one line and writes
+/// nothing; `ssh-ca migrate` on a fresh database applies the steps and says which.
+#[test]
+fn serve_refuses_a_newer_schema_and_migrate_says_what_it_applied() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let scratch = Scratch::new();
+    let alice = keygen(scratch.path(), "alice");
+    let ca =
+        jitssh_tests::CaFixture::configure(scratch.path(), &policy(&alice), &store_section(&url));
+    let out = ca.run_ok(["migrate"]).stdout_str();
+    assert!(
+        out.contains("CA store schema migrated from version 0 to 1")
+            && out.contains("applied 1: base tables"),
+        "{out}"
+    );
+    let again = ca.run_ok(["migrate"]).stdout_str();
+    assert!(again.contains("schema version 1 is up to date"), "{again}");
+
+    pg.psql(
+        &db_name(&url),
+        "UPDATE jitssh_schema SET version = 7 WHERE what = 'CA store'",
+    );
+    let out = ca.run(["serve"]);
+    assert_ne!(out.status, 0, "{out}");
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("CA store schema version 7 is newer than this program knows (1)"),
+        "{err}"
+    );
+    assert!(!err.contains("password"), "{err}");
+    // migrate refuses too, the same way.
+    let out = ca.run(["migrate"]);
+    assert_ne!(out.status, 0, "{out}");
+    assert!(
+        out.stderr.contains("is newer than this program knows"),
+        "{out}"
+    );
+    pg.stop_server();
+}
+
+/// A bastion in remote-CA mode pointed at CA 2: a key revoked through CA 1 ends the live
+/// session within the bastion's re-check interval (it fetches CA 2's KRL, which has it).
+#[test]
+fn a_revocation_through_ca_1_ends_a_live_session_on_a_bastion_of_ca_2() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let scratch = Scratch::new();
+    let identity = keygen(scratch.path(), "bastion_id");
+    let pair = start_pair_with(
+        &url,
+        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+    );
+    let web01 = target(&pair.two.ca, scratch.path(), "web01", |b| b);
+    let bob = user(
+        &pair.one.ca,
+        scratch.path(),
+        "bob",
+        &["root"],
+        &["web*"],
+        &[],
+    );
+    let bastion = Bastion::start_remote(
+        scratch.path(),
+        &format!("127.0.0.1:{}", pair.two.port),
+        &pair.two.ca.ca_pub_file("host"),
+        &identity.private,
+        "",
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        "[session]\nrevocation_check = \"1s\"\n",
+    );
+    let mut child = bastion
+        .ssh("root@web01", &bob)
+        .args(["sleep", "60"])
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ssh");
+    bastion.wait_for_audit("\"command\":\"sleep 60\"", Duration::from_secs(20));
+    let mut revoke = pair
+        .one
+        .ca
+        .cmd(["revoke", "--reason", "laptop stolen", "--key"]);
+    revoke.arg(&bob.public);
+    run_ok(&mut revoke);
+    let revoked_at = Instant::now();
+    // One re-check interval (1 s: a KRL fetch from CA 2), plus telling the client.
+    let deadline = revoked_at + Duration::from_secs(6);
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "session still running {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("ssh output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
+    pg.stop_server();
+}
