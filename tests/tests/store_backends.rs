@@ -6,15 +6,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use jitssh_core::store::{
-    AccessRequest, CaKeyFingerprints, HostRecord, HostStore, IssuedCert, RequestDecision,
-    RequestStore, Revocation, Revoked, SessionEnd, SessionFilter, SessionIndex, SessionRecord,
-    SqliteStore, Store, TokenStore,
+    AccessRequest, AuditIndex, AuditQuery, CaKeyFingerprints, ChainHead, HeadOutcome, HostRecord,
+    HostStore, IndexedRecord, IssuedCert, RequestDecision, RequestStore, Revocation, Revoked,
+    SessionEnd, SessionFilter, SessionIndex, SessionRecord, SqliteStore, Store, TokenStore,
 };
 use jitssh_postgres::{PgOptions, PgStore};
 use jitssh_tests::Postgres;
 
-trait Ca: Store + RequestStore + HostStore + TokenStore {}
-impl<T: Store + RequestStore + HostStore + TokenStore> Ca for T {}
+trait Ca: Store + RequestStore + HostStore + TokenStore + AuditIndex {}
+impl<T: Store + RequestStore + HostStore + TokenStore + AuditIndex> Ca for T {}
 
 /// One database of either kind; `ca()` opens another handle on it (another "process").
 enum Backend {
@@ -486,6 +486,153 @@ fn the_session_index_records_ends_once_and_filters(b: &Backend) {
     );
 }
 
+fn audit_record(chain: &str, seq: u64, event: &str, time: &str) -> IndexedRecord {
+    IndexedRecord {
+        chain: chain.into(),
+        seq,
+        time: time.into(),
+        event: event.into(),
+        hash: format!("{seq:064x}"),
+        line: format!(r#"{{"seq":{seq},"event":"{event}","who":"alice-{seq}"}}"#),
+    }
+}
+
+fn chain_head(chain: &str, seq: u64, hash: &str) -> ChainHead {
+    ChainHead {
+        chain: chain.into(),
+        label: format!("ssh-ca on test: {chain}"),
+        seq,
+        hash: hash.into(),
+        recorded_at: seq,
+    }
+}
+
+fn the_audit_index_keeps_records_once_searches_them_and_refuses_heads_that_go_back(b: &Backend) {
+    let index = b.ca();
+    let batch = [
+        audit_record("a", 1, "cert.issued", "2026-12-01T10:00:00.000Z"),
+        audit_record("a", 2, "cert.denied", "2026-12-01T10:01:00.000Z"),
+        audit_record("b", 1, "cert.issued", "2026-12-01T10:02:00.000Z"),
+    ];
+    index.add_audit_records(&batch).unwrap();
+    // A batch sent again (a shipper retrying) changes nothing.
+    index.add_audit_records(&batch[..2]).unwrap();
+    assert_eq!(index.indexed_seq("a").unwrap(), 2);
+    assert_eq!(index.indexed_seq("nope").unwrap(), 0);
+    let issued = index
+        .search_audit(&AuditQuery {
+            event: Some("cert.issued".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    let seen: Vec<_> = issued.iter().map(|r| (r.chain.as_str(), r.seq)).collect();
+    assert_eq!(seen, [("b", 1), ("a", 1)]);
+    let found = index
+        .search_audit(&AuditQuery {
+            contains: vec!["alice-2".into(), "denied".into()],
+            since: Some("2026-12-01T10:00:30.000Z".into()),
+            chain: Some("a".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(found, batch[1..2]);
+    assert!(
+        index
+            .search_audit(&AuditQuery {
+                contains: vec!["%".into()],
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .unwrap()
+            .is_empty(),
+        "a plain substring, no wildcards"
+    );
+    assert_eq!(index.audit_records("a", 2, 10).unwrap(), batch[1..2]);
+    // Heads: forward only, per chain.
+    let other = b.ca();
+    assert_eq!(
+        other.record_audit_head(&chain_head("a", 5, "h5")).unwrap(),
+        HeadOutcome::Advanced
+    );
+    assert_eq!(
+        index.record_audit_head(&chain_head("a", 5, "h5")).unwrap(),
+        HeadOutcome::Unchanged
+    );
+    assert_eq!(
+        index.record_audit_head(&chain_head("b", 1, "b1")).unwrap(),
+        HeadOutcome::Advanced
+    );
+    assert_eq!(
+        index.record_audit_head(&chain_head("a", 4, "h4")).unwrap(),
+        HeadOutcome::WentBack(chain_head("a", 5, "h5"))
+    );
+    assert_eq!(
+        index
+            .record_audit_head(&chain_head("a", 5, "forged"))
+            .unwrap(),
+        HeadOutcome::WentBack(chain_head("a", 5, "h5"))
+    );
+    assert_eq!(
+        other.record_audit_head(&chain_head("a", 9, "h9")).unwrap(),
+        HeadOutcome::Advanced
+    );
+    let heads: Vec<_> = index
+        .audit_heads()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.chain, h.seq))
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            ("a".to_string(), 5),
+            ("a".to_string(), 9),
+            ("b".to_string(), 1)
+        ]
+    );
+}
+
+/// PostgreSQL: the CAs' and the bastions' chains land in one table, whichever schema a
+/// handle was opened for, so one search sees the whole deployment.
+#[test]
+fn postgres_ca_store_and_session_index_share_one_audit_index() {
+    let b = Backend::postgres();
+    let ca = b.ca();
+    let Backend::Postgres { url, .. } = &b else {
+        unreachable!()
+    };
+    let bastion = PgStore::open_session_index(url, &PgOptions::default())
+        .unwrap()
+        .0;
+    ca.add_audit_records(&[audit_record(
+        "ca1",
+        1,
+        "cert.issued",
+        "2026-12-01T10:00:00.000Z",
+    )])
+    .unwrap();
+    bastion
+        .add_audit_records(&[audit_record(
+            "bastion1",
+            1,
+            "session.start",
+            "2026-12-01T10:00:01.000Z",
+        )])
+        .unwrap();
+    let all: Vec<_> = ca
+        .search_audit(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.chain)
+        .collect();
+    assert_eq!(all, ["bastion1", "ca1"]);
+}
+
 macro_rules! both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -508,6 +655,7 @@ both_backends!(
     a_join_token_joins_once_and_only_before_expiry,
     a_token_id_is_spent_once_until_it_expires,
     the_session_index_records_ends_once_and_filters,
+    the_audit_index_keeps_records_once_searches_them_and_refuses_heads_that_go_back,
 );
 
 /// PostgreSQL: pending certificates belong to the instance that wrote them, so a CA that
