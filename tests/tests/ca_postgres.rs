@@ -605,3 +605,48 @@ fn a_revocation_through_ca_1_ends_a_live_session_on_a_bastion_of_ca_2() {
     assert!(stderr.contains("revoked"), "{stderr}");
     pg.stop_server();
 }
+
+/// Part 3 of the scale-out: each CA's audit log is its own chain; both land in the shared
+/// database's audit index, so `ssh-ca audit search` on either instance sees both, and
+/// `ssh-ca audit verify` checks both chains (and that neither head went backwards).
+#[test]
+fn both_cas_audit_chains_are_searched_and_verified_in_one_place() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let pair = start_pair_with(&url, "[audit]\nhead_interval = \"1s\"\n");
+    for (server, n) in [(&pair.one, 2), (&pair.two, 3)] {
+        for _ in 0..n {
+            let out = server
+                .ssh("alice", &pair.alice)
+                .args(["cert", "--principals", "alice"])
+                .run();
+            assert_eq!(out.status, 0, "{out}");
+        }
+    }
+    let user_certs = |server: &CaServer| -> usize {
+        let out = server.ca.run_ok([
+            "audit",
+            "search",
+            "--event",
+            "cert.issued",
+            "--contains",
+            r#""cert_type":"user""#,
+        ]);
+        out.stdout_str().lines().count()
+    };
+    wait_for(
+        || user_certs(&pair.one) == 5 && user_certs(&pair.two) == 5,
+        Duration::from_secs(30),
+        "both instances' issuances searchable from either",
+    );
+    wait_for(
+        || {
+            let out = pair.one.ca.run(["audit", "verify"]);
+            let text = out.stdout_str();
+            out.status == 0 && text.matches("heads recorded").count() == 2
+        },
+        Duration::from_secs(30),
+        "audit verify on CA 1: two chains, both intact",
+    );
+    pg.stop_server();
+}
