@@ -102,12 +102,11 @@ impl Auditor {
             pruned += 1;
             freed += size;
         }
-        // Uploaded recordings: their age is their newest object's.
-        let stored = match &self.store {
-            Some(store) => store.sessions()?,
-            None => Vec::new(),
-        };
-        for stored in stored {
+        // Uploaded recordings: their last activity is the seal's end (what the seal's file
+        // time is on disk), or the newest object's upload for an unsealed one.
+        let store = self.store.as_ref();
+        let stored = store.map(|s| s.sessions()).transpose()?.unwrap_or_default();
+        for (stored, store) in stored.into_iter().filter_map(|s| Some((s, store?))) {
             let id = stored.id.clone();
             if local.iter().any(|(l, _)| *l == id) {
                 continue;
@@ -117,7 +116,13 @@ impl Auditor {
                 kept += 1;
                 continue;
             }
-            let last = stored.last_modified;
+            let seal: Option<serde_json::Value> = store
+                .read_small(&id, SEAL_FILE, 1 << 20)?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let last = seal
+                .as_ref()
+                .and_then(|s| s["ended_at"].as_u64())
+                .unwrap_or(stored.last_modified);
             if last >= cutoff {
                 kept += 1;
                 continue;
@@ -127,13 +132,6 @@ impl Auditor {
             let verb = if args.dry_run {
                 "would prune"
             } else {
-                "pruned"
-            };
-            if !args.dry_run {
-                let Some(store) = &self.store else { break };
-                let seal = store
-                    .read_small(&id, SEAL_FILE, 1 << 20)?
-                    .and_then(|b| serde_json::from_slice(&b).ok());
                 let log = match &mut audit {
                     Some(log) => log,
                     None => audit.insert(AuditLog::open(&self.audit_log)?),
@@ -147,7 +145,8 @@ impl Auditor {
                     retain,
                 ))?;
                 store.delete(&id)?;
-            }
+                "pruned"
+            };
             writeln!(
                 out,
                 "{verb} {id}: last activity {} ({age} ago), {}",
