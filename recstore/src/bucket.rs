@@ -191,6 +191,9 @@ impl Bucket {
             let [y, m, d, id, name] = parts.as_slice() else {
                 continue;
             };
+            if !is_file_name(name) {
+                continue;
+            }
             match jitssh_recording::session_dir(Path::new(""), id) {
                 Ok(dir) if dir == Path::new(y).join(m).join(d).join(id) => {}
                 _ => continue,
@@ -302,7 +305,18 @@ fn single_part<'a>(
     mut parts: impl Iterator<Item = object_store::path::PathPart<'a>>,
 ) -> Option<String> {
     let first = parts.next()?;
-    parts.next().is_none().then(|| first.as_ref().to_owned())
+    let name = first.as_ref();
+    (parts.next().is_none() && is_file_name(name)).then(|| name.to_owned())
+}
+
+/// A recording's file name: what the recorder writes (`events.jsonl`, `chan-1.cast`...),
+/// never a hidden, relative or odd name a planted object could use to write elsewhere.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 fn unix(t: &chrono::DateTime<chrono::Utc>) -> u64 {
@@ -325,4 +339,113 @@ fn local_files(dir: &Path) -> Result<Vec<(String, u64)>, StoreError> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    const ID: &str = "20260102T030405Z-0badcafe";
+
+    fn bucket() -> Bucket {
+        Bucket::new(Arc::new(InMemory::new()), "site", "s3://b/site".into())
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn upload_list_download_delete_round_trip_with_a_multipart_file() {
+        let rt = runtime();
+        let b = bucket();
+        let spool = tempfile::tempdir().unwrap();
+        let dir = jitssh_recording::session_dir(spool.path(), ID).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let big: Vec<u8> = (0..(PART_SIZE * 2 + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(dir.join("chan-1.cast"), &big).unwrap();
+        std::fs::write(dir.join("events.jsonl"), b"{}\n").unwrap();
+        std::fs::write(dir.join("seal.json"), b"{\"ended_at\":1}").unwrap();
+        let sent = rt.block_on(b.upload(ID, &dir)).unwrap();
+        assert_eq!(sent, big.len() as u64 + 3 + 14);
+
+        let stored = rt.block_on(b.session(ID)).unwrap().unwrap();
+        assert_eq!(stored.files.len(), 3);
+        assert_eq!(stored.files["chan-1.cast"], big.len() as u64);
+        assert_eq!(stored.location, format!("s3://b/site/2026/01/02/{ID}"));
+        let all = rt.block_on(b.sessions()).unwrap();
+        assert_eq!(all, vec![stored.clone()]);
+
+        let cache = tempfile::tempdir().unwrap();
+        let dest = cache.path().join("x").join(ID);
+        assert!(rt.block_on(b.download(ID, &dest)).unwrap());
+        assert_eq!(std::fs::read(dest.join("chan-1.cast")).unwrap(), big);
+        assert_eq!(
+            rt.block_on(b.read_small(ID, "seal.json", 100))
+                .unwrap()
+                .unwrap(),
+            b"{\"ended_at\":1}"
+        );
+        assert_eq!(rt.block_on(b.read_small(ID, "seal.json", 5)).unwrap(), None);
+
+        rt.block_on(b.delete(ID)).unwrap();
+        assert_eq!(rt.block_on(b.session(ID)).unwrap(), None);
+        assert!(!rt.block_on(b.download(ID, &dest)).unwrap());
+    }
+
+    #[test]
+    fn objects_that_are_not_recording_files_are_ignored_and_ids_are_checked() {
+        let rt = runtime();
+        let b = bucket();
+        rt.block_on(async {
+            let key = |k: &str| Key::from(k);
+            b.store
+                .put(
+                    &key(&format!("site/2026/01/02/{ID}/events.jsonl")),
+                    b"{}\n".to_vec().into(),
+                )
+                .await
+                .unwrap();
+            b.store
+                .put(
+                    &key(&format!("site/2026/01/02/{ID}/.hidden")),
+                    b"x".to_vec().into(),
+                )
+                .await
+                .unwrap();
+            b.store
+                .put(
+                    &key(&format!("site/2026/01/02/{ID}/sub/deep")),
+                    b"x".to_vec().into(),
+                )
+                .await
+                .unwrap();
+            // An id under the wrong date, and a stray object.
+            b.store
+                .put(
+                    &key(&format!("site/2025/01/02/{ID}/events.jsonl")),
+                    b"x".to_vec().into(),
+                )
+                .await
+                .unwrap();
+            b.store
+                .put(&key("site/README"), b"x".to_vec().into())
+                .await
+                .unwrap();
+        });
+        let all = rt.block_on(b.sessions()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            all[0].files.keys().collect::<Vec<_>>(),
+            vec!["events.jsonl"]
+        );
+        assert!(rt.block_on(b.session("../../etc")).is_err());
+    }
 }
