@@ -129,15 +129,17 @@ impl ObjectStoreSettings {
             .with_region(self.region.as_deref().unwrap_or("us-east-1"))
             .with_access_key_id(key_id)
             .with_secret_access_key(secret)
-            .with_allow_http(self.allow_http)
             // Our own uploader retries with back-off: a call fails in seconds, not minutes.
             .with_retry(RetryConfig {
                 backoff: BackoffConfig::default(),
                 max_retries: 2,
                 retry_timeout: Duration::from_secs(20),
             })
+            // Whole client options: after this, not before, the builder's own allow_http
+            // (which lives in them) would be reset.
             .with_client_options(
                 ClientOptions::new()
+                    .with_allow_http(self.allow_http)
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(120)),
             );
