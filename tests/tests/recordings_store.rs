@@ -185,7 +185,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn a_session_is_uploaded_and_every_auditor_command_reads_it_as_from_disk() {
-    let w = world("");
+    let mut w = world("");
     let term = w.terminal();
     term.type_line("echo mark-$((6*7))");
     term.wait_for("mark-42", Duration::from_secs(20));
@@ -289,28 +289,32 @@ fn a_session_is_uploaded_and_every_auditor_command_reads_it_as_from_disk() {
             std::fs::write(dir.join(name), data).expect("write");
         }
     }
-    // The spool is the local recordings directory: put the copies there for the local run.
-    let local_config_text = std::fs::read_to_string(&local_config).expect("read");
-    drop(local_config_text);
+    // The spool is the local recordings directory: the copies go there for the local run,
+    // once the bastion is stopped (its uploader would take them back to the bucket).
     let spool = w.spool();
-    // Stop the bastion so its uploader does not take the copies back to the bucket.
-    let mut w = w;
     w.bastion.daemon.stop();
     copy_tree(&local_root, &spool);
     let from_disk: Vec<Output> = commands
         .iter()
         .map(|c| w.cli_with(&local_config, c))
         .collect();
-    let local_location = spool
-        .join(&shell[0..4])
-        .join(&shell[4..6])
-        .join(&shell[6..8])
-        .join(&shell);
+    // `sessions show` names where the recording is: the bucket, or the directory.
+    let places: Vec<(String, String)> = [&shell, &exec]
+        .iter()
+        .map(|id| {
+            let rel = format!("{}/{}/{}/{id}", &id[0..4], &id[4..6], &id[6..8]);
+            (
+                format!("s3://recordings/site-a/{rel}"),
+                spool.join(&rel).display().to_string(),
+            )
+        })
+        .collect();
     for ((c, bucket), disk) in commands.iter().zip(&from_bucket).zip(&from_disk) {
         assert!(disk.success(), "ssh-bastion {c:?} from disk: {disk}");
-        let bucket_out = bucket
-            .stdout_str()
-            .replace(&location, &local_location.display().to_string());
+        let mut bucket_out = bucket.stdout_str();
+        for (s3, local) in &places {
+            bucket_out = bucket_out.replace(s3, local);
+        }
         if c[0] == "sessions" && c[1] == "list" {
             // The live column depends on the bastion running, which it no longer is.
             continue;
