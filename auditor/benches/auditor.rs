@@ -97,6 +97,7 @@ fn auditor(root: &Path, recordings: &Path, index: &Path) -> Auditor {
         // Nothing listens there: no bastion is running, as when an auditor works on copies.
         admin_socket: root.join("admin.sock"),
         retain: None,
+        store: None,
     }
 }
 

@@ -19,6 +19,9 @@ pub enum AuditorError {
     /// A recording could not be read.
     #[error(transparent)]
     Recording(#[from] RecordingError),
+    /// The bucket holding recordings (`[recordings] store`) failed.
+    #[error(transparent)]
+    ObjectStore(#[from] jitssh_recstore::StoreError),
     /// An audit log could not be read or written.
     #[error(transparent)]
     Audit(#[from] AuditError),

@@ -26,7 +26,7 @@ impl Auditor {
         let key_path = args.key.clone().unwrap_or_else(|| self.seal_key.clone());
         let key = read_public_key(&key_path)?;
         let dirs: Vec<(String, PathBuf)> = if args.ids.is_empty() {
-            all_recordings(&self.recordings)?
+            self.every_recording()?
         } else {
             args.ids
                 .iter()
@@ -34,7 +34,11 @@ impl Auditor {
                 .collect::<Result<_, AuditorError>>()?
         };
         if dirs.is_empty() {
-            writeln!(out, "no recordings in {}", self.recordings.display()).map_err(output)?;
+            let place = match &self.store {
+                Some(store) => format!("{} or {}", self.recordings.display(), store.url()),
+                None => self.recordings.display().to_string(),
+            };
+            writeln!(out, "no recordings in {place}").map_err(output)?;
             return Ok(Outcome::Ok);
         }
         let live = self.live_ids();

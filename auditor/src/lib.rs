@@ -86,6 +86,9 @@ pub struct Auditor {
     pub admin_socket: PathBuf,
     /// How long recordings are kept (`[recordings] retain`), if set.
     pub retain: Option<Duration>,
+    /// The bucket finished recordings are uploaded to (`[recordings] store`); `recordings`
+    /// is then the spool, where recordings stay until uploaded. Every command reads both.
+    pub store: Option<jitssh_recstore::RemoteRecordings>,
 }
 
 impl Auditor {
@@ -178,17 +181,43 @@ impl Auditor {
         if dir.is_dir() {
             return Ok(dir);
         }
+        if let Some(store) = &self.store
+            && let Some(fetched) = store.fetch(id)?
+        {
+            return Ok(fetched);
+        }
         match self.indexed(id)? {
             Some(row) if Path::new(&row.recording).is_dir() => Ok(PathBuf::from(row.recording)),
             Some(_) => Err(AuditorError::NoRecording {
                 id: id.to_owned(),
                 why: format!(
                     "the recording is gone (pruned?); it was in {}",
-                    dir.display()
+                    match &self.store {
+                        Some(store) => store.url().to_owned(),
+                        None => dir.display().to_string(),
+                    }
                 ),
             }),
             None => Err(AuditorError::NoSuchSession(id.to_owned())),
         }
+    }
+
+    /// Every recording, oldest first: those in the recordings directory, then (with a
+    /// bucket) those only in the bucket, fetched.
+    pub(crate) fn every_recording(&self) -> Result<Vec<(String, PathBuf)>, AuditorError> {
+        let mut found = integrity::all_recordings(&self.recordings)?;
+        if let Some(store) = &self.store {
+            for stored in store.sessions()? {
+                if found.iter().any(|(id, _)| *id == stored.id) {
+                    continue;
+                }
+                if let Some(dir) = store.fetch(&stored.id)? {
+                    found.push((stored.id, dir));
+                }
+            }
+            found.sort();
+        }
+        Ok(found)
     }
 
     /// Session `id`'s recording, journal read (casts are read as needed, see

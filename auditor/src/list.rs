@@ -40,7 +40,10 @@ impl Auditor {
                     let active = matches!(status, Status::Active | Status::MaybeActive);
                     map.insert("active".into(), active.into());
                     map.insert("unfinished".into(), (status == Status::Unfinished).into());
-                    map.insert("recording_bytes".into(), dir_size(&self.dir_of(s)).into());
+                    map.insert(
+                        "recording_bytes".into(),
+                        self.recording_bytes(s).unwrap_or(0).into(),
+                    );
                 }
                 writeln!(out, "{v}").map_err(output)?;
             }
@@ -69,11 +72,9 @@ impl Auditor {
                 (None, Status::MaybeActive) => format!("active? {running}"),
                 (None, _) => "unfinished".to_owned(),
             };
-            let dir = self.dir_of(s);
-            let recording = if dir.is_dir() {
-                format_bytes(dir_size(&dir))
-            } else {
-                "pruned".into()
+            let recording = match self.recording_bytes(s) {
+                Some(bytes) => format_bytes(bytes),
+                None => "pruned".into(),
             };
             rows.push([
                 s.id.clone(),
@@ -100,6 +101,32 @@ impl Auditor {
         match jitssh_recording::session_dir(&self.recordings, &s.id) {
             Ok(dir) if dir.is_dir() => dir,
             _ => s.recording.clone().into(),
+        }
+    }
+
+    /// Bytes of an indexed session's recording, wherever it is; `None` if it is gone.
+    fn recording_bytes(&self, s: &SessionRecord) -> Option<u64> {
+        let dir = self.dir_of(s);
+        if dir.is_dir() {
+            return Some(dir_size(&dir));
+        }
+        let store = self.store.as_ref()?;
+        store
+            .session(&s.id)
+            .ok()
+            .flatten()
+            .map(|stored| stored.bytes())
+    }
+
+    /// Where a recording read from `dir` is kept: the directory, or the bucket's location if
+    /// it was fetched from there.
+    pub(crate) fn location(&self, id: &str, dir: &Path) -> String {
+        match &self.store {
+            Some(store) if !dir.starts_with(&self.recordings) => {
+                jitssh_recording::session_dir(Path::new(store.url()), id)
+                    .map_or_else(|_| store.url().to_owned(), |p| p.display().to_string())
+            }
+            _ => dir.display().to_string(),
         }
     }
 
@@ -204,7 +231,7 @@ impl Auditor {
                 };
                 format!(
                     "{} ({seal}; {})",
-                    r.dir.display(),
+                    self.location(id, &r.dir),
                     format_bytes(dir_size(&r.dir))
                 )
             }

@@ -51,7 +51,9 @@ impl Auditor {
         let live: Vec<String> = live.unwrap_or_default().into_iter().map(|i| i.id).collect();
         let mut audit = None;
         let (mut pruned, mut kept, mut freed) = (0u64, 0u64, 0u64);
-        for (id, dir) in all_recordings(&self.recordings)? {
+        let local = all_recordings(&self.recordings)?;
+        for (id, dir) in &local {
+            let (id, dir) = (id.clone(), dir.clone());
             if live.contains(&id) {
                 writeln!(out, "kept   {id}: live").map_err(output)?;
                 kept += 1;
@@ -80,12 +82,74 @@ impl Auditor {
                 Some(log) => log,
                 None => audit.insert(AuditLog::open(&self.audit_log)?),
             };
-            log.append(prune_event(&id, &dir, last, size, retain))?;
+            log.append(prune_event(
+                &id,
+                dir.display().to_string(),
+                read_seal(&dir),
+                last,
+                size,
+                retain,
+            ))?;
             std::fs::remove_dir_all(&dir).map_err(AuditorError::io(&dir, "delete"))?;
             remove_empty_parents(&dir, &self.recordings);
             writeln!(
                 out,
                 "pruned {id}: last activity {} ({age} ago), {}",
+                format_unix(last),
+                format_bytes(size)
+            )
+            .map_err(output)?;
+            pruned += 1;
+            freed += size;
+        }
+        // Uploaded recordings: their last activity is the seal's end (what the seal's file
+        // time is on disk), or the newest object's upload for an unsealed one.
+        let store = self.store.as_ref();
+        let stored = store.map(|s| s.sessions()).transpose()?.unwrap_or_default();
+        for (stored, store) in stored.into_iter().filter_map(|s| Some((s, store?))) {
+            let id = stored.id.clone();
+            if local.iter().any(|(l, _)| *l == id) {
+                continue;
+            }
+            if live.contains(&id) {
+                writeln!(out, "kept   {id}: live").map_err(output)?;
+                kept += 1;
+                continue;
+            }
+            let seal: Option<serde_json::Value> = store
+                .read_small(&id, SEAL_FILE, 1 << 20)?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let last = seal
+                .as_ref()
+                .and_then(|s| s["ended_at"].as_u64())
+                .unwrap_or(stored.last_modified);
+            if last >= cutoff {
+                kept += 1;
+                continue;
+            }
+            let size = stored.bytes();
+            let age = format_duration(now.saturating_sub(last));
+            let verb = if args.dry_run {
+                "would prune"
+            } else {
+                let log = match &mut audit {
+                    Some(log) => log,
+                    None => audit.insert(AuditLog::open(&self.audit_log)?),
+                };
+                log.append(prune_event(
+                    &id,
+                    stored.location.clone(),
+                    seal,
+                    last,
+                    size,
+                    retain,
+                ))?;
+                store.delete(&id)?;
+                "pruned"
+            };
+            writeln!(
+                out,
+                "{verb} {id}: last activity {} ({age} ago), {}",
                 format_unix(last),
                 format_bytes(size)
             )
@@ -110,13 +174,17 @@ impl Auditor {
 }
 
 /// The audit record of a deletion: enough to identify what was deleted.
-fn prune_event(id: &str, dir: &Path, last: u64, size: u64, retain: Duration) -> AuditEvent {
-    let seal: Option<serde_json::Value> = std::fs::read(dir.join(SEAL_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+fn prune_event(
+    id: &str,
+    location: String,
+    seal: Option<serde_json::Value>,
+    last: u64,
+    size: u64,
+    retain: Duration,
+) -> AuditEvent {
     let mut event = AuditEvent::new("recording.pruned")
         .with("session", id)
-        .with("dir", dir.display().to_string())
+        .with("dir", location)
         .with("last_activity", last)
         .with("bytes", size)
         .with("retain_secs", retain.as_secs())
@@ -125,6 +193,13 @@ fn prune_event(id: &str, dir: &Path, last: u64, size: u64, retain: Duration) -> 
         event = event.with("chain_last_hash", seal["chain_last_hash"].clone());
     }
     event
+}
+
+/// The seal of the recording in `dir`, if it has a readable one.
+fn read_seal(dir: &Path) -> Option<serde_json::Value> {
+    std::fs::read(dir.join(SEAL_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Unix time of the newest modification in `dir` (the directory itself included).

@@ -38,6 +38,7 @@ fn world() -> World {
         seal_key,
         admin_socket: root.join("admin.sock"),
         retain: None,
+        store: None,
     };
     World {
         _dir: dir,

@@ -108,6 +108,7 @@ fn recording(c: &mut Criterion) {
         ..RecordingPolicy::default()
     };
     let setup = RecordingSetup {
+        uploads: None,
         root: dir.path().to_path_buf(),
         quotas: Arc::new(Quotas::new(dir.path(), &policy)),
         policy,

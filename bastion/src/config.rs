@@ -48,6 +48,8 @@ pub struct BastionConfig {
     pub limits: Limits,
     /// What session recordings keep.
     pub recordings: Recordings,
+    /// The bucket recordings go to (`[recordings] store`), if not the local directory.
+    pub recordings_store: Option<jitssh_recstore::ObjectStoreSettings>,
     /// The admin socket auditors use to watch and end live sessions.
     pub admin: AdminSettings,
     /// Where `serve` streams the audit log as it is written (`[audit] forward`); an embedded
@@ -103,6 +105,22 @@ pub struct Recordings {
     /// refused and running ones stop storing terminal content (`0`: no floor).
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// `s3://bucket/prefix`: finished recordings are uploaded there and the recordings
+    /// directory is only their spool (unset: recordings stay in the directory).
+    #[serde(default)]
+    pub store: Option<String>,
+    /// The S3 endpoint (unset: AWS).
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region (unset: `us-east-1`).
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    /// An AWS shared-credentials file (unset: `AWS_ACCESS_KEY_ID`... from the environment).
+    #[serde(default)]
+    pub s3_credentials: Option<PathBuf>,
+    /// Plain HTTP to `s3_endpoint`, allowed only for a loopback endpoint.
+    #[serde(default)]
+    pub s3_allow_http: bool,
 }
 
 impl Default for Recordings {
@@ -118,6 +136,11 @@ impl Default for Recordings {
             max_person_bytes: default_max_person_bytes(),
             person_window: default_person_window(),
             min_free_bytes: default_min_free_bytes(),
+            store: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_credentials: None,
+            s3_allow_http: false,
         }
     }
 }
@@ -531,10 +554,15 @@ impl BastionConfig {
     /// Where the auditor's inputs are for this bastion (recordings, index, audit logs, seal
     /// key, admin socket, retention): what `ssh-bastion sessions ...` and the other auditor
     /// commands run on.
-    pub fn auditor(&self) -> jitssh_auditor::Auditor {
+    /// With `[recordings] store`, reads the bucket's credentials (no request is made).
+    pub fn auditor(&self) -> Result<jitssh_auditor::Auditor, jitssh_recstore::StoreError> {
         let mut seal_key = self.host_key_path().into_os_string();
         seal_key.push(".pub");
-        jitssh_auditor::Auditor {
+        let store = match &self.recordings_store {
+            Some(settings) => Some(jitssh_recstore::RemoteRecordings::new(settings.connect()?)?),
+            None => None,
+        };
+        Ok(jitssh_auditor::Auditor {
             recordings: self.recordings_dir(),
             index: self.session_index_path(),
             audit_log: self.audit_path(),
@@ -545,7 +573,8 @@ impl BastionConfig {
             seal_key: PathBuf::from(seal_key),
             admin_socket: self.admin.socket.clone(),
             retain: self.recordings.retain.map(|d| d.as_duration()),
-        }
+            store,
+        })
     }
 
     /// Loads `path`, or the embedded defaults when `None`.
@@ -669,6 +698,36 @@ impl BastionConfig {
                 "must be at least 4096 bytes".into(),
             ));
         }
+        let recordings_store = match &file.recordings.store {
+            Some(url) => Some(
+                jitssh_recstore::ObjectStoreSettings::parse(
+                    url,
+                    file.recordings.s3_endpoint.as_deref(),
+                    file.recordings.s3_region.as_deref(),
+                    file.recordings
+                        .s3_credentials
+                        .as_ref()
+                        .map(|p| base.join(p))
+                        .as_deref(),
+                    file.recordings.s3_allow_http,
+                )
+                .map_err(|e| invalid(&format!("recordings.{}", e.key), e.why))?,
+            ),
+            None => {
+                let r = &file.recordings;
+                if r.s3_endpoint.is_some()
+                    || r.s3_region.is_some()
+                    || r.s3_credentials.is_some()
+                    || r.s3_allow_http
+                {
+                    return Err(invalid(
+                        "recordings.store",
+                        "the s3_* keys need store = \"s3://bucket/prefix\"".into(),
+                    ));
+                }
+                None
+            }
+        };
         let admin = AdminSettings {
             socket: file
                 .admin
@@ -709,6 +768,7 @@ impl BastionConfig {
             session,
             limits,
             recordings: file.recordings,
+            recordings_store,
             admin,
             origin: origin.to_string(),
         })
@@ -961,6 +1021,33 @@ mod tests {
         assert_eq!(config.recordings, defaults.recordings);
         assert_eq!(config.session.env, defaults.session.env);
         assert_eq!(config.limits.channel_buffer, defaults.limits.channel_buffer);
+    }
+
+    #[test]
+    fn the_documented_store_keys_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("store = ") || l.starts_with("s3_"))
+            .collect();
+        assert_eq!(keys.len(), 5, "{keys:?}");
+        let config = parse(&format!("[recordings]\n{}\n", keys.join("\n"))).unwrap();
+        let store = config.recordings_store.unwrap();
+        assert_eq!(
+            (store.bucket.as_str(), store.prefix.as_str()),
+            ("recordings", "bastion-1")
+        );
+        assert_eq!(store.region.as_deref(), Some("eu-west-1"));
+        // Plain http to a non-loopback endpoint, and s3_* keys without a store, are refused.
+        let err = parse(
+            "[recordings]\nstore = \"s3://recs\"\ns3_endpoint = \"http://10.1.2.3:3900\"\ns3_allow_http = true\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("recordings.s3_allow_http"), "{err}");
+        let err = parse("[recordings]\ns3_region = \"x\"\n").unwrap_err();
+        assert!(err.contains("recordings.store"), "{err}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn auditor(
     config: &BastionConfig,
     command: impl FnOnce(&Auditor, &mut dyn Write) -> Result<Outcome, AuditorError>,
 ) -> anyhow::Result<ExitCode> {
-    let auditor = config.auditor();
+    let auditor = config.auditor()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = command(&auditor, &mut out)

@@ -47,6 +47,8 @@ pub struct RecordingSetup {
     pub quotas: Arc<Quotas>,
     /// Bytes a session may queue for its writer before its relay waits.
     pub queue_bytes: usize,
+    /// The uploader to tell when a recording is finished (`[recordings] store`).
+    pub uploads: Option<jitssh_recstore::Uploads>,
 }
 
 /// Errors preparing the recording setup.
@@ -84,7 +86,14 @@ impl RecordingSetup {
             seal_key: Arc::new(seal_key),
             index,
             queue_bytes: DEFAULT_RECORDING_QUEUE,
+            uploads: None,
         })
+    }
+
+    /// Sends finished recordings to `uploads` (a bucket), or leaves them in the directory.
+    pub fn with_uploads(mut self, uploads: Option<jitssh_recstore::Uploads>) -> RecordingSetup {
+        self.uploads = uploads;
+        self
     }
 
     /// Sets the bytes each session may queue for its recording writer.

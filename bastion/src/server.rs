@@ -60,6 +60,9 @@ pub enum ServeError {
     /// Recordings cannot be set up (seal key, session index).
     #[error("recordings: {0}")]
     Recording(#[from] SetupError),
+    /// The bucket for recordings (`[recordings] store`) cannot be used.
+    #[error("recordings store: {0}")]
+    RecordingStore(#[from] jitssh_recstore::StoreError),
     /// The admin socket could not be created.
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -119,7 +122,15 @@ pub async fn serve(
         &config.host_key_path(),
         &config.session_index_path(),
     )?
-    .with_queue(config.limits.recording_queue);
+    .with_queue(config.limits.recording_queue)
+    .with_uploads(match &config.recordings_store {
+        // Before any session records: what is in the spool now was left by the last run.
+        Some(settings) => Some(jitssh_recstore::Uploader::start(
+            settings.connect()?,
+            &config.recordings_dir(),
+        )),
+        None => None,
+    });
     // Each log is its own chain in the audit index: the bastion's in the session index, the
     // embedded CA's in the CA store (one database for both on a shared PostgreSQL store).
     let mut shippers = Vec::new();
@@ -289,7 +300,7 @@ pub async fn serve(
         Some(settings) => {
             let console = crate::web::Console::new(
                 settings.clone(),
-                config.auditor(),
+                config.auditor()?,
                 live.clone(),
                 audit.clone(),
                 issuer.clone(),

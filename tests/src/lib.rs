@@ -19,6 +19,7 @@ mod bastion;
 mod ca;
 mod clock;
 mod flood;
+mod garage;
 mod issuer;
 mod jump;
 mod keys;
@@ -39,6 +40,7 @@ pub use bastion::{Bastion, asciinema_cat, grant, session_recordings, target, use
 pub use ca::{CaFixture, CaServer};
 pub use clock::{TEST_CLOCK_ENV, TestClock};
 pub use flood::{Flood, FloodState};
+pub use garage::{GARAGE_REGION, Garage, garage_bin};
 pub use issuer::{Issuer, TestKey, tokens};
 pub use jump::JumpConfig;
 pub use keys::{KeyPair, SignOpts, cert_info, keygen, keygen_sign};

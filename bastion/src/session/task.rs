@@ -304,6 +304,9 @@ impl Task {
                 session.shared.audit.record_or_log(event).await;
             }
             if let Some(summary) = summary {
+                if let Some(uploads) = &session.shared.recording.uploads {
+                    uploads.finished(&summary.dir);
+                }
                 event = event
                     .with("recording", summary.dir.display().to_string())
                     .with("sealed", summary.sealed)
@@ -602,7 +605,12 @@ async fn set_up_leg(session: Arc<Session>) {
         }
         if let Some(recording) = late.recording {
             let reason = EndReason::ClientDisconnected.to_string();
-            tokio::task::spawn_blocking(move || recording.finish(&reason));
+            let uploads = session.shared.recording.uploads.clone();
+            tokio::task::spawn_blocking(move || {
+                if let (Some(summary), Some(uploads)) = (recording.finish(&reason), uploads) {
+                    uploads.finished(&summary.dir);
+                }
+            });
         }
     }
 }
