@@ -1,5 +1,7 @@
 //! The auditor's tools against sessions made through a real `ssh-bastion serve` with the
-//! real OpenSSH client in a real terminal (tmux), checked with the real `asciinema`.
+//! real OpenSSH client in a real terminal (tmux), checked with the real `asciinema`. The tests
+//! that read recordings only through the tools run twice: recordings on the bastion's disk, and
+//! uploaded to an object store (a real Garage; `[recordings] store`) and gone from its spool.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -9,36 +11,107 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jitssh_tests::{
-    Bastion, KeyPair, Output, Scratch, Sshd, Tmux, asciinema_cat, project_bin, run, target, tool,
-    user,
+    Bastion, Garage, KeyPair, Output, Scratch, Sshd, Tmux, asciinema_cat, project_bin, run,
+    session_recordings, target, tool, user,
 };
+
+/// Where the bastion keeps finished recordings.
+#[derive(Clone, Copy)]
+enum Recordings {
+    /// Its recordings directory (the default).
+    Local,
+    /// An S3 bucket (Garage); the directory is only the spool.
+    Bucket,
+}
 
 struct World {
     scratch: Scratch,
     bastion: Bastion,
     _web01: Sshd,
     alice: KeyPair,
+    /// The object store, when recordings go to a bucket.
+    garage: Option<Garage>,
 }
 
 fn world(extra: &str) -> World {
+    world_on(Recordings::Local, extra)
+}
+
+fn world_on(recordings: Recordings, extra: &str) -> World {
     let scratch = Scratch::new();
+    let garage = match recordings {
+        Recordings::Local => None,
+        Recordings::Bucket => Some(Garage::start("recordings")),
+    };
+    let extra = match &garage {
+        Some(garage) => {
+            let credentials = scratch.file("s3-credentials");
+            garage.credentials_file(&credentials);
+            let keys = garage.recordings_keys("auditor", &credentials);
+            match extra.find("[recordings]\n") {
+                Some(at) => {
+                    let end = at + "[recordings]\n".len();
+                    format!("{}{keys}{}", &extra[..end], &extra[end..])
+                }
+                None => format!("{extra}\n[recordings]\n{keys}"),
+            }
+        }
+        None => extra.to_owned(),
+    };
     let ca = Bastion::ca(scratch.path(), "");
     let web01 = target(&ca, scratch.path(), "web01", |b| b);
     let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
     let bastion = Bastion::start(
         &ca,
         &[("web01", format!("127.0.0.1:{}", web01.port()))],
-        extra,
+        &extra,
     );
     World {
         scratch,
         bastion,
         _web01: web01,
         alice,
+        garage,
     }
 }
 
+/// One test per place recordings are kept: `local::NAME` and `bucket::NAME`.
+macro_rules! on_disk_and_in_a_bucket {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(#[test] fn $case() { super::$case(super::Recordings::Local) })*
+        }
+        mod bucket {
+            $(#[test] fn $case() { super::$case(super::Recordings::Bucket) })*
+        }
+    };
+}
+
+on_disk_and_in_a_bucket!(
+    an_interactive_session_is_listed_exported_searched_and_replayed,
+    output_shown_then_hidden_is_found_by_grep_and_text_export,
+    a_target_typed_in_another_case_is_recorded_and_found_as_configured,
+);
+
 impl World {
+    /// With a bucket: waits until every finished recording is uploaded and gone from the
+    /// spool, so what the tools show next can only come from the bucket.
+    fn settled(&self) {
+        if self.garage.is_none() {
+            return;
+        }
+        let spool = self.bastion.data_dir().join("recordings");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !session_recordings(&spool).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "recordings still in the spool: {:?}",
+                session_recordings(&spool)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `ssh-bastion --config bastion.toml ARGS...`.
     fn cli(&self, args: &[&str]) -> Output {
         run(Command::new(project_bin("ssh-bastion"))
@@ -108,6 +181,7 @@ impl World {
             assert!(Instant::now() < deadline, "no session.end");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.settled();
         let mut new: Vec<String> = self
             .session_ids(&[])
             .into_iter()
@@ -138,9 +212,8 @@ fn line_with(path: &Path, needle: &str) -> usize {
         + 1
 }
 
-#[test]
-fn an_interactive_session_is_listed_exported_searched_and_replayed() {
-    let w = world("");
+fn an_interactive_session_is_listed_exported_searched_and_replayed(recordings: Recordings) {
+    let w = world_on(recordings, "");
     let term = w.terminal();
     term.type_line("echo mark-$((6*7))");
     term.wait_for("mark-42", Duration::from_secs(20));
@@ -148,6 +221,7 @@ fn an_interactive_session_is_listed_exported_searched_and_replayed() {
     term.wait_exit(Duration::from_secs(10));
     w.bastion
         .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
+    w.settled();
 
     // Listed with the right person, login and target.
     let table = w
@@ -626,9 +700,8 @@ fn a_users_output_cannot_act_on_the_auditors_terminal() {
     assert_harmless("watch", &watched);
 }
 
-#[test]
-fn output_shown_then_hidden_is_found_by_grep_and_text_export() {
-    let w = world("");
+fn output_shown_then_hidden_is_found_by_grep_and_text_export(recordings: Recordings) {
+    let w = world_on(recordings, "");
     let printf = r"printf 'secret1\r      \rsecret2\b\b\b\b\b\b\b       \rsecret3\033[2K\r\033[?1049h\033[Hsecret4\033[2J\033[?1049lall done\n'";
     // Without a pty, and on one (the way a person's terminal shows it).
     for tty in [false, true] {
@@ -656,9 +729,8 @@ fn shown_then_hidden_is_found(w: &World, id: &str) {
     }
 }
 
-#[test]
-fn a_target_typed_in_another_case_is_recorded_and_found_as_configured() {
-    let w = world("");
+fn a_target_typed_in_another_case_is_recorded_and_found_as_configured(recordings: Recordings) {
+    let w = world_on(recordings, "");
     let out = w
         .bastion
         .ssh("root@WEB01", &w.alice)
@@ -668,6 +740,7 @@ fn a_target_typed_in_another_case_is_recorded_and_found_as_configured() {
     assert!(out.stdout_str().contains("upper-42"), "{out}");
     w.bastion
         .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(10));
+    w.settled();
     for target in ["web01", "WEB01", "Web01"] {
         let listed = w
             .cli_ok(&["sessions", "list", "--json", "--target", target])
