@@ -513,12 +513,13 @@ fn serve_refuses_a_newer_schema_and_migrate_says_what_it_applied() {
         jitssh_tests::CaFixture::configure(scratch.path(), &policy(&alice), &store_section(&url));
     let out = ca.run_ok(["migrate"]).stdout_str();
     assert!(
-        out.contains("CA store schema migrated from version 0 to 1")
-            && out.contains("applied 1: base tables"),
+        out.contains("CA store schema migrated from version 0 to 2")
+            && out.contains("base tables")
+            && out.contains("audit index"),
         "{out}"
     );
     let again = ca.run_ok(["migrate"]).stdout_str();
-    assert!(again.contains("schema version 1 is up to date"), "{again}");
+    assert!(again.contains("schema version 2 is up to date"), "{again}");
 
     pg.psql(
         &db_name(&url),
@@ -529,7 +530,7 @@ fn serve_refuses_a_newer_schema_and_migrate_says_what_it_applied() {
     let err = out.stderr.trim();
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(
-        err.contains("CA store schema version 7 is newer than this program knows (1)"),
+        err.contains("CA store schema version 7 is newer than this program knows (2)"),
         "{err}"
     );
     assert!(!err.contains("password"), "{err}");

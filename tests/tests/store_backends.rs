@@ -687,7 +687,7 @@ fn postgres_refuses_a_schema_newer_than_the_program() {
     let mut pg = Postgres::start();
     let url = pg.create_database();
     let (store, migrated) = PgStore::open(&url, &PgOptions::default()).unwrap();
-    assert_eq!((migrated.from, migrated.to), (0, 1));
+    assert_eq!((migrated.from, migrated.to), (0, 2));
     drop(store);
     let (_again, migrated) = PgStore::open(&url, &PgOptions::default()).unwrap();
     assert!(migrated.applied.is_empty());
@@ -701,7 +701,7 @@ fn postgres_refuses_a_schema_newer_than_the_program() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("CA store schema version 99 is newer than this program knows (1)"),
+        err.contains("CA store schema version 99 is newer than this program knows (2)"),
         "{err}"
     );
     assert!(!err.contains('\n'), "{err}");
