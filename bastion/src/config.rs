@@ -1074,6 +1074,42 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_session_index_store_parses() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bastion.toml");
+        std::fs::write(&path, &example).unwrap();
+        let config = BastionConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.store.url, None, "sessions.db by default");
+        let text = example
+            .replace("# url = \"postgres://", "url = \"postgres://")
+            .replace("# password_file = ", "password_file = ");
+        assert_ne!(text, example, "config/bastion.toml documents [store] url");
+        std::fs::write(&path, text).unwrap();
+        let config = BastionConfig::load(Some(&path)).unwrap();
+        assert!(
+            config
+                .store
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres://jitssh_bastion@db.example.com:5432/"))
+        );
+        assert_eq!(
+            config.store.password_file,
+            Some(dir.path().join("db-password"))
+        );
+        assert_eq!(config.store.connect_timeout.as_secs(), 5);
+        assert_eq!(config.store.pool_size, 16);
+        let err = parse("[store]\nurl = \"postgres://db/j?sslmode=prefer\"\n").unwrap_err();
+        assert!(err.contains("store.url"), "{err}");
+        let err = parse("[store]\npool_size = 0\n").unwrap_err();
+        assert!(err.contains("store.pool_size"), "{err}");
+    }
+
+    #[test]
     fn the_documented_store_keys_parse() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml");
         let text = std::fs::read_to_string(path).unwrap();
