@@ -90,7 +90,7 @@ fn tempdir(parent: &Option<PathBuf>) -> tempfile::TempDir {
 fn auditor(root: &Path, recordings: &Path, index: &Path) -> Auditor {
     Auditor {
         recordings: recordings.to_path_buf(),
-        index: index.to_path_buf(),
+        index: index.to_path_buf().into(),
         audit_log: root.join("audit.jsonl"),
         ca_audit_log: None,
         seal_key: root.join("seal.pub"),

@@ -51,9 +51,10 @@ pub mod timefmt;
 mod tty;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use jitssh_core::store::{SessionFilter, SessionIndex, SessionRecord, SqliteStore};
+use jitssh_core::store::{SessionFilter, SessionRecord, SessionStore, SqliteStore};
 
 pub use error::{AdminFailure, AuditorError};
 
@@ -69,13 +70,38 @@ pub enum Outcome {
     Failed,
 }
 
+/// Where the session index is.
+#[derive(Clone)]
+pub enum IndexSource {
+    /// A SQLite file (`sessions.db`), opened when read; absent until a session was indexed.
+    File(PathBuf),
+    /// An index already open: the PostgreSQL database of `[store] url`, where several
+    /// bastions index their sessions, so one search sees all of them.
+    Shared(Arc<dyn SessionStore>),
+}
+
+impl From<PathBuf> for IndexSource {
+    fn from(path: PathBuf) -> Self {
+        IndexSource::File(path)
+    }
+}
+
+impl std::fmt::Debug for IndexSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            IndexSource::Shared(_) => f.write_str("Shared"),
+        }
+    }
+}
+
 /// Where the auditor's inputs are.
 #[derive(Debug, Clone)]
 pub struct Auditor {
     /// Root of the recordings (`YYYY/MM/DD/<id>/` below it).
     pub recordings: PathBuf,
-    /// The session index (SQLite).
-    pub index: PathBuf,
+    /// The session index: the bastion's `sessions.db`, or the store several bastions share.
+    pub index: IndexSource,
     /// The bastion's audit log.
     pub audit_log: PathBuf,
     /// The embedded CA's audit log (all-in-one mode).
@@ -110,11 +136,12 @@ impl Auditor {
 
     /// The session index, or `None` if no session was ever indexed (it is not created by
     /// reading).
-    fn index(&self) -> Result<Option<SqliteStore>, AuditorError> {
-        if !self.index.exists() {
-            return Ok(None);
+    fn index(&self) -> Result<Option<Arc<dyn SessionStore>>, AuditorError> {
+        match &self.index {
+            IndexSource::File(path) if !path.exists() => Ok(None),
+            IndexSource::File(path) => Ok(Some(Arc::new(SqliteStore::open_session_index(path)?))),
+            IndexSource::Shared(store) => Ok(Some(store.clone())),
         }
-        Ok(Some(SqliteStore::open_session_index(&self.index)?))
     }
 
     /// The index row of session `id`, if any.

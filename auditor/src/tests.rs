@@ -32,7 +32,7 @@ fn world() -> World {
     fs::write(&seal_key, key.public_line()).unwrap();
     let auditor = Auditor {
         recordings: root.join("recordings"),
-        index: root.join("sessions.db"),
+        index: root.join("sessions.db").into(),
         audit_log: root.join("audit.log"),
         ca_audit_log: None,
         seal_key,
@@ -74,7 +74,7 @@ impl World {
     fn session(&self, user: &str) -> String {
         let meta = meta(user);
         let id = meta.id.clone();
-        let index = SqliteStore::open_session_index(&self.auditor.index).unwrap();
+        let index = SqliteStore::open_session_index(index_path(&self.auditor)).unwrap();
         let rec = Recorder::start(
             &self.auditor.recordings,
             meta.clone(),
@@ -870,7 +870,7 @@ fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
     let w = world();
     let meta = meta("mallory");
     let id = meta.id.clone();
-    let index = SqliteStore::open_session_index(&w.auditor.index).unwrap();
+    let index = SqliteStore::open_session_index(index_path(&w.auditor)).unwrap();
     let rec = Recorder::start(
         &w.auditor.recordings,
         meta.clone(),
@@ -912,7 +912,7 @@ fn text_shown_then_hidden_is_exported_and_found_rendered_and_raw() {
 fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
     let w = world();
     let meta = meta("alice");
-    let index = SqliteStore::open_session_index(&w.auditor.index).unwrap();
+    let index = SqliteStore::open_session_index(index_path(&w.auditor)).unwrap();
     index
         .insert_session(&meta.index_record(&w.auditor.recordings.join("x")))
         .unwrap();
@@ -987,5 +987,13 @@ fn list_and_show_never_print_c1_controls_from_names_or_audit_values() {
             "{what}: {out:?}"
         );
         assert!(out.contains("eve"), "{what}: {out}");
+    }
+}
+
+/// The `sessions.db` these tests index in.
+fn index_path(auditor: &Auditor) -> &Path {
+    match &auditor.index {
+        crate::IndexSource::File(path) => path,
+        crate::IndexSource::Shared(_) => panic!("these tests index in sessions.db"),
     }
 }

@@ -75,6 +75,23 @@ pub struct StoreSettings {
     pub pool_size: usize,
 }
 
+impl StoreSettings {
+    /// Checks the url and pool size and makes `password_file` relative to `base` (the
+    /// configuration file's directory); a bad key comes back as `(key, why)`.
+    pub fn resolve(mut self, base: &Path) -> Result<StoreSettings, (&'static str, String)> {
+        if let Some(url) = &self.url
+            && let Err(err) = jitssh_postgres::url::StoreUrl::parse(url)
+        {
+            return Err(("store.url", err.to_string()));
+        }
+        if self.pool_size == 0 {
+            return Err(("store.pool_size", "must be at least 1".into()));
+        }
+        self.password_file = self.password_file.map(|p| base.join(p));
+        Ok(self)
+    }
+}
+
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
@@ -259,26 +276,10 @@ impl CaConfig {
         if let Some(Err((key, message))) = file.sso.as_ref().map(|sso| sso.check()) {
             return Err(ConfigError::invalid(origin, "", &key, message));
         }
-        let mut store = file.store;
-        if let Some(url) = &store.url
-            && let Err(err) = jitssh_postgres::url::StoreUrl::parse(url)
-        {
-            return Err(ConfigError::invalid(
-                origin,
-                "",
-                "store.url",
-                err.to_string(),
-            ));
-        }
-        if store.pool_size == 0 {
-            return Err(ConfigError::invalid(
-                origin,
-                "",
-                "store.pool_size",
-                "must be at least 1",
-            ));
-        }
-        store.password_file = store.password_file.map(|p| base.join(p));
+        let store = file
+            .store
+            .resolve(base)
+            .map_err(|(key, message)| ConfigError::invalid(origin, "", key, message))?;
         Ok(CaConfig {
             audit_index: file.audit.index_heads_every(),
             store,

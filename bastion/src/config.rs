@@ -50,6 +50,10 @@ pub struct BastionConfig {
     pub recordings: Recordings,
     /// The bucket recordings go to (`[recordings] store`), if not the local directory.
     pub recordings_store: Option<jitssh_recstore::ObjectStoreSettings>,
+    /// Where the session index (and the bastion's audit index) lives (`[store]`, the keys of
+    /// ca.toml's): `sessions.db` in the data directory, or a PostgreSQL database several
+    /// bastions and the CAs share.
+    pub store: jitssh_authority::config::StoreSettings,
     /// The admin socket auditors use to watch and end live sessions.
     pub admin: AdminSettings,
     /// Where `serve` streams the audit log as it is written (`[audit] forward`); an embedded
@@ -394,6 +398,8 @@ struct BastionFile {
     metrics: MetricsFile,
     #[serde(default)]
     web: WebFile,
+    #[serde(default)]
+    store: jitssh_authority::config::StoreSettings,
 }
 
 /// `[metrics]`: the Prometheus scrape endpoint.
@@ -550,12 +556,36 @@ fn default_listen() -> SocketAddr {
 
 pub use crate::names::valid_target_name;
 
+/// Why the auditor's inputs could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditorSetupError {
+    /// The bucket of `[recordings] store`.
+    #[error(transparent)]
+    Recordings(#[from] jitssh_recstore::StoreError),
+    /// The session index of `[store] url`.
+    #[error(transparent)]
+    Index(#[from] jitssh_core::store::StoreError),
+}
+
 impl BastionConfig {
     /// Where the auditor's inputs are for this bastion (recordings, index, audit logs, seal
     /// key, admin socket, retention): what `ssh-bastion sessions ...` and the other auditor
     /// commands run on.
     /// With `[recordings] store`, reads the bucket's credentials (no request is made).
-    pub fn auditor(&self) -> Result<jitssh_auditor::Auditor, jitssh_recstore::StoreError> {
+    /// With `[store] url`, connects to the shared session index.
+    pub fn auditor(&self) -> Result<jitssh_auditor::Auditor, AuditorSetupError> {
+        let index = match &self.store.url {
+            None => jitssh_auditor::IndexSource::File(self.session_index_path()),
+            Some(_) => jitssh_auditor::IndexSource::Shared(self.open_session_store()?),
+        };
+        Ok(self.auditor_on(index)?)
+    }
+
+    /// [`Self::auditor`] on a session index already open (`serve` shares its own).
+    pub fn auditor_on(
+        &self,
+        index: jitssh_auditor::IndexSource,
+    ) -> Result<jitssh_auditor::Auditor, jitssh_recstore::StoreError> {
         let mut seal_key = self.host_key_path().into_os_string();
         seal_key.push(".pub");
         let store = match &self.recordings_store {
@@ -564,7 +594,7 @@ impl BastionConfig {
         };
         Ok(jitssh_auditor::Auditor {
             recordings: self.recordings_dir(),
-            index: self.session_index_path(),
+            index,
             audit_log: self.audit_path(),
             ca_audit_log: match &self.ca {
                 CaSettings::Embedded(ca) => Some(ca.audit_path()),
@@ -728,6 +758,10 @@ impl BastionConfig {
                 None
             }
         };
+        let store = file
+            .store
+            .resolve(base)
+            .map_err(|(key, why)| invalid(key, why))?;
         let admin = AdminSettings {
             socket: file
                 .admin
@@ -769,6 +803,7 @@ impl BastionConfig {
             limits,
             recordings: file.recordings,
             recordings_store,
+            store,
             admin,
             origin: origin.to_string(),
         })
@@ -862,7 +897,22 @@ impl BastionConfig {
         self.data_dir.join("recordings")
     }
 
-    /// The session index (SQLite), for `sessions list` and friends.
+    /// Opens the session index `serve` writes and the auditor commands read: `sessions.db`
+    /// (created if missing), or the database of `[store] url`, migrated if behind.
+    pub fn open_session_store(
+        &self,
+    ) -> Result<std::sync::Arc<dyn jitssh_core::store::SessionStore>, jitssh_core::store::StoreError>
+    {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let audit = std::path::absolute(self.audit_path()).unwrap_or_else(|_| self.audit_path());
+        jitssh_authority::backend::open_session_store(
+            &self.store,
+            &self.session_index_path(),
+            format!("{}:{}", host.trim(), audit.display()),
+        )
+    }
+
+    /// The session index (SQLite) when there is no `[store] url`.
     pub fn session_index_path(&self) -> PathBuf {
         self.data_dir.join("sessions.db")
     }
@@ -1021,6 +1071,42 @@ mod tests {
         assert_eq!(config.recordings, defaults.recordings);
         assert_eq!(config.session.env, defaults.session.env);
         assert_eq!(config.limits.channel_buffer, defaults.limits.channel_buffer);
+    }
+
+    #[test]
+    fn the_documented_session_index_store_parses() {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bastion.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bastion.toml");
+        std::fs::write(&path, &example).unwrap();
+        let config = BastionConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.store.url, None, "sessions.db by default");
+        let text = example
+            .replace("# url = \"postgres://", "url = \"postgres://")
+            .replace("# password_file = ", "password_file = ");
+        assert_ne!(text, example, "config/bastion.toml documents [store] url");
+        std::fs::write(&path, text).unwrap();
+        let config = BastionConfig::load(Some(&path)).unwrap();
+        assert!(
+            config
+                .store
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres://jitssh_bastion@db.example.com:5432/"))
+        );
+        assert_eq!(
+            config.store.password_file,
+            Some(dir.path().join("db-password"))
+        );
+        assert_eq!(config.store.connect_timeout.as_secs(), 5);
+        assert_eq!(config.store.pool_size, 16);
+        let err = parse("[store]\nurl = \"postgres://db/j?sslmode=prefer\"\n").unwrap_err();
+        assert!(err.contains("store.url"), "{err}");
+        let err = parse("[store]\npool_size = 0\n").unwrap_err();
+        assert!(err.contains("store.pool_size"), "{err}");
     }
 
     #[test]

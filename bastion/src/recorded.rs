@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use jitssh_core::keys::CaSigner;
-use jitssh_core::store::{SessionIndex, SqliteStore};
+use jitssh_core::store::SessionStore;
 
 use crate::pump::Tap;
 use crate::recording::filexfer::FileAudit;
@@ -42,7 +42,7 @@ pub struct RecordingSetup {
     /// The key sealing recordings (the bastion's host key).
     pub seal_key: Arc<CaSigner>,
     /// The session index.
-    pub index: Arc<SqliteStore>,
+    pub index: Arc<dyn SessionStore>,
     /// Recording quotas: the per-person tally and the free-space floor.
     pub quotas: Arc<Quotas>,
     /// Bytes a session may queue for its writer before its relay waits.
@@ -63,12 +63,13 @@ pub enum SetupError {
 }
 
 impl RecordingSetup {
-    /// Reads the seal key from the host key file and opens the session index.
+    /// Reads the seal key from the host key file; sessions are indexed in `index` (see
+    /// [`crate::config::BastionConfig::open_session_store`]).
     pub fn open(
         root: &Path,
         policy: RecordingPolicy,
         host_key: &Path,
-        index: &Path,
+        index: Arc<dyn SessionStore>,
     ) -> Result<RecordingSetup, SetupError> {
         let text = std::fs::read_to_string(host_key).map_err(|source| {
             jitssh_core::keys::KeyError::Io {
@@ -77,7 +78,6 @@ impl RecordingSetup {
             }
         })?;
         let seal_key = CaSigner::from_openssh(&text, host_key)?;
-        let index = Arc::new(SqliteStore::open_session_index(index)?);
         let quotas = Quotas::new(root, &policy).with_index(index.clone());
         Ok(RecordingSetup {
             quotas: Arc::new(quotas),
@@ -136,7 +136,7 @@ impl StartError {
 /// [`Writer`] (every call but [`SessionRecording::finish`] returns at once).
 pub struct SessionRecording {
     writer: Writer,
-    index: Arc<SqliteStore>,
+    index: Arc<dyn SessionStore>,
     id: String,
 }
 

@@ -60,6 +60,9 @@ pub enum ServeError {
     /// Recordings cannot be set up (seal key, session index).
     #[error("recordings: {0}")]
     Recording(#[from] SetupError),
+    /// The session index (`sessions.db`, or the database of `[store] url`) cannot be opened.
+    #[error("session index: {0}")]
+    SessionIndex(#[from] jitssh_core::store::StoreError),
     /// The bucket for recordings (`[recordings] store`) cannot be used.
     #[error("recordings store: {0}")]
     RecordingStore(#[from] jitssh_recstore::StoreError),
@@ -120,7 +123,7 @@ pub async fn serve(
         &config.recordings_dir(),
         config.recordings.policy(),
         &config.host_key_path(),
-        &config.session_index_path(),
+        config.open_session_store()?,
     )?
     .with_queue(config.limits.recording_queue)
     .with_uploads(match &config.recordings_store {
@@ -300,7 +303,7 @@ pub async fn serve(
         Some(settings) => {
             let console = crate::web::Console::new(
                 settings.clone(),
-                config.auditor()?,
+                config.auditor_on(jitssh_auditor::IndexSource::Shared(recording.index.clone()))?,
                 live.clone(),
                 audit.clone(),
                 issuer.clone(),

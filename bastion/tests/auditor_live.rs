@@ -33,7 +33,7 @@ fn world() -> World {
     fs::write(&seal_key, key.public_line()).unwrap();
     let auditor = Auditor {
         recordings: root.join("recordings"),
-        index: root.join("sessions.db"),
+        index: root.join("sessions.db").into(),
         audit_log: root.join("audit.log"),
         ca_audit_log: None,
         seal_key,
@@ -75,7 +75,10 @@ impl World {
     fn session(&self, user: &str) -> String {
         let meta = meta(user);
         let id = meta.id.clone();
-        let index = SqliteStore::open_session_index(&self.auditor.index).unwrap();
+        let jitssh_auditor::IndexSource::File(path) = &self.auditor.index else {
+            panic!("these tests index in sessions.db");
+        };
+        let index = SqliteStore::open_session_index(path).unwrap();
         let rec = Recorder::start(
             &self.auditor.recordings,
             meta.clone(),

@@ -28,6 +28,13 @@ pub use requests::{AccessRequest, Decision as RequestDecision, RequestStatus, Re
 pub use sessions::{SessionEnd, SessionFilter, SessionIndex, SessionRecord};
 pub use tokens::TokenStore;
 
+/// A session index that also holds the audit index: what a bastion writes sessions and its
+/// audit chain to, and what auditors read. SQLite `sessions.db` by default, or a PostgreSQL
+/// database that several bastions (and the CAs) share, so one search sees every instance.
+pub trait SessionStore: SessionIndex + AuditIndex {}
+
+impl<T: SessionIndex + AuditIndex + ?Sized> SessionStore for T {}
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 

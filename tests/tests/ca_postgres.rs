@@ -651,3 +651,100 @@ fn both_cas_audit_chains_are_searched_and_verified_in_one_place() {
     );
     pg.stop_server();
 }
+
+/// Issue 13, the session index across bastions: two bastions (remote-CA mode, one on each CA
+/// of a pair) with `[store] url` on the deployment's database. A session through each;
+/// `ssh-bastion sessions list` with either bastion's config lists both, and both bastions'
+/// audit chains are in the audit index: `ssh-ca audit search` through CA 1 finds both
+/// sessions' commands.
+#[test]
+fn two_bastions_index_their_sessions_and_audit_in_one_database() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let scratch = Scratch::new();
+    let identity = keygen(scratch.path(), "bastion_id");
+    let pair = start_pair_with(
+        &url,
+        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+    );
+    let web01 = target(&pair.one.ca, scratch.path(), "web01", |b| b);
+    let bob = user(
+        &pair.one.ca,
+        scratch.path(),
+        "bob",
+        &["root"],
+        &["web*"],
+        &[],
+    );
+    let dirs = [Scratch::new(), Scratch::new()];
+    let extra = format!("[audit]\nhead_interval = \"1s\"\n\n{}", store_section(&url));
+    let bastions: Vec<Bastion> = [&pair.one, &pair.two]
+        .into_iter()
+        .zip(&dirs)
+        .map(|(ca, dir)| {
+            Bastion::start_remote(
+                dir.path(),
+                &format!("127.0.0.1:{}", ca.port),
+                &ca.ca.ca_pub_file("host"),
+                &identity.private,
+                "",
+                &[("web01", format!("127.0.0.1:{}", web01.port()))],
+                &extra,
+            )
+        })
+        .collect();
+    let mut local_ids = Vec::new();
+    for (n, bastion) in bastions.iter().enumerate() {
+        let out = bastion
+            .ssh("root@web01", &bob)
+            .args(["echo", &format!("through-bastion-{n}")])
+            .run();
+        assert_eq!(out.status, 0, "{out}");
+        let recorded = jitssh_tests::session_recordings(&bastion.data_dir().join("recordings"));
+        assert_eq!(recorded.len(), 1, "one session recorded on bastion {n}");
+        local_ids.push(
+            recorded[0]
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string(),
+        );
+        assert!(
+            !bastion.data_dir().join("sessions.db").exists(),
+            "bastion {n} indexes in PostgreSQL, not sessions.db"
+        );
+    }
+    local_ids.sort();
+    for (n, bastion) in bastions.iter().enumerate() {
+        let out = run_ok(
+            std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+                .arg("--config")
+                .arg(&bastion.config)
+                .args(["sessions", "list", "--json"]),
+        );
+        let mut listed: Vec<String> = out
+            .stdout_str()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                v["id"].as_str().expect("id").to_owned()
+            })
+            .collect();
+        listed.sort();
+        assert_eq!(listed, local_ids, "sessions list with bastion {n}'s config");
+    }
+    let searched = |needle: &str| -> bool {
+        let out = pair
+            .one
+            .ca
+            .run(["audit", "search", "--event", "session.exec"]);
+        out.status == 0 && out.stdout_str().contains(needle)
+    };
+    wait_for(
+        || searched("through-bastion-0") && searched("through-bastion-1"),
+        Duration::from_secs(30),
+        "both bastions' session.exec records searchable through CA 1",
+    );
+    drop(bastions);
+    pg.stop_server();
+}
