@@ -748,3 +748,125 @@ fn two_bastions_index_their_sessions_and_audit_in_one_database() {
     drop(bastions);
     pg.stop_server();
 }
+
+/// Several bastions behind one name, on one database and one object store: bastion 1 is
+/// kill -9'd mid-session while a session on bastion 2 goes on untouched; bastion 1 restarts
+/// and uploads the cut recording; `verify` run with bastion 2's configuration (which finds
+/// it only in the bucket) reports it exactly as `verify` on bastion 1's spool did before.
+#[test]
+fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_verifiable_from_the_bucket()
+ {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let garage = jitssh_tests::Garage::start("recordings");
+    let scratch = Scratch::new();
+    let credentials = scratch.file("s3-credentials");
+    garage.credentials_file(&credentials);
+    let identity = keygen(scratch.path(), "bastion_id");
+    let pair = start_pair_with(
+        &url,
+        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+    );
+    let web01 = target(&pair.one.ca, scratch.path(), "web01", |b| b);
+    let bob = user(
+        &pair.one.ca,
+        scratch.path(),
+        "bob",
+        &["root"],
+        &["web*"],
+        &[],
+    );
+    let dirs = [Scratch::new(), Scratch::new()];
+    let extra = format!(
+        "{}\n[recordings]\n{}",
+        store_section(&url),
+        garage.recordings_keys("fleet", &credentials)
+    );
+    let start = |n: usize| {
+        let ca = [&pair.one, &pair.two][n];
+        Bastion::start_remote(
+            dirs[n].path(),
+            &format!("127.0.0.1:{}", ca.port),
+            &ca.ca.ca_pub_file("host"),
+            &identity.private,
+            "",
+            &[("web01", format!("127.0.0.1:{}", web01.port()))],
+            &extra,
+        )
+    };
+    let mut bastions = vec![start(0), start(1)];
+    let terminal = |bastion: &Bastion| {
+        let ssh = bastion.ssh("root@web01", &bob).flag("-tt").command();
+        jitssh_tests::Tmux::start(scratch.path(), &ssh, 100, 30)
+    };
+    let (term1, term2) = (terminal(&bastions[0]), terminal(&bastions[1]));
+    term1.type_line("echo one-before-$((6*7))");
+    term1.wait_for("one-before-42", Duration::from_secs(20));
+    term2.type_line("echo two-before-$((6*7))");
+    term2.wait_for("two-before-42", Duration::from_secs(20));
+    let spool = bastions[0].data_dir().join("recordings");
+    let cut = jitssh_tests::session_recordings(&spool)
+        .pop()
+        .expect("bastion 1's session in its spool");
+    let id = cut.file_name().unwrap().to_string_lossy().to_string();
+    wait_for(
+        || {
+            std::fs::read_to_string(cut.join("chan-1.cast"))
+                .is_ok_and(|cast| cast.contains("one-before-42"))
+        },
+        Duration::from_secs(20),
+        "bastion 1's output flushed to its spool",
+    );
+
+    // SAFETY: kill(2) has no memory-safety preconditions; the daemon is our live child.
+    unsafe { libc::kill(bastions[0].daemon.pid() as libc::pid_t, libc::SIGKILL) };
+    wait_for(
+        || bastions[0].daemon.exit_status().is_some(),
+        Duration::from_secs(20),
+        "bastion 1 gone",
+    );
+    // Bastion 2's session goes on as if nothing happened.
+    term2.type_line("echo two-after-$((6*7))");
+    term2.wait_for("two-after-42", Duration::from_secs(20));
+    drop(term1);
+    let verify = |bastion: &Bastion| {
+        run(
+            std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+                .arg("--config")
+                .arg(&bastion.config)
+                .args(["verify", &id]),
+        )
+    };
+    let on_disk = verify(&bastions[0]);
+    assert_eq!(on_disk.status, 1, "{on_disk}");
+    assert!(on_disk.stdout_str().contains("UNSEALED"), "{on_disk}");
+
+    bastions[0] = start(0);
+    wait_for(
+        || {
+            jitssh_tests::session_recordings(&spool).is_empty()
+                && garage
+                    .objects()
+                    .iter()
+                    .any(|(key, _)| key.contains(&id) && key.ends_with("events.jsonl"))
+        },
+        Duration::from_secs(60),
+        "bastion 1's cut recording uploaded at its restart",
+    );
+    let from_bucket = verify(&bastions[1]);
+    assert_eq!(from_bucket.status, 1, "{from_bucket}");
+    assert_eq!(from_bucket.stdout_str(), on_disk.stdout_str());
+
+    term2.type_line("exit");
+    term2.wait_exit(Duration::from_secs(10));
+    // Both sessions in the one index, from either bastion's configuration.
+    let listed = run_ok(
+        std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+            .arg("--config")
+            .arg(&bastions[0].config)
+            .args(["sessions", "list", "--json"]),
+    );
+    assert_eq!(listed.stdout_str().lines().count(), 2, "{listed}");
+    drop(bastions);
+    pg.stop_server();
+}
