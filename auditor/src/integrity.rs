@@ -70,7 +70,9 @@ impl Auditor {
         Ok(outcome)
     }
 
-    /// `audit verify`: the bastion's audit log, and the embedded CA's.
+    /// `audit verify`: the bastion's audit log, and the embedded CA's; then every chain in
+    /// the session index's audit index (every bastion's, on a shared PostgreSQL store): its
+    /// records, and that no head went backwards.
     pub fn audit_verify(&self, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
         let mut outcome = Outcome::Ok;
         for path in std::iter::once(&self.audit_log).chain(self.ca_audit_log.as_ref()) {
@@ -78,7 +80,48 @@ impl Auditor {
                 outcome = Outcome::Failed;
             }
         }
+        let Some(index) = self.index()? else {
+            return Ok(outcome);
+        };
+        use jitssh_core::audit::index::{chain_label, verify_index};
+        let label = chain_label("ssh-bastion", &self.audit_log);
+        for chain in verify_index(index.as_ref(), Some((&self.audit_log, &label)))? {
+            let name = format!("chain {} ({})", chain.chain, chain.label);
+            if chain.problems.is_empty() {
+                writeln!(
+                    out,
+                    "{name}: intact, {} records, {} heads recorded, head seq {}",
+                    chain.records, chain.heads, chain.head_seq
+                )
+                .map_err(output)?;
+            }
+            for problem in &chain.problems {
+                writeln!(out, "{name}: {problem}").map_err(output)?;
+                outcome = Outcome::Failed;
+            }
+        }
         Ok(outcome)
+    }
+
+    /// `audit search`: records of every chain in the session index's audit index matching
+    /// `query`, newest first, each as its stored line.
+    pub fn audit_search(
+        &self,
+        query: &jitssh_core::store::AuditQuery,
+        out: &mut dyn Write,
+    ) -> Result<Outcome, AuditorError> {
+        let Some(index) = self.index()? else {
+            return Ok(Outcome::Failed);
+        };
+        let found = index.search_audit(query)?;
+        for record in &found {
+            writeln!(out, "{}", record.line).map_err(output)?;
+        }
+        Ok(if found.is_empty() {
+            Outcome::Failed
+        } else {
+            Outcome::Ok
+        })
     }
 }
 

@@ -66,6 +66,49 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the bastion audit log's hash chain (and, all-in-one, the embedded CA's); names
-    /// every altered, removed or truncated record.
+    /// every altered, removed or truncated record. Then every chain in the audit index of the
+    /// session index (every bastion's, on a shared PostgreSQL `[store]`): its records, and
+    /// that no head went backwards.
     Verify,
+    /// Search the audit records in the session index's audit index (every bastion's, on a
+    /// shared PostgreSQL `[store]`), newest first; prints each record's line as stored. Exits
+    /// 1 when nothing matches.
+    Search(AuditSearchArgs),
+}
+
+/// `ssh-bastion audit search`.
+#[derive(Debug, clap::Args)]
+pub struct AuditSearchArgs {
+    /// Only this event kind (e.g. `session.exec`, `session.end`).
+    #[arg(long, value_name = "KIND")]
+    pub event: Option<String>,
+    /// Only records this recent (e.g. `1h`, `7d`).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<jitssh_core::duration::HumanDuration>,
+    /// Only records containing this text (repeatable: all of them).
+    #[arg(long = "contains", value_name = "TEXT")]
+    pub contains: Vec<String>,
+    /// Only this chain (an id from `audit verify`).
+    #[arg(long, value_name = "ID")]
+    pub chain: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: usize,
+}
+
+impl AuditSearchArgs {
+    /// The query these flags ask for.
+    pub fn query(&self) -> jitssh_core::store::AuditQuery {
+        jitssh_core::store::AuditQuery {
+            event: self.event.clone(),
+            // The records' own form (milliseconds), so that text order is time order.
+            since: self.since.map(|d| {
+                let at = jitssh_core::unix_now().saturating_sub(d.as_secs());
+                jitssh_core::timefmt::format_utc(at).replace('Z', ".000Z")
+            }),
+            contains: self.contains.clone(),
+            chain: self.chain.clone(),
+            limit: self.limit,
+        }
+    }
 }

@@ -64,6 +64,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => auditor(&config, |a, out| a.audit_verify(out)),
+        Command::Audit {
+            command: AuditCommand::Search(args),
+        } => auditor(&config, |a, out| a.audit_search(&args.query(), out)),
         Command::Sessions { command } => {
             auditor(&config, |a, out| a.sessions_command(&command, out))
         }

@@ -123,3 +123,55 @@ fn a_log_cut_short_is_a_head_that_went_backwards() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_bastions_records_are_searched_and_its_chain_verified_by_the_auditor_tools() {
+    let scratch = Scratch::new();
+    let ca = jitssh_tests::Bastion::ca(scratch.path(), "");
+    let web01 = jitssh_tests::target(&ca, scratch.path(), "web01", |b| b);
+    let alice = jitssh_tests::user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = jitssh_tests::Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        "[audit]\nhead_interval = \"1s\"\n",
+    );
+    let out = bastion
+        .ssh("root@web01", &alice)
+        .args(["echo", "indexed-$((6*7))"])
+        .run();
+    assert!(out.success(), "{out}");
+    let tool = |args: &[&str]| {
+        jitssh_tests::run(
+            std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+                .arg("--config")
+                .arg(&bastion.config)
+                .args(args),
+        )
+    };
+    wait_for(
+        || {
+            let found = tool(&[
+                "audit",
+                "search",
+                "--event",
+                "session.exec",
+                "--since",
+                "1h",
+            ]);
+            found.status == 0 && found.stdout_str().contains("indexed-$((6*7))")
+        },
+        Duration::from_secs(20),
+        "the bastion's session.exec searchable",
+    );
+    let none = tool(&["audit", "search", "--contains", "never-happened-xyz"]);
+    assert_eq!(none.status, 1, "nothing matches: exit 1: {none}");
+    assert_eq!(none.stdout_str(), "");
+    wait_for(
+        || {
+            let out = tool(&["audit", "verify"]);
+            out.status == 0 && out.stdout_str().contains("heads recorded")
+        },
+        Duration::from_secs(20),
+        "audit verify: the bastion's chain intact in the index",
+    );
+}

@@ -745,6 +745,18 @@ fn two_bastions_index_their_sessions_and_audit_in_one_database() {
         Duration::from_secs(30),
         "both bastions' session.exec records searchable through CA 1",
     );
+    // And through the auditor tools of either bastion.
+    let bastion_search = run(
+        std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+            .arg("--config")
+            .arg(&bastions[1].config)
+            .args(["audit", "search", "--event", "session.exec"]),
+    );
+    assert!(
+        bastion_search.stdout_str().contains("through-bastion-0")
+            && bastion_search.stdout_str().contains("through-bastion-1"),
+        "{bastion_search}"
+    );
     drop(bastions);
     pg.stop_server();
 }
