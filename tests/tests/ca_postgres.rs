@@ -678,16 +678,34 @@ fn two_bastions_index_their_sessions_and_audit_in_one_database() {
     );
     let dirs = [Scratch::new(), Scratch::new()];
     let extra = format!("[audit]\nhead_interval = \"1s\"\n\n{}", store_section(&url));
+    // Each bastion enrolled as its own host (its own host key) with the shared name as an
+    // alias: its host certificate names the name behind the load balancer.
+    let tokens: Vec<String> = (1..=2)
+        .map(|n| {
+            let added = pair.one.ca.run_ok([
+                "host",
+                "add",
+                &format!("bastion-{n}.example"),
+                "--alias",
+                "bastion.example",
+                "--ttl",
+                "1h",
+            ]);
+            let token = added.stdout_str();
+            token.lines().last().expect("token").trim().to_string()
+        })
+        .collect();
     let bastions: Vec<Bastion> = [&pair.one, &pair.two]
         .into_iter()
         .zip(&dirs)
-        .map(|(ca, dir)| {
+        .zip(&tokens)
+        .map(|((ca, dir), token)| {
             Bastion::start_remote(
                 dir.path(),
                 &format!("127.0.0.1:{}", ca.port),
                 &ca.ca.ca_pub_file("host"),
                 &identity.private,
-                "",
+                &format!("host_token = \"{token}\"\n"),
                 &[("web01", format!("127.0.0.1:{}", web01.port()))],
                 &extra,
             )
@@ -757,6 +775,26 @@ fn two_bastions_index_their_sessions_and_audit_in_one_database() {
             && bastion_search.stdout_str().contains("through-bastion-1"),
         "{bastion_search}"
     );
+    // A client that knows only the host CA, for the shared name, with strict checking,
+    // reaches either instance.
+    let known_hosts = scratch.write(
+        "known_hosts_shared_name",
+        format!(
+            "@cert-authority bastion.example {}",
+            std::fs::read_to_string(pair.one.ca.ca_pub_file("host")).expect("host CA")
+        ),
+    );
+    for (n, bastion) in bastions.iter().enumerate() {
+        let out = Ssh::new(bastion.port)
+            .user("root@web01")
+            .identity(&bob.private)
+            .cert(bob.cert_path())
+            .known_hosts(&known_hosts)
+            .host("bastion.example")
+            .args(["true"])
+            .run();
+        assert_eq!(out.status, 0, "bastion {n} under the shared name: {out}");
+    }
     drop(bastions);
     pg.stop_server();
 }
