@@ -90,7 +90,7 @@ impl Auditor {
             if chain.problems.is_empty() {
                 writeln!(
                     out,
-                    "{name}: intact, {} records, {} heads recorded, head seq {}",
+                    "{name}: OK, {} records, {} heads recorded, head seq {}",
                     chain.records, chain.heads, chain.head_seq
                 )
                 .map_err(output)?;
