@@ -101,10 +101,8 @@ impl AuditSearchArgs {
     pub fn query(&self) -> jitssh_core::store::AuditQuery {
         jitssh_core::store::AuditQuery {
             event: self.event.clone(),
-            // The records' own form (milliseconds), so that text order is time order.
             since: self.since.map(|d| {
-                let at = jitssh_core::unix_now().saturating_sub(d.as_secs());
-                jitssh_core::timefmt::format_utc(at).replace('Z', ".000Z")
+                jitssh_core::store::record_time(jitssh_core::unix_now().saturating_sub(d.as_secs()))
             }),
             contains: self.contains.clone(),
             chain: self.chain.clone(),

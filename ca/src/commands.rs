@@ -496,9 +496,7 @@ pub fn audit_search(config: &CaConfig, args: &crate::cli::AuditSearchArgs) -> Re
         );
     };
     let since = args.since.map(|d| {
-        let at = jitssh_core::unix_now().saturating_sub(d.as_secs());
-        // The records' own form (milliseconds), so that text order is time order.
-        jitssh_core::timefmt::format_utc(at).replace('Z', ".000Z")
+        jitssh_core::store::record_time(jitssh_core::unix_now().saturating_sub(d.as_secs()))
     });
     let query = jitssh_core::store::AuditQuery {
         event: args.event.clone(),

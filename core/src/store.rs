@@ -21,7 +21,7 @@ mod sessions;
 mod tokens;
 
 pub use audit_index::{
-    AuditIndex, AuditQuery, ChainHead, HeadOutcome, IndexedRecord, head_may_follow,
+    AuditIndex, AuditQuery, ChainHead, HeadOutcome, IndexedRecord, head_may_follow, record_time,
 };
 pub use hosts::{HostRecord, HostStore};
 pub use requests::{AccessRequest, Decision as RequestDecision, RequestStatus, RequestStore};

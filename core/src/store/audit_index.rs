@@ -82,6 +82,12 @@ pub enum HeadOutcome {
     WentBack(ChainHead),
 }
 
+/// The instant `unix` in the records' own `time` form (milliseconds, `Z`), so that comparing
+/// it with stored times as text compares instants (`--since`).
+pub fn record_time(unix: u64) -> String {
+    crate::timefmt::format_utc(unix).replace('Z', ".000Z")
+}
+
 /// Which records a search returns, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -300,108 +306,5 @@ impl AuditIndex for SqliteStore {
                 .map_err(|e| self.sqlite(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(chain: &str, seq: u64, event: &str, time: &str) -> IndexedRecord {
-        IndexedRecord {
-            chain: chain.into(),
-            seq,
-            time: time.into(),
-            event: event.into(),
-            hash: format!("{seq:064x}"),
-            line: format!(r#"{{"seq":{seq},"event":"{event}","who":"alice-{seq}"}}"#),
-        }
-    }
-
-    fn head(chain: &str, seq: u64, hash: &str) -> ChainHead {
-        ChainHead {
-            chain: chain.into(),
-            label: "ssh-ca on test".into(),
-            seq,
-            hash: hash.into(),
-            recorded_at: 1,
-        }
-    }
-
-    #[test]
-    fn records_are_added_once_and_searched_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        let batch = [
-            record("a", 1, "cert.issued", "2026-12-01T10:00:00.000Z"),
-            record("a", 2, "cert.denied", "2026-12-01T10:01:00.000Z"),
-            record("b", 1, "cert.issued", "2026-12-01T10:02:00.000Z"),
-        ];
-        store.add_audit_records(&batch).unwrap();
-        // Sent again after a failure: nothing doubles.
-        store.add_audit_records(&batch[..2]).unwrap();
-        assert_eq!(store.indexed_seq("a").unwrap(), 2);
-        assert_eq!(store.indexed_seq("c").unwrap(), 0);
-        let issued = store
-            .search_audit(&AuditQuery {
-                event: Some("cert.issued".into()),
-                limit: 10,
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        let seen: Vec<_> = issued.iter().map(|r| (r.chain.as_str(), r.seq)).collect();
-        assert_eq!(seen, [("b", 1), ("a", 1)]);
-        let alice2 = store
-            .search_audit(&AuditQuery {
-                contains: vec!["alice-2".into()],
-                since: Some("2026-12-01T10:00:30.000Z".into()),
-                limit: 10,
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        assert_eq!(alice2.len(), 1);
-        assert_eq!(alice2[0].event, "cert.denied");
-        let all_of_a = store.audit_records("a", 1, 10).unwrap();
-        assert_eq!(all_of_a, batch[..2]);
-    }
-
-    #[test]
-    fn a_head_that_goes_back_or_forks_is_refused_and_the_old_one_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_session_index(&dir.path().join("s.db")).unwrap();
-        assert_eq!(
-            store.record_audit_head(&head("a", 5, "h5")).unwrap(),
-            HeadOutcome::Advanced
-        );
-        assert_eq!(
-            store.record_audit_head(&head("a", 5, "h5")).unwrap(),
-            HeadOutcome::Unchanged
-        );
-        assert_eq!(
-            store.record_audit_head(&head("b", 1, "b1")).unwrap(),
-            HeadOutcome::Advanced
-        );
-        assert_eq!(
-            store.record_audit_head(&head("a", 3, "h3")).unwrap(),
-            HeadOutcome::WentBack(head("a", 5, "h5"))
-        );
-        assert_eq!(
-            store.record_audit_head(&head("a", 5, "other")).unwrap(),
-            HeadOutcome::WentBack(head("a", 5, "h5"))
-        );
-        assert_eq!(
-            store.record_audit_head(&head("a", 9, "h9")).unwrap(),
-            HeadOutcome::Advanced
-        );
-        let heads: Vec<_> = store
-            .audit_heads()
-            .unwrap()
-            .into_iter()
-            .map(|h| (h.chain, h.seq))
-            .collect();
-        assert_eq!(
-            heads,
-            [("a".into(), 5), ("a".into(), 9), ("b".to_string(), 1)]
-        );
     }
 }
