@@ -6,7 +6,8 @@
 //! (`host_ed25519_key.pub` in its data directory) unless `--key` names one, which is how an
 //! outside auditor checks a copied recording against a key they obtained independently. A
 //! recording without a seal is reported as unsealed with what the chain still vouches for; it
-//! counts as a failure unless the running bastion says the session is still live.
+//! counts as a failure unless the running bastion says the session is still live or ending
+//! (being sealed), and then only what a writer at work leaves is forgiven.
 //!
 //! Audit logs are checked with [`jitssh_core::audit::verify`]: the bastion's, and in
 //! all-in-one mode the embedded CA's too.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use jitssh_core::ssh_key::PublicKey;
 
 use super::args::VerifyArgs;
-use super::{Auditor, AuditorError, Outcome, output};
+use super::{Auditor, AuditorError, Outcome, Status, output};
 use jitssh_recording::{SealStatus, verify_session};
 
 impl Auditor {
@@ -41,22 +42,36 @@ impl Auditor {
             writeln!(out, "no recordings in {place}").map_err(output)?;
             return Ok(Outcome::Ok);
         }
-        let live = self.live_ids();
+        let live = self.liveness();
         let mut outcome = Outcome::Ok;
         let (mut intact, mut bad) = (0usize, 0usize);
         for (id, dir) in &dirs {
             let report = verify_session(dir, &key)?;
             write!(out, "{report}").map_err(output)?;
-            let still_live = report.seal == SealStatus::Unsealed
-                && report.problems.is_empty()
-                && live.iter().any(|l| l == id);
-            if still_live {
-                writeln!(
-                    out,
-                    "  (the session is still running: it is sealed when it ends)"
-                )
-                .map_err(output)?;
-            }
+            // A writer at work leaves a partial last line, lines the next chain entry covers
+            // and, while sealing, the seal's temporary files: no failure while it is live.
+            let unfinished = report.seal == SealStatus::Unsealed
+                && report.problems.iter().all(|p| p.in_flight());
+            let still_live = unfinished
+                && match live.status_of(id) {
+                    Status::Active => {
+                        writeln!(
+                            out,
+                            "  (the session is still running: it is sealed when it ends)"
+                        )
+                        .map_err(output)?;
+                        true
+                    }
+                    Status::Ending => {
+                        writeln!(
+                            out,
+                            "  (the session is ending: the bastion is sealing its recording)"
+                        )
+                        .map_err(output)?;
+                        true
+                    }
+                    _ => false,
+                };
             if report.is_intact() || still_live {
                 intact += 1;
             } else {

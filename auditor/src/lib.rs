@@ -60,6 +60,7 @@ pub use error::{AdminFailure, AuditorError};
 
 use args::FilterArgs;
 use jitssh_recording::{Recording, Segment, session_dir};
+use protocol::LiveInfo;
 
 /// What a command found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +183,7 @@ impl Auditor {
         };
         if active {
             let live = self.liveness();
-            found.retain(|s| live.status(s) != Status::Unfinished);
+            found.retain(|s| matches!(live.status(s), Status::Active | Status::MaybeActive));
             found.truncate(limit.unwrap_or(usize::MAX));
         }
         Ok(found)
@@ -192,7 +193,7 @@ impl Auditor {
     /// is not (yet) in the index.
     pub fn liveness(&self) -> Liveness {
         match self.live_sessions() {
-            Ok(Some(list)) => Liveness::Known(list.into_iter().map(|i| i.id).collect()),
+            Ok(Some(list)) => Liveness::Known(list),
             // No bastion running: nothing is live.
             Ok(None) => Liveness::Known(Vec::new()),
             Err(_) => Liveness::Unknown,
@@ -278,8 +279,9 @@ pub(crate) fn timeline(
 /// Which sessions are live, if the bastion could be asked.
 #[derive(Debug)]
 pub enum Liveness {
-    /// The ids the running bastion has live (none if it is not running).
-    Known(Vec<String>),
+    /// The sessions the running bastion has live, ending ones included (none if it is not
+    /// running).
+    Known(Vec<LiveInfo>),
     /// The admin socket could not be used (permissions): only the index is known.
     Unknown,
 }
@@ -291,24 +293,35 @@ pub enum Status {
     Ended,
     /// No end recorded, and the bastion has it live.
     Active,
+    /// No end recorded yet: the person has left and the bastion is sealing the recording
+    /// and recording the end.
+    Ending,
     /// No end recorded, and the bastion cannot be asked.
     MaybeActive,
-    /// No end recorded, and the bastion does not have it live: the person's connection is
-    /// gone and the bastion is completing the record, or the bastion stopped mid-session.
+    /// No end recorded, and the bastion does not have it live: the bastion stopped
+    /// mid-session (a crash, `kill -9`), or its end could not be recorded.
     Unfinished,
 }
 
 impl Liveness {
     /// The state of indexed session `s`. The index row is completed only after the
     /// recording is sealed, a moment after the person's client has exited; the live list is
-    /// what says whether the session is still running.
+    /// what says whether the session is still running or ending.
     pub fn status(&self, s: &SessionRecord) -> Status {
         if s.ended_at.is_some() {
             return Status::Ended;
         }
+        self.status_of(&s.id)
+    }
+
+    /// The state of session `id`, whose end is not recorded (or not known).
+    pub fn status_of(&self, id: &str) -> Status {
         match self {
-            Liveness::Known(ids) if ids.contains(&s.id) => Status::Active,
-            Liveness::Known(_) => Status::Unfinished,
+            Liveness::Known(live) => match live.iter().find(|l| l.id == id) {
+                Some(l) if l.ending => Status::Ending,
+                Some(_) => Status::Active,
+                None => Status::Unfinished,
+            },
             Liveness::Unknown => Status::MaybeActive,
         }
     }

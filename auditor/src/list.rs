@@ -39,6 +39,7 @@ impl Auditor {
                     let status = live.status(s);
                     let active = matches!(status, Status::Active | Status::MaybeActive);
                     map.insert("active".into(), active.into());
+                    map.insert("ending".into(), (status == Status::Ending).into());
                     map.insert("unfinished".into(), (status == Status::Unfinished).into());
                     map.insert(
                         "recording_bytes".into(),
@@ -70,6 +71,7 @@ impl Auditor {
                 (Some(end), _) => format_duration(end.saturating_sub(s.started_at)),
                 (None, Status::Active) => format!("active {running}"),
                 (None, Status::MaybeActive) => format!("active? {running}"),
+                (None, Status::Ending) => "ending".to_owned(),
                 (None, _) => "unfinished".to_owned(),
             };
             let recording = match self.recording_bytes(s) {

@@ -136,15 +136,6 @@ impl Auditor {
         }
     }
 
-    /// Ids of live sessions, best effort (empty if the bastion cannot be asked).
-    pub(crate) fn live_ids(&self) -> Vec<String> {
-        self.live_sessions()
-            .ok()
-            .flatten()
-            .map(|list| list.into_iter().map(|i| i.id).collect())
-            .unwrap_or_default()
-    }
-
     fn request(&self, request: &Request) -> Result<Replies, AuditorError> {
         let mut stream = UnixStream::connect(&self.admin_socket).map_err(|e| {
             let why = match e.kind() {

@@ -29,6 +29,10 @@ pub struct LiveInfo {
     pub target: String,
     /// Unix time it started.
     pub started_at: u64,
+    /// The person has left and the bastion is completing the record: sealing the recording,
+    /// then writing `session.end`. Until then an unsealed recording is not a crash's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ending: bool,
 }
 
 /// A request on the socket (one line).

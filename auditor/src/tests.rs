@@ -926,9 +926,19 @@ fn a_session_without_an_end_is_active_only_if_the_bastion_has_it_live() {
     args.filter.active = true;
     let (_, table) = w.run(|a, out| a.list(&args, out));
     assert_eq!(table.trim(), "no sessions match");
-    let live = super::Liveness::Known(vec![meta.id.clone()]);
+    let info = |ending| super::LiveInfo {
+        id: meta.id.clone(),
+        user: meta.user.clone(),
+        login: meta.login.clone(),
+        target: meta.target.clone(),
+        started_at: meta.started_at,
+        ending,
+    };
     let row = index.session(&meta.id).unwrap().unwrap();
+    let live = super::Liveness::Known(vec![info(false)]);
     assert_eq!(live.status(&row), super::Status::Active);
+    let live = super::Liveness::Known(vec![info(true)]);
+    assert_eq!(live.status(&row), super::Status::Ending);
     assert_eq!(
         super::Liveness::Unknown.status(&row),
         super::Status::MaybeActive

@@ -86,6 +86,7 @@ struct Entry {
     output: broadcast::Sender<Arc<[u8]>>,
     kill: Mutex<Option<oneshot::Sender<KillRequest>>>,
     ended: watch::Receiver<bool>,
+    ending: std::sync::atomic::AtomicBool,
 }
 
 /// The sessions running in this bastion.
@@ -124,6 +125,7 @@ impl LiveSessions {
             output: output.clone(),
             kill: Mutex::new(Some(kill_tx)),
             ended: ended_rx,
+            ending: std::sync::atomic::AtomicBool::new(false),
         });
         self.lock().insert(id.clone(), entry);
         Registration {
@@ -135,9 +137,16 @@ impl LiveSessions {
         }
     }
 
-    /// The live sessions, oldest first.
+    /// The live sessions, oldest first, including those [ending](Registration::ending).
     pub fn list(&self) -> Vec<LiveInfo> {
-        let mut list: Vec<LiveInfo> = self.lock().values().map(|e| e.info.clone()).collect();
+        let mut list: Vec<LiveInfo> = self
+            .lock()
+            .values()
+            .map(|e| LiveInfo {
+                ending: e.ending.load(std::sync::atomic::Ordering::Acquire),
+                ..e.info.clone()
+            })
+            .collect();
         list.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         list
     }
@@ -253,6 +262,21 @@ impl Registration {
         *slot = None;
         drop(slot);
         std::future::pending().await
+    }
+
+    /// The person has left: watchers are told the session ended and it can no longer be
+    /// killed, but it stays listed (as ending) until [`Registration::close`], so that its
+    /// recording, unsealed until then, is not taken for a crash's.
+    pub fn ending(&self) {
+        let _ = self.ended.send(true);
+        if let Some(entry) = self.live.get(&self.id)
+            && entry.output.same_channel(&self.publisher.0)
+        {
+            entry
+                .ending
+                .store(true, std::sync::atomic::Ordering::Release);
+            entry.kill.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
     }
 
     /// Unregisters now (watchers are told the session ended); dropping does the same.
@@ -571,6 +595,7 @@ mod tests {
             login: "root".into(),
             target: "web01".into(),
             started_at: 1,
+            ending: false,
         }
     }
 

@@ -205,6 +205,7 @@ fn prune_deletes_old_recordings_audited_and_keeps_live_ones() {
         login: "deploy".into(),
         target: "web01".into(),
         started_at: 1,
+        ending: false,
     });
     let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
     let settings = AdminSettings {
@@ -282,6 +283,7 @@ fn watch_follows_a_live_session_and_kill_ends_it() {
         login: "root".into(),
         target: "web01".into(),
         started_at: 1,
+        ending: false,
     }));
     // The session: publishes output until killed.
     let session = registration.clone();
@@ -375,4 +377,102 @@ fn the_auditor_tells_a_refusal_from_a_bastion_not_running() {
         }) => assert!(why.contains("no live session"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// A session whose person has left is listed as ending while the bastion seals it: `verify`
+/// forgives what the sealing writer leaves (its temporary files), `sessions list` says
+/// "ending" and `--active` leaves it out, it can no longer be killed. Once unregistered the
+/// same leftovers are what a crash mid-seal left, and `verify` fails naming them.
+#[test]
+fn a_session_being_sealed_is_ending_not_damaged_and_a_crash_mid_seal_is_named() {
+    let w = world();
+    let meta = meta("dave");
+    let id = meta.id.clone();
+    let jitssh_auditor::IndexSource::File(path) = &w.auditor.index else {
+        panic!("these tests index in sessions.db");
+    };
+    let index = SqliteStore::open_session_index(path).unwrap();
+    let rec = Recorder::start(
+        &w.auditor.recordings,
+        meta.clone(),
+        RecordingPolicy::default(),
+        w.key.clone(),
+    )
+    .unwrap();
+    index
+        .insert_session(&meta.index_record(&rec.dir()))
+        .unwrap();
+    let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
+    shell.output(b"$ exit\r\n").unwrap();
+    shell.finish().unwrap();
+    // Caught as the bastion seals: the signature in place, the seal under its temporary name,
+    // the end not yet in the index.
+    let dir = rec.finish("the client disconnected").dir;
+    fs::rename(dir.join("seal.json"), dir.join(".seal.json.tmp")).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let live = LiveSessions::new();
+    let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
+    let settings = AdminSettings {
+        socket: w.auditor.admin_socket.clone(),
+        allow_uids: Vec::new(),
+    };
+    let _server = runtime
+        .block_on(async { admin::serve(&settings, live.clone(), audit) })
+        .unwrap();
+    let registration = live.register(LiveInfo {
+        id: id.clone(),
+        user: "dave".into(),
+        login: "deploy".into(),
+        target: "web01".into(),
+        started_at: meta.started_at,
+        ending: false,
+    });
+    let (_, ended) = live.subscribe(&id).unwrap();
+    registration.ending();
+    assert!(*ended.borrow(), "watchers are told the session ended");
+
+    let verify = VerifyArgs {
+        ids: vec![id.clone()],
+        key: None,
+    };
+    let (outcome, text) = w.run(|a, out| a.verify(&verify, out));
+    assert_eq!(outcome, Outcome::Ok, "{text}");
+    assert!(
+        text.contains("UNSEALED") && text.contains("the session is ending"),
+        "{text}"
+    );
+    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
+    let row = table.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.contains("ending") && !row.contains("active"), "{row}");
+    let active = ListArgs {
+        filter: FilterArgs {
+            active: true,
+            ..FilterArgs::default()
+        },
+        ..list_args()
+    };
+    let (_, table) = w.run(|a, out| a.list(&active, out));
+    assert_eq!(table.trim(), "no sessions match");
+    let err = w.auditor.kill(&id, "too late", &mut Vec::new());
+    assert!(
+        err.unwrap_err().to_string().contains("already being ended"),
+        "an ending session cannot be killed"
+    );
+
+    // The bastion went away mid-seal: nobody is completing it.
+    registration.close();
+    let (outcome, text) = w.run(|a, out| a.verify(&verify, out));
+    assert_eq!(outcome, Outcome::Failed, "{text}");
+    assert!(
+        text.contains(".seal.json.tmp: unexpected file") && !text.contains("ending"),
+        "{text}"
+    );
+    let (_, table) = w.run(|a, out| a.list(&list_args(), out));
+    let row = table.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.contains("unfinished"), "{row}");
 }

@@ -481,6 +481,52 @@ fn missing_and_unexpected_files_are_named() {
     );
 }
 
+#[test]
+fn what_a_writer_at_work_leaves_is_told_from_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, key) = sealed_session(root.path());
+    // Caught mid-seal: the signature is in place, the seal still under its temporary name;
+    // the shell's last line half written.
+    let seal = fs::read(dir.join("seal.json")).unwrap();
+    fs::remove_file(dir.join("seal.json")).unwrap();
+    fs::write(dir.join(".seal.json.tmp"), &seal).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(dir.join("chan-1.cast"))
+        .unwrap()
+        .write_all(b"[0.9, \"o\", \"hal")
+        .unwrap();
+    let report = verify(&dir, &key);
+    assert_eq!(report.seal, SealStatus::Unsealed, "{report}");
+    assert_eq!(
+        problems(&report),
+        [
+            "chan-1.cast line 12: torn (partial last line)",
+            ".seal.json.tmp: unexpected file"
+        ]
+    );
+    assert!(report.problems.iter().all(Problem::in_flight), "{report}");
+
+    // Anything else is damage, live or not.
+    fs::write(dir.join(".seal.json.tmp.old"), b"x").unwrap();
+    fs::write(dir.join("seal.json.tmp"), b"x").unwrap();
+    let report = verify(&dir, &key);
+    let damage: Vec<String> = report
+        .problems
+        .iter()
+        .filter(|p| !p.in_flight())
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        damage,
+        [
+            ".seal.json.tmp.old: unexpected file",
+            "seal.json.tmp: unexpected file"
+        ],
+        "{report}"
+    );
+}
+
 /// Runs as a child of `kill_9_leaves_a_playable_verifiable_prefix`; a no-op otherwise.
 #[test]
 fn child_records_until_killed() {

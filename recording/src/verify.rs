@@ -106,6 +106,26 @@ pub struct Problem {
     pub detail: String,
 }
 
+impl Problem {
+    /// Whether a writer still at work leaves this behind: a partial last line, lines its
+    /// next chain entry will cover, the seal's temporary files while sealing. Damage in a
+    /// finished recording; expected in one the bastion says is live or ending.
+    pub fn in_flight(&self) -> bool {
+        match self.kind {
+            ProblemKind::Torn | ProblemKind::Unchained => true,
+            ProblemKind::UnexpectedFile => seal_temp_file(&self.file),
+            _ => false,
+        }
+    }
+}
+
+/// The temporary names the seal's files are written under before being renamed into place.
+fn seal_temp_file(name: &str) -> bool {
+    [SEAL_FILE, SEAL_SIG_FILE]
+        .iter()
+        .any(|seal| name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) == Some(seal))
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
@@ -192,12 +212,6 @@ impl fmt::Display for VerifyReport {
 /// Verifies the recording in `dir` against the bastion's public key `trusted`. `Err` only if
 /// the directory cannot be read at all; everything else is in the report.
 pub fn verify_session(dir: &Path, trusted: &PublicKey) -> Result<VerifyReport, RecordingError> {
-    let listing = std::fs::read_dir(dir).map_err(RecordingError::io(dir, "read directory"))?;
-    let mut present = BTreeSet::new();
-    for entry in listing {
-        let entry = entry.map_err(RecordingError::io(dir, "read directory"))?;
-        present.insert(entry.file_name().to_string_lossy().into_owned());
-    }
     let id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -206,12 +220,20 @@ pub fn verify_session(dir: &Path, trusted: &PublicKey) -> Result<VerifyReport, R
         problems: Vec::new(),
     };
 
+    // The seal before the listing: a seal written in between would otherwise meet its own
+    // temporary files in the listing.
     let (seal, manifest) = match read_seal(dir, trusted) {
         Ok(Some(m)) => (SealStatus::Sealed, Some(m)),
         Ok(None) => (SealStatus::Unsealed, None),
         Err(why) => (SealStatus::Invalid(why), None),
     };
     let sealed = manifest.is_some();
+    let listing = std::fs::read_dir(dir).map_err(RecordingError::io(dir, "read directory"))?;
+    let mut present = BTreeSet::new();
+    for entry in listing {
+        let entry = entry.map_err(RecordingError::io(dir, "read directory"))?;
+        present.insert(entry.file_name().to_string_lossy().into_owned());
+    }
 
     let chain = v.read_chain(dir, &id, present.contains(CHAIN_FILE))?;
     if let Some(m) = &manifest {

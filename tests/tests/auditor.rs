@@ -787,6 +787,74 @@ fn a_session_whose_client_has_exited_is_not_listed_as_active() {
     }
 }
 
+/// The sessions the bastion's admin socket lists: (id, ending) pairs.
+fn live_list(socket: &Path) -> Vec<(String, bool)> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("admin socket");
+    stream.write_all(b"{\"op\":\"list\"}\n").expect("send");
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("reply");
+    let reply: serde_json::Value = serde_json::from_str(&line).expect("JSON reply");
+    reply["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a session list: {line}"))
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().expect("id").to_owned();
+            (id, s["ending"].as_bool().unwrap_or(false))
+        })
+        .collect()
+}
+
+/// Whoever finds a session gone from the bastion's live list finds its recording sealed and
+/// its end recorded (meanwhile it is listed as ending), so `verify` right after a client
+/// exits never sees a seal half written.
+#[test]
+fn a_session_leaves_the_live_list_only_once_sealed_and_ended() {
+    let w = world("");
+    let socket = w.bastion.data_dir().join("admin.sock");
+    for round in 0..3 {
+        let ssh = w
+            .bastion
+            .ssh("root@web01", &w.alice)
+            .args([format!("sleep 0.5; echo round-{round}")]);
+        let client = std::thread::spawn(move || ssh.run());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            if let Some((id, _)) = live_list(&socket).into_iter().next() {
+                break id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: never listed live"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // As often as the socket answers, until the session is gone.
+        while live_list(&socket).iter().any(|(live, _)| *live == id) {
+            assert!(Instant::now() < deadline, "round {round}: {id} stays live");
+        }
+        assert!(
+            w.recording(&id).join("seal.json").is_file(),
+            "round {round}: {id} left the live list unsealed"
+        );
+        let ended =
+            w.bastion.audit().lines().any(|l| {
+                l.contains("\"event\":\"session.end\"") && l.contains(&format!("\"{id}\""))
+            });
+        assert!(
+            ended,
+            "round {round}: {id} left the live list before session.end"
+        );
+        let out = client.join().expect("client thread");
+        assert!(out.success(), "{out}");
+        let verified = w.cli_ok(&["verify", &id]).stdout_str();
+        assert!(verified.contains("sealed, intact"), "{verified}");
+    }
+}
+
 #[test]
 fn a_real_terminal_replaying_a_session_types_nothing_back() {
     let w = world("");

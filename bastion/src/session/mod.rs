@@ -185,6 +185,7 @@ impl Session {
             login: admitted.login_target.login.clone(),
             target: admitted.login_target.target.clone(),
             started_at: jitssh_core::unix_now(),
+            ending: false,
         });
         let channel_slots = Arc::new(tokio::sync::Semaphore::new(
             shared.config.limits.max_channels,

@@ -274,10 +274,12 @@ impl Task {
         }
     }
 
-    /// Records the end: seals the recording and writes `session.end`.
+    /// Records the end: seals the recording and writes `session.end`. The session is listed
+    /// as ending meanwhile and unregistered only after, so whoever finds it gone from the live
+    /// list finds its recording sealed and its end recorded.
     async fn finish(&mut self, reason: EndReason) {
         let session = self.session.clone();
-        self.registration.close();
+        self.registration.ending();
         close_upstream(self.upstream.take());
         let reason = reason.to_string();
         let mut event = session
@@ -322,6 +324,7 @@ impl Task {
             }
         }
         session.shared.audit.record_or_log(event).await;
+        self.registration.close();
         if let Some(kill) = self.kill.take() {
             kill.done();
         }

@@ -337,6 +337,7 @@ fn status_of(live: &Liveness, row: &SessionRecord) -> (&'static str, &'static st
         Status::Ended => ("ended", ""),
         Status::Active => ("live", "live"),
         Status::MaybeActive => ("live?", "live"),
+        Status::Ending => ("ending", "live"),
         Status::Unfinished => ("unfinished", "bad"),
     }
 }
@@ -376,7 +377,7 @@ impl std::fmt::Display for Total {
 }
 
 fn liveness(console: &Console) -> Liveness {
-    Liveness::Known(console.live.list().into_iter().map(|i| i.id).collect())
+    Liveness::Known(console.live.list())
 }
 
 /// Whether session `id`'s recording verifies (sealed and intact, or live and intact so far).
@@ -414,10 +415,6 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
         Some("yes") => Some(true),
         Some("no") => Some(false),
         _ => None,
-    };
-    let live_ids = match &live {
-        Liveness::Known(ids) => ids.clone(),
-        Liveness::Unknown => Vec::new(),
     };
     let _heavy = match wants_verified {
         Some(_) => console.heavy.acquire().await.ok(),
@@ -481,7 +478,6 @@ async fn list(State(console): Shared, headers: HeaderMap, Query(q): Query<ListQu
                 checked.push((r, ok));
             }
         }
-        let _ = live_ids;
         // When only a window was read, the total is known only if the window was not full.
         let total = if index_order && total == wanted {
             Total::AtLeast(total)
