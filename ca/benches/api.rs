@@ -4,6 +4,9 @@
 //! certificates per second and p50/p99 latency for (a) a new SSH connection per certificate
 //! (handshake, host certificate check, publickey auth, exec) and (b) many certificates over one
 //! connection per client. Server and clients share this process and the machine's cores.
+//! Then (c) (a) again against `ssh-ca serve` in its own process, whose CPU time per
+//! certificate gives what the CA alone can sustain on this machine's cores (its capacity):
+//! on a 2-core machine the clients of (a) and (b) take about half of the CPU.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +33,50 @@ fn report(name: &str, total: usize, elapsed: Duration, mut latencies: Vec<Durati
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
+}
+
+/// User plus system CPU time of process `pid` so far (`/proc/PID/stat`, in clock ticks of
+/// 10 ms, Linux's fixed USER_HZ).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // After the command name in parentheses: state is field 3, utime and stime 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("ticks"))
+        .collect();
+    Duration::from_millis((fields[0] + fields[1]) * 10)
+}
+
+/// A new connection per certificate, `per_client` each over `CLIENTS` clients; the latencies.
+async fn new_connection_each<F, Fut>(connect: F, per_client: usize) -> Vec<Duration>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = CaClient> + Send,
+{
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let connect = connect.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for _ in 0..per_client {
+                    let t = Instant::now();
+                    let client = connect().await;
+                    one_cert(&client).await;
+                    client.close().await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("task"));
+    }
+    latencies
 }
 
 async fn one_cert(client: &CaClient) {
@@ -94,26 +141,7 @@ async fn main() {
 
     // (a) a new connection per certificate.
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let connect = connect.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_client);
-                for _ in 0..per_client {
-                    let t = Instant::now();
-                    let client = connect().await;
-                    one_cert(&client).await;
-                    client.close().await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("task"));
-    }
+    let latencies = new_connection_each(connect.clone(), per_client).await;
     report(
         "new connection per certificate",
         latencies.len(),
@@ -149,4 +177,63 @@ async fn main() {
         started.elapsed(),
         latencies,
     );
+
+    // (c) (a) against `ssh-ca serve` in its own process, on the same keys and store.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    std::fs::write(
+        dir.path().join("serve.toml"),
+        format!(
+            "data_dir = \"data\"\npolicy = \"policy.toml\"\nlisten = \"127.0.0.1:{port}\"\n\
+             names = [\"127.0.0.1\"]\n[limits]\nmax_connections = 512\n"
+        ),
+    )
+    .expect("config");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ssh-ca"))
+        .arg("--config")
+        .arg(dir.path().join("serve.toml"))
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-ca serve");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "ssh-ca serve does not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect = move || {
+        let (addr, host_ca, key) = (addr.clone(), host_ca.clone(), key.clone());
+        async move {
+            CaClient::connect(&addr, host_ca, key, "bench", Duration::from_secs(30))
+                .await
+                .expect("connect")
+        }
+    };
+    let cpu_before = cpu_time(server.id());
+    let started = Instant::now();
+    let latencies = new_connection_each(connect, per_client).await;
+    let elapsed = started.elapsed();
+    let server_cpu = cpu_time(server.id()) - cpu_before;
+    let certs = latencies.len();
+    report(
+        "the same, ssh-ca serve's process",
+        certs,
+        elapsed,
+        latencies,
+    );
+    let per_cert = server_cpu.as_secs_f64() / certs as f64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "ssh-ca serve: {:.3} ms CPU per certificate ({:.1}% of one core busy): \
+         capacity {:.0} certs/s on {cores} cores",
+        per_cert * 1e3,
+        server_cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+        cores as f64 / per_cert,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -80,7 +80,7 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         exchange
             .server_ephemeral
             .extend_from_slice(&server_pubkey.0);
-        let shared = client_pubkey.mul_clamped(server_secret);
+        let shared = super::x25519::mul_clamped(&client_pubkey, server_secret);
         if shared.0 == [0u8; 32] {
             // Non-contributory: the client sent a low-order point.
             debug!("client sent a low-order curve25519 pubkey");
@@ -117,7 +117,7 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         }
         let mut remote_pubkey = MontgomeryPoint([0; 32]);
         remote_pubkey.0.clone_from_slice(remote_pubkey_);
-        let shared = remote_pubkey.mul_clamped(local_secret);
+        let shared = super::x25519::mul_clamped(&remote_pubkey, local_secret);
         if shared.0 == [0u8; 32] {
             // Non-contributory: the server sent a low-order point.
             debug!("server sent a low-order curve25519 pubkey");

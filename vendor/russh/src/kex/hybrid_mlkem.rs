@@ -94,7 +94,7 @@ impl KexAlgorithmImplementor for MlKem768X25519Kex {
         let s_secret = rand::random::<[u8; 32]>();
         let s_pk1 = MontgomeryPoint::mul_base_clamped(s_secret);
 
-        let k_cl = c_pk1.mul_clamped(s_secret);
+        let k_cl = super::x25519::mul_clamped(&c_pk1, s_secret);
         if k_cl.0 == [0u8; 32] {
             debug!("client sent a low-order curve25519 pubkey");
             return Err(Error::Kex);
@@ -156,7 +156,7 @@ impl KexAlgorithmImplementor for MlKem768X25519Kex {
         s_pk1.0.copy_from_slice(s_pk1_bytes);
 
         let x25519_secret = self.x25519_secret.take().ok_or(Error::KexInit)?;
-        let k_cl = s_pk1.mul_clamped(x25519_secret);
+        let k_cl = super::x25519::mul_clamped(&s_pk1, x25519_secret);
         if k_cl.0 == [0u8; 32] {
             debug!("server sent a low-order curve25519 pubkey");
             return Err(Error::Kex);
