@@ -36,6 +36,16 @@ fn report(name: &str, total: usize, elapsed: Duration, mut latencies: Vec<Durati
     );
 }
 
+/// `ssh-ca serve`, killed when dropped (also when the bench panics).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// User plus system CPU time of process `pid` so far (`/proc/PID/stat`, in clock ticks of
 /// 10 ms, Linux's fixed USER_HZ).
 fn cpu_time(pid: u32) -> Duration {
@@ -197,13 +207,14 @@ async fn main() {
     // `SSH_CA_BIN` runs another build's `ssh-ca`, to compare two builds' servers.
     let binary =
         std::env::var_os("SSH_CA_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ssh-ca").into());
-    let mut server = std::process::Command::new(binary)
+    let server = std::process::Command::new(binary)
         .arg("--config")
         .arg(dir.path().join("serve.toml"))
         .arg("serve")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Server)
         .expect("ssh-ca serve");
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -219,12 +230,12 @@ async fn main() {
                 .expect("connect")
         }
     };
-    let cpu_before = cpu_time(server.id());
+    let cpu_before = cpu_time(server.0.id());
     let clients_before = cpu_time(std::process::id());
     let started = Instant::now();
     let latencies = new_connection_each(connect, per_client).await;
     let elapsed = started.elapsed();
-    let server_cpu = cpu_time(server.id()) - cpu_before;
+    let server_cpu = cpu_time(server.0.id()) - cpu_before;
     let clients_cpu = cpu_time(std::process::id()) - clients_before;
     let certs = latencies.len();
     report(
@@ -249,6 +260,4 @@ async fn main() {
         per_client_cert * 1e3,
         cores as f64 / (per_cert + per_client_cert),
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
