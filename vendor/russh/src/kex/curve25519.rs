@@ -73,7 +73,7 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         };
 
         let server_secret = rand::random::<[u8; 32]>();
-        let server_pubkey = MontgomeryPoint::mul_base_clamped(server_secret);
+        let server_pubkey = super::x25519::public_key(server_secret);
 
         // fill exchange.
         exchange.server_ephemeral.clear();
@@ -97,7 +97,7 @@ impl KexAlgorithmImplementor for Curve25519Kex {
         writer: &mut impl Writer,
     ) -> Result<(), crate::Error> {
         let client_secret = rand::random::<[u8; 32]>();
-        let client_pubkey = MontgomeryPoint::mul_base_clamped(client_secret);
+        let client_pubkey = super::x25519::public_key(client_secret);
 
         // fill exchange.
         client_ephemeral.clear();

@@ -92,7 +92,7 @@ impl KexAlgorithmImplementor for MlKem768X25519Kex {
         let (s_ct2, k_pq_shared_secret) = c_pk2.encapsulate_with_rng(&mut rand::rng());
 
         let s_secret = rand::random::<[u8; 32]>();
-        let s_pk1 = MontgomeryPoint::mul_base_clamped(s_secret);
+        let s_pk1 = super::x25519::public_key(s_secret);
 
         let k_cl = super::x25519::mul_clamped(&c_pk1, s_secret);
         if k_cl.0 == [0u8; 32] {
@@ -120,7 +120,7 @@ impl KexAlgorithmImplementor for MlKem768X25519Kex {
         let (mlkem_sk, mlkem_pk) = MlKem768::generate_keypair_from_rng(&mut rand::rng());
 
         let x25519_secret = rand::random::<[u8; 32]>();
-        let x25519_pk = MontgomeryPoint::mul_base_clamped(x25519_secret);
+        let x25519_pk = super::x25519::public_key(x25519_secret);
 
         client_ephemeral.clear();
         client_ephemeral.extend(&mlkem_pk.to_bytes());
