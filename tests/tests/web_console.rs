@@ -1,7 +1,9 @@
 //! The auditors' web console of a real `ssh-bastion serve`: signed in through the one-time
 //! URL that real `ssh web@bastion` prints, driven in headless Chromium (Debian's, through
 //! Playwright for Python: tests/web/console_browser.py) like an auditor would, and refused
-//! the way it must be with plain HTTPS requests (`curl`).
+//! the way it must be with plain HTTPS requests (`curl`). The browser test runs twice:
+//! recordings on the bastion's disk, and uploaded to an object store (a real Garage;
+//! `[recordings] store`) and gone from the spool before the auditor looks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -9,9 +11,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jitssh_tests::{
-    Bastion, CaFixture, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen, project_bin, run,
-    run_ok, run_with, target, user,
+    Bastion, CaFixture, Garage, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen,
+    project_bin, run, run_ok, run_with, session_recordings, target, user,
 };
+
+/// Where the bastion keeps finished recordings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recordings {
+    /// Its recordings directory (the default).
+    Local,
+    /// An S3 bucket (Garage); the directory is only the spool.
+    Bucket,
+}
 
 struct World {
     scratch: Scratch,
@@ -24,10 +35,28 @@ struct World {
     audrey: KeyPair,
     /// `https://127.0.0.1:PORT`.
     base: String,
+    /// The object store, when recordings go to a bucket.
+    garage: Option<Garage>,
 }
 
 fn world() -> World {
+    world_on(Recordings::Local)
+}
+
+fn world_on(recordings: Recordings) -> World {
     let scratch = Scratch::new();
+    let garage = (recordings == Recordings::Bucket).then(|| Garage::start("recordings"));
+    let store = match &garage {
+        Some(garage) => {
+            let credentials = scratch.file("s3-credentials");
+            garage.credentials_file(&credentials);
+            format!(
+                "[recordings]\n{}",
+                garage.recordings_keys("web", &credentials)
+            )
+        }
+        None => String::new(),
+    };
     let ca = Bastion::ca(scratch.path(), "");
     let web01 = target(&ca, scratch.path(), "web01", |b| b);
     let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
@@ -50,7 +79,7 @@ fn world() -> World {
     let bastion = Bastion::start(
         &ca,
         &[("web01", format!("127.0.0.1:{}", web01.port()))],
-        &format!("[web]\nlisten = \"127.0.0.1:{web_port}\"\n"),
+        &format!("[web]\nlisten = \"127.0.0.1:{web_port}\"\n{store}"),
     );
     let base = format!("https://127.0.0.1:{web_port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -70,6 +99,7 @@ fn world() -> World {
         alice,
         audrey,
         base,
+        garage,
     }
 }
 
@@ -165,6 +195,15 @@ impl World {
             assert!(Instant::now() < deadline, "no session.end");
             std::thread::sleep(Duration::from_millis(20));
         }
+        if self.garage.is_some() {
+            // Uploaded and gone from the spool: what the console shows comes from the bucket.
+            let spool = self.bastion.data_dir().join("recordings");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !session_recordings(&spool).is_empty() {
+                assert!(Instant::now() < deadline, "recordings still in the spool");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.newest_session()
     }
 
@@ -184,8 +223,13 @@ impl World {
         v["id"].as_str().expect("id").to_string()
     }
 
+    /// Where the browser's screenshots go: the documentation's images for the local run,
+    /// scratch space for the bucket run (the same pages).
     fn shots(&self) -> PathBuf {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+        let dir = match self.garage {
+            Some(_) => self.scratch.path().join("shots"),
+            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img"),
+        };
         std::fs::create_dir_all(&dir).expect("docs/img");
         dir
     }
@@ -215,7 +259,16 @@ fn findings(child: std::process::Child) -> serde_json::Value {
 
 #[test]
 fn an_auditor_signs_in_plays_a_session_and_searches_in_a_browser() {
-    let w = world();
+    signs_in_plays_and_searches(Recordings::Local);
+}
+
+#[test]
+fn the_same_with_recordings_in_a_bucket() {
+    signs_in_plays_and_searches(Recordings::Bucket);
+}
+
+fn signs_in_plays_and_searches(recordings: Recordings) {
+    let w = world_on(recordings);
     let id = w.exec("echo '<script>window.__pwned=true</script>'; echo PLAYED-$((6*7))");
     let spec = serde_json::json!({
         "base": w.base,
