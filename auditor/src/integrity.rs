@@ -26,13 +26,11 @@ impl Auditor {
     pub fn verify(&self, args: &VerifyArgs, out: &mut dyn Write) -> Result<Outcome, AuditorError> {
         let key_path = args.key.clone().unwrap_or_else(|| self.seal_key.clone());
         let key = read_public_key(&key_path)?;
-        let dirs: Vec<(String, PathBuf)> = if args.ids.is_empty() {
+        // Recordings in a bucket are fetched one at a time, as their turn comes.
+        let dirs: Vec<(String, Option<PathBuf>)> = if args.ids.is_empty() {
             self.every_recording()?
         } else {
-            args.ids
-                .iter()
-                .map(|id| Ok((id.clone(), self.recording_dir(id)?)))
-                .collect::<Result<_, AuditorError>>()?
+            args.ids.iter().map(|id| (id.clone(), None)).collect()
         };
         if dirs.is_empty() {
             let place = match &self.store {
@@ -46,7 +44,11 @@ impl Auditor {
         let mut outcome = Outcome::Ok;
         let (mut intact, mut bad) = (0usize, 0usize);
         for (id, dir) in &dirs {
-            let report = verify_session(dir, &key)?;
+            let dir = match dir {
+                Some(dir) => dir.clone(),
+                None => self.recording_dir(id)?,
+            };
+            let report = verify_session(&dir, &key)?;
             write!(out, "{report}").map_err(output)?;
             // A writer at work leaves a partial last line, lines the next chain entry covers
             // and, while sealing, the seal's temporary files: no failure while it is live.

@@ -230,18 +230,21 @@ impl Auditor {
         }
     }
 
-    /// Every recording, oldest first: those in the recordings directory, then (with a
-    /// bucket) those only in the bucket, fetched.
-    pub(crate) fn every_recording(&self) -> Result<Vec<(String, PathBuf)>, AuditorError> {
-        let mut found = integrity::all_recordings(&self.recordings)?;
+    /// Every recording, oldest first, with its directory when it is on disk; `None` for one
+    /// only in the bucket, which [`Auditor::recording_dir`] fetches when it is needed.
+    pub(crate) fn every_recording(&self) -> Result<Vec<(String, Option<PathBuf>)>, AuditorError> {
+        let mut found: Vec<(String, Option<PathBuf>)> =
+            integrity::all_recordings(&self.recordings)?
+                .into_iter()
+                .map(|(id, dir)| (id, Some(dir)))
+                .collect();
         if let Some(store) = &self.store {
             for stored in store.sessions()? {
                 if found.iter().any(|(id, _)| *id == stored.id) {
                     continue;
                 }
-                if let Some(dir) = store.fetch(&stored.id)? {
-                    found.push((stored.id, dir));
-                }
+                // Fetched when its turn comes: the cache keeps only so many.
+                found.push((stored.id, None));
             }
             found.sort();
         }

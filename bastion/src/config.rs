@@ -125,6 +125,11 @@ pub struct Recordings {
     /// Plain HTTP to `s3_endpoint`, allowed only for a loopback endpoint.
     #[serde(default)]
     pub s3_allow_http: bool,
+    /// Bytes of recordings fetched from the bucket that the auditor's tools keep in their
+    /// temporary cache (the web console's lives as long as the bastion); the least recently
+    /// used go first.
+    #[serde(default = "default_s3_cache_bytes")]
+    pub s3_cache_bytes: u64,
 }
 
 impl Default for Recordings {
@@ -145,6 +150,7 @@ impl Default for Recordings {
             s3_region: None,
             s3_credentials: None,
             s3_allow_http: false,
+            s3_cache_bytes: default_s3_cache_bytes(),
         }
     }
 }
@@ -169,6 +175,9 @@ fn default_person_window() -> HumanDuration {
 }
 fn default_min_free_bytes() -> u64 {
     crate::recording::DEFAULT_MIN_FREE_BYTES
+}
+fn default_s3_cache_bytes() -> u64 {
+    1 << 30
 }
 
 impl Recordings {
@@ -589,7 +598,10 @@ impl BastionConfig {
         let mut seal_key = self.host_key_path().into_os_string();
         seal_key.push(".pub");
         let store = match &self.recordings_store {
-            Some(settings) => Some(jitssh_recstore::RemoteRecordings::new(settings.connect()?)?),
+            Some(settings) => Some(jitssh_recstore::RemoteRecordings::new(
+                settings.connect()?,
+                self.recordings.s3_cache_bytes,
+            )?),
             None => None,
         };
         Ok(jitssh_auditor::Auditor {
@@ -1118,7 +1130,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| l.starts_with("store = ") || l.starts_with("s3_"))
             .collect();
-        assert_eq!(keys.len(), 5, "{keys:?}");
+        assert_eq!(keys.len(), 6, "{keys:?}");
         let config = parse(&format!("[recordings]\n{}\n", keys.join("\n"))).unwrap();
         let store = config.recordings_store.unwrap();
         assert_eq!(
@@ -1126,6 +1138,7 @@ mod tests {
             ("recordings", "bastion-1")
         );
         assert_eq!(store.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.recordings.s3_cache_bytes, 1 << 30);
         // Plain http to a non-loopback endpoint, and s3_* keys without a store, are refused.
         let err = parse(
             "[recordings]\nstore = \"s3://recs\"\ns3_endpoint = \"http://10.1.2.3:3900\"\ns3_allow_http = true\n",

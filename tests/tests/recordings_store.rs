@@ -327,6 +327,34 @@ fn a_session_is_uploaded_and_every_auditor_command_reads_it_as_from_disk() {
     }
 }
 
+/// `verify` of everything in the bucket with a cache that keeps nothing but the recording in
+/// use: each is fetched when its turn comes (not all first), so none is evicted before it
+/// is checked.
+#[test]
+fn verify_reads_every_recording_of_the_bucket_through_a_cache_bounded_to_one() {
+    let w = world("s3_cache_bytes = 1\n");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = w.exec(&format!("echo session-{n}; seq 1 2000"));
+        w.wait_uploaded(&id, "seal.json.sig");
+        ids.push(id);
+    }
+    let out = w.cli_ok(&["verify"]);
+    let text = out.stdout_str();
+    for id in &ids {
+        assert!(
+            text.contains(&format!("session {id}: sealed, intact")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("3 intact, 0 not"), "{text}");
+    let named: Vec<&str> = std::iter::once("verify")
+        .chain(ids.iter().map(String::as_str))
+        .collect();
+    let again = w.cli_ok(&named).stdout_str();
+    assert_eq!(again, text, "named or not, the same reports");
+}
+
 #[test]
 fn a_recording_tampered_with_in_the_bucket_is_named_as_on_disk() {
     let w = world("");

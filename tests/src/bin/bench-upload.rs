@@ -55,7 +55,7 @@ fn main() {
     )
     .expect("settings");
     let bucket = settings.connect().expect("connect");
-    let remote = jitssh_recstore::RemoteRecordings::new(bucket.clone()).expect("remote");
+    let remote = jitssh_recstore::RemoteRecordings::new(bucket.clone(), u64::MAX).expect("remote");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
