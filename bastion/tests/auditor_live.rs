@@ -75,20 +75,7 @@ impl World {
     fn session(&self, user: &str) -> String {
         let meta = meta(user);
         let id = meta.id.clone();
-        let jitssh_auditor::IndexSource::File(path) = &self.auditor.index else {
-            panic!("these tests index in sessions.db");
-        };
-        let index = SqliteStore::open_session_index(path).unwrap();
-        let rec = Recorder::start(
-            &self.auditor.recordings,
-            meta.clone(),
-            RecordingPolicy::default(),
-            self.key.clone(),
-        )
-        .unwrap();
-        index
-            .insert_session(&meta.index_record(&rec.dir()))
-            .unwrap();
+        let (index, rec) = self.start(&meta);
         let audit = AuditLog::open(&self.auditor.audit_log).unwrap();
         audit
             .append(
@@ -139,6 +126,25 @@ impl World {
             )
             .unwrap();
         id
+    }
+
+    /// A session started: the index with its row, and its recorder.
+    fn start(&self, meta: &SessionMeta) -> (SqliteStore, Recorder) {
+        let jitssh_auditor::IndexSource::File(path) = &self.auditor.index else {
+            panic!("these tests index in sessions.db");
+        };
+        let index = SqliteStore::open_session_index(path).unwrap();
+        let rec = Recorder::start(
+            &self.auditor.recordings,
+            meta.clone(),
+            RecordingPolicy::default(),
+            self.key.clone(),
+        )
+        .unwrap();
+        index
+            .insert_session(&meta.index_record(&rec.dir()))
+            .unwrap();
+        (index, rec)
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -388,20 +394,7 @@ fn a_session_being_sealed_is_ending_not_damaged_and_a_crash_mid_seal_is_named() 
     let w = world();
     let meta = meta("dave");
     let id = meta.id.clone();
-    let jitssh_auditor::IndexSource::File(path) = &w.auditor.index else {
-        panic!("these tests index in sessions.db");
-    };
-    let index = SqliteStore::open_session_index(path).unwrap();
-    let rec = Recorder::start(
-        &w.auditor.recordings,
-        meta.clone(),
-        RecordingPolicy::default(),
-        w.key.clone(),
-    )
-    .unwrap();
-    index
-        .insert_session(&meta.index_record(&rec.dir()))
-        .unwrap();
+    let (_index, rec) = w.start(&meta);
     let mut shell = rec.channel(0, ChannelKind::Shell { pty: pty() }).unwrap();
     shell.output(b"$ exit\r\n").unwrap();
     shell.finish().unwrap();
