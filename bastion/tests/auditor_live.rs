@@ -147,6 +147,35 @@ impl World {
         (index, rec)
     }
 
+    /// The bastion's admin socket for this world's auditor, served on a runtime of
+    /// `workers` threads: the runtime, the live registry behind the socket, the server (keep
+    /// all three while the test uses the socket).
+    fn serve_admin(
+        &self,
+        workers: usize,
+    ) -> (
+        tokio::runtime::Runtime,
+        Arc<LiveSessions>,
+        admin::AdminServer,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        let live = LiveSessions::new();
+        let audit =
+            ssh_bastion::audit::Audit::new(AuditLog::open(&self.auditor.audit_log).unwrap());
+        let settings = AdminSettings {
+            socket: self.auditor.admin_socket.clone(),
+            allow_uids: Vec::new(),
+        };
+        let server = runtime
+            .block_on(async { admin::serve(&settings, live.clone(), audit) })
+            .unwrap();
+        (runtime, live, server)
+    }
+
     fn dir(&self, id: &str) -> PathBuf {
         jitssh_recording::session_dir(&self.auditor.recordings, id).unwrap()
     }
@@ -199,12 +228,7 @@ fn prune_deletes_old_recordings_audited_and_keeps_live_ones() {
     age(&w.dir(&live_old), 100);
     w.auditor.retain = Some(Duration::from_secs(90 * 86_400));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let live = LiveSessions::new();
+    let (_runtime, live, _server) = w.serve_admin(1);
     let _registration = live.register(LiveInfo {
         id: live_old.clone(),
         user: "bob".into(),
@@ -213,14 +237,6 @@ fn prune_deletes_old_recordings_audited_and_keeps_live_ones() {
         started_at: 1,
         ending: false,
     });
-    let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
-    let settings = AdminSettings {
-        socket: w.auditor.admin_socket.clone(),
-        allow_uids: Vec::new(),
-    };
-    let _server = runtime
-        .block_on(async { admin::serve(&settings, live.clone(), audit) })
-        .unwrap();
 
     let args = PruneArgs {
         dry_run: true,
@@ -269,20 +285,7 @@ fn prune_deletes_old_recordings_audited_and_keeps_live_ones() {
 #[test]
 fn watch_follows_a_live_session_and_kill_ends_it() {
     let w = world();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let live = LiveSessions::new();
-    let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
-    let settings = AdminSettings {
-        socket: w.auditor.admin_socket.clone(),
-        allow_uids: Vec::new(),
-    };
-    let _server = runtime
-        .block_on(async { admin::serve(&settings, live.clone(), audit) })
-        .unwrap();
+    let (runtime, live, _server) = w.serve_admin(2);
     let registration = Arc::new(live.register(LiveInfo {
         id: "20261123T180000Z-0a1b2c3d".into(),
         user: "alice".into(),
@@ -359,20 +362,7 @@ fn the_auditor_tells_a_refusal_from_a_bastion_not_running() {
         ),
         "{err:?}"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let live = LiveSessions::new();
-    let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
-    let settings = AdminSettings {
-        socket: w.auditor.admin_socket.clone(),
-        allow_uids: Vec::new(),
-    };
-    let _server = runtime
-        .block_on(async { admin::serve(&settings, live.clone(), audit) })
-        .unwrap();
+    let (_runtime, _live, _server) = w.serve_admin(1);
     let err = w
         .auditor
         .kill("20261123T180000Z-0a1b2c3d", "why", &mut Vec::new());
@@ -403,20 +393,7 @@ fn a_session_being_sealed_is_ending_not_damaged_and_a_crash_mid_seal_is_named() 
     let dir = rec.finish("the client disconnected").dir;
     fs::rename(dir.join("seal.json"), dir.join(".seal.json.tmp")).unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let live = LiveSessions::new();
-    let audit = ssh_bastion::audit::Audit::new(AuditLog::open(&w.auditor.audit_log).unwrap());
-    let settings = AdminSettings {
-        socket: w.auditor.admin_socket.clone(),
-        allow_uids: Vec::new(),
-    };
-    let _server = runtime
-        .block_on(async { admin::serve(&settings, live.clone(), audit) })
-        .unwrap();
+    let (_runtime, live, _server) = w.serve_admin(1);
     let registration = live.register(LiveInfo {
         id: id.clone(),
         user: "dave".into(),
