@@ -107,15 +107,19 @@ fn recording(c: &mut Criterion) {
         min_free_bytes: 0,
         ..RecordingPolicy::default()
     };
+    let index: Arc<dyn jitssh_core::store::SessionStore> = Arc::new(
+        jitssh_core::store::SqliteStore::open(&dir.path().join("sessions.db")).expect("index"),
+    );
     let setup = RecordingSetup {
         uploads: None,
         root: dir.path().to_path_buf(),
         quotas: Arc::new(Quotas::new(dir.path(), &policy)),
         policy,
         seal_key: key.clone(),
-        index: Arc::new(
-            jitssh_core::store::SqliteStore::open(&dir.path().join("sessions.db")).expect("index"),
+        ends: Arc::new(
+            ssh_bastion::index_ends::IndexEnds::start(index.clone()).expect("index writer"),
         ),
+        index,
         queue_bytes: ssh_bastion::recorded::DEFAULT_RECORDING_QUEUE,
     };
     group.bench_function("exec, no pty, zeros, through the session writer", |b| {

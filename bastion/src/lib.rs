@@ -21,6 +21,7 @@ pub mod config;
 pub mod door;
 pub mod front;
 pub mod hostcert;
+pub mod index_ends;
 pub mod issuer;
 pub mod jump;
 pub mod login;

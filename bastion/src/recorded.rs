@@ -25,6 +25,7 @@ use std::sync::Arc;
 use jitssh_core::keys::CaSigner;
 use jitssh_core::store::SessionStore;
 
+use crate::index_ends::IndexEnds;
 use crate::pump::Tap;
 use crate::recording::filexfer::FileAudit;
 pub use crate::recording::{Backlog, DEFAULT_RECORDING_QUEUE};
@@ -43,6 +44,8 @@ pub struct RecordingSetup {
     pub seal_key: Arc<CaSigner>,
     /// The session index.
     pub index: Arc<dyn SessionStore>,
+    /// Writes the index's session ends, later if the index cannot take them now.
+    pub ends: Arc<IndexEnds>,
     /// Recording quotas: the per-person tally and the free-space floor.
     pub quotas: Arc<Quotas>,
     /// Bytes a session may queue for its writer before its relay waits.
@@ -60,6 +63,9 @@ pub enum SetupError {
     /// The session index could not be opened.
     #[error(transparent)]
     Index(#[from] jitssh_core::store::StoreError),
+    /// The thread writing session ends to the index could not be started.
+    #[error("cannot start the session index's writer: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 impl RecordingSetup {
@@ -84,6 +90,7 @@ impl RecordingSetup {
             root: root.to_path_buf(),
             policy,
             seal_key: Arc::new(seal_key),
+            ends: Arc::new(IndexEnds::start(index.clone())?),
             index,
             queue_bytes: DEFAULT_RECORDING_QUEUE,
             uploads: None,
@@ -136,7 +143,7 @@ impl StartError {
 /// [`Writer`] (every call but [`SessionRecording::finish`] returns at once).
 pub struct SessionRecording {
     writer: Writer,
-    index: Arc<dyn SessionStore>,
+    ends: Arc<IndexEnds>,
     id: String,
 }
 
@@ -170,7 +177,7 @@ impl SessionRecording {
         let writer = Writer::spawn(recorder, setup.policy.on_failure, setup.queue_bytes)?;
         Ok(SessionRecording {
             writer,
-            index: setup.index.clone(),
+            ends: setup.ends.clone(),
             id,
         })
     }
@@ -215,12 +222,10 @@ impl SessionRecording {
     }
 
     /// Seals the recording once everything queued is written, and completes the session's
-    /// index row. Blocking: waits for the writer.
+    /// index row (later, if the index cannot take it now). Blocking: waits for the writer.
     pub fn finish(&self, end_reason: &str) -> Option<SessionSummary> {
         let summary = self.writer.finish(end_reason)?;
-        if let Err(err) = self.index.end_session(&self.id, &summary.index_end()) {
-            tracing::error!(session = %self.id, "cannot complete the session index: {err}");
-        }
+        self.ends.write(&self.id, summary.index_end());
         Some(summary)
     }
 }

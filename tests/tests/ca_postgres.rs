@@ -920,3 +920,85 @@ fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_ver
     drop(bastions);
     pg.stop_server();
 }
+
+/// Issue 13, a bastion whose session index is on PostgreSQL through a database outage: a
+/// session that ends while the database is down is sealed and audited as ever, and its index
+/// row is completed once the database is back (before, it stayed without an end and showed
+/// as `unfinished`, a crash's mark, for good); a login during the outage is refused with a
+/// reason.
+#[test]
+fn a_session_ending_during_a_database_outage_is_indexed_once_it_is_back() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database();
+    let scratch = Scratch::new();
+    let ca = Bastion::ca(scratch.path(), "");
+    let web01 = target(&ca, scratch.path(), "web01", |b| b);
+    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+    let bastion = Bastion::start(
+        &ca,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        &store_section(&url),
+    );
+    let list = |bastion: &Bastion| {
+        run(
+            std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+                .arg("--config")
+                .arg(&bastion.config)
+                .args(["sessions", "list", "--json"]),
+        )
+    };
+
+    let ssh = bastion
+        .ssh("root@web01", &alice)
+        .args(["sleep 3; echo ended-during-the-outage"]);
+    let client = std::thread::spawn(move || ssh.run());
+    bastion.wait_for_audit("\"event\":\"session.start\"", Duration::from_secs(20));
+    pg.stop_server();
+    let out = client.join().expect("client");
+    assert!(
+        out.success() && out.stdout_str().contains("ended-during-the-outage"),
+        "the session goes on through the outage: {out}"
+    );
+    bastion.wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(20));
+    wait_for(
+        || bastion.log().contains("cannot complete the session index"),
+        Duration::from_secs(20),
+        "the failed index write in the log",
+    );
+    let refused = bastion.ssh("root@web01", &alice).args(["true"]).run();
+    assert!(!refused.success(), "a login during the outage: {refused}");
+    assert!(
+        refused.stderr.contains("session index"),
+        "the person is told why: {refused}"
+    );
+
+    pg.start_server();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let out = list(&bastion);
+        let ended = out.success().then(|| {
+            out.stdout_str()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| !v["ended_at"].is_null())
+        });
+        if let Some(Some(row)) = ended {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session's index row is still without an end: {out}\n{}",
+            bastion.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(row["end_reason"], "the client disconnected", "{row}");
+    assert_eq!(row["exit_status"], 0, "{row}");
+    assert_eq!(row["unfinished"], false, "{row}");
+    assert!(
+        bastion.log().contains("session index reachable again"),
+        "{}",
+        bastion.log()
+    );
+    pg.stop_server();
+}
