@@ -8,12 +8,19 @@
 //! a back-off from one second to thirty, until the index is back; the session itself never
 //! waits for it. The queue is bounded: past [`MAX_PENDING`] ends the newest is dropped, with
 //! an error naming it (its recording and audit record still tell its end).
+//!
+//! Ends still queued when the bastion stops (or a stop between sealing and writing the end)
+//! are not lost for good: at the next start [`complete_sealed`] completes every row without
+//! an end whose recording is in this bastion's recordings directory and sealed by its key,
+//! from the seal, which says everything the row lacks.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jitssh_core::store::{SessionEnd, SessionStore};
+use jitssh_core::ssh_key::PublicKey;
+use jitssh_core::store::{SessionEnd, SessionFilter, SessionStore};
 
 /// Session ends kept for a retry at most.
 pub const MAX_PENDING: usize = 10_000;
@@ -159,4 +166,53 @@ fn retry(shared: &Shared) {
             }
         }
     }
+}
+
+/// At start, before any session: completes the index row of every session without an end
+/// whose recording is under `root` and sealed by `key`, from its seal. Returns how many.
+/// Rows of sessions running elsewhere (other bastions on a shared index) are left alone:
+/// their recordings are not here, or not sealed.
+pub fn complete_sealed(index: &dyn SessionStore, root: &Path, key: &PublicKey) -> usize {
+    let filter = SessionFilter {
+        active: Some(true),
+        ..SessionFilter::default()
+    };
+    let rows = match index.list_sessions(&filter) {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::warn!("cannot look for sessions ended but not indexed: {err}");
+            return 0;
+        }
+    };
+    let mut completed = 0;
+    for row in rows {
+        let dir = Path::new(&row.recording);
+        if !dir.starts_with(root) || !dir.is_dir() {
+            continue;
+        }
+        let Ok(Some(seal)) = jitssh_recording::read_seal(dir, key) else {
+            continue;
+        };
+        if seal.session.id != row.id {
+            continue;
+        }
+        let end = SessionEnd {
+            ended_at: seal.ended_at,
+            bytes_in: seal.bytes_in,
+            bytes_out: seal.bytes_out,
+            exit_status: seal.exit_status,
+            end_reason: seal.end_reason,
+        };
+        match index.end_session(&row.id, &end) {
+            Ok(_) => completed += 1,
+            Err(err) => {
+                tracing::warn!(session = %row.id, "cannot complete the session index: {err}");
+                break;
+            }
+        }
+    }
+    if completed > 0 {
+        tracing::info!("{completed} sessions ended but not indexed completed from their seals");
+    }
+    completed
 }

@@ -70,7 +70,8 @@ pub enum SetupError {
 
 impl RecordingSetup {
     /// Reads the seal key from the host key file; sessions are indexed in `index` (see
-    /// [`crate::config::BastionConfig::open_session_store`]).
+    /// [`crate::config::BastionConfig::open_session_store`]), whose rows of sessions that
+    /// ended sealed but unindexed (the last run stopped first) are completed now.
     pub fn open(
         root: &Path,
         policy: RecordingPolicy,
@@ -84,6 +85,7 @@ impl RecordingSetup {
             }
         })?;
         let seal_key = CaSigner::from_openssh(&text, host_key)?;
+        crate::index_ends::complete_sealed(index.as_ref(), root, &seal_key.public_key());
         let quotas = Quotas::new(root, &policy).with_index(index.clone());
         Ok(RecordingSetup {
             quotas: Arc::new(quotas),

@@ -154,7 +154,7 @@ pub use reader::{
     BulkEntry, CastEvent, CastHeader, CastReader, ChannelEntry, JournalReader, Recording, Segment,
 };
 pub use recorder::{ChannelRecorder, Recorder};
-pub use seal::{Manifest, SEAL_NAMESPACE, SealError};
+pub use seal::{Manifest, SEAL_NAMESPACE, SealError, read_seal};
 pub use verify::{
     BulkStatus, FileStatus, Problem, ProblemKind, SealStatus, VerifyReport, verify_session,
 };

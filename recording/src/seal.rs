@@ -148,8 +148,9 @@ pub enum SealError {
 }
 
 /// Reads the seal of `dir`: `Ok(None)` when there is none (unsealed), `Err` with the reason
-/// when it is there but not a valid seal by `trusted`.
-pub(crate) fn read_seal(dir: &Path, trusted: &PublicKey) -> Result<Option<Manifest>, SealError> {
+/// when it is there but not a valid seal by `trusted`. Checks the signature over the
+/// manifest only, not the files against it (that is [`crate::verify_session`]'s).
+pub fn read_seal(dir: &Path, trusted: &PublicKey) -> Result<Option<Manifest>, SealError> {
     let bytes = match std::fs::read(dir.join(SEAL_FILE)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

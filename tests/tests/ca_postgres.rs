@@ -921,6 +921,114 @@ fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_ver
     pg.stop_server();
 }
 
+/// A bastion whose session index is on PostgreSQL (all-in-one; its CA on SQLite).
+struct IndexedBastion {
+    pg: Postgres,
+    _scratch: Scratch,
+    ca: jitssh_tests::CaFixture,
+    web01: Sshd,
+    alice: KeyPair,
+    bastion: Bastion,
+    extra: String,
+}
+
+impl IndexedBastion {
+    fn start() -> IndexedBastion {
+        let mut pg = Postgres::start();
+        let url = pg.create_database();
+        let scratch = Scratch::new();
+        let ca = Bastion::ca(scratch.path(), "");
+        let web01 = target(&ca, scratch.path(), "web01", |b| b);
+        let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
+        let extra = store_section(&url);
+        let bastion = Bastion::start(
+            &ca,
+            &[("web01", format!("127.0.0.1:{}", web01.port()))],
+            &extra,
+        );
+        IndexedBastion {
+            pg,
+            _scratch: scratch,
+            ca,
+            web01,
+            alice,
+            bastion,
+            extra,
+        }
+    }
+
+    /// A session that starts with the database up and ends while it is down: it goes on,
+    /// ends sealed and audited, and its index end fails (logged). A login meanwhile is
+    /// refused with the reason.
+    fn session_ending_in_an_outage(&mut self) {
+        let ssh = self
+            .bastion
+            .ssh("root@web01", &self.alice)
+            .args(["sleep 3; echo ended-during-the-outage"]);
+        let client = std::thread::spawn(move || ssh.run());
+        self.bastion
+            .wait_for_audit("\"event\":\"session.start\"", Duration::from_secs(20));
+        self.pg.stop_server();
+        let out = client.join().expect("client");
+        assert!(
+            out.success() && out.stdout_str().contains("ended-during-the-outage"),
+            "the session goes on through the outage: {out}"
+        );
+        self.bastion
+            .wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(20));
+        wait_for(
+            || {
+                self.bastion
+                    .log()
+                    .contains("cannot complete the session index")
+            },
+            Duration::from_secs(20),
+            "the failed index write in the log",
+        );
+        let refused = self
+            .bastion
+            .ssh("root@web01", &self.alice)
+            .args(["true"])
+            .run();
+        assert!(!refused.success(), "a login during the outage: {refused}");
+        assert!(
+            refused.stderr.contains("session index"),
+            "the person is told why: {refused}"
+        );
+    }
+
+    /// Waits until `sessions list --json` shows the one session with its end; that row.
+    fn ended_row(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = run(
+                std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
+                    .arg("--config")
+                    .arg(&self.bastion.config)
+                    .args(["sessions", "list", "--json"]),
+            );
+            let ended = out.success().then(|| {
+                out.stdout_str()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| !v["ended_at"].is_null())
+            });
+            if let Some(Some(row)) = ended {
+                assert_eq!(row["end_reason"], "the client disconnected", "{row}");
+                assert_eq!(row["exit_status"], 0, "{row}");
+                assert_eq!(row["unfinished"], false, "{row}");
+                return row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the session's index row is still without an end: {out}\n{}",
+                self.bastion.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// Issue 13, a bastion whose session index is on PostgreSQL through a database outage: a
 /// session that ends while the database is down is sealed and audited as ever, and its index
 /// row is completed once the database is back (before, it stayed without an end and showed
@@ -928,77 +1036,36 @@ fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_ver
 /// reason.
 #[test]
 fn a_session_ending_during_a_database_outage_is_indexed_once_it_is_back() {
-    let mut pg = Postgres::start();
-    let url = pg.create_database();
-    let scratch = Scratch::new();
-    let ca = Bastion::ca(scratch.path(), "");
-    let web01 = target(&ca, scratch.path(), "web01", |b| b);
-    let alice = user(&ca, scratch.path(), "alice", &["root"], &["web*"], &[]);
-    let bastion = Bastion::start(
-        &ca,
-        &[("web01", format!("127.0.0.1:{}", web01.port()))],
-        &store_section(&url),
-    );
-    let list = |bastion: &Bastion| {
-        run(
-            std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
-                .arg("--config")
-                .arg(&bastion.config)
-                .args(["sessions", "list", "--json"]),
-        )
-    };
-
-    let ssh = bastion
-        .ssh("root@web01", &alice)
-        .args(["sleep 3; echo ended-during-the-outage"]);
-    let client = std::thread::spawn(move || ssh.run());
-    bastion.wait_for_audit("\"event\":\"session.start\"", Duration::from_secs(20));
-    pg.stop_server();
-    let out = client.join().expect("client");
+    let mut w = IndexedBastion::start();
+    w.session_ending_in_an_outage();
+    w.pg.start_server();
+    w.ended_row();
     assert!(
-        out.success() && out.stdout_str().contains("ended-during-the-outage"),
-        "the session goes on through the outage: {out}"
-    );
-    bastion.wait_for_audit("\"event\":\"session.end\"", Duration::from_secs(20));
-    wait_for(
-        || bastion.log().contains("cannot complete the session index"),
-        Duration::from_secs(20),
-        "the failed index write in the log",
-    );
-    let refused = bastion.ssh("root@web01", &alice).args(["true"]).run();
-    assert!(!refused.success(), "a login during the outage: {refused}");
-    assert!(
-        refused.stderr.contains("session index"),
-        "the person is told why: {refused}"
-    );
-
-    pg.start_server();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let row = loop {
-        let out = list(&bastion);
-        let ended = out.success().then(|| {
-            out.stdout_str()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| !v["ended_at"].is_null())
-        });
-        if let Some(Some(row)) = ended {
-            break row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the session's index row is still without an end: {out}\n{}",
-            bastion.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(row["end_reason"], "the client disconnected", "{row}");
-    assert_eq!(row["exit_status"], 0, "{row}");
-    assert_eq!(row["unfinished"], false, "{row}");
-    assert!(
-        bastion.log().contains("session index reachable again"),
+        w.bastion.log().contains("session index reachable again"),
         "{}",
-        bastion.log()
+        w.bastion.log()
     );
-    pg.stop_server();
+    w.pg.stop_server();
+}
+
+/// The same, but the bastion stops while the end still waits for the database: at its next
+/// start (the database back) the row is completed from the recording's seal.
+#[test]
+fn a_session_end_lost_with_the_bastion_is_completed_from_the_seal_at_its_next_start() {
+    let mut w = IndexedBastion::start();
+    w.session_ending_in_an_outage();
+    w.bastion.daemon.stop();
+    w.pg.start_server();
+    w.bastion = Bastion::start(
+        &w.ca,
+        &[("web01", format!("127.0.0.1:{}", w.web01.port()))],
+        &w.extra,
+    );
+    w.ended_row();
+    assert!(
+        w.bastion.log().contains("completed from their seals"),
+        "{}",
+        w.bastion.log()
+    );
+    w.pg.stop_server();
 }
