@@ -210,6 +210,32 @@ impl Bastion {
         self.daemon.log()
     }
 
+    /// `ssh-bastion --config CONFIG ARGS...` (an auditor's command), on the bastion's clock.
+    pub fn cli(&self, args: &[&str]) -> crate::Output {
+        let mut cmd = std::process::Command::new(crate::project_bin("ssh-bastion"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        self.clock().apply(&mut cmd);
+        crate::run(&mut cmd)
+    }
+
+    /// The ids `sessions list --json FILTERS...` returns, newest first.
+    ///
+    /// # Panics
+    /// When the command fails or prints something else.
+    pub fn session_ids(&self, filters: &[&str]) -> Vec<String> {
+        let mut args = vec!["sessions", "list", "--json"];
+        args.extend_from_slice(filters);
+        let out = self.cli(&args);
+        assert!(out.success(), "ssh-bastion sessions list: {out}");
+        out.stdout_str()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                v["id"].as_str().expect("id").to_owned()
+            })
+            .collect()
+    }
+
     /// `SHA256:...` fingerprint of the bastion's host key.
     pub fn host_key_fingerprint(&self) -> String {
         let out = crate::process::run_ok(

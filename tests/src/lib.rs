@@ -50,7 +50,7 @@ pub use postgres::{PG_USER, Postgres};
 pub use process::{DEFAULT_TIMEOUT, Daemon, Output, run, run_ok, run_with, wait_for};
 pub use russh_client::{AnyHost, russh_login};
 pub use scratch::Scratch;
-pub use ssh::Ssh;
+pub use ssh::{Running, Ssh};
 pub use sshd::{Sshd, SshdBuilder};
 pub use syslog::Rsyslog;
 pub use tmux::Tmux;

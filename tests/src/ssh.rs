@@ -203,6 +203,44 @@ impl Ssh {
     pub fn run(&self) -> Output {
         run_with(&mut self.command(), self.stdin.as_deref(), self.timeout)
     }
+
+    /// Starts ssh in the background (stdin closed, stdout and stderr captured), for a
+    /// session that something else is to end; see [`Running::wait_ended_within`].
+    ///
+    /// # Panics
+    /// If ssh cannot be started.
+    pub fn spawn(&self) -> Running {
+        let child = self
+            .command()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ssh");
+        Running(child)
+    }
+}
+
+/// An ssh started with [`Ssh::spawn`].
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// Waits until ssh exits, at most `limit` from `since`; what it wrote to stderr.
+    ///
+    /// # Panics
+    /// If it is still running then (the session was not ended in time).
+    pub fn wait_ended_within(mut self, since: std::time::Instant, limit: Duration) -> String {
+        while self.0.try_wait().expect("try_wait").is_none() {
+            assert!(
+                since.elapsed() < limit,
+                "session still running {:?} after it should have ended",
+                since.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = self.0.wait_with_output().expect("ssh output");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
 }
 
 /// `key` + `path` as one `-o` argument. ssh splits option values on

@@ -139,16 +139,7 @@ impl World {
 
     /// Ids of the sessions `sessions list --json ARGS` returns, newest first.
     fn session_ids(&self, args: &[&str]) -> Vec<String> {
-        let mut all = vec!["sessions", "list", "--json"];
-        all.extend_from_slice(args);
-        self.cli_ok(&all)
-            .stdout_str()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
-                v["id"].as_str().expect("id").to_owned()
-            })
-            .collect()
+        self.bastion.session_ids(args)
     }
 
     /// A finished `ssh root@web01 COMMAND`; its session id.

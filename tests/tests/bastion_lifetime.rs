@@ -64,28 +64,13 @@ fn a_session_is_cut_when_its_certificate_is_revoked() {
         &[("web01", format!("127.0.0.1:{}", web01.port()))],
         "[session]\nrevocation_check = \"1s\"\n",
     );
-    let mut child = bastion
+    let session = bastion
         .ssh("root@web01", &alice)
         .args(["sleep", "60"])
-        .command()
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ssh");
+        .spawn();
     bastion.wait_for_audit("\"command\":\"sleep 60\"", Duration::from_secs(10));
     run_ok(&mut ca.cmd(["revoke", "--key-id", "alice", "--reason", "offboarded"]));
-    let revoked_at = Instant::now();
-    let deadline = revoked_at + Duration::from_secs(15);
-    while child.try_wait().expect("try_wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "session still running after revocation"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("ssh output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = session.wait_ended_within(Instant::now(), Duration::from_secs(15));
     assert!(
         stderr.contains("session ended: your certificate was revoked"),
         "{stderr}"

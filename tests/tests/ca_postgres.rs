@@ -76,6 +76,70 @@ fn start_pair_with(url: &str, extra: &str) -> Pair {
     }
 }
 
+/// A pair of CAs on one database that admit bastions holding `identity` (`bastion_keys`),
+/// with a target web01 and a user bob certified by their (shared) keys.
+struct Fleet {
+    scratch: Scratch,
+    identity: KeyPair,
+    pair: Pair,
+    web01: Sshd,
+    bob: KeyPair,
+}
+
+fn start_fleet(url: &str) -> Fleet {
+    let scratch = Scratch::new();
+    let identity = keygen(scratch.path(), "bastion_id");
+    let pair = start_pair_with(
+        url,
+        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
+    );
+    let web01 = target(&pair.one.ca, scratch.path(), "web01", |b| b);
+    let bob = user(
+        &pair.one.ca,
+        scratch.path(),
+        "bob",
+        &["root"],
+        &["web*"],
+        &[],
+    );
+    Fleet {
+        scratch,
+        identity,
+        pair,
+        web01,
+        bob,
+    }
+}
+
+impl Fleet {
+    /// A remote-CA bastion in `dir` on CA `n` (0: one, 1: two).
+    fn bastion(&self, n: usize, dir: &Path, ca_lines: &str, extra: &str) -> Bastion {
+        let ca = [&self.pair.one, &self.pair.two][n];
+        remote_bastion(ca, dir, &self.identity, &self.web01, ca_lines, extra)
+    }
+}
+
+/// A remote-CA bastion in `dir` on `ca`, holding `identity`, reaching `web01`; `ca_lines`
+/// are more `[ca]` lines, `extra` more bastion.toml.
+fn remote_bastion(
+    ca: &CaServer,
+    dir: &Path,
+    identity: &KeyPair,
+    web01: &Sshd,
+    ca_lines: &str,
+    extra: &str,
+) -> Bastion {
+    Bastion::start_remote(
+        dir,
+        &format!("127.0.0.1:{}", ca.port),
+        &ca.ca.ca_pub_file("host"),
+        &identity.private,
+        ca_lines,
+        &[("web01", format!("127.0.0.1:{}", web01.port()))],
+        extra,
+    )
+}
+
 fn host_ca(server: &CaServer) -> KeyData {
     let line = server.ca.run_ok(["pubkey", "--host"]).stdout_str();
     PublicKey::from_openssh(line.trim())
@@ -550,59 +614,27 @@ fn serve_refuses_a_newer_schema_and_migrate_says_what_it_applied() {
 fn a_revocation_through_ca_1_ends_a_live_session_on_a_bastion_of_ca_2() {
     let mut pg = Postgres::start();
     let url = pg.create_database();
-    let scratch = Scratch::new();
-    let identity = keygen(scratch.path(), "bastion_id");
-    let pair = start_pair_with(
-        &url,
-        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
-    );
-    let web01 = target(&pair.two.ca, scratch.path(), "web01", |b| b);
-    let bob = user(
-        &pair.one.ca,
-        scratch.path(),
-        "bob",
-        &["root"],
-        &["web*"],
-        &[],
-    );
-    let bastion = Bastion::start_remote(
-        scratch.path(),
-        &format!("127.0.0.1:{}", pair.two.port),
-        &pair.two.ca.ca_pub_file("host"),
-        &identity.private,
+    let fleet = start_fleet(&url);
+    let bastion = fleet.bastion(
+        1,
+        fleet.scratch.path(),
         "",
-        &[("web01", format!("127.0.0.1:{}", web01.port()))],
         "[session]\nrevocation_check = \"1s\"\n",
     );
-    let mut child = bastion
-        .ssh("root@web01", &bob)
+    let session = bastion
+        .ssh("root@web01", &fleet.bob)
         .args(["sleep", "60"])
-        .command()
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ssh");
+        .spawn();
     bastion.wait_for_audit("\"command\":\"sleep 60\"", Duration::from_secs(20));
-    let mut revoke = pair
+    let mut revoke = fleet
+        .pair
         .one
         .ca
         .cmd(["revoke", "--reason", "laptop stolen", "--key"]);
-    revoke.arg(&bob.public);
+    revoke.arg(&fleet.bob.public);
     run_ok(&mut revoke);
-    let revoked_at = Instant::now();
     // One re-check interval (1 s: a KRL fetch from CA 2), plus telling the client.
-    let deadline = revoked_at + Duration::from_secs(6);
-    while child.try_wait().expect("try_wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "session still running {:?} after the revocation",
-            revoked_at.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("ssh output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = session.wait_ended_within(Instant::now(), Duration::from_secs(6));
     assert!(stderr.contains("revoked"), "{stderr}");
     pg.stop_server();
 }
@@ -661,21 +693,13 @@ fn both_cas_audit_chains_are_searched_and_verified_in_one_place() {
 fn two_bastions_index_their_sessions_and_audit_in_one_database() {
     let mut pg = Postgres::start();
     let url = pg.create_database();
-    let scratch = Scratch::new();
-    let identity = keygen(scratch.path(), "bastion_id");
-    let pair = start_pair_with(
-        &url,
-        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
-    );
-    let web01 = target(&pair.one.ca, scratch.path(), "web01", |b| b);
-    let bob = user(
-        &pair.one.ca,
-        scratch.path(),
-        "bob",
-        &["root"],
-        &["web*"],
-        &[],
-    );
+    let Fleet {
+        scratch,
+        identity,
+        pair,
+        web01,
+        bob,
+    } = start_fleet(&url);
     let dirs = [Scratch::new(), Scratch::new()];
     let extra = format!("[audit]\nhead_interval = \"1s\"\n\n{}", store_section(&url));
     // Each bastion enrolled as its own host (its own host key) with the shared name as an
@@ -700,13 +724,12 @@ fn two_bastions_index_their_sessions_and_audit_in_one_database() {
         .zip(&dirs)
         .zip(&tokens)
         .map(|((ca, dir), token)| {
-            Bastion::start_remote(
+            remote_bastion(
+                ca,
                 dir.path(),
-                &format!("127.0.0.1:{}", ca.port),
-                &ca.ca.ca_pub_file("host"),
-                &identity.private,
+                &identity,
+                &web01,
                 &format!("host_token = \"{token}\"\n"),
-                &[("web01", format!("127.0.0.1:{}", web01.port()))],
                 &extra,
             )
         })
@@ -734,20 +757,7 @@ fn two_bastions_index_their_sessions_and_audit_in_one_database() {
     }
     local_ids.sort();
     for (n, bastion) in bastions.iter().enumerate() {
-        let out = run_ok(
-            std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
-                .arg("--config")
-                .arg(&bastion.config)
-                .args(["sessions", "list", "--json"]),
-        );
-        let mut listed: Vec<String> = out
-            .stdout_str()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
-                v["id"].as_str().expect("id").to_owned()
-            })
-            .collect();
+        let mut listed = bastion.session_ids(&[]);
         listed.sort();
         assert_eq!(listed, local_ids, "sessions list with bastion {n}'s config");
     }
@@ -809,23 +819,15 @@ fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_ver
     let mut pg = Postgres::start();
     let url = pg.create_database();
     let garage = jitssh_tests::Garage::start("recordings");
-    let scratch = Scratch::new();
+    let Fleet {
+        scratch,
+        identity,
+        pair,
+        web01,
+        bob,
+    } = start_fleet(&url);
     let credentials = scratch.file("s3-credentials");
     garage.credentials_file(&credentials);
-    let identity = keygen(scratch.path(), "bastion_id");
-    let pair = start_pair_with(
-        &url,
-        &format!("bastion_keys = [\"{}\"]\n", identity.public_line()),
-    );
-    let web01 = target(&pair.one.ca, scratch.path(), "web01", |b| b);
-    let bob = user(
-        &pair.one.ca,
-        scratch.path(),
-        "bob",
-        &["root"],
-        &["web*"],
-        &[],
-    );
     let dirs = [Scratch::new(), Scratch::new()];
     let extra = format!(
         "{}\n[recordings]\n{}",
@@ -834,15 +836,7 @@ fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_ver
     );
     let start = |n: usize| {
         let ca = [&pair.one, &pair.two][n];
-        Bastion::start_remote(
-            dirs[n].path(),
-            &format!("127.0.0.1:{}", ca.port),
-            &ca.ca.ca_pub_file("host"),
-            &identity.private,
-            "",
-            &[("web01", format!("127.0.0.1:{}", web01.port()))],
-            &extra,
-        )
+        remote_bastion(ca, dirs[n].path(), &identity, &web01, "", &extra)
     };
     let mut bastions = vec![start(0), start(1)];
     let terminal = |bastion: &Bastion| {
@@ -910,13 +904,8 @@ fn a_bastion_killed_mid_session_leaves_the_other_untouched_and_its_recording_ver
     term2.type_line("exit");
     term2.wait_exit(Duration::from_secs(10));
     // Both sessions in the one index, from either bastion's configuration.
-    let listed = run_ok(
-        std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
-            .arg("--config")
-            .arg(&bastions[0].config)
-            .args(["sessions", "list", "--json"]),
-    );
-    assert_eq!(listed.stdout_str().lines().count(), 2, "{listed}");
+    let listed = bastions[0].session_ids(&[]);
+    assert_eq!(listed.len(), 2, "{listed:?}");
     drop(bastions);
     pg.stop_server();
 }
@@ -1001,12 +990,7 @@ impl IndexedBastion {
     fn ended_row(&self) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = run(
-                std::process::Command::new(jitssh_tests::project_bin("ssh-bastion"))
-                    .arg("--config")
-                    .arg(&self.bastion.config)
-                    .args(["sessions", "list", "--json"]),
-            );
+            let out = self.bastion.cli(&["sessions", "list", "--json"]);
             let ended = out.success().then(|| {
                 out.stdout_str()
                     .lines()

@@ -93,14 +93,7 @@ impl World {
     }
 
     fn session_ids(&self) -> Vec<String> {
-        self.cli_ok(&["sessions", "list", "--json"])
-            .stdout_str()
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).expect("JSON line");
-                v["id"].as_str().expect("id").to_owned()
-            })
-            .collect()
+        self.bastion.session_ids(&[])
     }
 
     /// Every session's per-file records (from `export --format json`) and the text of

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jitssh_tests::{
-    Bastion, CaFixture, Garage, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen,
-    project_bin, run, run_ok, run_with, session_recordings, target, user,
+    Bastion, CaFixture, Garage, KeyPair, Output, Scratch, Sshd, Tmux, free_port, keygen, run,
+    run_ok, run_with, session_recordings, target, user,
 };
 
 /// Where the bastion keeps finished recordings.
@@ -208,19 +208,8 @@ impl World {
     }
 
     fn newest_session(&self) -> String {
-        let out = run(Command::new(project_bin("ssh-bastion"))
-            .arg("--config")
-            .arg(&self.bastion.config)
-            .args(["sessions", "list", "--json"]));
-        assert!(out.success(), "{out}");
-        let line = out
-            .stdout_str()
-            .lines()
-            .next()
-            .expect("a session")
-            .to_string();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
-        v["id"].as_str().expect("id").to_string()
+        let ids = self.bastion.session_ids(&[]);
+        ids.into_iter().next().expect("a session")
     }
 
     /// Where the browser's screenshots go: the documentation's images for the local run,
