@@ -54,26 +54,18 @@ impl Auditor {
             // and, while sealing, the seal's temporary files: no failure while it is live.
             let unfinished = report.seal == SealStatus::Unsealed
                 && report.problems.iter().all(|p| p.in_flight());
-            let still_live = unfinished
-                && match live.status_of(id) {
-                    Status::Active => {
-                        writeln!(
-                            out,
-                            "  (the session is still running: it is sealed when it ends)"
-                        )
-                        .map_err(output)?;
-                        true
-                    }
-                    Status::Ending => {
-                        writeln!(
-                            out,
-                            "  (the session is ending: the bastion is sealing its recording)"
-                        )
-                        .map_err(output)?;
-                        true
-                    }
-                    _ => false,
-                };
+            let live_note = match live.status_of(id) {
+                _ if !unfinished => None,
+                Status::Active => Some("the session is still running: it is sealed when it ends"),
+                Status::Ending => {
+                    Some("the session is ending: the bastion is sealing its recording")
+                }
+                _ => None,
+            };
+            if let Some(note) = live_note {
+                writeln!(out, "  ({note})").map_err(output)?;
+            }
+            let still_live = live_note.is_some();
             if report.is_intact() || still_live {
                 intact += 1;
             } else {

@@ -139,16 +139,6 @@ impl RemoteRecordings {
         })
     }
 
-    /// The cache directory: where fetched recordings are.
-    pub fn cache_dir(&self) -> &Path {
-        self.cache.path()
-    }
-
-    /// Bytes of recordings the cache keeps at most (besides the one in use).
-    pub fn cache_limit(&self) -> u64 {
-        self.cache_limit
-    }
-
     fn cached(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
